@@ -1,0 +1,1 @@
+//! Tessera's raft consensus library (work in progress).
