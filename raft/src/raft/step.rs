@@ -1,0 +1,178 @@
+//! `step`: the single entry point for messages, with the fixed shape — term checks
+//! and role-independent messages first, then `step_leader`, `step_candidate` or
+//! `step_follower`, each a flat `match` calling a `handle_*` function.
+
+use raft_proto::eraftpb::{Message, MessageType};
+
+use super::{new_message, Raft, StateRole};
+use crate::errors::{Error, Result};
+use crate::storage::Storage;
+use crate::util::{CAMPAIGN_TRANSFER, INVALID_ID};
+
+impl<S: Storage> Raft<S> {
+    /// Processes one message, local (term 0) or from a peer.
+    ///
+    /// # Errors
+    /// [`Error::ProposalDropped`] when a proposal cannot be accepted.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        if m.term == 0 {
+            // Local message.
+        } else if m.term > self.term {
+            if !self.step_higher_term(&m) {
+                return Ok(());
+            }
+        } else if m.term < self.term {
+            self.step_lower_term(&m);
+            return Ok(());
+        }
+
+        match m.get_msg_type() {
+            MessageType::MsgHup => self.hup(false),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+                self.handle_vote_request(&m)
+            }
+            _ => match self.state {
+                StateRole::Leader => return self.step_leader(m),
+                StateRole::Candidate | StateRole::PreCandidate => return self.step_candidate(m),
+                StateRole::Follower => return self.step_follower(m),
+            },
+        }
+        Ok(())
+    }
+
+    /// A message from a later term (§5.1: "if one server's current term is smaller
+    /// than the other's, then it updates its current term"). Returns whether the
+    /// message should be processed further.
+    fn step_higher_term(&mut self, m: &Message) -> bool {
+        let t = m.get_msg_type();
+        if matches!(t, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
+            let force = m.get_context() == CAMPAIGN_TRANSFER;
+            let in_lease = self.check_quorum
+                && self.leader_id != INVALID_ID
+                && self.election_elapsed < self.election_timeout;
+            // A node that heard from a leader within the minimum election timeout
+            // ignores votes: the leader is probably alive (thesis §4.2.3).
+            if !force && in_lease {
+                return false;
+            }
+        }
+        match t {
+            // A pre-vote does not change the receiver's term.
+            MessageType::MsgRequestPreVote => {}
+            // A granted pre-vote carries the future term the candidate asked about;
+            // a rejected one carries the rejecter's real term.
+            MessageType::MsgRequestPreVoteResponse if !m.reject => {}
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
+                self.become_follower(m.term, m.from);
+            }
+            _ => self.become_follower(m.term, INVALID_ID),
+        }
+        true
+    }
+
+    /// A message from an earlier term is ignored, except where answering helps the
+    /// sender notice it is stale.
+    fn step_lower_term(&mut self, m: &Message) {
+        let t = m.get_msg_type();
+        if (self.check_quorum || self.pre_vote)
+            && matches!(t, MessageType::MsgHeartbeat | MessageType::MsgAppend)
+        {
+            // A leader cut off long enough to be deposed would otherwise never
+            // learn the new term: with CheckQuorum or PreVote nodes ignore its
+            // disruptive vote requests, so tell it the term with a response.
+            self.send(new_message(m.from, MessageType::MsgAppendResponse));
+        } else if t == MessageType::MsgRequestPreVote {
+            let mut resp = new_message(m.from, MessageType::MsgRequestPreVoteResponse);
+            resp.term = self.term;
+            resp.reject = true;
+            self.send(resp);
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) -> Result<()> {
+        match m.get_msg_type() {
+            MessageType::MsgBeat => self.bcast_heartbeat(),
+            MessageType::MsgCheckQuorum => self.handle_check_quorum(),
+            MessageType::MsgPropose => return self.handle_propose(m),
+            MessageType::MsgReadIndex => self.handle_read_index_leader(m),
+            MessageType::MsgAppendResponse => self.handle_append_response(&m),
+            MessageType::MsgHeartbeatResponse => self.handle_heartbeat_response(&m),
+            MessageType::MsgSnapStatus => self.handle_snapshot_status(&m),
+            MessageType::MsgUnreachable => self.handle_unreachable(&m),
+            MessageType::MsgTransferLeader => self.handle_transfer_leader(&m),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn step_candidate(&mut self, m: Message) -> Result<()> {
+        match m.get_msg_type() {
+            MessageType::MsgPropose => return Err(Error::ProposalDropped),
+            MessageType::MsgAppend => {
+                // A leader of this term exists (§5.2).
+                self.become_follower(m.term, m.from);
+                self.handle_append_entries(&m);
+            }
+            MessageType::MsgHeartbeat => {
+                self.become_follower(m.term, m.from);
+                self.handle_heartbeat(&m);
+            }
+            MessageType::MsgSnapshot => {
+                self.become_follower(m.term, m.from);
+                self.handle_snapshot(m);
+            }
+            MessageType::MsgRequestPreVoteResponse if self.state == StateRole::PreCandidate => {
+                self.handle_vote_response(&m);
+            }
+            MessageType::MsgRequestVoteResponse if self.state == StateRole::Candidate => {
+                self.handle_vote_response(&m);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn step_follower(&mut self, mut m: Message) -> Result<()> {
+        match m.get_msg_type() {
+            MessageType::MsgPropose => {
+                if self.leader_id == INVALID_ID {
+                    return Err(Error::ProposalDropped);
+                }
+                m.to = self.leader_id;
+                self.send(m);
+            }
+            MessageType::MsgAppend => {
+                self.election_elapsed = 0;
+                self.leader_id = m.from;
+                self.handle_append_entries(&m);
+            }
+            MessageType::MsgHeartbeat => {
+                self.election_elapsed = 0;
+                self.leader_id = m.from;
+                self.handle_heartbeat(&m);
+            }
+            MessageType::MsgSnapshot => {
+                self.election_elapsed = 0;
+                self.leader_id = m.from;
+                self.handle_snapshot(m);
+            }
+            MessageType::MsgTransferLeader => {
+                if self.leader_id != INVALID_ID {
+                    m.to = self.leader_id;
+                    self.send(m);
+                }
+            }
+            MessageType::MsgTimeoutNow => self.handle_timeout_now(),
+            MessageType::MsgReadIndex => {
+                if self.leader_id == INVALID_ID {
+                    return Err(Error::ProposalDropped);
+                }
+                m.to = self.leader_id;
+                self.send(m);
+            }
+            MessageType::MsgReadIndexResp => self.handle_read_index_resp(&m),
+            _ => {}
+        }
+        Ok(())
+    }
+}
