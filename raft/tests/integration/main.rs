@@ -1,1 +1,11 @@
-fn main() {}
+//! Tessera raft integration tests: one test binary holding the `Network`
+//! harness, the Raft paper tests and the scenario and property tests. Test names
+//! end with their stage: `_2aa` election, `_2ab` replication, `_2ac` raw node,
+//! `_2c` snapshot, `_3a` membership, leader transfer and read index.
+
+#[allow(dead_code)]
+mod network;
+#[allow(dead_code)]
+mod node;
+mod election;
+mod paper_election;
