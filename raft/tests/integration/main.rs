@@ -9,3 +9,4 @@ mod network;
 mod node;
 mod election;
 mod paper_election;
+mod paper_replication;
