@@ -10,3 +10,5 @@ mod node;
 mod election;
 mod paper_election;
 mod paper_replication;
+mod raw_node;
+mod replication;
