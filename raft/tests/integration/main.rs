@@ -12,3 +12,4 @@ mod paper_election;
 mod paper_replication;
 mod raw_node;
 mod replication;
+mod snapshot;
