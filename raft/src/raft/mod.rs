@@ -254,7 +254,11 @@ impl<S: Storage> Raft<S> {
     /// Puts `m` in the outbox, stamping sender and term. Messages that promise
     /// something about durable state wait for persistence.
     pub(crate) fn send(&mut self, mut m: Message) {
-        m.from = self.id;
+        // Forwarded requests keep their origin (a transfer names its transferee
+        // in `from`).
+        if m.from == INVALID_ID {
+            m.from = self.id;
+        }
         match m.get_msg_type() {
             MessageType::MsgRequestVote
             | MessageType::MsgRequestPreVote

@@ -297,6 +297,10 @@ impl<S: Storage> Raft<S> {
         }
         if pr.matched < last {
             self.send_append(m.from);
+        } else if Some(m.from) == self.lead_transferee {
+            // The transferee is caught up but the MsgTimeoutNow may have been
+            // lost: repeat it (a duplicate is ignored by term checks).
+            self.send_timeout_now(m.from);
         }
         if !m.get_context().is_empty() {
             self.handle_read_index_ack(m);

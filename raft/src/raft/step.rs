@@ -107,7 +107,10 @@ impl<S: Storage> Raft<S> {
 
     fn step_candidate(&mut self, m: Message) -> Result<()> {
         match m.get_msg_type() {
-            MessageType::MsgPropose => return Err(Error::ProposalDropped),
+            // No leader is known to serve proposals or reads.
+            MessageType::MsgPropose | MessageType::MsgReadIndex => {
+                return Err(Error::ProposalDropped)
+            }
             MessageType::MsgAppend => {
                 // A leader of this term exists (§5.2).
                 self.become_follower(m.term, m.from);

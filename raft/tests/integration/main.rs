@@ -7,9 +7,12 @@
 mod network;
 #[allow(dead_code)]
 mod node;
+mod conf_change;
 mod election;
 mod paper_election;
 mod paper_replication;
 mod raw_node;
 mod replication;
+mod read_index;
 mod snapshot;
+mod transfer;
