@@ -14,5 +14,8 @@ mod paper_replication;
 mod raw_node;
 mod replication;
 mod read_index;
+mod random_safety;
+#[allow(dead_code)]
+mod sim;
 mod snapshot;
 mod transfer;

@@ -65,7 +65,7 @@ pub fn hard_state(term: u64, commit: u64, vote: u64) -> HardState {
 }
 
 /// Encodes a state machine into snapshot data.
-fn encode(applied: &[Applied]) -> Bytes {
+pub fn encode(applied: &[Applied]) -> Bytes {
     let mut out = Vec::new();
     for a in applied {
         out.extend_from_slice(&a.index.to_be_bytes());
@@ -76,7 +76,7 @@ fn encode(applied: &[Applied]) -> Bytes {
     out.into()
 }
 
-fn decode(mut b: &[u8]) -> Vec<Applied> {
+pub fn decode(mut b: &[u8]) -> Vec<Applied> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let index = u64::from_be_bytes(b[..8].try_into().unwrap());
