@@ -387,3 +387,7 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.restore(snap);
     }
 }
+
+#[cfg(test)]
+#[path = "raft_log_tests.rs"]
+mod tests;

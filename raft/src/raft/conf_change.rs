@@ -64,12 +64,6 @@ impl<S: Storage> Raft<S> {
         let id = self.id;
         let pr = self.prs.get(id);
         self.is_learner = pr.is_some_and(Progress::is_learner);
-        if (pr.is_none() || self.is_learner) && self.state == StateRole::Leader {
-            // Removed (or demoted): stop leading. The others elect a new leader
-            // after their election timeout; the change itself is committed.
-            self.become_follower(self.term, INVALID_ID);
-            return cs;
-        }
         if self.state != StateRole::Leader || cs.voters.is_empty() {
             return cs;
         }
@@ -88,6 +82,7 @@ impl<S: Storage> Raft<S> {
                 self.abort_leader_transfer();
             }
         }
+        self.maybe_hand_over_leadership();
         cs
     }
 

@@ -313,6 +313,8 @@ impl<S: Storage> Raft<S> {
             if self.state == StateRole::Leader && self.lead_transferee.is_some() {
                 self.abort_leader_transfer();
             }
+            // A non-voting leader retries its hand-over.
+            self.maybe_hand_over_leadership();
         }
         if self.state != StateRole::Leader {
             return;

@@ -4,8 +4,9 @@
 
 use raft_proto::eraftpb::{Message, MessageType};
 
-use super::{new_message, Raft};
+use super::{new_message, Raft, StateRole};
 use crate::storage::Storage;
+use crate::util::INVALID_ID;
 
 impl<S: Storage> Raft<S> {
     /// Leader side: `m.from` is the transferee.
@@ -41,6 +42,38 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn send_timeout_now(&mut self, to: u64) {
         self.send(new_message(to, MessageType::MsgTimeoutNow));
+        if !self.prs.is_voter(self.id) {
+            // A leader that was removed or demoted hands over and stops: the
+            // transferee holds its whole log, so this node will vote for it.
+            self.become_follower(self.term, INVALID_ID);
+        }
+    }
+
+    /// A leader that is no longer a voter (removed or demoted, outside a joint
+    /// configuration) keeps leading only until it has handed leadership to the
+    /// most up-to-date voter: stepping down at once could leave the others
+    /// without the commit index of the very change that removed it.
+    pub(crate) fn maybe_hand_over_leadership(&mut self) {
+        if self.state != StateRole::Leader
+            || self.prs.is_voter(self.id)
+            || self.prs.is_joint()
+            || self.lead_transferee.is_some()
+        {
+            return;
+        }
+        let best = self
+            .prs
+            .conf
+            .voters
+            .incoming
+            .iter()
+            .filter_map(|&id| self.prs.get(id).map(|p| (p.matched(), id)))
+            .max();
+        if let Some((_, to)) = best {
+            let mut m = new_message(self.id, MessageType::MsgTransferLeader);
+            m.from = to;
+            self.handle_transfer_leader(&m);
+        }
     }
 
     pub(crate) fn abort_leader_transfer(&mut self) {
