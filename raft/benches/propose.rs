@@ -3,6 +3,8 @@
 //! iteration ends when every node applied the batch (no I/O: this measures the
 //! raft core and the Ready loop, not storage).
 
+#![allow(clippy::field_reassign_with_default)]
+
 use std::collections::VecDeque;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

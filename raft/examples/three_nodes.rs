@@ -4,6 +4,8 @@
 //!
 //! Run with `cargo run -p raft --example three_nodes`.
 
+#![allow(clippy::field_reassign_with_default)]
+
 use std::collections::{BTreeMap, VecDeque};
 
 use raft::eraftpb::{EntryType, Message};
@@ -73,8 +75,10 @@ fn deliver(peers: &mut BTreeMap<u64, Peer>, mut queue: VecDeque<Message>) {
 
 fn main() {
     let voters = [1, 2, 3];
-    let mut peers: BTreeMap<u64, Peer> =
-        voters.iter().map(|&id| (id, Peer::new(id, &voters))).collect();
+    let mut peers: BTreeMap<u64, Peer> = voters
+        .iter()
+        .map(|&id| (id, Peer::new(id, &voters)))
+        .collect();
 
     // Tick everyone until a leader emerges.
     let mut ticks = 0;
@@ -110,7 +114,11 @@ fn main() {
     deliver(&mut peers, out.into());
 
     for (id, p) in &peers {
-        println!("node {id} applied {} commands: {:?}", p.applied.len(), p.applied);
+        println!(
+            "node {id} applied {} commands: {:?}",
+            p.applied.len(),
+            p.applied
+        );
         assert_eq!(p.applied.len(), 10);
     }
 }

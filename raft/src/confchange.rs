@@ -119,7 +119,13 @@ impl<'a> Changer<'a> {
         Ok(())
     }
 
-    fn init_progress(&self, cfg: &mut Configuration, prs: &mut ProgressMap, id: u64, learner: bool) {
+    fn init_progress(
+        &self,
+        cfg: &mut Configuration,
+        prs: &mut ProgressMap,
+        id: u64,
+        learner: bool,
+    ) {
         let mut pr = Progress::new(self.last_index.max(1), self.tracker.max_inflight);
         pr.is_learner = learner;
         // A new member counts as active so CheckQuorum does not depose the leader
@@ -180,7 +186,13 @@ fn remove(cfg: &mut Configuration, prs: &mut ProgressMap, id: u64) {
 }
 
 fn check_invariants(cfg: &Configuration, prs: &ProgressMap) -> Result<()> {
-    for id in cfg.voters.ids().iter().chain(&cfg.learners).chain(&cfg.learners_next) {
+    for id in cfg
+        .voters
+        .ids()
+        .iter()
+        .chain(&cfg.learners)
+        .chain(&cfg.learners_next)
+    {
         if !prs.contains_key(id) {
             return invalid(format!("no progress for {id}"));
         }
@@ -240,16 +252,22 @@ pub(crate) fn restore(
     let mut incoming = Vec::new();
     if cs.voters_outgoing.is_empty() {
         for &id in &cs.voters {
-            let r = Changer::new(&tracker, last_index).simple(&[single(ConfChangeType::AddNode, id)])?;
+            let r = Changer::new(&tracker, last_index)
+                .simple(&[single(ConfChangeType::AddNode, id)])?;
             set(&mut tracker, r);
         }
     } else {
         for &id in &cs.voters_outgoing {
-            let r = Changer::new(&tracker, last_index).simple(&[single(ConfChangeType::AddNode, id)])?;
+            let r = Changer::new(&tracker, last_index)
+                .simple(&[single(ConfChangeType::AddNode, id)])?;
             set(&mut tracker, r);
             incoming.push(single(ConfChangeType::RemoveNode, id));
         }
-        incoming.extend(cs.voters.iter().map(|&id| single(ConfChangeType::AddNode, id)));
+        incoming.extend(
+            cs.voters
+                .iter()
+                .map(|&id| single(ConfChangeType::AddNode, id)),
+        );
     }
     let learners = cs.learners.iter().chain(&cs.learners_next);
     incoming.extend(learners.map(|&id| single(ConfChangeType::AddLearnerNode, id)));
@@ -302,11 +320,17 @@ mod tests {
         assert_eq!(cfg.voters.incoming.len(), 4);
         assert_eq!(prs[&4].next_idx(), 10);
         assert!(c
-            .simple(&[single(ConfChangeType::AddNode, 4), single(ConfChangeType::AddNode, 5)])
+            .simple(&[
+                single(ConfChangeType::AddNode, 4),
+                single(ConfChangeType::AddNode, 5)
+            ])
             .is_err());
         // Adding a learner and a voter is one voter change.
         assert!(c
-            .simple(&[single(ConfChangeType::AddNode, 4), single(ConfChangeType::AddLearnerNode, 5)])
+            .simple(&[
+                single(ConfChangeType::AddNode, 4),
+                single(ConfChangeType::AddLearnerNode, 5)
+            ])
             .is_ok());
         let one = restore(256, &cs(&[1], &[], &[], &[]), 10).unwrap();
         assert!(Changer::new(&one, 10)

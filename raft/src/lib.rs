@@ -85,9 +85,12 @@
 //! requesting peer `to` (a peer refuses a snapshot of a configuration it is not
 //! part of); generating it at the current applied index satisfies this.
 #![deny(missing_docs)]
+// Protobuf messages carry private bookkeeping fields, so they are built with
+// `default()` and then assigned field by field.
+#![allow(clippy::field_reassign_with_default)]
 
-mod config;
 mod confchange;
+mod config;
 mod errors;
 mod log_unstable;
 mod raft;

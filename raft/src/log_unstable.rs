@@ -162,6 +162,7 @@ impl Unstable {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 
@@ -192,15 +193,24 @@ mod tests {
         assert_eq!(unstable(vec![], 0, None).maybe_first_index(), None);
         let u = unstable(vec![ent(5, 1)], 5, Some(snap(4, 1)));
         assert_eq!(u.maybe_first_index(), Some(5));
-        assert_eq!(unstable(vec![], 5, Some(snap(4, 1))).maybe_first_index(), Some(5));
+        assert_eq!(
+            unstable(vec![], 5, Some(snap(4, 1))).maybe_first_index(),
+            Some(5)
+        );
     }
 
     #[test]
     fn unstable_maybe_last_index_2ab() {
-        assert_eq!(unstable(vec![ent(5, 1)], 5, None).maybe_last_index(), Some(5));
+        assert_eq!(
+            unstable(vec![ent(5, 1)], 5, None).maybe_last_index(),
+            Some(5)
+        );
         let u = unstable(vec![ent(5, 1)], 5, Some(snap(4, 1)));
         assert_eq!(u.maybe_last_index(), Some(5));
-        assert_eq!(unstable(vec![], 5, Some(snap(4, 1))).maybe_last_index(), Some(4));
+        assert_eq!(
+            unstable(vec![], 5, Some(snap(4, 1))).maybe_last_index(),
+            Some(4)
+        );
         assert_eq!(unstable(vec![], 0, None).maybe_last_index(), None);
     }
 
@@ -264,13 +274,53 @@ mod tests {
         // (held entries, offset, in progress, to append, want offset, want terms, want in progress)
         let cases: Vec<(Vec<Entry>, u64, u64, Vec<Entry>, u64, Vec<u64>, u64)> = vec![
             // append to the end
-            (vec![ent(5, 1)], 5, 6, vec![ent(6, 1), ent(7, 1)], 5, vec![1, 1, 1], 6),
+            (
+                vec![ent(5, 1)],
+                5,
+                6,
+                vec![ent(6, 1), ent(7, 1)],
+                5,
+                vec![1, 1, 1],
+                6,
+            ),
             // replace everything
-            (vec![ent(5, 1)], 5, 6, vec![ent(5, 2), ent(6, 2)], 5, vec![2, 2], 5),
-            (vec![ent(5, 1)], 5, 6, vec![ent(4, 2), ent(5, 2)], 4, vec![2, 2], 4),
+            (
+                vec![ent(5, 1)],
+                5,
+                6,
+                vec![ent(5, 2), ent(6, 2)],
+                5,
+                vec![2, 2],
+                5,
+            ),
+            (
+                vec![ent(5, 1)],
+                5,
+                6,
+                vec![ent(4, 2), ent(5, 2)],
+                4,
+                vec![2, 2],
+                4,
+            ),
             // truncate a suffix and append
-            (vec![ent(5, 1), ent(6, 1), ent(7, 1)], 5, 8, vec![ent(6, 2)], 5, vec![1, 2], 6),
-            (vec![ent(5, 1), ent(6, 1), ent(7, 1)], 5, 6, vec![ent(7, 2)], 5, vec![1, 1, 2], 6),
+            (
+                vec![ent(5, 1), ent(6, 1), ent(7, 1)],
+                5,
+                8,
+                vec![ent(6, 2)],
+                5,
+                vec![1, 2],
+                6,
+            ),
+            (
+                vec![ent(5, 1), ent(6, 1), ent(7, 1)],
+                5,
+                6,
+                vec![ent(7, 2)],
+                5,
+                vec![1, 1, 2],
+                6,
+            ),
         ];
         for (i, (ents, off, inp, app, woff, wterms, winp)) in cases.into_iter().enumerate() {
             let mut u = unstable(ents, off, None);

@@ -354,7 +354,10 @@ impl<S: Storage> RaftLog<S> {
         }
         let (lo, hi) = (self.applying + 1, self.max_appliable_index() + 1);
         self.slice(lo, hi, max_size).unwrap_or_else(|e| {
-            panic!("[{}] unexpected error getting committed entries [{lo}, {hi}): {e}", self.id)
+            panic!(
+                "[{}] unexpected error getting committed entries [{lo}, {hi}): {e}",
+                self.id
+            )
         })
     }
 

@@ -1,6 +1,8 @@
 //! Unit tests of [`RaftLog`]: term lookup across storage and unstable entries,
 //! conflict detection, appends, commit rules, slicing and persistence tracking.
 
+#![allow(clippy::type_complexity)]
+
 use raft_proto::eraftpb::{ConfState, Entry, Snapshot};
 
 use super::RaftLog;
@@ -84,7 +86,10 @@ fn log_append_truncates_conflicts_2ab() {
             .collect();
         assert_eq!(got, wterms, "case {i}");
         assert_eq!(log.unstable.offset, woff, "case {i}");
-        assert!(log.persisted < woff, "case {i}: persisted covers replaced entries");
+        assert!(
+            log.persisted < woff,
+            "case {i}: persisted covers replaced entries"
+        );
     }
 }
 
@@ -95,30 +100,118 @@ fn log_maybe_append_2ab() {
     // (prev index, prev term, committed, entries, want result, want committed)
     let cases: Vec<(u64, u64, u64, Vec<(u64, u64)>, Option<u64>, u64)> = vec![
         // Mismatched term or missing index: rejected.
-        (last_index, last_term - 1, last_index, vec![(4, 4)], None, commit),
-        (last_index + 1, last_term, last_index, vec![(5, 4)], None, commit),
+        (
+            last_index,
+            last_term - 1,
+            last_index,
+            vec![(4, 4)],
+            None,
+            commit,
+        ),
+        (
+            last_index + 1,
+            last_term,
+            last_index,
+            vec![(5, 4)],
+            None,
+            commit,
+        ),
         // Match with the last entry.
-        (last_index, last_term, last_index, vec![], Some(last_index), last_index),
-        (last_index, last_term, last_index + 1, vec![], Some(last_index), last_index),
-        (last_index, last_term, last_index - 1, vec![], Some(last_index), last_index - 1),
+        (
+            last_index,
+            last_term,
+            last_index,
+            vec![],
+            Some(last_index),
+            last_index,
+        ),
+        (
+            last_index,
+            last_term,
+            last_index + 1,
+            vec![],
+            Some(last_index),
+            last_index,
+        ),
+        (
+            last_index,
+            last_term,
+            last_index - 1,
+            vec![],
+            Some(last_index),
+            last_index - 1,
+        ),
         (last_index, last_term, 0, vec![], Some(last_index), commit),
-        (last_index, last_term, last_index, vec![(4, 4)], Some(4), last_index),
-        (last_index, last_term, last_index + 1, vec![(4, 4)], Some(4), 4),
-        (last_index, last_term, last_index + 2, vec![(4, 4)], Some(4), 4),
-        (last_index, last_term, last_index + 2, vec![(4, 4), (5, 4)], Some(5), 5),
+        (
+            last_index,
+            last_term,
+            last_index,
+            vec![(4, 4)],
+            Some(4),
+            last_index,
+        ),
+        (
+            last_index,
+            last_term,
+            last_index + 1,
+            vec![(4, 4)],
+            Some(4),
+            4,
+        ),
+        (
+            last_index,
+            last_term,
+            last_index + 2,
+            vec![(4, 4)],
+            Some(4),
+            4,
+        ),
+        (
+            last_index,
+            last_term,
+            last_index + 2,
+            vec![(4, 4), (5, 4)],
+            Some(5),
+            5,
+        ),
         // Match with an earlier entry; a conflict truncates the suffix.
-        (last_index - 1, last_term - 1, last_index, vec![(3, 4)], Some(3), 3),
-        (last_index - 2, last_term - 2, last_index, vec![(2, 4)], Some(2), 2),
-        (last_index - 2, last_term - 2, last_index, vec![(2, 2), (3, 3)], Some(3), 3),
+        (
+            last_index - 1,
+            last_term - 1,
+            last_index,
+            vec![(3, 4)],
+            Some(3),
+            3,
+        ),
+        (
+            last_index - 2,
+            last_term - 2,
+            last_index,
+            vec![(2, 4)],
+            Some(2),
+            2,
+        ),
+        (
+            last_index - 2,
+            last_term - 2,
+            last_index,
+            vec![(2, 2), (3, 3)],
+            Some(3),
+            3,
+        ),
     ];
     for (i, (idx, term, committed, es, want, wcommit)) in cases.into_iter().enumerate() {
         let mut log = new_log(&prev);
         log.commit_to(commit);
-        let got = log.maybe_append(idx, term, committed, &ents(&es)).map(|(_, last)| last);
+        let got = log
+            .maybe_append(idx, term, committed, &ents(&es))
+            .map(|(_, last)| last);
         assert_eq!(got, want, "case {i}");
         assert_eq!(log.committed, wcommit, "case {i}");
         if let (Some(last), false) = (got, es.is_empty()) {
-            let tail = log.slice(last - es.len() as u64 + 1, last + 1, NO_LIMIT).unwrap();
+            let tail = log
+                .slice(last - es.len() as u64 + 1, last + 1, NO_LIMIT)
+                .unwrap();
             assert_eq!(tail, ents(&es), "case {i}");
         }
     }
@@ -166,7 +259,12 @@ fn log_term_across_compaction_and_unstable_2ab() {
     assert_eq!(log.term(6).unwrap(), 5);
     assert_eq!(log.term(7).unwrap(), 0);
     assert!(log.slice(2, 4, NO_LIMIT).is_err());
-    let s: Vec<u64> = log.slice(3, 7, NO_LIMIT).unwrap().iter().map(|e| e.index).collect();
+    let s: Vec<u64> = log
+        .slice(3, 7, NO_LIMIT)
+        .unwrap()
+        .iter()
+        .map(|e| e.index)
+        .collect();
     assert_eq!(s, vec![3, 4, 5, 6]);
     assert_eq!(log.entries(7, NO_LIMIT).unwrap(), vec![]);
 }
@@ -188,7 +286,11 @@ fn log_find_conflict_by_term_2ab() {
     assert_eq!(log.find_conflict_by_term(5, 4), (4, 3));
     assert_eq!(log.find_conflict_by_term(5, 2), (2, 1));
     assert_eq!(log.find_conflict_by_term(5, 0), (0, 0));
-    assert_eq!(log.find_conflict_by_term(9, 5), (5, 5), "clamped to the last index");
+    assert_eq!(
+        log.find_conflict_by_term(9, 5),
+        (5, 5),
+        "clamped to the last index"
+    );
 }
 
 #[test]
@@ -218,10 +320,16 @@ fn log_restore_snapshot_2c() {
     snap.mut_metadata().index = 10;
     snap.mut_metadata().term = 3;
     log.restore(snap);
-    assert_eq!((log.committed, log.last_index(), log.first_index()), (10, 10, 11));
+    assert_eq!(
+        (log.committed, log.last_index(), log.first_index()),
+        (10, 10, 11)
+    );
     assert_eq!(log.term(10).unwrap(), 3);
     assert!(log.persisted <= 2);
-    assert!(!log.has_next_committed_entries(), "the snapshot is applied first");
+    assert!(
+        !log.has_next_committed_entries(),
+        "the snapshot is applied first"
+    );
     log.persist_snap(10);
     assert_eq!((log.persisted, log.applied), (10, 10));
 }

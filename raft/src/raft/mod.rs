@@ -16,8 +16,8 @@ mod transfer;
 
 use raft_proto::eraftpb::{HardState, Message, MessageType};
 
-use crate::config::{Config, ReadOnlyOption};
 use crate::confchange;
+use crate::config::{Config, ReadOnlyOption};
 use crate::errors::Result;
 use crate::raft_log::RaftLog;
 use crate::read_only::{ReadOnly, ReadState};

@@ -47,8 +47,7 @@ impl<S: Storage> Raft<S> {
 
     /// Answers the requests that waited for the first commit of this term.
     pub(crate) fn release_pending_read_index_messages(&mut self) {
-        if self.pending_read_index_messages.is_empty() || !self.committed_entry_in_current_term()
-        {
+        if self.pending_read_index_messages.is_empty() || !self.committed_entry_in_current_term() {
             return;
         }
         for m in std::mem::take(&mut self.pending_read_index_messages) {

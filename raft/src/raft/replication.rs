@@ -206,7 +206,9 @@ impl<S: Storage> Raft<S> {
             // (the last index whose term is <= log_term), skip every entry of ours
             // that cannot match either.
             let next_probe = if m.log_term > 0 {
-                self.raft_log.find_conflict_by_term(m.reject_hint, m.log_term).0
+                self.raft_log
+                    .find_conflict_by_term(m.reject_hint, m.log_term)
+                    .0
             } else {
                 m.reject_hint
             };

@@ -24,7 +24,10 @@ impl<S: Storage> Raft<S> {
         let snap = match self.raft_log.snapshot(0, to) {
             Ok(s) => s,
             Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => return false,
-            Err(e) => panic!("[{}] unexpected error getting snapshot for {}: {e}", self.id, to),
+            Err(e) => panic!(
+                "[{}] unexpected error getting snapshot for {}: {e}",
+                self.id, to
+            ),
         };
         let meta = snap.get_metadata();
         assert!(

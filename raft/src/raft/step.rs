@@ -45,7 +45,10 @@ impl<S: Storage> Raft<S> {
     /// message should be processed further.
     fn step_higher_term(&mut self, m: &Message) -> bool {
         let t = m.get_msg_type();
-        if matches!(t, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
+        if matches!(
+            t,
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) {
             let force = m.get_context() == CAMPAIGN_TRANSFER;
             let in_lease = self.check_quorum
                 && self.leader_id != INVALID_ID
@@ -159,11 +162,9 @@ impl<S: Storage> Raft<S> {
                 self.leader_id = m.from;
                 self.handle_snapshot(m);
             }
-            MessageType::MsgTransferLeader => {
-                if self.leader_id != INVALID_ID {
-                    m.to = self.leader_id;
-                    self.send(m);
-                }
+            MessageType::MsgTransferLeader if self.leader_id != INVALID_ID => {
+                m.to = self.leader_id;
+                self.send(m);
             }
             MessageType::MsgTimeoutNow => self.handle_timeout_now(),
             MessageType::MsgReadIndex => {

@@ -12,8 +12,8 @@ use raft_proto::eraftpb::ConfState;
 
 pub use self::inflights::Inflights;
 pub use self::progress::{Progress, ProgressState};
-pub use self::quorum::VoteResult;
 pub(crate) use self::quorum::JointConfig;
+pub use self::quorum::VoteResult;
 
 /// The membership of a raft group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

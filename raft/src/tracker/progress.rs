@@ -213,7 +213,10 @@ mod tests {
     fn progress_become_replicate_and_snapshot_2ab() {
         let mut p = progress(ProgressState::Probe, 1, 5);
         p.become_replicate();
-        assert_eq!((p.state, p.matched, p.next_idx), (ProgressState::Replicate, 1, 2));
+        assert_eq!(
+            (p.state, p.matched, p.next_idx),
+            (ProgressState::Replicate, 1, 2)
+        );
         p.become_snapshot(10);
         assert_eq!((p.state, p.pending_snapshot), (ProgressState::Snapshot, 10));
         assert!(p.is_paused());

@@ -127,9 +127,18 @@ mod tests {
         let f = |id| votes.get(&id).copied();
         assert_eq!(majority_vote_result(&cfg(&[]), f), VoteResult::Won);
         assert_eq!(majority_vote_result(&cfg(&[1, 2, 3]), f), VoteResult::Won);
-        assert_eq!(majority_vote_result(&cfg(&[1, 2, 4]), f), VoteResult::Pending);
-        assert_eq!(majority_vote_result(&cfg(&[2, 4, 5]), f), VoteResult::Pending);
-        assert_eq!(majority_vote_result(&cfg(&[1, 2, 4, 5]), f), VoteResult::Pending);
+        assert_eq!(
+            majority_vote_result(&cfg(&[1, 2, 4]), f),
+            VoteResult::Pending
+        );
+        assert_eq!(
+            majority_vote_result(&cfg(&[2, 4, 5]), f),
+            VoteResult::Pending
+        );
+        assert_eq!(
+            majority_vote_result(&cfg(&[1, 2, 4, 5]), f),
+            VoteResult::Pending
+        );
         assert_eq!(majority_vote_result(&cfg(&[2, 1]), f), VoteResult::Lost);
         assert_eq!(majority_vote_result(&cfg(&[2]), f), VoteResult::Lost);
     }

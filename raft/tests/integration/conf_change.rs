@@ -33,7 +33,8 @@ fn v2(changes: Vec<ConfChangeSingle>, t: ConfChangeTransition) -> ConfChangeV2 {
 }
 
 fn propose_cc(net: &mut Network, id: u64, c: impl raft::ConfChangeI) {
-    net.with_node(id, |r| r.propose_conf_change(vec![], c)).unwrap();
+    net.with_node(id, |r| r.propose_conf_change(vec![], c))
+        .unwrap();
 }
 
 /// A node for `id` that starts from the cluster's bootstrap configuration
@@ -145,7 +146,11 @@ fn joint_consensus_auto_leave_3a() {
     net.tick(1);
     net.tick(1);
     for id in [1, 4, 5] {
-        assert_eq!(net.node(id).conf_state, conf_state(&[1, 4, 5], &[]), "node {id}");
+        assert_eq!(
+            net.node(id).conf_state,
+            conf_state(&[1, 4, 5], &[]),
+            "node {id}"
+        );
     }
     net.remove_node(2);
     net.remove_node(3);
@@ -162,7 +167,10 @@ fn joint_consensus_needs_both_majorities_3a() {
     net.add_node(new_member(4));
     net.add_node(new_member(5));
     let change = v2(
-        vec![single(ConfChangeType::AddNode, 4), single(ConfChangeType::AddNode, 5)],
+        vec![
+            single(ConfChangeType::AddNode, 4),
+            single(ConfChangeType::AddNode, 5),
+        ],
         ConfChangeTransition::Explicit,
     );
     propose_cc(&mut net, 1, change);
@@ -197,7 +205,10 @@ fn joint_consensus_survives_restart_3a() {
     net.campaign(1);
     net.add_node(new_member(4));
     let change = v2(
-        vec![single(ConfChangeType::AddNode, 4), single(ConfChangeType::RemoveNode, 3)],
+        vec![
+            single(ConfChangeType::AddNode, 4),
+            single(ConfChangeType::RemoveNode, 3),
+        ],
         ConfChangeTransition::Explicit,
     );
     propose_cc(&mut net, 1, change);
@@ -255,13 +266,20 @@ fn learner_does_not_count_in_quorum_3a() {
     assert_eq!(n.raw.raft().state(), StateRole::Leader);
     let committed = n.raw.raft().raft_log().committed();
     assert_eq!(committed, 1, "a single voter commits alone");
-    let mut isolated = Node::new(config(1), MemStorage::new_with_conf_state(conf_state(&[1, 2], &[3])));
+    let mut isolated = Node::new(
+        config(1),
+        MemStorage::new_with_conf_state(conf_state(&[1, 2], &[3])),
+    );
     isolated.raw.campaign().unwrap();
     isolated.handle_ready();
     let mut ack = msg(3, 1, MessageType::MsgRequestVoteResponse);
     ack.term = 1;
     isolated.step(ack).unwrap();
-    assert_eq!(isolated.raw.raft().state(), StateRole::Candidate, "a learner's vote counted");
+    assert_eq!(
+        isolated.raw.raft().state(),
+        StateRole::Candidate,
+        "a learner's vote counted"
+    );
 }
 
 /// Demoting a voter to a learner in a joint change puts it in `learners_next`
@@ -270,7 +288,10 @@ fn learner_does_not_count_in_quorum_3a() {
 fn demote_voter_through_joint_3a() {
     let mut net = Network::new(3);
     net.campaign(1);
-    let change = v2(vec![single(ConfChangeType::AddLearnerNode, 3)], ConfChangeTransition::Explicit);
+    let change = v2(
+        vec![single(ConfChangeType::AddLearnerNode, 3)],
+        ConfChangeTransition::Explicit,
+    );
     propose_cc(&mut net, 1, change);
     net.tick(1);
     let cs = net.node(1).conf_state.clone();

@@ -218,7 +218,11 @@ fn duplicate_and_stale_votes_2aa() {
         m.term = 2;
         n1.step(m).unwrap();
     }
-    assert_eq!(n1.raw.raft().state(), StateRole::Candidate, "one voter counted thrice");
+    assert_eq!(
+        n1.raw.raft().state(),
+        StateRole::Candidate,
+        "one voter counted thrice"
+    );
     let mut stale = msg(3, 1, MessageType::MsgRequestVoteResponse);
     stale.term = 1;
     n1.step(stale).unwrap();

@@ -3,18 +3,22 @@
 //! end with their stage: `_2aa` election, `_2ab` replication, `_2ac` raw node,
 //! `_2c` snapshot, `_3a` membership, leader transfer and read index.
 
+#![allow(clippy::field_reassign_with_default)]
+// Table-driven tests spell out their case tuples.
+#![allow(clippy::type_complexity)]
+
+mod conf_change;
+mod election;
 #[allow(dead_code)]
 mod network;
 #[allow(dead_code)]
 mod node;
-mod conf_change;
-mod election;
 mod paper_election;
 mod paper_replication;
-mod raw_node;
-mod replication;
-mod read_index;
 mod random_safety;
+mod raw_node;
+mod read_index;
+mod replication;
 #[allow(dead_code)]
 mod sim;
 mod snapshot;

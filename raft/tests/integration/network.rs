@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use raft::eraftpb::{Message, MessageType};
 use raft::{Config, MemStorage, StateRole};
 
-use crate::node::{config, conf_state, Node};
+use crate::node::{conf_state, config, Node};
 
 /// SplitMix64: the harness's only source of randomness, seeded per test.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl Network {
 
     /// A network of the given nodes (ids from their configs).
     pub fn from_nodes(nodes: Vec<Node>) -> Network {
-        let seed = 0x7E55_E7A;
+        let seed = 0x07E5_5E7A;
         Network {
             peers: nodes.into_iter().map(|n| (n.id(), n)).collect(),
             drops: BTreeMap::new(),

@@ -136,11 +136,15 @@ impl Node {
     }
 
     pub fn applied_index(&self) -> u64 {
-        self.applied.last().map_or(self.snapshot_base(), |a| a.index)
+        self.applied
+            .last()
+            .map_or(self.snapshot_base(), |a| a.index)
     }
 
     fn snapshot_base(&self) -> u64 {
-        self.storage.snapshot(0, 0).map_or(0, |s| s.get_metadata().index)
+        self.storage
+            .snapshot(0, 0)
+            .map_or(0, |s| s.get_metadata().index)
     }
 
     pub fn step(&mut self, m: Message) -> raft::Result<()> {

@@ -53,7 +53,11 @@ fn update_term_from_message_2aa() {
 fn reject_stale_term_message_2aa() {
     let mut n = Node::with_log(1, &[1, 2, 3], &[], hard_state(2, 0, 0));
     n.handle_ready();
-    for t in [MessageType::MsgAppend, MessageType::MsgRequestVote, MessageType::MsgHeartbeat] {
+    for t in [
+        MessageType::MsgAppend,
+        MessageType::MsgRequestVote,
+        MessageType::MsgHeartbeat,
+    ] {
         let mut m = msg(2, 1, t);
         m.term = 1;
         n.step(m).unwrap();
@@ -123,12 +127,24 @@ fn leader_election_in_one_round_rpc_2aa() {
         (1, vec![], StateRole::Leader),
         (3, vec![(2, true), (3, true)], StateRole::Leader),
         (3, vec![(2, true)], StateRole::Leader),
-        (5, vec![(2, true), (3, true), (4, true), (5, true)], StateRole::Leader),
+        (
+            5,
+            vec![(2, true), (3, true), (4, true), (5, true)],
+            StateRole::Leader,
+        ),
         (5, vec![(2, true), (3, true), (4, true)], StateRole::Leader),
         (5, vec![(2, true), (3, true)], StateRole::Leader),
         (3, vec![(2, false), (3, false)], StateRole::Follower),
-        (5, vec![(2, false), (3, false), (4, false), (5, false)], StateRole::Follower),
-        (5, vec![(2, true), (3, false), (4, false), (5, false)], StateRole::Follower),
+        (
+            5,
+            vec![(2, false), (3, false), (4, false), (5, false)],
+            StateRole::Follower,
+        ),
+        (
+            5,
+            vec![(2, true), (3, false), (4, false), (5, false)],
+            StateRole::Follower,
+        ),
         (3, vec![], StateRole::Candidate),
         (5, vec![(2, true)], StateRole::Candidate),
         (5, vec![(2, false), (3, false)], StateRole::Candidate),
@@ -155,7 +171,14 @@ fn leader_election_in_one_round_rpc_2aa() {
 #[test]
 fn follower_vote_2aa() {
     // (already voted for, request from, want reject)
-    let cases = [(0, 2, false), (0, 3, false), (2, 2, false), (3, 3, false), (2, 3, true), (3, 2, true)];
+    let cases = [
+        (0, 2, false),
+        (0, 3, false),
+        (2, 2, false),
+        (3, 3, false),
+        (2, 3, true),
+        (3, 2, true),
+    ];
     for (i, (vote, from, wreject)) in cases.into_iter().enumerate() {
         let mut n = Node::with_log(1, &[1, 2, 3], &[], hard_state(1, 0, vote));
         let mut m = msg(from, 1, MessageType::MsgRequestVote);
@@ -199,7 +222,10 @@ fn election_timeout_randomized_2aa() {
         while n.raw.raft().state() != StateRole::Leader {
             n.raw.tick();
             ticks += 1;
-            assert!(ticks < 2 * n.config.election_tick, "node {id} never timed out");
+            assert!(
+                ticks < 2 * n.config.election_tick,
+                "node {id} never timed out"
+            );
         }
         assert!(ticks >= n.config.election_tick);
         seen.insert(ticks);
@@ -237,7 +263,10 @@ fn followers_election_timeout_nonconflict_2aa() {
         }
     }
     // Ten distinct timeouts and five nodes: about 37% of rounds see a tie.
-    assert!(conflicts < rounds * 6 / 10, "{conflicts} conflicts in {rounds} rounds");
+    assert!(
+        conflicts < rounds * 6 / 10,
+        "{conflicts} conflicts in {rounds} rounds"
+    );
 }
 
 /// §5.4.1: "the voter denies its vote if its own log is more up-to-date than that
@@ -303,7 +332,11 @@ fn leader_cycle_2aa() {
     for campaigner in [1, 2, 3, 1] {
         net.campaign(campaigner);
         for id in 1..=3 {
-            let want = if id == campaigner { StateRole::Leader } else { StateRole::Follower };
+            let want = if id == campaigner {
+                StateRole::Leader
+            } else {
+                StateRole::Follower
+            };
             assert_eq!(net.state(id), want, "campaigner {campaigner}, node {id}");
             assert_eq!(net.leader_of(id), campaigner);
         }

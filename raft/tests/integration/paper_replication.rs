@@ -21,7 +21,12 @@ pub fn elect(n: &mut Node, voters: &[u64]) {
         m.term = term;
         n.step(m).unwrap();
     }
-    assert_eq!(n.raw.raft().state(), StateRole::Leader, "node {} not elected", n.id());
+    assert_eq!(
+        n.raw.raft().state(),
+        StateRole::Leader,
+        "node {} not elected",
+        n.id()
+    );
 }
 
 fn appends(ms: &[Message]) -> Vec<&Message> {
@@ -145,9 +150,18 @@ fn follower_commit_entry_2ab() {
     // (entries sent, leader commit)
     let cases: Vec<(Vec<Entry>, u64)> = vec![
         (vec![entry_with_data(1, 1, b"a")], 1),
-        (vec![entry_with_data(1, 1, b"a"), entry_with_data(2, 1, b"b")], 2),
-        (vec![entry_with_data(1, 1, b"a"), entry_with_data(2, 1, b"b")], 1),
-        (vec![entry_with_data(1, 1, b"a"), entry_with_data(2, 1, b"b")], 5),
+        (
+            vec![entry_with_data(1, 1, b"a"), entry_with_data(2, 1, b"b")],
+            2,
+        ),
+        (
+            vec![entry_with_data(1, 1, b"a"), entry_with_data(2, 1, b"b")],
+            1,
+        ),
+        (
+            vec![entry_with_data(1, 1, b"a"), entry_with_data(2, 1, b"b")],
+            5,
+        ),
     ];
     for (i, (ents, commit)) in cases.into_iter().enumerate() {
         let mut n = Node::with_peers(1, &[1, 2, 3], &[]);
@@ -160,7 +174,10 @@ fn follower_commit_entry_2ab() {
         let want = commit.min(ents.len() as u64);
         assert_eq!(n.raw.raft().raft_log().committed(), want, "case {i}");
         let applied: Vec<Vec<u8>> = n.applied.iter().map(|a| a.data.clone()).collect();
-        let want_data: Vec<Vec<u8>> = ents[..want as usize].iter().map(|e| e.data.to_vec()).collect();
+        let want_data: Vec<Vec<u8>> = ents[..want as usize]
+            .iter()
+            .map(|e| e.data.to_vec())
+            .collect();
         assert_eq!(applied, want_data, "case {i}");
     }
 }
@@ -210,7 +227,12 @@ fn follower_append_entries_2ab() {
         (0, 0, vec![entry(1, 3)], vec![3]),
     ];
     for (i, (index, log_term, ents, want)) in cases.into_iter().enumerate() {
-        let mut n = Node::with_log(1, &[1, 2, 3], &[entry(1, 1), entry(2, 2)], hard_state(2, 0, 0));
+        let mut n = Node::with_log(
+            1,
+            &[1, 2, 3],
+            &[entry(1, 1), entry(2, 2)],
+            hard_state(2, 0, 0),
+        );
         let mut m = msg(2, 1, MessageType::MsgAppend);
         m.term = 4;
         m.index = index;
@@ -227,7 +249,10 @@ fn follower_append_entries_2ab() {
 #[test]
 fn leader_sync_follower_log_2ab() {
     let mk = |ts: &[u64]| -> Vec<Entry> {
-        ts.iter().enumerate().map(|(i, &t)| entry(i as u64 + 1, t)).collect()
+        ts.iter()
+            .enumerate()
+            .map(|(i, &t)| entry(i as u64 + 1, t))
+            .collect()
     };
     let lead = mk(&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
     let followers = [
@@ -279,7 +304,11 @@ fn vote_request_2ab() {
         assert_eq!(votes.len(), 2, "case {i}");
         let last = ents.last().unwrap();
         for v in votes {
-            assert_eq!((v.term, v.index, v.log_term), (term + 1, last.index, last.term), "case {i}");
+            assert_eq!(
+                (v.term, v.index, v.log_term),
+                (term + 1, last.index, last.term),
+                "case {i}"
+            );
         }
     }
 }
@@ -319,7 +348,9 @@ fn leader_completeness_2ab() {
     net.campaign(2);
     assert_eq!(net.state(2), StateRole::Leader);
     let l = net.node(2).durable_entries();
-    assert!(l.iter().any(|e| e.index == committed && &e.data[..] == b"committed"));
+    assert!(l
+        .iter()
+        .any(|e| e.index == committed && &e.data[..] == b"committed"));
 }
 
 /// §5.3 (leader append-only): a leader never overwrites or deletes entries in its

@@ -46,7 +46,12 @@ impl Checker {
             // Election Safety: at most one leader per term.
             if r.state() == StateRole::Leader {
                 let prev = *self.leaders.entry(r.term()).or_insert(id);
-                assert_eq!(prev, id, "two leaders in term {}: {prev} and {id}", r.term());
+                assert_eq!(
+                    prev,
+                    id,
+                    "two leaders in term {}: {prev} and {id}",
+                    r.term()
+                );
             }
         }
         // Log Matching: if two logs hold an entry with the same index and term,
@@ -80,7 +85,12 @@ impl Checker {
             for i in (*from).max(1)..=c {
                 let t = terms[(i - from) as usize];
                 let want = *self.committed.entry(i).or_insert(t);
-                assert_eq!(t, want, "node {} committed entry {i} changed term {want} -> {t}", k + 1);
+                assert_eq!(
+                    t,
+                    want,
+                    "node {} committed entry {i} changed term {want} -> {t}",
+                    k + 1
+                );
             }
             if r.state() == StateRole::Leader {
                 let e = self.commit_at_term.entry(r.term()).or_insert(0);
@@ -88,8 +98,16 @@ impl Checker {
             }
             // State Machine Safety: applied entries are contiguous and agree.
             for (pos, a) in n.applied.iter().enumerate() {
-                assert_eq!(a.index, pos as u64 + 1, "node {} applied out of order", k + 1);
-                let want = self.applied.entry(a.index).or_insert((a.term, a.data.clone()));
+                assert_eq!(
+                    a.index,
+                    pos as u64 + 1,
+                    "node {} applied out of order",
+                    k + 1
+                );
+                let want = self
+                    .applied
+                    .entry(a.index)
+                    .or_insert((a.term, a.data.clone()));
                 assert_eq!(
                     (&want.0, &want.1),
                     (&a.term, &a.data),
@@ -98,7 +116,13 @@ impl Checker {
                     a.index
                 );
                 if let Some(&t) = self.committed.get(&a.index) {
-                    assert_eq!(t, a.term, "node {} applied an uncommitted entry {}", k + 1, a.index);
+                    assert_eq!(
+                        t,
+                        a.term,
+                        "node {} applied an uncommitted entry {}",
+                        k + 1,
+                        a.index
+                    );
                 }
             }
         }
@@ -181,28 +205,37 @@ fn run_seed(seed: u64) {
     // Without PreVote, elections may need many rounds to break symmetry.
     sim.heal_until_leader(1000);
     checker.check(&sim);
-    let leaders = sim.leaders();
-    let max_term = leaders.iter().map(|&(_, t)| t).max();
-    let leader = leaders.iter().find(|&&(_, t)| Some(t) == max_term).map(|&(id, _)| id);
-    let Some(leader) = leader else {
+    if sim.leaders().is_empty() {
         dump(&sim);
-        panic!("no leader after healing; leaders {leaders:?}");
+        panic!("no leader after healing");
+    }
+    let max_committed = |sim: &Sim| {
+        sim.nodes
+            .iter()
+            .map(|n| n.raw.raft().raft_log().committed())
+            .max()
     };
-    let before = sim.node(leader).raw.raft().raft_log().committed();
+    let before = max_committed(&sim);
     sim.propose_everywhere(b"final");
+    sim.heal_until_leader(1000);
     sim.heal_and_settle(10);
     checker.check(&sim);
-    let after = sim.node(leader).raw.raft().raft_log().committed();
+    let after = max_committed(&sim);
     if after <= before {
         dump(&sim);
-        panic!("leader {leader} made no progress after healing");
+        panic!("no progress after healing: committed {before:?} -> {after:?}");
     }
     if std::env::var("RAFT_PROPTEST_VERBOSE").is_ok() {
         let terms = checker.leaders.len();
-        let first: Vec<u64> = sim.nodes.iter().map(|n| n.storage.first_index().unwrap()).collect();
+        let leader = sim.leaders()[0].0;
+        let first: Vec<u64> = sim
+            .nodes
+            .iter()
+            .map(|n| n.storage.first_index().unwrap())
+            .collect();
         let cs = &sim.node(leader).conf_state;
         eprintln!(
-            "seed {seed}: nodes {total}, steps {steps}, leader terms {terms}, committed {after}, \
+            "seed {seed}: nodes {total}, steps {steps}, leader terms {terms}, committed {after:?}, \
              applied {}, first indexes {first:?}, conf {:?}/{:?}/{:?}",
             sim.node(leader).applied.len(),
             cs.voters,

@@ -31,9 +31,19 @@ fn persist_and_advance(n: &mut RawNode<MemStorage>, s: &MemStorage) -> Vec<Entry
 #[test]
 fn rawnode_invalid_config_2ac() {
     let s = MemStorage::new_with_conf_state(conf_state(&[1], &[]));
-    let cfg = Config { election_tick: 1, heartbeat_tick: 1, ..config(1) };
-    assert!(matches!(RawNode::new(&cfg, s.clone()), Err(Error::ConfigInvalid(_))));
-    assert!(matches!(RawNode::new(&config(0), s), Err(Error::ConfigInvalid(_))));
+    let cfg = Config {
+        election_tick: 1,
+        heartbeat_tick: 1,
+        ..config(1)
+    };
+    assert!(matches!(
+        RawNode::new(&cfg, s.clone()),
+        Err(Error::ConfigInvalid(_))
+    ));
+    assert!(matches!(
+        RawNode::new(&config(0), s),
+        Err(Error::ConfigInvalid(_))
+    ));
 }
 
 #[test]
@@ -67,7 +77,10 @@ fn rawnode_start_2ac() {
     assert_eq!(rd.soft_state.unwrap().raft_state, StateRole::Leader);
     assert_eq!(rd.hard_state, Some(hard_state(1, 0, 1)));
     assert_eq!(rd.entries.len(), 1, "the leader's no-op");
-    assert!(rd.committed_entries.is_empty(), "not committed before it is durable");
+    assert!(
+        rd.committed_entries.is_empty(),
+        "not committed before it is durable"
+    );
     assert!(rd.must_sync);
     assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty());
     s.append(&rd.entries).unwrap();
@@ -110,14 +123,25 @@ fn rawnode_persisted_messages_2ac() {
     n.campaign().unwrap();
     let rd = n.ready();
     assert!(rd.messages.is_empty());
-    assert_eq!(rd.persisted_messages.len(), 2, "vote requests need the durable vote");
+    assert_eq!(
+        rd.persisted_messages.len(),
+        2,
+        "vote requests need the durable vote"
+    );
     n.advance(rd);
     let mut v = msg(2, 1, MessageType::MsgRequestVoteResponse);
     v.term = 1;
     n.step(v).unwrap();
     let rd = n.ready();
-    let apps = rd.messages.iter().filter(|m| m.get_msg_type() == MessageType::MsgAppend);
-    assert_eq!(apps.count(), 2, "a leader's appends may precede its own write");
+    let apps = rd
+        .messages
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgAppend);
+    assert_eq!(
+        apps.count(),
+        2,
+        "a leader's appends may precede its own write"
+    );
     assert!(rd.persisted_messages.is_empty());
     n.advance(rd);
 
@@ -130,7 +154,10 @@ fn rawnode_persisted_messages_2ac() {
     let rd = fnode.ready();
     assert!(rd.messages.is_empty());
     assert_eq!(rd.persisted_messages.len(), 1);
-    assert_eq!(rd.persisted_messages[0].get_msg_type(), MessageType::MsgAppendResponse);
+    assert_eq!(
+        rd.persisted_messages[0].get_msg_type(),
+        MessageType::MsgAppendResponse
+    );
 }
 
 /// Asynchronous persistence: a leader hands out Readys without waiting, and
@@ -193,7 +220,10 @@ fn rawnode_restart_2ac() {
     n.advance(rd);
     assert!(!n.has_ready());
     // With `applied` set, entries already applied are not handed out again.
-    let cfg = Config { applied: 1, ..config(1) };
+    let cfg = Config {
+        applied: 1,
+        ..config(1)
+    };
     let n = RawNode::new(&cfg, s).unwrap();
     assert!(!n.has_ready());
     assert_eq!(n.status().applied, 1);

@@ -90,7 +90,12 @@ fn read_index_batch_3a() {
     assert!(net.node(1).read_states.is_empty());
     net.recover();
     net.tick(1);
-    let ctxs: Vec<Vec<u8>> = net.node(1).read_states.iter().map(|r| r.request_ctx.clone()).collect();
+    let ctxs: Vec<Vec<u8>> = net
+        .node(1)
+        .read_states
+        .iter()
+        .map(|r| r.request_ctx.clone())
+        .collect();
     assert_eq!(ctxs, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
 }
 
@@ -125,7 +130,11 @@ fn lease_read_safety_3a() {
     for _ in 0..40 {
         net.tick_all();
     }
-    assert_ne!(net.state(1), StateRole::Leader, "deposed leader kept its lease");
+    assert_ne!(
+        net.state(1),
+        StateRole::Leader,
+        "deposed leader kept its lease"
+    );
     assert_eq!(read_index(&mut net, 1, b"old"), Err(Error::ProposalDropped));
     let leader = net.leaders()[0];
     assert_ne!(leader, 1);

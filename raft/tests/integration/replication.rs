@@ -46,7 +46,12 @@ fn flow_control_full_window_2ab() {
     hb.term = 1;
     n.step(hb).unwrap();
     let out = n.handle_ready();
-    assert_eq!(out.iter().filter(|m| m.get_msg_type() == MessageType::MsgAppend).count(), 1);
+    assert_eq!(
+        out.iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgAppend)
+            .count(),
+        1
+    );
     // Acknowledging everything sent opens the window and streams the rest.
     let last = progress_of(&n, 2).next_idx() - 1;
     let mut ack = msg(2, 1, MessageType::MsgAppendResponse);
@@ -92,7 +97,9 @@ fn fast_backtracking_2ab() {
     // The follower holds 50 entries of term 2 the leader never had.
     let mut f: Vec<Entry> = vec![entry(1, 1)];
     f.extend((2..=51).map(|i| entry(i, 2)));
-    let lead: Vec<Entry> = (1..=20).map(|i| entry(i, if i == 1 { 1 } else { 3 })).collect();
+    let lead: Vec<Entry> = (1..=20)
+        .map(|i| entry(i, if i == 1 { 1 } else { 3 }))
+        .collect();
     let leader = Node::with_log(1, &[1, 2, 3], &lead, hard_state(3, 1, 0));
     let follower = Node::with_log(2, &[1, 2, 3], &f, hard_state(3, 1, 0));
     let third = Node::with_log(3, &[1, 2, 3], &lead, hard_state(3, 1, 0));
@@ -182,7 +189,11 @@ fn duplicate_and_reordered_appends_2ab() {
         n.step(m).unwrap();
         n.handle_ready();
     }
-    let log: Vec<(u64, u64)> = n.durable_entries().iter().map(|e| (e.index, e.term)).collect();
+    let log: Vec<(u64, u64)> = n
+        .durable_entries()
+        .iter()
+        .map(|e| (e.index, e.term))
+        .collect();
     assert_eq!(log, vec![(1, 1), (2, 1), (3, 1), (4, 1)]);
     assert_eq!(n.raw.raft().raft_log().committed(), 2);
     // A stale append below the commit index is answered with the commit index.
@@ -209,7 +220,11 @@ fn restart_from_storage_2ab() {
     assert_eq!(before, after);
     let msgs = net.node_mut(2).handle_ready();
     assert!(msgs.is_empty());
-    assert_eq!(net.node(2).applied.len(), applied, "re-applied after restart");
+    assert_eq!(
+        net.node(2).applied.len(),
+        applied,
+        "re-applied after restart"
+    );
     net.propose(1, b"after").unwrap();
     assert_eq!(net.committed(2), net.committed(1));
     // The leader restarts too: it comes back as a follower and a new election
@@ -228,7 +243,10 @@ fn report_unreachable_2ab() {
     let mut net = Network::new(3);
     net.campaign(1);
     net.propose(1, b"a").unwrap();
-    assert_eq!(progress_of(net.node(1), 2).state(), ProgressState::Replicate);
+    assert_eq!(
+        progress_of(net.node(1), 2).state(),
+        ProgressState::Replicate
+    );
     net.with_node(1, |r| r.report_unreachable(2));
     assert_eq!(progress_of(net.node(1), 2).state(), ProgressState::Probe);
     // A probe sends one append and waits.

@@ -93,12 +93,15 @@ impl SimNode {
         }
         // Like a real store, keep a recent snapshot for lagging followers (a
         // stale one may predate a follower's own addition, which it refuses).
-        let snap_index = self.storage.snapshot(0, 0).map_or(0, |s| s.get_metadata().index);
+        let snap_index = self
+            .storage
+            .snapshot(0, 0)
+            .map_or(0, |s| s.get_metadata().index);
         if self.applied_index() > snap_index {
             let data = encode(&self.applied);
-            let _ = self
-                .storage
-                .create_snapshot(self.applied_index(), self.conf_state.clone(), data);
+            let _ =
+                self.storage
+                    .create_snapshot(self.applied_index(), self.conf_state.clone(), data);
         }
         self.collect(out);
     }
@@ -106,9 +109,9 @@ impl SimNode {
     fn apply(&mut self, e: &Entry) {
         let cc: Option<ConfChangeV2> = match e.get_entry_type() {
             EntryType::EntryNormal => None,
-            EntryType::EntryConfChange => Some(
-                raft::ConfChangeI::into_v2(ConfChange::parse_from_bytes(&e.data).unwrap()),
-            ),
+            EntryType::EntryConfChange => Some(raft::ConfChangeI::into_v2(
+                ConfChange::parse_from_bytes(&e.data).unwrap(),
+            )),
             EntryType::EntryConfChangeV2 => Some(ConfChangeV2::parse_from_bytes(&e.data).unwrap()),
         };
         if let Some(cc) = cc {
@@ -168,7 +171,11 @@ impl Sim {
         let pre_vote = rng.below(2) == 0;
         let check_quorum = rng.below(2) == 0;
         let max_inflight = 1 + rng.below(8) as usize;
-        let max_size = if rng.below(2) == 0 { 64 } else { raft::NO_LIMIT };
+        let max_size = if rng.below(2) == 0 {
+            64
+        } else {
+            raft::NO_LIMIT
+        };
         let election_tick = 3 + rng.below(6) as usize;
         let voters: Vec<u64> = (1..=n).collect();
         let nodes = (1..=total)
@@ -246,7 +253,11 @@ impl Sim {
             || to > self.nodes.len() as u64;
         if m.get_msg_type() == MessageType::MsgSnapshot {
             // The transport tells the sender how the snapshot went.
-            let status = if lost { SnapshotStatus::Failure } else { SnapshotStatus::Finish };
+            let status = if lost {
+                SnapshotStatus::Failure
+            } else {
+                SnapshotStatus::Finish
+            };
             let from = m.from;
             self.on_node(from, |n| n.raw.report_snapshot(to, status));
         }
@@ -294,8 +305,11 @@ impl Sim {
                 self.node_mut(id).snapshot_and_compact();
             }
             96 => {
-                let side: BTreeSet<u64> =
-                    self.ids().into_iter().filter(|_| self.rng.below(2) == 0).collect();
+                let side: BTreeSet<u64> = self
+                    .ids()
+                    .into_iter()
+                    .filter(|_| self.rng.below(2) == 0)
+                    .collect();
                 self.partition = Some(side);
             }
             97 => self.partition = None,
@@ -323,8 +337,12 @@ impl Sim {
             ConfChangeType::RemoveNode,
         ][self.rng.below(3) as usize];
         let voters = self.node(id).conf_state.voters.len();
-        if ty == ConfChangeType::RemoveNode && voters <= 3 {
-            // Keep the cluster able to make progress; safety does not need it.
+        if ty != ConfChangeType::AddNode && voters <= 3 {
+            // Keep at least three voters. Safety does not need it, but liveness
+            // does: with configurations applied (not appended), a two-voter
+            // group whose leader demotes itself and crashes before handing over
+            // leaves the other voter needing the demoted node's vote, which its
+            // longer log refuses.
             return;
         }
         if self.rng.below(3) == 0 {

@@ -45,7 +45,11 @@ fn snapshot_catches_up_lagging_follower_2c() {
         .count();
     assert_eq!(snaps, 1);
     assert_eq!(net.committed(3), net.committed(1));
-    assert_eq!(net.node(3).applied, net.node(1).applied, "state machines differ");
+    assert_eq!(
+        net.node(3).applied,
+        net.node(1).applied,
+        "state machines differ"
+    );
     // Replication continues from the log after the snapshot.
     net.with_node(1, |r| r.report_snapshot(3, SnapshotStatus::Finish));
     net.propose(1, b"after").unwrap();
@@ -61,12 +65,21 @@ fn snapshot_state_pauses_appends_until_reported_2c() {
     net.ignore(MessageType::MsgSnapshot);
     net.tick(1);
     assert_eq!(pr_state(&net, 1, 3), ProgressState::Snapshot);
-    let pending = net.node(1).raw.raft().prs().get(3).unwrap().pending_snapshot();
+    let pending = net
+        .node(1)
+        .raw
+        .raft()
+        .prs()
+        .get(3)
+        .unwrap()
+        .pending_snapshot();
     assert!(pending > 0);
     net.delivered.clear();
     net.propose(1, b"x").unwrap();
     assert!(
-        !net.delivered.iter().any(|m| m.to == 3 && m.get_msg_type() == MessageType::MsgAppend),
+        !net.delivered
+            .iter()
+            .any(|m| m.to == 3 && m.get_msg_type() == MessageType::MsgAppend),
         "appends sent while a snapshot is in flight"
     );
     // A failed snapshot resets the pending index and falls back to probing,
@@ -96,7 +109,12 @@ fn snapshot_temporarily_unavailable_2c() {
 /// the log already holds only moves the commit index.
 #[test]
 fn restore_ignores_old_or_known_snapshots_2c() {
-    let mut n = Node::with_log(1, &[1, 2], &[entry(1, 1), entry(2, 1), entry(3, 1)], crate::node::hard_state(1, 2, 0));
+    let mut n = Node::with_log(
+        1,
+        &[1, 2],
+        &[entry(1, 1), entry(2, 1), entry(3, 1)],
+        crate::node::hard_state(1, 2, 0),
+    );
     let mut m = msg(2, 1, MessageType::MsgSnapshot);
     m.term = 1;
     m.set_snapshot(snapshot(2, 1, &[1, 2]));
@@ -107,14 +125,23 @@ fn restore_ignores_old_or_known_snapshots_2c() {
     n.step(m).unwrap();
     n.handle_ready();
     assert_eq!(n.raw.raft().raft_log().committed(), 3);
-    assert_eq!(n.raw.raft().raft_log().first_index(), 1, "fast-forwarded, not restored");
+    assert_eq!(
+        n.raw.raft().raft_log().first_index(),
+        1,
+        "fast-forwarded, not restored"
+    );
 }
 
 /// A snapshot replacing a diverging log installs log, commit index and
 /// membership.
 #[test]
 fn restore_replaces_log_and_membership_2c() {
-    let mut n = Node::with_log(1, &[1, 2], &[entry(1, 1), entry(2, 1)], crate::node::hard_state(1, 1, 0));
+    let mut n = Node::with_log(
+        1,
+        &[1, 2],
+        &[entry(1, 1), entry(2, 1)],
+        crate::node::hard_state(1, 1, 0),
+    );
     let mut m = msg(2, 1, MessageType::MsgSnapshot);
     m.term = 2;
     m.set_snapshot(snapshot(10, 2, &[1, 2, 3]));
@@ -162,17 +189,25 @@ fn empty_node_joins_via_snapshot_2c() {
 #[test]
 fn memstorage_term_entries_compact_2c() {
     let s = MemStorage::new_with_conf_state(conf_state(&[1], &[]));
-    s.append(&(1..=5).map(|i| entry(i, i)).collect::<Vec<_>>()).unwrap();
+    s.append(&(1..=5).map(|i| entry(i, i)).collect::<Vec<_>>())
+        .unwrap();
     assert_eq!(s.term(3).unwrap(), 3);
     assert_eq!(s.term(6), Err(Error::Store(StorageError::Unavailable)));
-    assert_eq!(s.entries(2, 4, None).unwrap(), vec![entry(2, 2), entry(3, 3)]);
+    assert_eq!(
+        s.entries(2, 4, None).unwrap(),
+        vec![entry(2, 2), entry(3, 3)]
+    );
     s.set_hardstate(crate::node::hard_state(5, 4, 0));
-    s.create_snapshot(3, conf_state(&[1], &[]), vec![1, 2].into()).unwrap();
+    s.create_snapshot(3, conf_state(&[1], &[]), vec![1, 2].into())
+        .unwrap();
     s.compact(4).unwrap();
     assert_eq!(s.first_index().unwrap(), 4);
     assert_eq!(s.term(3).unwrap(), 3, "the dummy entry keeps its term");
     assert_eq!(s.term(2), Err(Error::Store(StorageError::Compacted)));
-    assert_eq!(s.entries(3, 5, None), Err(Error::Store(StorageError::Compacted)));
+    assert_eq!(
+        s.entries(3, 5, None),
+        Err(Error::Store(StorageError::Compacted))
+    );
     assert_eq!(s.compact(4), Err(Error::Store(StorageError::Compacted)));
     assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 3);
     assert_eq!(
@@ -187,14 +222,22 @@ fn memstorage_term_entries_compact_2c() {
     s.append(&[entry(5, 9), entry(6, 9)]).unwrap();
     assert_eq!(s.last_index().unwrap(), 6);
     assert_eq!(s.term(5).unwrap(), 9);
-    assert_eq!(s.append(&[entry(2, 9)]), Err(Error::Store(StorageError::Compacted)));
-    assert_eq!(s.apply_snapshot(snapshot(1, 1, &[1])), Err(Error::Store(StorageError::SnapshotOutOfDate)));
+    assert_eq!(
+        s.append(&[entry(2, 9)]),
+        Err(Error::Store(StorageError::Compacted))
+    );
+    assert_eq!(
+        s.apply_snapshot(snapshot(1, 1, &[1])),
+        Err(Error::Store(StorageError::SnapshotOutOfDate))
+    );
 }
 
 #[test]
 fn memstorage_entries_size_limit_2c() {
     let s = MemStorage::new();
-    let ents: Vec<_> = (1..=5).map(|i| crate::node::entry_with_data(i, 1, &[0u8; 100])).collect();
+    let ents: Vec<_> = (1..=5)
+        .map(|i| crate::node::entry_with_data(i, 1, &[0u8; 100]))
+        .collect();
     s.append(&ents).unwrap();
     assert_eq!(s.entries(1, 6, Some(0)).unwrap().len(), 1);
     assert_eq!(s.entries(1, 6, Some(250)).unwrap().len(), 2);

@@ -35,7 +35,10 @@ fn transfer_to_lagging_follower_3a() {
     transfer(&mut net, 1, 3);
     // The leader first brings 3's log up to date, then sends MsgTimeoutNow.
     assert_eq!(net.state(3), StateRole::Leader);
-    assert_eq!(net.node(3).durable_entries()[..6], net.node(1).durable_entries()[..6]);
+    assert_eq!(
+        net.node(3).durable_entries()[..6],
+        net.node(1).durable_entries()[..6]
+    );
 }
 
 /// Works with CheckQuorum: the transferee's vote request bypasses the lease.
@@ -102,7 +105,12 @@ fn transfer_to_learner_ignored_3a() {
     use crate::node::{conf_state, config, Node};
     use raft::MemStorage;
     let nodes = (1..=3)
-        .map(|id| Node::new(config(id), MemStorage::new_with_conf_state(conf_state(&[1, 2], &[3]))))
+        .map(|id| {
+            Node::new(
+                config(id),
+                MemStorage::new_with_conf_state(conf_state(&[1, 2], &[3])),
+            )
+        })
         .collect();
     let mut net = Network::from_nodes(nodes);
     net.campaign(1);
