@@ -1,5 +1,6 @@
 //! Propose → commit throughput of a three-node in-memory Tessera raft cluster:
-//! 128-byte entries, proposed one at a time or 64 per Ready cycle. Each
+//! 128-byte entries, proposed one at a time or 64 per proposal (one
+//! `propose_entries` call, one append per follower). Each
 //! iteration ends when every node applied the batch (no I/O: this measures the
 //! raft core and the Ready loop, not storage).
 
@@ -7,8 +8,9 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Entry, Message};
 use raft::{Config, MemStorage, RawNode, StateRole, Storage};
 
 struct Peer {
@@ -93,12 +95,18 @@ impl Cluster {
 
     fn propose_batch(&mut self, batch: usize, payload: &[u8]) {
         let target = self.peers[self.leader].node.raft().raft_log().last_index() + batch as u64;
-        for _ in 0..batch {
-            self.peers[self.leader]
-                .node
-                .propose(vec![], payload.to_vec())
-                .expect("propose");
-        }
+        // One proposal of `batch` entries, as a store batches client writes.
+        let entries = (0..batch)
+            .map(|_| {
+                let mut e = Entry::default();
+                e.data = Bytes::copy_from_slice(payload);
+                e
+            })
+            .collect();
+        self.peers[self.leader]
+            .node
+            .propose_entries(entries)
+            .expect("propose");
         self.pump(self.leader);
         // Followers learn the final commit index from the leader's next append
         // or heartbeat; commit-broadcast sends it right away.
