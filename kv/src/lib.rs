@@ -1,1 +1,27 @@
-//! placeholder
+//! Tessera's storage foundation and user-facing service.
+//!
+//! - [`engine`]: the RocksDB engines ([`Engines`]: `kv` with CFs default/lock/write, and `raft`),
+//!   write batches spanning CFs, snapshots.
+//! - [`keys`]: the key layout of both engines.
+//! - [`Storage`]: the abstraction services run on, with [`StandaloneStorage`] (RocksDB) and
+//!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one.
+//! - [`RawApi`] and [`KvService`]: the raw API and the tonic `TinyKv` service over any storage.
+
+#![deny(missing_docs)]
+
+pub mod engine;
+mod error;
+pub mod keys;
+mod memory;
+mod raw;
+mod server;
+mod standalone;
+mod storage;
+
+pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
+pub use error::{Error, Result};
+pub use memory::MemoryStorage;
+pub use raw::{RawApi, RawLimits};
+pub use server::KvService;
+pub use standalone::StandaloneStorage;
+pub use storage::{DbIterator, EngineReader, Modify, Storage, StorageReader};

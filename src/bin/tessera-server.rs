@@ -1,1 +1,65 @@
-fn main() {}
+//! `tessera-server`: serves the TinyKv gRPC API and the HTTP gateway over a storage engine.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tessera::config::{Config, EngineKind};
+
+/// A Tessera key-value server.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// gRPC listen address [default: 127.0.0.1:20160]
+    #[arg(long)]
+    addr: Option<String>,
+    /// HTTP gateway listen address [default: 127.0.0.1:20180]
+    #[arg(long)]
+    status_addr: Option<String>,
+    /// Data directory [default: ./tessera-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML); flags take precedence over it
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Storage engine [default: standalone]
+    #[arg(long, value_enum)]
+    engine: Option<EngineKind>,
+}
+
+fn load_config(args: Args) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.addr {
+        config.addr = v;
+    }
+    if let Some(v) = args.status_addr {
+        config.status_addr = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.engine {
+        config.engine = v;
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let stopper = server.stopper();
+    let wait = server.wait();
+    tokio::pin!(wait);
+    tokio::select! {
+        sig = shutdown_signal() => {
+            tracing::info!(signal = sig?, "shutting down");
+            stopper.stop();
+            wait.await
+        }
+        result = &mut wait => result,
+    }
+}

@@ -1,0 +1,240 @@
+//! RocksDB engines: opening, column families, write batches that span CFs, protobuf values and
+//! point-in-time snapshots.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, ReadOptions, Snapshot, DB};
+
+use crate::error::{Error, Result};
+
+/// A column family of the kv engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// Values: raw data, and MVCC values.
+    Default,
+    /// MVCC locks.
+    Lock,
+    /// MVCC write records.
+    Write,
+}
+
+impl Cf {
+    /// Every column family, in a fixed order.
+    pub const ALL: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
+
+    /// The RocksDB name of the column family.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Default => "default",
+            Cf::Lock => "lock",
+            Cf::Write => "write",
+        }
+    }
+
+    /// Parses a column family name; the empty name means `default`.
+    pub fn from_name(name: &str) -> Result<Cf> {
+        match name {
+            "" | "default" => Ok(Cf::Default),
+            "lock" => Ok(Cf::Lock),
+            "write" => Ok(Cf::Write),
+            other => Err(Error::UnknownCf(other.to_string())),
+        }
+    }
+}
+
+/// Opens (creating if needed) a RocksDB instance with the given column families.
+pub fn open_engine(path: &Path, cfs: &[Cf]) -> Result<Arc<DB>> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let descriptors = cfs
+        .iter()
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
+}
+
+/// The two RocksDB instances of a store: `kv` (user data and apply state, CFs default/lock/write)
+/// and `raft` (raft logs and raft state, default CF only).
+#[derive(Clone)]
+pub struct Engines {
+    /// The kv engine.
+    pub kv: Arc<DB>,
+    /// The raft engine.
+    pub raft: Arc<DB>,
+    /// Where the kv engine lives.
+    pub kv_path: PathBuf,
+    /// Where the raft engine lives.
+    pub raft_path: PathBuf,
+}
+
+impl Engines {
+    /// Opens both engines under `dir` (`dir/kv` and `dir/raft`).
+    pub fn open(dir: &Path) -> Result<Engines> {
+        let kv_path = dir.join("kv");
+        let raft_path = dir.join("raft");
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        Ok(Engines {
+            kv: open_engine(&kv_path, &Cf::ALL)?,
+            raft: open_engine(&raft_path, &[Cf::Default])?,
+            kv_path,
+            raft_path,
+        })
+    }
+
+    /// Flushes memtables and the WAL of both engines to disk.
+    pub fn flush(&self) -> Result<()> {
+        for db in [&self.kv, &self.raft] {
+            db.flush_wal(true)?;
+            db.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn cf_handle<'a>(db: &'a DB, cf: Cf) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(cf.name())
+        .ok_or_else(|| Error::UnknownCf(cf.name().to_string()))
+}
+
+/// Reads a value from `cf`.
+pub fn get_cf(db: &DB, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(db.get_cf(cf_handle(db, cf)?, key)?)
+}
+
+/// Reads and decodes a protobuf message stored in the default CF.
+pub fn get_msg<M: Message + Default>(db: &DB, key: &[u8]) -> Result<Option<M>> {
+    match db.get(key)? {
+        None => Ok(None),
+        Some(bytes) => decode_msg(&bytes).map(Some),
+    }
+}
+
+fn decode_msg<M: Message + Default>(bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::Corrupt {
+        what: std::any::type_name::<M>(),
+        reason: e.to_string(),
+    })
+}
+
+/// A batch of writes across column families, applied atomically.
+pub struct WriteBatch {
+    db: Arc<DB>,
+    inner: rocksdb::WriteBatch,
+}
+
+impl WriteBatch {
+    /// An empty batch for `db`.
+    pub fn new(db: &Arc<DB>) -> WriteBatch {
+        WriteBatch {
+            db: db.clone(),
+            inner: rocksdb::WriteBatch::default(),
+        }
+    }
+
+    /// Puts `value` at `key` in `cf`.
+    pub fn put_cf(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.put_cf(cf_handle(&self.db, cf)?, key, value);
+        Ok(())
+    }
+
+    /// Deletes `key` from `cf`.
+    pub fn delete_cf(&mut self, cf: Cf, key: &[u8]) -> Result<()> {
+        self.inner.delete_cf(cf_handle(&self.db, cf)?, key);
+        Ok(())
+    }
+
+    /// Deletes every key in `[from, to)` of `cf`.
+    pub fn delete_range_cf(&mut self, cf: Cf, from: &[u8], to: &[u8]) -> Result<()> {
+        self.inner.delete_range_cf(cf_handle(&self.db, cf)?, from, to);
+        Ok(())
+    }
+
+    /// Puts an encoded protobuf message at `key` in the default CF.
+    pub fn put_msg<M: Message>(&mut self, key: &[u8], msg: &M) {
+        self.inner.put(key, msg.encode_to_vec());
+    }
+
+    /// Puts raw bytes at `key` in the default CF.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.put(key, value);
+    }
+
+    /// Deletes `key` from the default CF.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.inner.delete(key);
+    }
+
+    /// Number of operations in the batch.
+    pub fn count(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Size of the batch's encoding in bytes.
+    pub fn data_size(&self) -> usize {
+        self.inner.size_in_bytes()
+    }
+
+    /// Writes the batch atomically; with `sync` the WAL is fsynced before returning. The batch is
+    /// left empty for reuse.
+    pub fn write(&mut self, sync: bool) -> Result<()> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(sync);
+        let batch = std::mem::take(&mut self.inner);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+}
+
+/// A consistent point-in-time view of an engine that owns its engine handle, so it can move to
+/// another thread and outlive the code that took it.
+pub struct EngineSnapshot {
+    // Declared before `db`: fields drop in order, so the snapshot is released before the handle
+    // that keeps the DB alive.
+    snap: Snapshot<'static>,
+    db: Arc<DB>,
+}
+
+impl EngineSnapshot {
+    /// Takes a snapshot of `db` now.
+    pub fn new(db: &Arc<DB>) -> EngineSnapshot {
+        let db = db.clone();
+        let snap = db.snapshot();
+        // SAFETY: the snapshot borrows the DB that `db` keeps alive on the heap; the DB does not
+        // move when the Arc moves, and `snap` is dropped before `db` (field order above), so the
+        // borrow never outlives the DB.
+        let snap = unsafe { std::mem::transmute::<Snapshot<'_>, Snapshot<'static>>(snap) };
+        EngineSnapshot { snap, db }
+    }
+
+    /// Reads a value from `cf` as of the snapshot.
+    pub fn get_cf(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get_cf(cf_handle(&self.db, cf)?, key)?)
+    }
+
+    /// Reads and decodes a protobuf message from the default CF as of the snapshot.
+    pub fn get_msg<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
+        match self.snap.get(key)? {
+            None => Ok(None),
+            Some(bytes) => decode_msg(&bytes).map(Some),
+        }
+    }
+
+    /// A raw iterator over `cf` restricted to `[lower, upper)`.
+    pub fn iter_cf(&self, cf: Cf, lower: Vec<u8>, upper: Vec<u8>) -> Result<DBRawIterator<'_>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(lower);
+        opts.set_iterate_upper_bound(upper);
+        Ok(self.snap.raw_iterator_cf_opt(cf_handle(&self.db, cf)?, opts))
+    }
+}

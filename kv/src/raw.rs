@@ -1,0 +1,120 @@
+//! The raw key-value API: validation and execution over any [`Storage`], shared by the gRPC
+//! service and the HTTP gateway.
+
+use std::sync::Arc;
+
+use proto::kvrpcpb::Context;
+
+use crate::engine::Cf;
+use crate::error::{Error, Result};
+use crate::storage::{Modify, Storage};
+
+/// Limits on raw requests.
+#[derive(Clone, Debug)]
+pub struct RawLimits {
+    /// Largest accepted key, in bytes.
+    pub max_key_size: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_size: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_key_size: 64 * 1024,
+            max_value_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The raw API over a storage.
+pub struct RawApi<S> {
+    storage: Arc<S>,
+    limits: RawLimits,
+}
+
+impl<S> Clone for RawApi<S> {
+    fn clone(&self) -> Self {
+        RawApi {
+            storage: self.storage.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl<S: Storage> RawApi<S> {
+    /// The raw API over `storage` with `limits`.
+    pub fn new(storage: Arc<S>, limits: RawLimits) -> RawApi<S> {
+        RawApi { storage, limits }
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &Arc<S> {
+        &self.storage
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key must not be empty".to_string()));
+        }
+        if key.len() > self.limits.max_key_size {
+            return Err(Error::InvalidArgument(format!(
+                "key of {} bytes exceeds the limit of {} bytes",
+                key.len(),
+                self.limits.max_key_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The value at `key` in column family `cf`, if any.
+    pub fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = Cf::from_name(cf)?;
+        self.check_key(key)?;
+        self.storage.reader(ctx)?.get_cf(cf, key)
+    }
+
+    /// Puts `value` at `key` in column family `cf`.
+    pub fn put(&self, ctx: &Context, cf: &str, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        let cf = Cf::from_name(cf)?;
+        self.check_key(&key)?;
+        if value.len() > self.limits.max_value_size {
+            return Err(Error::InvalidArgument(format!(
+                "value of {} bytes exceeds the limit of {} bytes",
+                value.len(),
+                self.limits.max_value_size
+            )));
+        }
+        self.storage.write(ctx, vec![Modify::Put { cf, key, value }])
+    }
+
+    /// Deletes `key` from column family `cf`; deleting a missing key succeeds.
+    pub fn delete(&self, ctx: &Context, cf: &str, key: Vec<u8>) -> Result<()> {
+        let cf = Cf::from_name(cf)?;
+        self.check_key(&key)?;
+        self.storage.write(ctx, vec![Modify::Delete { cf, key }])
+    }
+
+    /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order.
+    pub fn scan(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = Cf::from_name(cf)?;
+        let mut pairs = Vec::new();
+        if limit == 0 {
+            return Ok(pairs);
+        }
+        let reader = self.storage.reader(ctx)?;
+        let mut it = reader.iter_cf(cf)?;
+        it.seek(start);
+        while pairs.len() < limit && it.valid()? {
+            pairs.push((it.key().to_vec(), it.value().to_vec()));
+            it.next();
+        }
+        Ok(pairs)
+    }
+}

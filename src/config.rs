@@ -1,0 +1,137 @@
+//! `tessera-server` configuration: a TOML file (`tessera.toml`), every option defaulted, with
+//! command-line flags taking precedence.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Which storage engine the server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One local RocksDB, no replication.
+    Standalone,
+}
+
+/// The whole server configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub addr: String,
+    /// HTTP gateway listen address (status, health, `/kv/...`).
+    pub status_addr: String,
+    /// Where the engines keep their files.
+    pub data_dir: PathBuf,
+    /// Storage engine.
+    pub engine: EngineKind,
+    /// Log filter, e.g. `info` or `kv=debug,info` (overridden by `RUST_LOG`).
+    pub log_level: String,
+    /// Storage options.
+    pub storage: StorageConfig,
+    /// Limits on raw requests.
+    pub raw: RawConfig,
+}
+
+/// Storage options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Fsync the write-ahead log before acknowledging each write.
+    pub sync_write: bool,
+}
+
+/// Limits on raw requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Largest accepted key, in bytes.
+    pub max_key_size: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "127.0.0.1:20160".to_string(),
+            status_addr: "127.0.0.1:20180".to_string(),
+            data_dir: PathBuf::from("./tessera-data"),
+            engine: EngineKind::Standalone,
+            log_level: "info".to_string(),
+            storage: StorageConfig::default(),
+            raw: RawConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { sync_write: true }
+    }
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let limits = kv::RawLimits::default();
+        RawConfig {
+            max_key_size: limits.max_key_size,
+            max_value_size: limits.max_value_size,
+        }
+    }
+}
+
+impl RawConfig {
+    /// The limits the raw API enforces.
+    pub fn limits(&self) -> kv::RawLimits {
+        kv::RawLimits {
+            max_key_size: self.max_key_size,
+            max_value_size: self.max_value_size,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML configuration file; options it omits keep their defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Parses a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults_1() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_example_config_parses_1() {
+        let text = include_str!("../tessera.toml");
+        let cfg = Config::from_toml(text).unwrap();
+        assert_eq!(cfg, Config::default(), "tessera.toml should document the defaults");
+    }
+
+    #[test]
+    fn unknown_option_is_rejected_1() {
+        let e = Config::from_toml("adr = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("adr"), "{e}");
+    }
+
+    #[test]
+    fn partial_section_keeps_other_defaults_1() {
+        let cfg = Config::from_toml("[raw]\nmax_value_size = 10\n").unwrap();
+        assert_eq!(cfg.raw.max_value_size, 10);
+        assert_eq!(cfg.raw.max_key_size, RawConfig::default().max_key_size);
+        assert!(cfg.storage.sync_write);
+    }
+}

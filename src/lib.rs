@@ -1,0 +1,21 @@
+//! Tessera: a multi-raft, region-sharded, transactional key-value store.
+//!
+//! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`) and the
+//! pieces they share: configuration, server assembly, the HTTP gateway and a raw client.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod server;
+
+/// Installs the tracing subscriber: `RUST_LOG` if set, else `default_filter`.
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,131 @@
+//! Assembles a running `tessera-server`: storage, the gRPC service and the HTTP gateway, with a
+//! clean shutdown that flushes the engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kv::{KvService, RawApi, StandaloneStorage};
+use proto::tinykvpb::tiny_kv_server::TinyKvServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{Config, EngineKind};
+
+/// Room for the key and the request framing on top of the largest value.
+const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
+
+/// A server started by [`start`]; stop it with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The bound HTTP gateway address.
+    pub status_addr: SocketAddr,
+    stop: Arc<watch::Sender<bool>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting requests, lets those in flight finish, flushes and closes the engine.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// A handle that stops the server from elsewhere (e.g. a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Waits until the server stops by itself (it only does on an error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Stops a [`RunningServer`]; see [`RunningServer::stopper`].
+#[derive(Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    /// Asks the server to stop; [`RunningServer::wait`] returns once it has.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Opens the storage, binds both listeners and starts serving.
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    let storage = match config.engine {
+        EngineKind::Standalone => {
+            let path = config.data_dir.join("standalone");
+            std::fs::create_dir_all(&path)
+                .with_context(|| format!("cannot create data dir {}", path.display()))?;
+            Arc::new(
+                StandaloneStorage::open(&path, config.storage.sync_write)
+                    .with_context(|| format!("cannot open storage in {}", path.display()))?,
+            )
+        }
+    };
+    let raw = RawApi::new(storage.clone(), config.raw.limits());
+
+    let grpc = TcpListener::bind(&config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let http = TcpListener::bind(&config.status_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.status_addr))?;
+    let addr = grpc.local_addr()?;
+    let status_addr = http.local_addr()?;
+
+    let max_message = config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
+    let service = TinyKvServer::new(KvService::new(raw.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
+    let (stop, rx) = watch::channel(false);
+    let stop = Arc::new(stop);
+
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(rx.clone())),
+    );
+    let app = crate::http::router(raw, config.raw.max_value_size);
+    let http_task = tokio::spawn(
+        axum::serve(http, app)
+            .with_graceful_shutdown(stopped(rx.clone()))
+            .into_future(),
+    );
+    tracing::info!(%addr, %status_addr, data_dir = %config.data_dir.display(), "tessera-server started");
+
+    let stop_all = stop.clone();
+    let task = tokio::spawn(async move {
+        let grpc_result = grpc_task.await;
+        // Whichever way the gRPC server ended, the gateway stops with it.
+        let _ = stop_all.send(true);
+        let http_result = http_task.await;
+        // Both servers have stopped: no request can write any more.
+        storage.flush().context("flushing storage on shutdown")?;
+        tracing::info!("storage flushed, server stopped");
+        grpc_result
+            .context("gRPC server task")?
+            .context("gRPC server")?;
+        http_result
+            .context("HTTP server task")?
+            .context("HTTP server")?;
+        Ok(())
+    });
+    Ok(RunningServer {
+        addr,
+        status_addr,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,64 @@
+//! Shared helpers: servers on random loopback ports, a minimal HTTP/1.1 client.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tessera::config::Config;
+use tessera::server::RunningServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A config for a server on random loopback ports with data under `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        addr: "127.0.0.1:0".to_string(),
+        status_addr: "127.0.0.1:0".to_string(),
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    }
+}
+
+/// Starts a server with `config`.
+pub async fn start(config: &Config) -> RunningServer {
+    tessera::server::start(config).await.expect("server starts")
+}
+
+/// One HTTP/1.1 request; returns (status code, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp).await.unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response has a header");
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let body = resp[split + 4..].to_vec();
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(&body) } else { body })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+}
