@@ -5,6 +5,7 @@
 //! - [`keys`]: the key layout of both engines.
 //! - [`Storage`]: the abstraction services run on, with [`StandaloneStorage`] (RocksDB) and
 //!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one.
+//! - [`mvcc`] and [`txn`]: MVCC records and Percolator transactions ([`TxnApi`]) over any storage.
 //! - [`RawApi`] and [`KvService`]: the raw API and the tonic `TinyKv` service over any storage.
 
 #![deny(missing_docs)]
@@ -13,10 +14,12 @@ pub mod engine;
 mod error;
 pub mod keys;
 mod memory;
+pub mod mvcc;
 mod raw;
 mod server;
 mod standalone;
 mod storage;
+pub mod txn;
 
 pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
 pub use error::{Error, Result};
@@ -25,3 +28,4 @@ pub use raw::{RawApi, RawLimits};
 pub use server::KvService;
 pub use standalone::StandaloneStorage;
 pub use storage::{DbIterator, EngineReader, Modify, Storage, StorageReader};
+pub use txn::TxnApi;

@@ -1,7 +1,9 @@
 //! The tonic `TinyKv` service, generic over [`Storage`].
 //!
 //! Storage calls block (a replicated write waits for its commit), so every handler runs its
-//! storage work on tokio's blocking pool and never stalls the async workers.
+//! storage work on tokio's blocking pool and never stalls the async workers. The transactional
+//! handlers delegate to [`TxnApi`]; per-key and region errors travel in the responses, other
+//! failures become gRPC statuses.
 
 use proto::kvrpcpb::*;
 use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
@@ -11,16 +13,25 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::Error;
 use crate::raw::RawApi;
 use crate::storage::Storage;
+use crate::txn::TxnApi;
 
 /// The `TinyKv` gRPC service.
 pub struct KvService<S> {
     raw: RawApi<S>,
+    txn: TxnApi<S>,
 }
 
 impl<S: Storage> KvService<S> {
-    /// A service answering with `raw`.
+    /// A service answering with `raw`, and with transactions over the same storage.
     pub fn new(raw: RawApi<S>) -> KvService<S> {
-        KvService { raw }
+        let txn = TxnApi::new(raw.storage().clone());
+        KvService { raw, txn }
+    }
+
+    /// A service answering with `raw` and `txn`; `txn` must run over the same storage, and be
+    /// the only transactional API writing to it (the latches live in it).
+    pub fn with_txn(raw: RawApi<S>, txn: TxnApi<S>) -> KvService<S> {
+        KvService { raw, txn }
     }
 }
 
@@ -44,7 +55,10 @@ fn unsupported(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl<S: Storage> TinyKv for KvService<S> {
-    async fn raw_get(&self, req: Request<RawGetRequest>) -> Result<Response<RawGetResponse>, Status> {
+    async fn raw_get(
+        &self,
+        req: Request<RawGetRequest>,
+    ) -> Result<Response<RawGetResponse>, Status> {
         let req = req.into_inner();
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
@@ -58,7 +72,10 @@ impl<S: Storage> TinyKv for KvService<S> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_put(&self, req: Request<RawPutRequest>) -> Result<Response<RawPutResponse>, Status> {
+    async fn raw_put(
+        &self,
+        req: Request<RawPutRequest>,
+    ) -> Result<Response<RawPutResponse>, Status> {
         let req = req.into_inner();
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
@@ -111,51 +128,70 @@ impl<S: Storage> TinyKv for KvService<S> {
         Ok(Response::new(resp))
     }
 
-    async fn kv_get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        Err(unsupported("KvGet"))
+    async fn kv_get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(blocking(move || txn.get(&req)).await??))
     }
 
-    async fn kv_scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        Err(unsupported("KvScan"))
+    async fn kv_scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(blocking(move || txn.scan(&req)).await??))
     }
 
     async fn kv_prewrite(
         &self,
-        _: Request<PrewriteRequest>,
+        req: Request<PrewriteRequest>,
     ) -> Result<Response<PrewriteResponse>, Status> {
-        Err(unsupported("KvPrewrite"))
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(blocking(move || txn.prewrite(&req)).await??))
     }
 
-    async fn kv_commit(&self, _: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
-        Err(unsupported("KvCommit"))
+    async fn kv_commit(
+        &self,
+        req: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(blocking(move || txn.commit(&req)).await??))
     }
 
     async fn kv_check_txn_status(
         &self,
-        _: Request<CheckTxnStatusRequest>,
+        req: Request<CheckTxnStatusRequest>,
     ) -> Result<Response<CheckTxnStatusResponse>, Status> {
-        Err(unsupported("KvCheckTxnStatus"))
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(
+            blocking(move || txn.check_txn_status(&req)).await??,
+        ))
     }
 
     async fn kv_batch_rollback(
         &self,
-        _: Request<BatchRollbackRequest>,
+        req: Request<BatchRollbackRequest>,
     ) -> Result<Response<BatchRollbackResponse>, Status> {
-        Err(unsupported("KvBatchRollback"))
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(
+            blocking(move || txn.batch_rollback(&req)).await??,
+        ))
     }
 
     async fn kv_resolve_lock(
         &self,
-        _: Request<ResolveLockRequest>,
+        req: Request<ResolveLockRequest>,
     ) -> Result<Response<ResolveLockResponse>, Status> {
-        Err(unsupported("KvResolveLock"))
+        let (req, txn) = (req.into_inner(), self.txn.clone());
+        Ok(Response::new(
+            blocking(move || txn.resolve_lock(&req)).await??,
+        ))
     }
 
     async fn raft(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
         Err(unsupported("raft messages (standalone engine)"))
     }
 
-    async fn snapshot(&self, _: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
         Err(unsupported("snapshots (standalone engine)"))
     }
 }

@@ -1,4 +1,8 @@
 //! Integration tests of the `kv` crate: one test binary, one module per area.
 
+mod mvcc_4a;
 mod raw_1;
 mod storage_1;
+mod txn_4b;
+mod txn_4c;
+mod txn_service_4b;
