@@ -350,3 +350,124 @@ async fn grpc_transaction_over_standalone_4b() {
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A storage whose reads or writes fail the way a replicated storage fails on stale routing
+/// (a region error) or while shutting down (unavailable).
+struct FailingStorage {
+    inner: Arc<MemoryStorage>,
+    reads: Option<fn() -> kv::Error>,
+    writes: Option<fn() -> kv::Error>,
+}
+
+fn not_leader() -> kv::Error {
+    kv::Error::Region(Box::new(proto::errorpb::Error {
+        message: "not leader".to_string(),
+        ..Default::default()
+    }))
+}
+
+fn stopping() -> kv::Error {
+    kv::Error::Unavailable("stopping".to_string())
+}
+
+impl kv::Storage for FailingStorage {
+    fn write(&self, ctx: &proto::kvrpcpb::Context, batch: Vec<Modify>) -> kv::Result<()> {
+        match self.writes {
+            Some(e) => Err(e()),
+            None => self.inner.write(ctx, batch),
+        }
+    }
+
+    fn reader(&self, ctx: &proto::kvrpcpb::Context) -> kv::Result<Box<dyn kv::StorageReader>> {
+        match self.reads {
+            Some(e) => Err(e()),
+            None => self.inner.reader(ctx),
+        }
+    }
+}
+
+fn failing(
+    reads: Option<fn() -> kv::Error>,
+    writes: Option<fn() -> kv::Error>,
+) -> TxnApi<FailingStorage> {
+    let inner = Arc::new(MemoryStorage::new());
+    // A lock for the cleanup commands to find, so that they reach their writes.
+    let seed = TxnApi::new(inner.clone());
+    let p = seed
+        .prewrite(
+            &RequestBuilder::default()
+                .prewrite(10, b"k", 1)
+                .put(b"k", b"v"),
+        )
+        .unwrap();
+    assert!(p.errors.is_empty());
+    TxnApi::new(Arc::new(FailingStorage {
+        inner,
+        reads,
+        writes,
+    }))
+}
+
+#[test]
+fn region_errors_travel_in_responses_4b() {
+    let req = RequestBuilder::default();
+    for (reads, writes) in [
+        (Some(not_leader as fn() -> kv::Error), None),
+        (None, Some(not_leader as fn() -> kv::Error)),
+    ] {
+        let api = failing(reads, writes);
+        let failing_reads = reads.is_some();
+        let region = |re: Option<proto::errorpb::Error>| re.map(|e| e.message);
+        let want = Some("not leader".to_string());
+        if failing_reads {
+            let g = api.get(&req.get(b"k", 5)).unwrap();
+            assert_eq!(
+                (region(g.region_error), g.error, g.not_found),
+                (want.clone(), None, false)
+            );
+            let s = api.scan(&req.scan(b"", 10, 5)).unwrap();
+            assert_eq!((region(s.region_error), s.pairs.len()), (want.clone(), 0));
+        }
+        let p = api
+            .prewrite(&req.prewrite(20, b"n", 100).put(b"n", b"v"))
+            .unwrap();
+        assert_eq!((region(p.region_error), p.errors.len()), (want.clone(), 0));
+        let c = api.commit(&req.commit(10, 30, &[b"k"])).unwrap();
+        assert_eq!((region(c.region_error), c.error), (want.clone(), None));
+        let r = api.batch_rollback(&req.rollback(10, &[b"k"])).unwrap();
+        assert_eq!((region(r.region_error), r.error), (want.clone(), None));
+        let s = api
+            .check_txn_status(&req.check_txn_status(b"k", 10, u64::MAX))
+            .unwrap();
+        assert_eq!(
+            (s.action(), region(s.region_error)),
+            (Action::NoAction, want.clone())
+        );
+        let r = api.resolve_lock(&req.resolve_lock(10, 0)).unwrap();
+        assert_eq!((region(r.region_error), r.error), (want.clone(), None));
+        // Nothing got through, and every latch was released.
+        assert_eq!(api.latches().held_count(), 0);
+    }
+}
+
+#[test]
+fn other_storage_failures_fail_the_rpc_4b() {
+    let req = RequestBuilder::default();
+    let api = failing(Some(stopping), Some(stopping));
+    let status = |e: kv::txn::Error| tonic::Status::from(e).code();
+    assert_eq!(
+        status(api.get(&req.get(b"k", 5)).unwrap_err()),
+        tonic::Code::Unavailable
+    );
+    assert_eq!(
+        status(api.scan(&req.scan(b"", 1, 5)).unwrap_err()),
+        tonic::Code::Unavailable
+    );
+    let e = api.commit(&req.commit(10, 30, &[b"k"])).unwrap_err();
+    assert!(
+        matches!(e, kv::txn::Error::Storage(kv::Error::Unavailable(_))),
+        "{e}"
+    );
+    assert!(api.resolve_lock(&req.resolve_lock(10, 30)).is_err());
+    assert_eq!(api.latches().held_count(), 0);
+}
