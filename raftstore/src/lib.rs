@@ -1,1 +1,49 @@
-//! placeholder
+//! Tessera's raftstore: the multi-raft store. Every region with a peer on this store is a raft
+//! group; one raft worker thread drives all of them with group commit across regions.
+//!
+//! - [`Node::start`] starts a store: bootstrap through the scheduler client, heartbeats, and the
+//!   raftstore.
+//! - [`start_raftstore`] runs a store over bootstrapped engines and a [`Transport`], returning a
+//!   [`RaftstoreHandle`] with the [`Router`] and a [`RaftStorage`] (`kv::Storage` over raft).
+//! - [`bootstrap`] writes the store ident and the first region.
+//! - [`PeerStorage`] is a peer's raft log and state over the engines.
+//! - [`Worker`] runs background tasks such as scheduler heartbeats ([`SchedulerTask`]).
+//!
+//! Not yet here (later issues): snapshots and log GC, conf change, split, leader transfer.
+
+// eraftpb (rust-protobuf) messages carry private bookkeeping fields, so they are built with
+// `default()` and then assigned field by field.
+#![allow(clippy::field_reassign_with_default)]
+
+mod config;
+mod error;
+mod msg;
+mod node;
+mod peer;
+mod peer_storage;
+mod raft_storage;
+mod raft_worker;
+mod router;
+mod scheduler_worker;
+mod store;
+mod transport;
+mod util;
+mod worker;
+
+pub mod bootstrap;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use msg::{Callback, CmdResponse, PeerMsg, StoreMsg};
+pub use node::{start_raftstore, RaftstoreHandle};
+pub use peer_storage::{
+    conf_state_of, initial_apply_state, initial_raft_state, PeerStorage, RAFT_INIT_LOG_INDEX,
+    RAFT_INIT_LOG_TERM,
+};
+pub use raft_storage::RaftStorage;
+pub use router::Router;
+pub use scheduler_worker::SchedulerTask;
+pub use store::StoreMeta;
+pub use transport::Transport;
+pub use util::region_contains;
+pub use worker::{Runnable, Scheduler, Worker};

@@ -1,0 +1,138 @@
+//! [`Config`]: the knobs of a store — tick interval, raft ticks, log GC limits, region sizes.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The configuration of a raftstore node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Wall-clock length of one raft tick.
+    pub raft_base_tick_interval: Duration,
+    /// Ticks without a leader before a follower campaigns.
+    pub raft_election_timeout_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Largest total size of entries in one append message.
+    pub raft_max_size_per_msg: u64,
+    /// Largest number of in-flight append messages per follower.
+    pub raft_max_inflight_msgs: usize,
+    /// Interval of the raft log GC check (log GC is not implemented yet; kept for the config file).
+    pub raft_log_gc_tick_interval: Duration,
+    /// Number of applied entries kept before the log is compacted.
+    pub raft_log_gc_count_limit: u64,
+    /// Interval of the split check (splits are not implemented yet).
+    pub split_region_check_tick_interval: Duration,
+    /// Size at which a region is split.
+    pub region_max_size: u64,
+    /// Size of each half after a split.
+    pub region_split_size: u64,
+    /// Interval between region heartbeats of a leader.
+    pub region_heartbeat_interval: Duration,
+    /// Interval between store heartbeats.
+    pub store_heartbeat_interval: Duration,
+    /// Most messages a raft worker drains before writing a batch.
+    pub max_batch_size: usize,
+    /// Number of recently persisted entries kept in memory per peer.
+    pub entry_cache_limit: usize,
+    /// How long `RaftStorage` waits for a command before giving up with a timeout.
+    pub command_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            raft_base_tick_interval: Duration::from_millis(100),
+            raft_election_timeout_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_max_size_per_msg: 1024 * 1024,
+            raft_max_inflight_msgs: 256,
+            raft_log_gc_tick_interval: Duration::from_secs(10),
+            raft_log_gc_count_limit: 128 * 1024,
+            split_region_check_tick_interval: Duration::from_secs(10),
+            region_max_size: 144 * 1024 * 1024,
+            region_split_size: 96 * 1024 * 1024,
+            region_heartbeat_interval: Duration::from_secs(10),
+            store_heartbeat_interval: Duration::from_secs(10),
+            max_batch_size: 256,
+            entry_cache_limit: 1024,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests: 20 ms ticks (an election within ~200-400 ms), frequent
+    /// heartbeats, short command timeouts.
+    pub fn test() -> Config {
+        Config {
+            raft_base_tick_interval: Duration::from_millis(20),
+            raft_election_timeout_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_log_gc_tick_interval: Duration::from_millis(100),
+            split_region_check_tick_interval: Duration::from_millis(100),
+            region_heartbeat_interval: Duration::from_millis(200),
+            store_heartbeat_interval: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(1),
+            ..Config::default()
+        }
+    }
+
+    /// Checks the configuration for consistency.
+    ///
+    /// # Errors
+    /// [`Error::Other`] naming the first problem.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |s: &str| Err(Error::Other(format!("invalid raftstore config: {s}")));
+        if self.raft_base_tick_interval.is_zero() {
+            return invalid("raft_base_tick_interval must be positive");
+        }
+        if self.raft_heartbeat_ticks == 0
+            || self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks
+        {
+            return invalid("need 0 < raft_heartbeat_ticks < raft_election_timeout_ticks");
+        }
+        if self.max_batch_size == 0 {
+            return invalid("max_batch_size must be positive");
+        }
+        if self.region_split_size > self.region_max_size {
+            return invalid("region_split_size must not exceed region_max_size");
+        }
+        Ok(())
+    }
+
+    /// The raft configuration of peer `peer_id` under this store configuration, restarting at
+    /// `applied`.
+    pub(crate) fn raft_config(&self, peer_id: u64, applied: u64) -> raft::Config {
+        raft::Config {
+            id: peer_id,
+            election_tick: self.raft_election_timeout_ticks,
+            heartbeat_tick: self.raft_heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.raft_max_size_per_msg,
+            max_inflight_msgs: self.raft_max_inflight_msgs,
+            // CheckQuorum makes a leader cut off in a minority step down, so its pending reads
+            // fail fast instead of waiting forever; PreVote keeps a rejoining peer with a higher
+            // term from deposing a healthy leader.
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..raft::Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_validate_2b() {
+        assert!(Config::default().validate().is_ok());
+        assert!(Config::test().validate().is_ok());
+        let mut c = Config::test();
+        c.raft_heartbeat_ticks = c.raft_election_timeout_ticks;
+        assert!(c.validate().is_err());
+        assert!(Config::test().raft_config(1, 5).validate().is_ok());
+    }
+}

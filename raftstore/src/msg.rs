@@ -1,0 +1,94 @@
+//! Typed messages of the store: [`PeerMsg`] for a region's peer, [`StoreMsg`] for the store
+//! itself, and the [`Callback`] a command answers through.
+//!
+//! Droppability: a `RaftMessage` may be dropped (raft retransmits); a `RaftCommand` must never be
+//! dropped silently — whoever drops one answers its callback with an error.
+
+use std::fmt;
+
+use kv::EngineSnapshot;
+use proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
+use proto::raft_serverpb::RaftMessage;
+
+use crate::error::Error;
+
+/// The answer to a command: the response, and for a `Snap` request a consistent engine snapshot
+/// taken once the peer had applied up to the read index.
+pub struct CmdResponse {
+    /// The wire response; a region error is in `response.header.error`.
+    pub response: RaftCmdResponse,
+    /// The kv engine snapshot answering a `Snap` request.
+    pub snapshot: Option<EngineSnapshot>,
+}
+
+impl CmdResponse {
+    /// A response carrying only `err`.
+    pub fn from_error(err: Error, term: u64) -> CmdResponse {
+        let mut response = RaftCmdResponse::default();
+        let header = response.header.get_or_insert_with(Default::default);
+        header.error = Some(err.into_errorpb());
+        header.current_term = term;
+        CmdResponse {
+            response,
+            snapshot: None,
+        }
+    }
+}
+
+/// A one-shot continuation for a command. Invoked exactly once by whoever finishes (or drops) it.
+pub struct Callback(Box<dyn FnOnce(CmdResponse) + Send>);
+
+impl Callback {
+    /// Wraps `f`.
+    pub fn new(f: impl FnOnce(CmdResponse) + Send + 'static) -> Callback {
+        Callback(Box::new(f))
+    }
+
+    /// A callback that ignores the answer.
+    pub fn none() -> Callback {
+        Callback::new(|_| {})
+    }
+
+    /// Answers the command.
+    pub fn invoke(self, resp: CmdResponse) {
+        (self.0)(resp)
+    }
+
+    /// Answers the command with `err`.
+    pub fn invoke_with_error(self, err: Error, term: u64) {
+        self.invoke(CmdResponse::from_error(err, term))
+    }
+}
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
+/// A message for the peer of one region.
+#[derive(Debug)]
+pub enum PeerMsg {
+    /// A raft message from another store. May be dropped.
+    RaftMessage(Box<RaftMessage>),
+    /// A client command to propose or read. Never dropped without answering `callback`.
+    RaftCommand {
+        /// The command.
+        request: Box<RaftCmdRequest>,
+        /// Where the answer goes.
+        callback: Callback,
+    },
+    /// The raft logical clock advanced one tick.
+    Tick,
+    /// Send a region heartbeat to the scheduler now, if leader.
+    HeartbeatScheduler,
+}
+
+/// A message for the store itself.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// A raft message for a region that has no peer on this store yet; it may create one.
+    RaftMessage(Box<RaftMessage>),
+    /// Time to report store statistics to the scheduler.
+    HeartbeatTick,
+}

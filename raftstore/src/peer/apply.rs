@@ -1,0 +1,203 @@
+//! Applying committed entries: each command's writes go into one kv-engine batch together with the
+//! new `RaftApplyState`, so a crash never applies an entry twice or half; proposals are answered
+//! only after that batch is written, matched by (term, index).
+
+use kv::{keys, Cf, EngineSnapshot, WriteBatch};
+use prost::Message as _;
+use proto::eraftpb::{Entry, EntryType};
+use proto::raft_cmdpb::{
+    CmdType, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
+    RaftResponseHeader, Response, SnapResponse,
+};
+use proto::raft_serverpb::RaftApplyState;
+
+use super::PeerMsgHandler;
+use crate::error::{Error, Result};
+use crate::msg::{Callback, CmdResponse};
+use crate::util;
+
+impl PeerMsgHandler<'_> {
+    /// Applies `entries` (consecutive, starting right after the applied index).
+    pub(super) fn apply_committed(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let engines = self.peer.raft_group.store().engines().clone();
+        let mut apply_state = self.peer.raft_group.store().apply_state();
+        let mut wb = WriteBatch::new(&engines.kv);
+        let mut answers: Vec<(Callback, CmdResponse)> = Vec::new();
+        for e in entries {
+            if e.index != apply_state.applied_index + 1 {
+                panic!(
+                    "region {} peer {}: applying entry {} (term {}) after applied index {}",
+                    self.peer.region_id,
+                    self.peer.meta.id,
+                    e.index,
+                    e.term,
+                    apply_state.applied_index
+                );
+            }
+            let resp = match e.get_entry_type() {
+                EntryType::EntryNormal if !e.data.is_empty() => {
+                    Some(self.exec_normal(&e, &mut wb, &mut apply_state))
+                }
+                EntryType::EntryNormal => None,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // Conf change is a later issue; nobody proposes one yet.
+                    tracing::warn!(
+                        region_id = self.peer.region_id,
+                        index = e.index,
+                        "ignoring a conf change entry"
+                    );
+                    None
+                }
+            };
+            apply_state.applied_index = e.index;
+            match (self.take_proposal(e.index, e.term), resp) {
+                (Some(cb), Some(resp)) => answers.push((cb, resp)),
+                (Some(cb), None) => cb.invoke_with_error(Error::StaleCommand, e.term),
+                _ => {}
+            }
+        }
+        self.write_apply_state(&mut wb, &apply_state);
+        for (cb, resp) in answers {
+            cb.invoke(resp);
+        }
+    }
+
+    fn write_apply_state(&mut self, wb: &mut WriteBatch, apply_state: &RaftApplyState) {
+        wb.put_msg(&keys::apply_state_key(self.peer.region_id), apply_state);
+        // Not synced: the raft log is, and replaying it after a crash rewrites the same values.
+        if let Err(e) = wb.write(false) {
+            panic!(
+                "region {} peer {}: kv engine write at applied index {} failed: {e}",
+                self.peer.region_id, self.peer.meta.id, apply_state.applied_index
+            );
+        }
+        self.peer.raft_group.store().set_apply_state(*apply_state);
+    }
+
+    /// Pops the proposal of entry (term, index), answering overwritten proposals before it.
+    fn take_proposal(&mut self, index: u64, term: u64) -> Option<Callback> {
+        while let Some(p) = self.peer.proposals.front() {
+            if p.index > index {
+                return None;
+            }
+            let p = self.peer.proposals.pop_front().expect("checked front");
+            if p.index == index && p.term == term {
+                return Some(p.callback);
+            }
+            // Another leader's entry took this index: ours was never committed.
+            p.callback.invoke_with_error(Error::StaleCommand, term);
+        }
+        None
+    }
+
+    fn exec_normal(
+        &mut self,
+        e: &Entry,
+        wb: &mut WriteBatch,
+        apply_state: &mut RaftApplyState,
+    ) -> CmdResponse {
+        let req = match RaftCmdRequest::decode(e.data.as_ref()) {
+            Ok(r) => r,
+            Err(err) => panic!(
+                "region {} peer {}: undecodable command at index {} term {}: {err}",
+                self.peer.region_id, self.peer.meta.id, e.index, e.term
+            ),
+        };
+        let region = self.peer.region();
+        let checked = util::check_region_epoch(&req, &region).and_then(|()| {
+            req.requests
+                .iter()
+                .try_for_each(|r| match util::request_key(r) {
+                    Some(k) => util::check_key_in_region(k, &region),
+                    None => Ok(()),
+                })
+        });
+        if let Err(err) = checked {
+            return CmdResponse::from_error(err, self.peer.term());
+        }
+        let reads = req.requests.iter().any(|r| {
+            matches!(
+                CmdType::try_from(r.cmd_type),
+                Ok(CmdType::Get) | Ok(CmdType::Snap)
+            )
+        });
+        if reads {
+            // A read inside a write command must see the writes of earlier entries.
+            apply_state.applied_index = e.index - 1;
+            self.write_apply_state(wb, apply_state);
+        }
+        match self.exec_requests(&req, wb) {
+            Ok(resp) => resp,
+            Err(err) => CmdResponse::from_error(err, self.peer.term()),
+        }
+    }
+
+    fn exec_requests(&self, req: &RaftCmdRequest, wb: &mut WriteBatch) -> Result<CmdResponse> {
+        let kv = &self.peer.raft_group.store().engines().kv;
+        // Validate every request before writing any, so a bad one cannot half-apply a command.
+        for r in &req.requests {
+            let cf = match CmdType::try_from(r.cmd_type) {
+                Ok(CmdType::Put) => r.put.as_ref().map(|p| p.cf.as_str()),
+                Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.cf.as_str()),
+                Ok(CmdType::Get) => r.get.as_ref().map(|g| g.cf.as_str()),
+                _ => None,
+            };
+            Cf::from_name(cf.unwrap_or_default())?;
+        }
+        let mut responses = Vec::with_capacity(req.requests.len());
+        let mut snapshot = None;
+        for r in &req.requests {
+            let cmd_type = CmdType::try_from(r.cmd_type).unwrap_or(CmdType::Invalid);
+            let mut resp = Response {
+                cmd_type: cmd_type as i32,
+                ..Default::default()
+            };
+            match cmd_type {
+                CmdType::Put => {
+                    let p = r.put.clone().unwrap_or_default();
+                    wb.put_cf(Cf::from_name(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
+                    resp.put = Some(PutResponse {});
+                }
+                CmdType::Delete => {
+                    let d = r.delete.clone().unwrap_or_default();
+                    wb.delete_cf(Cf::from_name(&d.cf)?, &keys::data_key(&d.key))?;
+                    resp.delete = Some(DeleteResponse {});
+                }
+                CmdType::Get => {
+                    let g = r.get.clone().unwrap_or_default();
+                    let v = kv::engine::get_cf(kv, Cf::from_name(&g.cf)?, &keys::data_key(&g.key))?;
+                    resp.get = Some(GetResponse {
+                        value: v.unwrap_or_default(),
+                    });
+                }
+                CmdType::Snap => {
+                    snapshot = Some(EngineSnapshot::new(kv));
+                    resp.snap = Some(SnapResponse {
+                        region: Some(self.peer.region()),
+                    });
+                }
+                CmdType::Invalid => {
+                    return Err(Error::Other(format!(
+                        "region {}: invalid command type {}",
+                        self.peer.region_id, r.cmd_type
+                    )))
+                }
+            }
+            responses.push(resp);
+        }
+        Ok(CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: self.peer.term(),
+                    ..Default::default()
+                }),
+                responses,
+                admin_response: None,
+            },
+            snapshot,
+        })
+    }
+}

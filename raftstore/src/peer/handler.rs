@@ -1,0 +1,95 @@
+//! [`PeerMsgHandler`]: handles one batch of [`PeerMsg`]s for one peer — raft messages from other
+//! stores, commands, ticks — with the raft worker's [`PollContext`].
+
+use proto::eraftpb;
+use proto::raft_serverpb::RaftMessage;
+use protobuf::Message as _;
+
+use super::Peer;
+use crate::msg::PeerMsg;
+use crate::raft_worker::PollContext;
+use crate::scheduler_worker::SchedulerTask;
+
+/// Handles messages for one peer within one raft worker batch.
+pub(crate) struct PeerMsgHandler<'a> {
+    pub(super) peer: &'a mut Peer,
+    pub(super) ctx: &'a mut PollContext,
+}
+
+impl<'a> PeerMsgHandler<'a> {
+    pub(crate) fn new(peer: &'a mut Peer, ctx: &'a mut PollContext) -> PeerMsgHandler<'a> {
+        PeerMsgHandler { peer, ctx }
+    }
+
+    /// Handles one message.
+    pub(crate) fn handle_msg(&mut self, msg: PeerMsg) {
+        match msg {
+            PeerMsg::RaftMessage(m) => self.on_raft_message(*m),
+            PeerMsg::RaftCommand { request, callback } => self.on_raft_command(request, callback),
+            PeerMsg::Tick => self.on_tick(),
+            PeerMsg::HeartbeatScheduler => self.schedule_region_heartbeat(),
+        }
+    }
+
+    fn on_raft_message(&mut self, msg: RaftMessage) {
+        let (region_id, peer_id) = (self.peer.region_id, self.peer.meta.id);
+        let to_ok = msg
+            .to_peer
+            .as_ref()
+            .is_some_and(|p| p.id == peer_id && p.store_id == self.ctx.store_id);
+        if !to_ok {
+            tracing::warn!(region_id, peer_id, to = ?msg.to_peer, "raft message for another peer; dropped");
+            return;
+        }
+        if msg.is_tombstone {
+            // Peer destruction arrives with conf change (next issue); until then a tombstone
+            // message can only be stale.
+            return;
+        }
+        let m = match eraftpb::Message::parse_from_bytes(&msg.message) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(region_id, peer_id, error = %e, "undecodable raft message; dropped");
+                return;
+            }
+        };
+        if let Some(from) = msg.from_peer {
+            let known = self.peer.region().peers.iter().any(|p| p.id == from.id)
+                || self.peer.extra_peers.iter().any(|p| p.id == from.id);
+            if !known {
+                self.peer.extra_peers.push(from);
+            }
+        }
+        if let Err(e) = self.peer.raft_group.step(m) {
+            tracing::debug!(region_id, peer_id, error = %e, "raft refused a message");
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.peer.raft_group.tick();
+        self.peer.ticks_since_heartbeat += 1;
+        let every = (self.ctx.cfg.region_heartbeat_interval.as_millis()
+            / self.ctx.cfg.raft_base_tick_interval.as_millis().max(1))
+        .max(1) as u64;
+        if self.peer.ticks_since_heartbeat >= every {
+            self.schedule_region_heartbeat();
+        }
+    }
+
+    /// Tells the scheduler about the region, when this peer leads it.
+    pub(super) fn schedule_region_heartbeat(&mut self) {
+        self.peer.ticks_since_heartbeat = 0;
+        if !self.peer.is_leader() {
+            return;
+        }
+        if let Some(s) = &self.ctx.scheduler {
+            let task = SchedulerTask::RegionHeartbeat {
+                region: self.peer.region(),
+                leader: self.peer.meta,
+            };
+            if s.schedule(task).is_err() {
+                tracing::debug!(region_id = self.peer.region_id, "scheduler worker stopped");
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! [`Peer`]: the state of one region's peer on this store — its raft node, its pending proposals
+//! and reads — and [`PeerMsgHandler`], the short-lived handler the raft worker builds per batch.
+//!
+//! The peer's features live in one file each:
+//! - `handler`: dispatching [`crate::PeerMsg`]s, raft messages from other stores, ticks;
+//! - `propose`: checking and proposing commands, starting ReadIndex reads;
+//! - `ready`: collecting a `Ready` into the group-commit batch, then sending, reading, advancing;
+//! - `apply`: applying committed entries to the kv engine and answering proposals.
+
+mod apply;
+mod handler;
+mod propose;
+mod ready;
+
+use std::collections::VecDeque;
+
+use kv::Engines;
+use proto::eraftpb;
+use proto::metapb;
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::RaftMessage;
+use protobuf::Message as _;
+use raft::{RawNode, StateRole};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::msg::Callback;
+use crate::peer_storage::PeerStorage;
+use crate::raft_worker::PollContext;
+
+pub(crate) use handler::PeerMsgHandler;
+
+/// A proposed command waiting for its entry to be applied.
+struct Proposal {
+    index: u64,
+    term: u64,
+    callback: Callback,
+}
+
+/// A read waiting for its ReadIndex answer, then for the peer to apply up to that index.
+struct PendingRead {
+    ctx: Vec<u8>,
+    read_index: Option<u64>,
+    request: Box<RaftCmdRequest>,
+    callback: Callback,
+}
+
+/// One region's peer on this store.
+pub(crate) struct Peer {
+    region_id: u64,
+    meta: metapb::Peer,
+    raft_group: RawNode<PeerStorage>,
+    /// Proposals in index order.
+    proposals: VecDeque<Proposal>,
+    /// Reads in arrival order; read indexes are answered in order too.
+    pending_reads: VecDeque<PendingRead>,
+    next_read_ctx: u64,
+    /// Peers heard from that are not (yet) in the region's peer list: where replies go.
+    extra_peers: Vec<metapb::Peer>,
+    /// Ticks since the last region heartbeat.
+    ticks_since_heartbeat: u64,
+}
+
+impl Peer {
+    /// Creates the peer `peer` of `region` from what the engines hold.
+    pub(crate) fn new(
+        cfg: &Config,
+        engines: Engines,
+        region: metapb::Region,
+        peer: metapb::Peer,
+    ) -> Result<Peer> {
+        let region_id = region.id;
+        let storage = PeerStorage::new(engines, region, cfg.entry_cache_limit)?;
+        let applied = storage.applied_index();
+        let raft_cfg = cfg.raft_config(peer.id, applied);
+        let raft_group = RawNode::new(&raft_cfg, storage)?;
+        Ok(Peer {
+            region_id,
+            meta: peer,
+            raft_group,
+            proposals: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            next_read_ctx: 0,
+            extra_peers: Vec::new(),
+            ticks_since_heartbeat: 0,
+        })
+    }
+
+    pub(crate) fn peer_id(&self) -> u64 {
+        self.meta.id
+    }
+
+    pub(crate) fn region(&self) -> metapb::Region {
+        self.raft_group.store().region()
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft_group.raft().state() == StateRole::Leader
+    }
+
+    pub(crate) fn term(&self) -> u64 {
+        self.raft_group.raft().term()
+    }
+
+    /// The leader this peer knows of, as a full peer (for `NotLeader` hints).
+    pub(crate) fn leader(&self) -> Option<metapb::Peer> {
+        let id = self.raft_group.raft().leader_id();
+        self.find_peer(id)
+    }
+
+    fn find_peer(&self, id: u64) -> Option<metapb::Peer> {
+        if id == raft::INVALID_ID {
+            return None;
+        }
+        self.region()
+            .peers
+            .into_iter()
+            .chain(self.extra_peers.iter().cloned())
+            .find(|p| p.id == id)
+    }
+
+    /// Wraps raft messages for other stores and hands them to the transport; a peer the
+    /// transport cannot reach is reported unreachable so the leader probes it gently.
+    fn send_raft_messages(&mut self, ctx: &PollContext, msgs: Vec<eraftpb::Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let region = self.region();
+        for m in msgs {
+            let to = m.to;
+            let Some(to_peer) = self.find_peer(to) else {
+                tracing::warn!(
+                    region_id = self.region_id,
+                    peer_id = self.meta.id,
+                    to,
+                    "dropping a raft message to a peer not in the region"
+                );
+                continue;
+            };
+            let bytes = match m.write_to_bytes() {
+                Ok(b) => b,
+                Err(e) => panic!(
+                    "region {} peer {}: encoding a raft message failed: {e}",
+                    self.region_id, self.meta.id
+                ),
+            };
+            let msg = RaftMessage {
+                region_id: self.region_id,
+                from_peer: Some(self.meta),
+                to_peer: Some(to_peer),
+                message: bytes,
+                region_epoch: region.region_epoch,
+                is_tombstone: false,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+            };
+            if let Err(e) = ctx.transport.send(msg) {
+                tracing::debug!(region_id = self.region_id, peer_id = self.meta.id, to,
+                    error = %e, "raft message not delivered");
+                self.raft_group.report_unreachable(to);
+            }
+        }
+    }
+}
+
+impl Peer {
+    /// Whether the raft node has work for the next ready phase.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.raft_group.has_ready()
+    }
+}

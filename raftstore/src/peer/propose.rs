@@ -1,0 +1,113 @@
+//! Proposing commands: the checks a command must pass on the leader (store, peer, leadership,
+//! term, epoch, key range), writes proposed as log entries, and reads started as ReadIndex
+//! requests that never touch the log.
+
+use prost::Message as _;
+use proto::raft_cmdpb::RaftCmdRequest;
+
+use super::{PeerMsgHandler, PendingRead, Proposal};
+use crate::error::{Error, Result};
+use crate::msg::Callback;
+use crate::util;
+
+impl PeerMsgHandler<'_> {
+    pub(super) fn on_raft_command(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
+        let term = self.peer.term();
+        if let Err(e) = self.pre_propose_check(&req) {
+            cb.invoke_with_error(e, term);
+            return;
+        }
+        if req.admin_request.is_some() {
+            // Admin commands (log GC, conf change, split, leader transfer) arrive with later
+            // issues.
+            cb.invoke_with_error(
+                Error::Other("admin commands are not supported yet".to_string()),
+                term,
+            );
+            return;
+        }
+        if util::is_read_only(&req) {
+            self.propose_read(req, cb);
+        } else {
+            self.propose_write(&req, cb);
+        }
+    }
+
+    fn pre_propose_check(&self, req: &RaftCmdRequest) -> Result<()> {
+        let region = self.peer.region();
+        let header = req.header.unwrap_or_default();
+        if let Some(p) = &header.peer {
+            if p.store_id != self.ctx.store_id {
+                return Err(Error::StoreNotMatch {
+                    request_store_id: p.store_id,
+                    actual_store_id: self.ctx.store_id,
+                });
+            }
+            if p.id != self.peer.peer_id() {
+                return Err(Error::Other(format!(
+                    "region {}: request for peer {}, this store's peer is {}",
+                    region.id,
+                    p.id,
+                    self.peer.peer_id()
+                )));
+            }
+        }
+        if !self.peer.is_leader() {
+            return Err(Error::NotLeader {
+                region_id: region.id,
+                leader: self.peer.leader(),
+            });
+        }
+        // One term of slack: a client that just learnt of the leader may lag a term behind.
+        if header.term > 0 && self.peer.term() > header.term + 1 {
+            return Err(Error::StaleCommand);
+        }
+        util::check_region_epoch(req, &region)?;
+        for r in &req.requests {
+            if let Some(key) = util::request_key(r) {
+                util::check_key_in_region(key, &region)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) {
+        let raft = self.peer.raft_group.raft();
+        let index = raft.raft_log().last_index() + 1;
+        let term = raft.term();
+        match self.peer.raft_group.propose(vec![], req.encode_to_vec()) {
+            Ok(()) => {
+                let last = self.peer.raft_group.raft().raft_log().last_index();
+                if last != index {
+                    // The leader appended something else or nothing: the proposal is not where
+                    // we would look for it, so it cannot be answered reliably.
+                    cb.invoke_with_error(Error::StaleCommand, term);
+                    return;
+                }
+                self.peer.proposals.push_back(Proposal {
+                    index,
+                    term,
+                    callback: cb,
+                });
+            }
+            Err(e) => cb.invoke_with_error(Error::Raft(e), term),
+        }
+    }
+
+    fn propose_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
+        let term = self.peer.term();
+        self.peer.next_read_ctx += 1;
+        let mut ctx = term.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&self.peer.next_read_ctx.to_be_bytes());
+        if let Err(e) = self.peer.raft_group.read_index(ctx.clone()) {
+            cb.invoke_with_error(Error::Raft(e), term);
+            return;
+        }
+        self.peer.pending_reads.push_back(PendingRead {
+            ctx,
+            read_index: None,
+            request: req,
+            callback: cb,
+        });
+    }
+}

@@ -1,0 +1,158 @@
+//! Handling a `Ready` in two phases around the raft worker's single write:
+//!
+//! ```text
+//! collect_ready   soft state (role changes), send `messages` now,
+//!                 entries + hard state into the shared raft-engine batch
+//! -- the raft worker writes the batch once for every peer (one sync) --
+//! post_persist    send `persisted_messages`, record read states, apply committed entries,
+//!                 advance, serve the reads whose index is now applied
+//! ```
+
+use kv::{keys, Cf, EngineSnapshot, WriteBatch};
+use proto::raft_cmdpb::{
+    CmdType, GetResponse, RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
+};
+use raft::{Ready, SoftState, StateRole};
+
+use super::PeerMsgHandler;
+use crate::error::Error;
+use crate::msg::CmdResponse;
+
+impl PeerMsgHandler<'_> {
+    /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
+    /// the entries and hard state to `raft_wb`.
+    pub(crate) fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
+        if !self.peer.raft_group.has_ready() {
+            return None;
+        }
+        let mut rd = self.peer.raft_group.ready();
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(&ss);
+        }
+        if rd.snapshot.get_metadata().index > 0 {
+            panic!(
+                "region {} peer {}: received a snapshot at index {}, but no store sends \
+                 snapshots yet",
+                self.peer.region_id,
+                self.peer.meta.id,
+                rd.snapshot.get_metadata().index
+            );
+        }
+        let msgs = std::mem::take(&mut rd.messages);
+        self.peer.send_raft_messages(self.ctx, msgs);
+        let ps = self.peer.raft_group.store();
+        if let Err(e) = ps.append(&rd.entries, raft_wb) {
+            panic!(
+                "region {} peer {}: cannot batch raft entries: {e}",
+                self.peer.region_id, self.peer.meta.id
+            );
+        }
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            ps.save_raft_state(rd.hard_state.as_ref(), raft_wb);
+        }
+        Some(rd)
+    }
+
+    /// Phase 2: after the batch is durable.
+    pub(crate) fn post_persist(&mut self, mut rd: Ready) {
+        let msgs = std::mem::take(&mut rd.persisted_messages);
+        self.peer.send_raft_messages(self.ctx, msgs);
+        for rs in std::mem::take(&mut rd.read_states) {
+            if let Some(r) = self
+                .peer
+                .pending_reads
+                .iter_mut()
+                .find(|r| r.ctx == rs.request_ctx)
+            {
+                r.read_index = Some(rs.index);
+            }
+        }
+        let committed = std::mem::take(&mut rd.committed_entries);
+        self.apply_committed(committed);
+        self.peer.raft_group.advance(rd);
+        self.serve_ready_reads();
+    }
+
+    fn on_soft_state(&mut self, ss: &SoftState) {
+        let (region_id, peer_id) = (self.peer.region_id, self.peer.meta.id);
+        tracing::debug!(region_id, peer_id, role = ?ss.raft_state, leader = ss.leader_id,
+            term = self.peer.term(), "raft role changed");
+        if ss.raft_state == StateRole::Leader {
+            self.schedule_region_heartbeat();
+            return;
+        }
+        // Raft forgets pending ReadIndex requests when it stops leading; answer them so the
+        // clients retry on the new leader instead of timing out.
+        let leader = self.peer.leader();
+        let term = self.peer.term();
+        for r in std::mem::take(&mut self.peer.pending_reads) {
+            r.callback
+                .invoke_with_error(Error::NotLeader { region_id, leader }, term);
+        }
+    }
+
+    /// Answers every pending read whose read index is applied.
+    fn serve_ready_reads(&mut self) {
+        let applied = self.peer.raft_group.store().applied_index();
+        if !self
+            .peer
+            .pending_reads
+            .iter()
+            .any(|r| r.read_index.is_some_and(|i| i <= applied))
+        {
+            return;
+        }
+        let engines = self.peer.raft_group.store().engines().clone();
+        let snap = std::sync::Arc::new(EngineSnapshot::new(&engines.kv));
+        let region = self.peer.region();
+        let term = self.peer.term();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.pending_reads)
+            .into_iter()
+            .partition(|r| r.read_index.is_some_and(|i| i <= applied));
+        self.peer.pending_reads = waiting.into();
+        for r in ready {
+            let mut response = RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: term,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let mut snapshot = None;
+            let mut failed = None;
+            for req in &r.request.requests {
+                match CmdType::try_from(req.cmd_type) {
+                    Ok(CmdType::Get) => {
+                        let get = req.get.clone().unwrap_or_default();
+                        let value = Cf::from_name(&get.cf)
+                            .and_then(|cf| snap.get_cf(cf, &keys::data_key(&get.key)));
+                        match value {
+                            Ok(v) => response.responses.push(Response {
+                                cmd_type: CmdType::Get as i32,
+                                get: Some(GetResponse {
+                                    value: v.unwrap_or_default(),
+                                }),
+                                ..Default::default()
+                            }),
+                            Err(e) => failed = Some(Error::Engine(e)),
+                        }
+                    }
+                    _ => {
+                        snapshot = Some(EngineSnapshot::new(&engines.kv));
+                        response.responses.push(Response {
+                            cmd_type: CmdType::Snap as i32,
+                            snap: Some(SnapResponse {
+                                region: Some(region.clone()),
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            match failed {
+                Some(e) => r.callback.invoke_with_error(e, term),
+                None => r.callback.invoke(CmdResponse { response, snapshot }),
+            }
+        }
+    }
+}

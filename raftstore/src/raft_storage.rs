@@ -1,0 +1,175 @@
+//! [`RaftStorage`]: `kv::Storage` over the raftstore, so the raw API and transactions run
+//! replicated. A write becomes a proposal of the region's local peer; a reader is a ReadIndex
+//! `Snap` answered with an engine snapshot limited to the region's range.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kv::{EngineReader, Modify, StorageReader};
+use proto::kvrpcpb::Context;
+use proto::metapb;
+use proto::raft_cmdpb::{
+    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+};
+
+use crate::error::Error;
+use crate::msg::{Callback, CmdResponse};
+use crate::router::Router;
+use crate::store::StoreMeta;
+use crate::util;
+
+/// A replicated `kv::Storage` backed by the peers of one store.
+#[derive(Clone)]
+pub struct RaftStorage {
+    store_id: u64,
+    router: Router,
+    store_meta: Arc<RwLock<StoreMeta>>,
+    timeout: Duration,
+}
+
+impl RaftStorage {
+    pub(crate) fn new(
+        store_id: u64,
+        router: Router,
+        store_meta: Arc<RwLock<StoreMeta>>,
+        timeout: Duration,
+    ) -> RaftStorage {
+        RaftStorage {
+            store_id,
+            router,
+            store_meta,
+            timeout,
+        }
+    }
+
+    /// The region for `ctx` (by id when given, else by `key`) and this store's peer of it.
+    fn route(&self, ctx: &Context, key: &[u8]) -> kv::Result<(metapb::Region, metapb::Peer)> {
+        let meta = self.store_meta.read().unwrap_or_else(|e| e.into_inner());
+        let region = if ctx.region_id != 0 {
+            meta.region(ctx.region_id)
+        } else {
+            meta.region_for_key(key)
+        };
+        let Some(region) = region.cloned() else {
+            let id = ctx.region_id;
+            return Err(Error::RegionNotFound(id).into_errorpb().into());
+        };
+        let Some(peer) = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == self.store_id)
+            .cloned()
+        else {
+            return Err(Error::RegionNotFound(region.id).into_errorpb().into());
+        };
+        Ok((region, peer))
+    }
+
+    fn header(ctx: &Context, region: &metapb::Region, peer: metapb::Peer) -> RaftRequestHeader {
+        RaftRequestHeader {
+            region_id: region.id,
+            peer: Some(peer),
+            region_epoch: ctx.region_epoch.or(region.region_epoch),
+            term: ctx.term,
+        }
+    }
+
+    /// Sends `req` to its region's peer here and waits for the answer.
+    ///
+    /// # Errors
+    /// `kv::Error::Region` for region errors, `kv::Error::Unavailable` on timeout (the outcome
+    /// of a write is then unknown).
+    pub fn call(&self, req: RaftCmdRequest) -> kv::Result<CmdResponse> {
+        let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        // The router answers the callback itself when it cannot deliver.
+        let _ = self.router.send_command(
+            req,
+            Callback::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let resp = rx.recv_timeout(self.timeout).map_err(|_| {
+            kv::Error::Unavailable(format!(
+                "region {region_id}: no answer within {:?}; the outcome is unknown",
+                self.timeout
+            ))
+        })?;
+        if let Some(err) = resp.response.header.as_ref().and_then(|h| h.error.clone()) {
+            return Err(err.into());
+        }
+        Ok(resp)
+    }
+}
+
+impl kv::Storage for RaftStorage {
+    fn write(&self, ctx: &Context, batch: Vec<Modify>) -> kv::Result<()> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        let (region, peer) = self.route(ctx, first.key())?;
+        let mut requests = Vec::with_capacity(batch.len());
+        for m in batch {
+            if let Err(e) = util::check_key_in_region(m.key(), &region) {
+                return Err(e.into_errorpb().into());
+            }
+            requests.push(match m {
+                Modify::Put { cf, key, value } => Request {
+                    cmd_type: CmdType::Put as i32,
+                    put: Some(PutRequest {
+                        cf: cf.name().to_string(),
+                        key,
+                        value,
+                    }),
+                    ..Default::default()
+                },
+                Modify::Delete { cf, key } => Request {
+                    cmd_type: CmdType::Delete as i32,
+                    delete: Some(DeleteRequest {
+                        cf: cf.name().to_string(),
+                        key,
+                    }),
+                    ..Default::default()
+                },
+            });
+        }
+        let req = RaftCmdRequest {
+            header: Some(Self::header(ctx, &region, peer)),
+            requests,
+            admin_request: None,
+        };
+        self.call(req).map(|_| ())
+    }
+
+    fn reader(&self, ctx: &Context) -> kv::Result<Box<dyn StorageReader>> {
+        let (region, peer) = self.route(ctx, b"")?;
+        let req = RaftCmdRequest {
+            header: Some(Self::header(ctx, &region, peer)),
+            requests: vec![Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {}),
+                ..Default::default()
+            }],
+            admin_request: None,
+        };
+        let resp = self.call(req)?;
+        let region = resp
+            .response
+            .responses
+            .first()
+            .and_then(|r| r.snap.as_ref())
+            .and_then(|s| s.region.clone())
+            .unwrap_or(region);
+        let snap = resp.snapshot.ok_or_else(|| {
+            kv::Error::Unavailable(format!(
+                "region {}: snap response without a snapshot",
+                region.id
+            ))
+        })?;
+        Ok(Box::new(EngineReader::new(
+            snap,
+            &region.start_key,
+            &region.end_key,
+        )))
+    }
+}

@@ -1,0 +1,157 @@
+//! The raft worker: one thread that owns every peer of the store and runs the loop
+//!
+//! ```text
+//! loop:
+//!   wait for a notification (or the next tick)      Router -> Notify
+//!   store messages   -> StoreMsgHandler             may create peers
+//!   tick due         -> every peer's PeerMsgHandler::handle_msg(Tick)
+//!   drain mailboxes  -> PeerMsgHandler::handle_msg  (a batch across regions)
+//!   every peer with a Ready: collect_ready into ONE raft-engine WriteBatch
+//!   write it once (sync when any Ready must sync)    group commit across regions
+//!   every peer: post_persist (send, apply, advance, serve reads)
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use kv::{Engines, WriteBatch};
+
+use crate::config::Config;
+use crate::msg::{PeerMsg, StoreMsg};
+use crate::peer::{Peer, PeerMsgHandler};
+use crate::router::{Notify, Router, RouterReceivers};
+use crate::scheduler_worker::SchedulerTask;
+use crate::store::{StoreMeta, StoreMsgHandler};
+use crate::transport::Transport;
+use crate::worker::Scheduler;
+
+/// What every handler of a batch shares: small, typed, owned by the worker.
+pub(crate) struct PollContext {
+    pub(crate) store_id: u64,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) engines: Engines,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store_meta: Arc<RwLock<StoreMeta>>,
+    pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,
+    pub(crate) router: Router,
+}
+
+/// A peer and its mailbox.
+pub(crate) struct PeerFsm {
+    pub(crate) peer: Peer,
+    pub(crate) mailbox: Receiver<PeerMsg>,
+}
+
+/// The raft worker's state.
+pub(crate) struct RaftWorker {
+    pub(crate) ctx: PollContext,
+    pub(crate) peers: HashMap<u64, PeerFsm>,
+    pub(crate) receivers: RouterReceivers,
+}
+
+impl RaftWorker {
+    /// Runs until the router asks it to stop or every sender is gone.
+    pub(crate) fn run(mut self) {
+        let tick = self.ctx.cfg.raft_base_tick_interval;
+        let store_hb = self.ctx.cfg.store_heartbeat_interval;
+        let mut next_tick = Instant::now() + tick;
+        let mut next_store_hb = Instant::now();
+        let mut more_ready = false;
+        loop {
+            let mut active = BTreeSet::new();
+            let mut store_pending = false;
+            let wait = if more_ready {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            let first = match self.receivers.notify.recv_timeout(wait) {
+                Ok(n) => Some(n),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let rest = self
+                .receivers
+                .notify
+                .try_iter()
+                .take(self.ctx.cfg.max_batch_size);
+            for n in first.into_iter().chain(rest) {
+                match n {
+                    Notify::Region(id) => {
+                        active.insert(id);
+                    }
+                    Notify::Store => store_pending = true,
+                    Notify::Stop => return,
+                }
+            }
+            if store_pending {
+                let msgs: Vec<StoreMsg> = self.receivers.store.try_iter().collect();
+                let mut h = StoreMsgHandler::new(&mut self.ctx, &mut self.peers);
+                for m in msgs {
+                    if let Some(created) = h.handle_msg(m) {
+                        active.insert(created);
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_store_hb {
+                StoreMsgHandler::new(&mut self.ctx, &mut self.peers)
+                    .handle_msg(StoreMsg::HeartbeatTick);
+                next_store_hb = now + store_hb;
+            }
+            if now >= next_tick {
+                for fsm in self.peers.values_mut() {
+                    PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx).handle_msg(PeerMsg::Tick);
+                }
+                next_tick = now + tick;
+            }
+            let batch = self.ctx.cfg.max_batch_size;
+            for id in active {
+                let Some(fsm) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                let mut h = PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx);
+                for m in fsm.mailbox.try_iter().take(batch) {
+                    h.handle_msg(m);
+                }
+            }
+            more_ready = self.handle_readies();
+        }
+    }
+
+    /// Collects every peer's `Ready` into one raft-engine batch, writes it once, then finishes
+    /// each `Ready`. Returns whether a peer has more work right away.
+    fn handle_readies(&mut self) -> bool {
+        let mut raft_wb = WriteBatch::new(&self.ctx.engines.raft);
+        let mut readies = Vec::new();
+        let mut sync = false;
+        for (id, fsm) in self.peers.iter_mut() {
+            let mut h = PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx);
+            if let Some(rd) = h.collect_ready(&mut raft_wb) {
+                sync |= rd.must_sync;
+                readies.push((*id, rd));
+            }
+        }
+        if readies.is_empty() {
+            return false;
+        }
+        if !raft_wb.is_empty() {
+            if let Err(e) = raft_wb.write(sync) {
+                // Raft promised peers these entries and votes; without them it cannot go on.
+                panic!(
+                    "store {}: raft engine write of {} peers' readies failed: {e}",
+                    self.ctx.store_id,
+                    readies.len()
+                );
+            }
+        }
+        for (id, rd) in readies {
+            if let Some(fsm) = self.peers.get_mut(&id) {
+                PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx).post_persist(rd);
+            }
+        }
+        self.peers.values().any(|f| f.peer.has_ready())
+    }
+}

@@ -1,0 +1,225 @@
+//! [`Router`]: region id → mailbox of [`PeerMsg`], plus the store's own mailbox.
+//!
+//! Every mailbox is drained by the raft worker. Senders push into the mailbox and then post a
+//! [`Notify`] on the worker's single wake-up channel, so the worker sleeps on one channel yet
+//! drains per-region queues in batches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crossbeam_channel::{Receiver, Sender};
+use proto::raft_serverpb::RaftMessage;
+
+use crate::error::{Error, Result};
+use crate::msg::{Callback, PeerMsg, StoreMsg};
+
+/// What woke the raft worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notify {
+    /// Region `id`'s mailbox has messages.
+    Region(u64),
+    /// The store mailbox has messages.
+    Store,
+    /// Shut down.
+    Stop,
+}
+
+struct RouterInner {
+    mailboxes: RwLock<HashMap<u64, Sender<PeerMsg>>>,
+    store: Sender<StoreMsg>,
+    notify: Sender<Notify>,
+}
+
+/// Routes messages to the peers and the store of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+/// The worker's ends of the router's channels.
+pub(crate) struct RouterReceivers {
+    pub(crate) store: Receiver<StoreMsg>,
+    pub(crate) notify: Receiver<Notify>,
+}
+
+impl Router {
+    pub(crate) fn new() -> (Router, RouterReceivers) {
+        let (store_tx, store_rx) = crossbeam_channel::unbounded();
+        let (notify_tx, notify_rx) = crossbeam_channel::unbounded();
+        let router = Router {
+            inner: Arc::new(RouterInner {
+                mailboxes: RwLock::new(HashMap::new()),
+                store: store_tx,
+                notify: notify_tx,
+            }),
+        };
+        (
+            router,
+            RouterReceivers {
+                store: store_rx,
+                notify: notify_rx,
+            },
+        )
+    }
+
+    /// Registers a mailbox for `region_id`, returning its receiving end.
+    pub(crate) fn register(&self, region_id: u64) -> Receiver<PeerMsg> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.write_mailboxes().insert(region_id, tx);
+        rx
+    }
+
+    /// Removes `region_id`'s mailbox; later messages for it go to the store.
+    #[allow(dead_code)] // used once peers can be destroyed (conf change, next issue)
+    pub(crate) fn unregister(&self, region_id: u64) {
+        self.write_mailboxes().remove(&region_id);
+    }
+
+    fn write_mailboxes(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Sender<PeerMsg>>> {
+        // A poisoned lock means a thread panicked while inserting; the map itself is still whole.
+        self.inner
+            .mailboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a peer of `region_id` is registered.
+    pub fn has_region(&self, region_id: u64) -> bool {
+        self.inner
+            .mailboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&region_id)
+    }
+
+    /// Sends `msg` to the peer of `region_id`.
+    ///
+    /// # Errors
+    /// [`Error::RegionNotFound`] with the message handed back when no such peer is registered,
+    /// [`Error::Disconnected`] when the worker has stopped.
+    pub fn send(&self, region_id: u64, msg: PeerMsg) -> std::result::Result<(), (Error, PeerMsg)> {
+        let tx = {
+            let boxes = self
+                .inner
+                .mailboxes
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            match boxes.get(&region_id) {
+                Some(tx) => tx.clone(),
+                None => return Err((Error::RegionNotFound(region_id), msg)),
+            }
+        };
+        if let Err(e) = tx.send(msg) {
+            return Err((Error::Disconnected(region_id), e.0));
+        }
+        self.inner
+            .notify
+            .send(Notify::Region(region_id))
+            .map_err(|_| (Error::Disconnected(region_id), PeerMsg::Tick))
+    }
+
+    /// Sends a command to the peer of `region_id`; when it cannot be delivered, the callback is
+    /// answered with the error right away, so a command is never lost silently.
+    pub fn send_command(
+        &self,
+        request: proto::raft_cmdpb::RaftCmdRequest,
+        callback: Callback,
+    ) -> Result<()> {
+        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        let msg = PeerMsg::RaftCommand {
+            request: Box::new(request),
+            callback,
+        };
+        match self.send(region_id, msg) {
+            Ok(()) => Ok(()),
+            Err((err, PeerMsg::RaftCommand { callback, .. })) => {
+                let copy = match &err {
+                    Error::RegionNotFound(id) => Error::RegionNotFound(*id),
+                    _ => Error::Disconnected(region_id),
+                };
+                callback.invoke_with_error(copy, 0);
+                Err(err)
+            }
+            Err((err, _)) => Err(err),
+        }
+    }
+
+    /// Delivers a raft message from another store: to the region's peer, or to the store when the
+    /// region has no peer here yet (the store may create one).
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] when the node has stopped.
+    pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
+        let region_id = msg.region_id;
+        match self.send(region_id, PeerMsg::RaftMessage(Box::new(msg))) {
+            Ok(()) => Ok(()),
+            Err((Error::RegionNotFound(_), PeerMsg::RaftMessage(m))) => {
+                self.send_store(StoreMsg::RaftMessage(m))
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// Sends `msg` to the store mailbox.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] when the node has stopped.
+    pub fn send_store(&self, msg: StoreMsg) -> Result<()> {
+        self.inner
+            .store
+            .send(msg)
+            .map_err(|_| Error::Disconnected(0))?;
+        self.inner
+            .notify
+            .send(Notify::Store)
+            .map_err(|_| Error::Disconnected(0))
+    }
+
+    /// Asks the raft worker to stop after its current batch.
+    pub(crate) fn stop(&self) {
+        let _ = self.inner.notify.send(Notify::Stop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_region_messages_reach_the_store_mailbox_2b() {
+        let (router, rx) = Router::new();
+        let mailbox = router.register(7);
+        router
+            .send_raft_message(RaftMessage {
+                region_id: 7,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(matches!(mailbox.try_recv(), Ok(PeerMsg::RaftMessage(_))));
+        assert_eq!(rx.notify.try_recv(), Ok(Notify::Region(7)));
+        router
+            .send_raft_message(RaftMessage {
+                region_id: 8,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(matches!(rx.store.try_recv(), Ok(StoreMsg::RaftMessage(m)) if m.region_id == 8));
+        assert_eq!(rx.notify.try_recv(), Ok(Notify::Store));
+    }
+
+    #[test]
+    fn undeliverable_commands_are_answered_2b() {
+        let (router, _rx) = Router::new();
+        let (tx, answered) = crossbeam_channel::bounded(1);
+        let mut req = proto::raft_cmdpb::RaftCmdRequest::default();
+        req.header = Some(proto::raft_cmdpb::RaftRequestHeader {
+            region_id: 9,
+            ..Default::default()
+        });
+        let res = router.send_command(req, Callback::new(move |r| tx.send(r).unwrap()));
+        assert!(matches!(res, Err(Error::RegionNotFound(9))));
+        let resp = answered.try_recv().unwrap();
+        let err = resp.response.header.unwrap().error.unwrap();
+        assert_eq!(err.region_not_found.unwrap().region_id, 9);
+    }
+}

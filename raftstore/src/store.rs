@@ -1,0 +1,252 @@
+//! The store's own duties: [`StoreMeta`] (which regions live here, by id and by range) and
+//! `StoreMsgHandler`, which handles the store mailbox in the raft worker — creating a peer when a
+//! raft message arrives for a region this store has none of, and store heartbeats.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kv::keys;
+use proto::eraftpb::MessageType;
+use proto::metapb;
+use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use proto::schedulerpb::StoreStats;
+use protobuf::Message as _;
+
+use crate::msg::StoreMsg;
+use crate::peer::Peer;
+use crate::raft_worker::{PeerFsm, PollContext};
+use crate::scheduler_worker::SchedulerTask;
+
+/// The regions with a peer on this store, shared with readers such as `RaftStorage`.
+#[derive(Default, Debug)]
+pub struct StoreMeta {
+    regions: HashMap<u64, metapb::Region>,
+    /// Initialised regions by their data end key, to find the region of a key.
+    ranges: BTreeMap<Vec<u8>, u64>,
+}
+
+impl StoreMeta {
+    /// Records `region` (replacing an older version of it).
+    pub(crate) fn insert(&mut self, region: metapb::Region) {
+        if let Some(old) = self.regions.remove(&region.id) {
+            if !old.peers.is_empty() {
+                self.ranges.remove(&keys::data_end_key(&old.end_key));
+            }
+        }
+        if !region.peers.is_empty() {
+            self.ranges
+                .insert(keys::data_end_key(&region.end_key), region.id);
+        }
+        self.regions.insert(region.id, region);
+    }
+
+    /// The region with id `id`.
+    pub fn region(&self, id: u64) -> Option<&metapb::Region> {
+        self.regions.get(&id)
+    }
+
+    /// The initialised region containing user key `key`.
+    pub fn region_for_key(&self, key: &[u8]) -> Option<&metapb::Region> {
+        let dk = keys::data_key(key);
+        let (_, id) = self
+            .ranges
+            .range((
+                std::ops::Bound::Excluded(dk.clone()),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()?;
+        let r = self.regions.get(id)?;
+        (keys::data_key(&r.start_key) <= dk).then_some(r)
+    }
+
+    /// Number of regions with a peer here.
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Whether an initialised region other than `region_id` overlaps `[start, end)`.
+    fn overlaps(&self, region_id: u64, start: &[u8], end: &[u8]) -> bool {
+        let start = keys::data_key(start);
+        let end = keys::data_end_key(end);
+        self.ranges
+            .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            .any(|(_, id)| {
+                *id != region_id
+                    && self
+                        .regions
+                        .get(id)
+                        .is_some_and(|r| keys::data_key(&r.start_key) < end)
+            })
+    }
+}
+
+/// Handles store messages in the raft worker.
+pub(crate) struct StoreMsgHandler<'a> {
+    ctx: &'a mut PollContext,
+    peers: &'a mut HashMap<u64, PeerFsm>,
+}
+
+impl<'a> StoreMsgHandler<'a> {
+    pub(crate) fn new(
+        ctx: &'a mut PollContext,
+        peers: &'a mut HashMap<u64, PeerFsm>,
+    ) -> StoreMsgHandler<'a> {
+        StoreMsgHandler { ctx, peers }
+    }
+
+    /// Handles `msg`; returns the region of a peer it created, whose mailbox now has work.
+    pub(crate) fn handle_msg(&mut self, msg: StoreMsg) -> Option<u64> {
+        match msg {
+            StoreMsg::RaftMessage(m) => self.on_raft_message(*m),
+            StoreMsg::HeartbeatTick => {
+                self.schedule_store_heartbeat();
+                None
+            }
+        }
+    }
+
+    fn on_raft_message(&mut self, msg: RaftMessage) -> Option<u64> {
+        let region_id = msg.region_id;
+        if self.peers.contains_key(&region_id) {
+            // Created while the message was in flight: hand it over.
+            return self
+                .ctx
+                .router
+                .send_raft_message(msg)
+                .ok()
+                .map(|()| region_id);
+        }
+        if !self.maybe_create_peer(&msg) {
+            return None;
+        }
+        let _ = self.ctx.router.send_raft_message(msg);
+        Some(region_id)
+    }
+
+    /// Creates an uninitialised peer for a region this store does not host, when the message
+    /// is one a leader or candidate sends to a new member and nothing on disk forbids it.
+    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> bool {
+        let region_id = msg.region_id;
+        let Some(to) = msg.to_peer else {
+            return false;
+        };
+        if to.store_id != self.ctx.store_id || msg.is_tombstone {
+            return false;
+        }
+        let Ok(m) = proto::eraftpb::Message::parse_from_bytes(&msg.message) else {
+            return false;
+        };
+        let creates = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote
+                | MessageType::MsgRequestPreVote
+                | MessageType::MsgHeartbeat
+                | MessageType::MsgAppend
+                | MessageType::MsgSnapshot
+        );
+        if !creates {
+            return false;
+        }
+        let state: Option<RegionLocalState> =
+            match kv::engine::get_msg(&self.ctx.engines.kv, &keys::region_state_key(region_id)) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(region_id, error = %e, "cannot read region state");
+                    return false;
+                }
+            };
+        if let Some(st) = state {
+            if st.state == PeerState::Tombstone as i32 {
+                let local = st.region.and_then(|r| r.region_epoch).unwrap_or_default();
+                let theirs = msg.region_epoch.unwrap_or_default();
+                if theirs.conf_ver <= local.conf_ver {
+                    tracing::debug!(region_id, "message for a destroyed peer; dropped");
+                    return false;
+                }
+            }
+        }
+        {
+            let meta = self
+                .ctx
+                .store_meta
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            if meta.overlaps(region_id, &msg.start_key, &msg.end_key) {
+                tracing::debug!(
+                    region_id,
+                    "message range overlaps a local region; not creating"
+                );
+                return false;
+            }
+        }
+        // Everything else arrives with the snapshot that initialises the peer.
+        let region = metapb::Region {
+            id: region_id,
+            ..Default::default()
+        };
+        match Peer::new(&self.ctx.cfg, self.ctx.engines.clone(), region.clone(), to) {
+            Ok(peer) => {
+                tracing::info!(
+                    region_id,
+                    peer_id = peer.peer_id(),
+                    "created peer from a message"
+                );
+                let mailbox = self.ctx.router.register(region_id);
+                self.peers.insert(region_id, PeerFsm { peer, mailbox });
+                self.ctx
+                    .store_meta
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(region);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(region_id, error = %e, "cannot create peer");
+                false
+            }
+        }
+    }
+
+    fn schedule_store_heartbeat(&mut self) {
+        let Some(s) = &self.ctx.scheduler else {
+            return;
+        };
+        let stats = StoreStats {
+            store_id: self.ctx.store_id,
+            region_count: self.peers.len() as u32,
+            ..Default::default()
+        };
+        let _ = s.schedule(SchedulerTask::StoreHeartbeat { stats });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> metapb::Region {
+        metapb::Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            peers: vec![metapb::Peer::default()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn store_meta_finds_regions_by_key_2b() {
+        let mut m = StoreMeta::default();
+        m.insert(region(1, b"", b"m"));
+        m.insert(region(2, b"m", b""));
+        assert_eq!(m.region_for_key(b"a").unwrap().id, 1);
+        assert_eq!(m.region_for_key(b"m").unwrap().id, 2);
+        assert_eq!(m.region_for_key(b"zzz").unwrap().id, 2);
+        assert!(m.overlaps(3, b"k", b"n"));
+        assert!(!m.overlaps(1, b"a", b"b"));
+        let mut gap = StoreMeta::default();
+        gap.insert(region(1, b"c", b"f"));
+        assert!(gap.region_for_key(b"a").is_none());
+        assert!(gap.region_for_key(b"f").is_none());
+        assert!(!gap.overlaps(3, b"f", b"g"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Checks shared by proposing and applying: region epochs and key ranges.
+
+use proto::metapb;
+use proto::raft_cmdpb::{CmdType, RaftCmdRequest, Request};
+
+use crate::error::{Error, Result};
+
+/// Whether every request of `req` only reads (`Get`/`Snap`): such commands are served by
+/// ReadIndex, without a log entry.
+pub(crate) fn is_read_only(req: &RaftCmdRequest) -> bool {
+    req.admin_request.is_none()
+        && !req.requests.is_empty()
+        && req.requests.iter().all(|r| {
+            matches!(
+                CmdType::try_from(r.cmd_type),
+                Ok(CmdType::Get) | Ok(CmdType::Snap)
+            )
+        })
+}
+
+/// Checks that the request's epoch is the region's current one. Normal commands depend on the
+/// range only (`version`); admin commands on the membership too (`conf_ver`).
+pub(crate) fn check_region_epoch(req: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
+    let current = region.region_epoch.unwrap_or_default();
+    let Some(from) = req.header.as_ref().and_then(|h| h.region_epoch.as_ref()) else {
+        return Err(Error::EpochNotMatch {
+            message: format!("request for region {} carries no epoch", region.id),
+            regions: vec![region.clone()],
+        });
+    };
+    let check_conf = req.admin_request.is_some();
+    if from.version != current.version || (check_conf && from.conf_ver != current.conf_ver) {
+        return Err(Error::EpochNotMatch {
+            message: format!(
+                "region {} epoch is {:?}, request has {:?}",
+                region.id, current, from
+            ),
+            regions: vec![region.clone()],
+        });
+    }
+    Ok(())
+}
+
+/// The key a request touches, if any.
+pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
+    match CmdType::try_from(r.cmd_type) {
+        Ok(CmdType::Get) => r.get.as_ref().map(|g| g.key.as_slice()),
+        Ok(CmdType::Put) => r.put.as_ref().map(|p| p.key.as_slice()),
+        Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.key.as_slice()),
+        _ => None,
+    }
+}
+
+/// Checks that `key` lies in `[region.start_key, region.end_key)`.
+pub(crate) fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
+    let after_start = key >= region.start_key.as_slice();
+    let before_end = region.end_key.is_empty() || key < region.end_key.as_slice();
+    if after_start && before_end {
+        Ok(())
+    } else {
+        Err(Error::KeyNotInRegion {
+            key: key.to_vec(),
+            region_id: region.id,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+        })
+    }
+}
+
+/// Whether `key` lies in `region`.
+pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
+    check_key_in_region(key, region).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::raft_cmdpb::{GetRequest, PutRequest, RaftRequestHeader};
+
+    fn region(start: &[u8], end: &[u8]) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 2,
+                version: 3,
+            }),
+            peers: vec![],
+        }
+    }
+
+    #[test]
+    fn key_ranges_are_half_open_and_empty_end_is_unbounded_2b() {
+        let r = region(b"b", b"d");
+        assert!(check_key_in_region(b"b", &r).is_ok());
+        assert!(check_key_in_region(b"c", &r).is_ok());
+        assert!(matches!(
+            check_key_in_region(b"d", &r),
+            Err(Error::KeyNotInRegion { .. })
+        ));
+        assert!(check_key_in_region(b"a", &r).is_err());
+        assert!(region_contains(&region(b"", b""), b"\xff\xff"));
+    }
+
+    #[test]
+    fn epoch_check_compares_version_for_normal_commands_2b() {
+        let r = region(b"", b"");
+        let mut req = RaftCmdRequest::default();
+        assert!(check_region_epoch(&req, &r).is_err());
+        req.header = Some(RaftRequestHeader {
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 3,
+            }),
+            ..Default::default()
+        });
+        // A stale conf_ver does not matter to a normal command.
+        assert!(check_region_epoch(&req, &r).is_ok());
+        req.header
+            .as_mut()
+            .unwrap()
+            .region_epoch
+            .as_mut()
+            .unwrap()
+            .version = 2;
+        assert!(matches!(
+            check_region_epoch(&req, &r),
+            Err(Error::EpochNotMatch { regions, .. }) if regions == vec![r.clone()]
+        ));
+    }
+
+    #[test]
+    fn read_only_detection_2b() {
+        let mut req = RaftCmdRequest::default();
+        assert!(!is_read_only(&req));
+        req.requests.push(Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest::default()),
+            ..Default::default()
+        });
+        assert!(is_read_only(&req));
+        req.requests.push(Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest::default()),
+            ..Default::default()
+        });
+        assert!(!is_read_only(&req));
+    }
+}
