@@ -1,1 +1,39 @@
-//! placeholder
+//! Tessera's scheduler: hands out ids and timestamps, bootstraps the cluster, learns stores and
+//! regions from heartbeats, and balances replicas and leaders through operators sent back in
+//! region heartbeat responses.
+//!
+//! The core, [`Cluster`], has no gRPC in it: tests and in-process mocks call it directly
+//! (`Cluster::in_memory` for state in memory only). [`server::start`] puts the `Scheduler` gRPC
+//! service in front of it.
+//!
+//! ```text
+//!  region heartbeat --> heartbeat.rs --> region tree (+ store counts) --> coordinator
+//!                                                                          |  replica checker
+//!  response <-- next operator step <-- operators (per-store limit, timeout) <  balance-leader
+//!                                                                          |  balance-region
+//! ```
+
+mod alloc;
+mod balance;
+mod checker;
+mod clock;
+mod cluster;
+mod config;
+mod coordinator;
+mod error;
+mod heartbeat;
+mod meta;
+mod operator;
+mod region;
+pub mod server;
+mod store;
+
+pub use alloc::{compose_ts, split_ts, LOGICAL_BITS};
+pub use clock::Clock;
+pub use cluster::Cluster;
+pub use config::Config;
+pub use coordinator::OpCounters;
+pub use error::{Error, Result};
+pub use operator::{OpKind, OpStep, Operator};
+pub use region::{RegionInfo, RegionTree, StoreCounts};
+pub use store::StoreInfo;

@@ -1,0 +1,109 @@
+//! Scheduler configuration: where to listen and store data, and the knobs of scheduling.
+//!
+//! Every field has a default, so an empty TOML file (or none) is a valid configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Configuration of a scheduler; `Config::default()` is what the binary runs with when given no
+/// file and no flags.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub addr: String,
+    /// Directory of the persistent state.
+    pub data_dir: PathBuf,
+    /// Replicas per region a freshly bootstrapped cluster asks for; afterwards the persisted
+    /// cluster config (`PutClusterConfig`) rules.
+    pub max_replicas: u32,
+    /// How often the balance schedulers run, in milliseconds.
+    pub schedule_interval_ms: u64,
+    /// At most this many operators in flight touch one store.
+    pub store_limit: usize,
+    /// An operator not finished after this long is dropped, in milliseconds.
+    pub operator_timeout_ms: u64,
+    /// A store silent for this long is down: no new replica goes there and its peers are
+    /// replaced, in milliseconds.
+    pub max_store_down_time_ms: u64,
+    /// Add new replicas as learners first and promote them once they caught up, instead of adding
+    /// voters directly.
+    pub use_learner: bool,
+    /// Run the balance-leader scheduler.
+    pub balance_leader: bool,
+    /// Run the balance-region scheduler.
+    pub balance_region: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: "127.0.0.1:2379".to_string(),
+            data_dir: PathBuf::from("./tessera-scheduler-data"),
+            max_replicas: 3,
+            schedule_interval_ms: 100,
+            store_limit: 4,
+            operator_timeout_ms: 60_000,
+            max_store_down_time_ms: 30_000,
+            use_learner: false,
+            balance_leader: true,
+            balance_region: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; missing fields keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text; missing fields keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would make the scheduler misbehave.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_replicas == 0 {
+            return Err(Error::Config("max_replicas must be at least 1".into()));
+        }
+        if self.store_limit == 0 {
+            return Err(Error::Config("store_limit must be at least 1".into()));
+        }
+        if self.schedule_interval_ms == 0 {
+            return Err(Error::Config(
+                "schedule_interval_ms must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `schedule_interval_ms` as a duration.
+    pub fn schedule_interval(&self) -> Duration {
+        Duration::from_millis(self.schedule_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_overrides_3c() {
+        let config = Config::from_toml("max_replicas = 5\nuse_learner = true\n").unwrap();
+        assert_eq!(config.max_replicas, 5);
+        assert!(config.use_learner);
+        assert_eq!(config.addr, Config::default().addr);
+        assert!(Config::from_toml("max_replicas = 0").is_err());
+        assert!(Config::from_toml("no_such_knob = 1").is_err());
+    }
+}

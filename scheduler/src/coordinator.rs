@@ -1,0 +1,208 @@
+//! The coordinator: keeps at most one operator per region, hands out their steps on region
+//! heartbeats, enforces the per-store limit and timeouts, and runs the balance schedulers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proto::schedulerpb::RegionHeartbeatResponse;
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::error::Result;
+use crate::meta::lock;
+use crate::operator::{OpStatus, Operator};
+use crate::region::{RegionInfo, RegionTree};
+use crate::store::StoreInfo;
+
+/// What a scheduler or checker sees of the cluster.
+pub(crate) struct Ctx<'a> {
+    pub(crate) stores: &'a BTreeMap<u64, StoreInfo>,
+    pub(crate) regions: &'a RegionTree,
+    pub(crate) ops: &'a OperatorController,
+    pub(crate) max_replicas: usize,
+    pub(crate) now_ms: u64,
+    pub(crate) config: &'a Config,
+}
+
+impl Ctx<'_> {
+    /// Whether the store exists, is up and talking.
+    pub(crate) fn is_serving(&self, store_id: u64) -> bool {
+        self.stores
+            .get(&store_id)
+            .is_some_and(|s| s.is_serving(self.now_ms, self.config.max_store_down_time_ms))
+    }
+
+    /// Whether another operator may touch the store.
+    pub(crate) fn has_room(&self, store_id: u64) -> bool {
+        self.ops.store_load(store_id) < self.config.store_limit
+    }
+
+    /// Stores that may take a new replica of `region`: serving, with room, without a peer of it.
+    /// Ordered emptiest first (by region weight, then id, for determinism).
+    pub(crate) fn targets_for(&self, region: &RegionInfo) -> Vec<u64> {
+        let mut targets: Vec<u64> = self
+            .stores
+            .keys()
+            .copied()
+            .filter(|id| self.is_serving(*id) && self.has_room(*id))
+            .filter(|id| region.peer_on(*id).is_none())
+            .collect();
+        targets.sort_by_key(|id| (self.regions.store_counts(*id).region_weight, *id));
+        targets
+    }
+}
+
+/// Outcomes of operators that left the controller, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCounters {
+    /// Operators created.
+    pub created: u64,
+    /// Operators whose steps all finished.
+    pub finished: u64,
+    /// Operators dropped at their deadline.
+    pub timed_out: u64,
+    /// Operators dropped because their region changed or a step became impossible.
+    pub cancelled: u64,
+}
+
+/// The operators in flight, at most one per region.
+#[derive(Debug, Default)]
+pub(crate) struct OperatorController {
+    ops: HashMap<u64, Operator>,
+    pub(crate) counters: OpCounters,
+}
+
+impl OperatorController {
+    pub(crate) fn has(&self, region_id: u64) -> bool {
+        self.ops.contains_key(&region_id)
+    }
+
+    pub(crate) fn get(&self, region_id: u64) -> Option<&Operator> {
+        self.ops.get(&region_id)
+    }
+
+    /// Operators in flight that touch `store_id`.
+    pub(crate) fn store_load(&self, store_id: u64) -> usize {
+        self.ops
+            .values()
+            .filter(|op| op.stores().contains(&store_id))
+            .count()
+    }
+
+    /// Adds `op` unless its region already has one.
+    pub(crate) fn add(&mut self, op: Operator) -> bool {
+        if self.ops.contains_key(&op.region_id) {
+            return false;
+        }
+        tracing::info!(region_id = op.region_id, desc = op.desc, steps = ?op.steps, "operator created");
+        self.counters.created += 1;
+        self.ops.insert(op.region_id, op);
+        true
+    }
+
+    pub(crate) fn remove(&mut self, region_id: u64, why: &'static str) {
+        if let Some(op) = self.ops.remove(&region_id) {
+            tracing::info!(region_id, desc = op.desc, why, "operator cancelled");
+            self.counters.cancelled += 1;
+        }
+    }
+
+    /// Updates the region's operator from a heartbeat and returns the step to send.
+    pub(crate) fn dispatch(
+        &mut self,
+        region: &RegionInfo,
+        now_ms: u64,
+    ) -> Option<RegionHeartbeatResponse> {
+        let op = self.ops.get_mut(&region.id())?;
+        let status = op.check(region, now_ms);
+        let (region_id, desc) = (op.region_id, op.desc);
+        match status {
+            OpStatus::Running(resp) => return Some(resp),
+            OpStatus::Finished => {
+                tracing::info!(region_id, desc, "operator finished");
+                self.counters.finished += 1;
+            }
+            OpStatus::TimedOut => {
+                tracing::warn!(region_id, desc, "operator timed out");
+                self.counters.timed_out += 1;
+            }
+            OpStatus::Cancelled(why) => {
+                tracing::info!(region_id, desc, why, "operator cancelled");
+                self.counters.cancelled += 1;
+            }
+        }
+        self.ops.remove(&region_id);
+        None
+    }
+
+    /// Drops operators past their deadline, even of regions that stopped heartbeating.
+    pub(crate) fn sweep_timeouts(&mut self, now_ms: u64) {
+        let expired: Vec<u64> = self
+            .ops
+            .values()
+            .filter(|op| op.is_timed_out(now_ms))
+            .map(|op| op.region_id)
+            .collect();
+        for region_id in expired {
+            if let Some(op) = self.ops.remove(&region_id) {
+                tracing::warn!(region_id, desc = op.desc, "operator timed out");
+                self.counters.timed_out += 1;
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Runs the balance schedulers once: drops timed-out operators, then lets balance-leader and
+    /// balance-region each propose at most one operator. Returns the operators created. The
+    /// server calls this every `schedule_interval_ms`; tests call it directly.
+    pub fn schedule(&self) -> Result<Vec<Operator>> {
+        let mut state = lock(&self.state);
+        let Some(cluster) = state.cluster.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let max_replicas = cluster.max_peer_count as usize;
+        let now = self.clock.now_ms();
+        let state = &mut *state;
+        state.ops.sweep_timeouts(now);
+        let mut created = Vec::new();
+        type Scheduler = fn(&Ctx<'_>, &mut dyn FnMut() -> Result<u64>) -> Result<Option<Operator>>;
+        let mut schedulers: Vec<Scheduler> = Vec::new();
+        if self.config.balance_leader {
+            schedulers.push(crate::balance::balance_leader);
+        }
+        if self.config.balance_region {
+            schedulers.push(crate::balance::balance_region);
+        }
+        for scheduler in schedulers {
+            let ctx = Ctx {
+                stores: &state.stores,
+                regions: &state.regions,
+                ops: &state.ops,
+                max_replicas,
+                now_ms: now,
+                config: &self.config,
+            };
+            if let Some(op) = scheduler(&ctx, &mut || self.alloc_id())? {
+                if state.ops.add(op.clone()) {
+                    created.push(op);
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// The operator in flight for a region.
+    pub fn operator(&self, region_id: u64) -> Option<Operator> {
+        lock(&self.state).ops.get(region_id).cloned()
+    }
+
+    /// Adds an operator by hand (an admin's or a test's); false if the region already has one.
+    pub fn add_operator(&self, op: Operator) -> bool {
+        lock(&self.state).ops.add(op)
+    }
+
+    /// How operators ended so far.
+    pub fn operator_counters(&self) -> OpCounters {
+        lock(&self.state).ops.counters
+    }
+}
