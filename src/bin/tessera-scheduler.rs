@@ -1,0 +1,89 @@
+//! `tessera-scheduler`: the cluster's scheduler. Hands out ids and timestamps, keeps the cluster
+//! map from heartbeats and balances replicas and leaders. Prints `scheduler ADDR` on stdout once
+//! it listens; stops cleanly on SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use scheduler::{Cluster, Config};
+
+/// The Tessera scheduler.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// gRPC listen address [default: 127.0.0.1:2379]
+    #[arg(long)]
+    addr: Option<String>,
+    /// Data directory [default: ./tessera-scheduler-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML); flags take precedence over it
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn load_config(args: Args) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(addr) = args.addr {
+        config.addr = addr;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for SIGINT")?;
+            Ok("SIGINT")
+        }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tessera::init_tracing("info");
+    let config = load_config(Args::parse())?;
+    let cluster = Cluster::open(&config)
+        .with_context(|| format!("opening scheduler data in {}", config.data_dir.display()))?;
+    let cluster = Arc::new(cluster);
+    let server = scheduler::server::start(cluster.clone(), &config.addr).await?;
+    tracing::info!(
+        addr = %server.addr,
+        data_dir = %config.data_dir.display(),
+        cluster_id = cluster.cluster_id(),
+        "tessera-scheduler started"
+    );
+    // Scripts wait for this line; a closed stdout must not stop the scheduler.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "scheduler {}", server.addr);
+    let _ = stdout.flush();
+
+    let stopper = server.stopper();
+    let wait = server.wait();
+    tokio::pin!(wait);
+    tokio::select! {
+        sig = shutdown_signal() => {
+            tracing::info!(signal = sig?, "shutting down");
+            stopper.stop();
+            wait.await?;
+        }
+        result = &mut wait => result?,
+    }
+    // The server's tasks are done; dropping the last handle closes the database.
+    drop(cluster);
+    tracing::info!("tessera-scheduler stopped");
+    Ok(())
+}
