@@ -118,7 +118,11 @@ mod tests {
     fn shipped_example_config_parses_1() {
         let text = include_str!("../tessera.toml");
         let cfg = Config::from_toml(text).unwrap();
-        assert_eq!(cfg, Config::default(), "tessera.toml should document the defaults");
+        assert_eq!(
+            cfg,
+            Config::default(),
+            "tessera.toml should document the defaults"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Assembles a running `tessera-server`: storage, the gRPC service and the HTTP gateway, with a
 //! clean shutdown that flushes the engine.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

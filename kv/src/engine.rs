@@ -97,7 +97,7 @@ impl Engines {
     }
 }
 
-fn cf_handle<'a>(db: &'a DB, cf: Cf) -> Result<&'a rocksdb::ColumnFamily> {
+fn cf_handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily> {
     db.cf_handle(cf.name())
         .ok_or_else(|| Error::UnknownCf(cf.name().to_string()))
 }
@@ -151,7 +151,8 @@ impl WriteBatch {
 
     /// Deletes every key in `[from, to)` of `cf`.
     pub fn delete_range_cf(&mut self, cf: Cf, from: &[u8], to: &[u8]) -> Result<()> {
-        self.inner.delete_range_cf(cf_handle(&self.db, cf)?, from, to);
+        self.inner
+            .delete_range_cf(cf_handle(&self.db, cf)?, from, to);
         Ok(())
     }
 
@@ -235,6 +236,8 @@ impl EngineSnapshot {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(lower);
         opts.set_iterate_upper_bound(upper);
-        Ok(self.snap.raw_iterator_cf_opt(cf_handle(&self.db, cf)?, opts))
+        Ok(self
+            .snap
+            .raw_iterator_cf_opt(cf_handle(&self.db, cf)?, opts))
     }
 }

@@ -85,7 +85,8 @@ impl<S: Storage> RawApi<S> {
                 self.limits.max_value_size
             )));
         }
-        self.storage.write(ctx, vec![Modify::Put { cf, key, value }])
+        self.storage
+            .write(ctx, vec![Modify::Put { cf, key, value }])
     }
 
     /// Deletes `key` from column family `cf`; deleting a missing key succeeds.

@@ -117,7 +117,10 @@ async fn bench_grpc(args: &Args, addr: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tmp = tempfile::tempdir()?;
-    let dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     println!(
         "mode {:?}, {} ops, {} clients, {}-byte values, sync {}",
         args.mode, args.ops, args.clients, args.value_size, args.sync

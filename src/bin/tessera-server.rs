@@ -51,6 +51,23 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = load_config(Args::parse())?;
+    tessera::init_tracing(&config.log_level);
+    let server = tessera::server::start(&config).await?;
+    // Scripts (make run, tests) read these two lines to find the bound addresses. A closed
+    // stdout must not take the server down, so write errors are ignored.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "grpc {}", server.addr);
+    let _ = writeln!(out, "http {}", server.status_addr);
+    let _ = out.flush();
     let stopper = server.stopper();
     let wait = server.wait();
     tokio::pin!(wait);

@@ -52,7 +52,11 @@ async fn ctl_commands_and_exit_codes_1() {
 
 #[test]
 fn ctl_unreachable_server_exits_4_1() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (code, _, err) = ctl(&format!("127.0.0.1:{port}"), &["get", "k"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("cannot connect"), "{err}");

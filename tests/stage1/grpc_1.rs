@@ -15,14 +15,20 @@ async fn grpc_put_get_delete_scan_1() {
     c.put("default", b"k2", b"v2").await.unwrap();
     c.put("write", b"k1", b"w1").await.unwrap();
     assert_eq!(c.get("", b"k1").await.unwrap().as_deref(), Some(&b"v1"[..]));
-    assert_eq!(c.get("write", b"k1").await.unwrap().as_deref(), Some(&b"w1"[..]));
+    assert_eq!(
+        c.get("write", b"k1").await.unwrap().as_deref(),
+        Some(&b"w1"[..])
+    );
     assert_eq!(c.get("lock", b"k1").await.unwrap(), None);
 
     c.put("default", b"k1", b"v1b").await.unwrap();
     let pairs = c.scan("default", b"", 10).await.unwrap();
     assert_eq!(
         pairs,
-        vec![(b"k1".to_vec(), b"v1b".to_vec()), (b"k2".to_vec(), b"v2".to_vec())]
+        vec![
+            (b"k1".to_vec(), b"v1b".to_vec()),
+            (b"k2".to_vec(), b"v2".to_vec())
+        ]
     );
     assert_eq!(c.scan("default", b"k", 1).await.unwrap().len(), 1);
     assert_eq!(c.scan("write", b"", 10).await.unwrap().len(), 1);
@@ -30,7 +36,10 @@ async fn grpc_put_get_delete_scan_1() {
     c.delete("default", b"k1").await.unwrap();
     c.delete("default", b"never-there").await.unwrap();
     assert_eq!(c.get("default", b"k1").await.unwrap(), None);
-    assert_eq!(c.get("write", b"k1").await.unwrap().as_deref(), Some(&b"w1"[..]));
+    assert_eq!(
+        c.get("write", b"k1").await.unwrap().as_deref(),
+        Some(&b"w1"[..])
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -43,13 +52,22 @@ async fn grpc_bad_input_gets_clear_errors_1() {
     let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
 
     let e = c.put("default", b"", b"v").await.unwrap_err();
-    assert!(matches!(e, ClientError::Server(ref m) if m.contains("empty")), "{e}");
+    assert!(
+        matches!(e, ClientError::Server(ref m) if m.contains("empty")),
+        "{e}"
+    );
     let e = c.get("nope", b"k").await.unwrap_err();
-    assert!(matches!(e, ClientError::Server(ref m) if m.contains("unknown column family")), "{e}");
+    assert!(
+        matches!(e, ClientError::Server(ref m) if m.contains("unknown column family")),
+        "{e}"
+    );
     let e = c.scan("nope", b"", 5).await.unwrap_err();
     assert!(matches!(e, ClientError::Server(_)), "{e}");
     let e = c.put("default", b"big", &[0u8; 1025]).await.unwrap_err();
-    assert!(matches!(e, ClientError::Server(ref m) if m.contains("exceeds")), "{e}");
+    assert!(
+        matches!(e, ClientError::Server(ref m) if m.contains("exceeds")),
+        "{e}"
+    );
     // The server is still healthy and nothing was written by the failed calls.
     c.put("default", b"ok", &[7u8; 1024]).await.unwrap();
     assert_eq!(c.scan("default", b"", 10).await.unwrap().len(), 1);
@@ -63,9 +81,18 @@ async fn grpc_default_limit_accepts_8mib_and_rejects_more_1() {
     let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
     let max = 8 * 1024 * 1024;
     c.put("default", b"max", &vec![1u8; max]).await.unwrap();
-    assert_eq!(c.get("default", b"max").await.unwrap().map(|v| v.len()), Some(max));
-    let e = c.put("default", b"over", &vec![1u8; max + 1]).await.unwrap_err();
-    assert!(matches!(e, ClientError::Server(ref m) if m.contains("exceeds")), "{e}");
+    assert_eq!(
+        c.get("default", b"max").await.unwrap().map(|v| v.len()),
+        Some(max)
+    );
+    let e = c
+        .put("default", b"over", &vec![1u8; max + 1])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Server(ref m) if m.contains("exceeds")),
+        "{e}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -76,7 +103,9 @@ async fn data_survives_server_restart_1() {
     let server = start(&config).await;
     let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
     for i in 0..100u32 {
-        c.put("default", format!("key{i:03}").as_bytes(), &i.to_be_bytes()).await.unwrap();
+        c.put("default", format!("key{i:03}").as_bytes(), &i.to_be_bytes())
+            .await
+            .unwrap();
     }
     c.put("lock", b"l", b"lv").await.unwrap();
     c.delete("default", b"key050").await.unwrap();
@@ -86,16 +115,29 @@ async fn data_survives_server_restart_1() {
     let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
     let pairs = c.scan("default", b"", 1000).await.unwrap();
     assert_eq!(pairs.len(), 99);
-    assert_eq!(c.get("default", b"key099").await.unwrap(), Some(99u32.to_be_bytes().to_vec()));
+    assert_eq!(
+        c.get("default", b"key099").await.unwrap(),
+        Some(99u32.to_be_bytes().to_vec())
+    );
     assert_eq!(c.get("default", b"key050").await.unwrap(), None);
-    assert_eq!(c.get("lock", b"l").await.unwrap().as_deref(), Some(&b"lv"[..]));
+    assert_eq!(
+        c.get("lock", b"l").await.unwrap().as_deref(),
+        Some(&b"lv"[..])
+    );
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn unreachable_server_is_a_connect_error_1() {
     // Bind and drop a listener to get a port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let e = RawClient::connect(&format!("127.0.0.1:{port}")).await.err().expect("must fail");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = RawClient::connect(&format!("127.0.0.1:{port}"))
+        .await
+        .err()
+        .expect("must fail");
     assert!(matches!(e, ClientError::Connect { .. }), "{e}");
 }

@@ -14,7 +14,13 @@ struct ServerProcess {
 
 fn spawn_server(data_dir: &Path) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-server"))
-        .args(["--addr", "127.0.0.1:0", "--status-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--status-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -44,14 +50,23 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data_1() {
     let mut c = RawClient::connect(&p.addr).await.unwrap();
     c.put("default", b"k", b"v").await.unwrap();
     signal(&p.child, "-TERM");
-    let status = tokio::task::spawn_blocking(move || p.child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
     let mut p = spawn_server(dir.path());
     let mut c = RawClient::connect(&p.addr).await.unwrap();
-    assert_eq!(c.get("default", b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        c.get("default", b"k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     signal(&p.child, "-INT");
-    let status = tokio::task::spawn_blocking(move || p.child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status after SIGINT: {status}");
 }
 
@@ -61,7 +76,9 @@ async fn acknowledged_writes_survive_sigkill_1() {
     let mut p = spawn_server(dir.path());
     let mut c = RawClient::connect(&p.addr).await.unwrap();
     for i in 0..200u32 {
-        c.put("default", format!("k{i:04}").as_bytes(), &i.to_le_bytes()).await.unwrap();
+        c.put("default", format!("k{i:04}").as_bytes(), &i.to_le_bytes())
+            .await
+            .unwrap();
     }
     // No shutdown, no flush: every acknowledged write must come back from the WAL.
     p.child.kill().unwrap();

@@ -18,7 +18,10 @@ fn raw_put_get_delete_1() {
     let a = api(1024);
     let ctx = Context::default();
     a.put(&ctx, "", b"k".to_vec(), b"v".to_vec()).unwrap();
-    assert_eq!(a.get(&ctx, "default", b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        a.get(&ctx, "default", b"k").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     assert_eq!(a.get(&ctx, "write", b"k").unwrap(), None);
     a.delete(&ctx, "default", b"k".to_vec()).unwrap();
     assert_eq!(a.get(&ctx, "", b"k").unwrap(), None);
@@ -33,11 +36,16 @@ fn raw_scan_limit_and_cf_1() {
     for i in 0..10u8 {
         a.put(&ctx, "lock", vec![b'a' + i], vec![i]).unwrap();
     }
-    a.put(&ctx, "default", b"b".to_vec(), b"other cf".to_vec()).unwrap();
+    a.put(&ctx, "default", b"b".to_vec(), b"other cf".to_vec())
+        .unwrap();
     let got = a.scan(&ctx, "lock", b"c", 3).unwrap();
     assert_eq!(
         got,
-        vec![(b"c".to_vec(), vec![2]), (b"d".to_vec(), vec![3]), (b"e".to_vec(), vec![4])]
+        vec![
+            (b"c".to_vec(), vec![2]),
+            (b"d".to_vec(), vec![3]),
+            (b"e".to_vec(), vec![4])
+        ]
     );
     assert_eq!(a.scan(&ctx, "lock", b"", 100).unwrap().len(), 10);
     assert!(a.scan(&ctx, "lock", b"", 0).unwrap().is_empty());
@@ -49,15 +57,25 @@ fn raw_bad_input_is_an_error_1() {
     let a = api(4);
     let ctx = Context::default();
     let e = a.put(&ctx, "", Vec::new(), b"v".to_vec()).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains("empty")), "{e}");
-    let e = a.put(&ctx, "nope", b"k".to_vec(), b"v".to_vec()).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("empty")),
+        "{e}"
+    );
+    let e = a
+        .put(&ctx, "nope", b"k".to_vec(), b"v".to_vec())
+        .unwrap_err();
     assert!(matches!(e, Error::UnknownCf(ref cf) if cf == "nope"), "{e}");
     let e = a.get(&ctx, "nope", b"k").unwrap_err();
     assert!(matches!(e, Error::UnknownCf(_)), "{e}");
     let e = a.scan(&ctx, "nope", b"", 1).unwrap_err();
     assert!(matches!(e, Error::UnknownCf(_)), "{e}");
-    let e = a.put(&ctx, "", b"k".to_vec(), b"12345".to_vec()).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains("exceeds")), "{e}");
+    let e = a
+        .put(&ctx, "", b"k".to_vec(), b"12345".to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("exceeds")),
+        "{e}"
+    );
     // A value exactly at the limit is accepted; nothing was written by the failed calls.
     a.put(&ctx, "", b"k".to_vec(), b"1234".to_vec()).unwrap();
     assert_eq!(a.scan(&ctx, "", b"", 10).unwrap().len(), 1);

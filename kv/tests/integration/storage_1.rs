@@ -42,17 +42,27 @@ fn put_get_delete_each_cf_1() {
     each_storage(|s| {
         let ctx = Context::default();
         for cf in Cf::ALL {
-            s.write(&ctx, vec![put(cf, b"k", cf.name().as_bytes())]).unwrap();
+            s.write(&ctx, vec![put(cf, b"k", cf.name().as_bytes())])
+                .unwrap();
         }
         let r = s.reader(&ctx).unwrap();
         for cf in Cf::ALL {
-            assert_eq!(r.get_cf(cf, b"k").unwrap().as_deref(), Some(cf.name().as_bytes()));
+            assert_eq!(
+                r.get_cf(cf, b"k").unwrap().as_deref(),
+                Some(cf.name().as_bytes())
+            );
         }
         s.write(&ctx, vec![del(Cf::Lock, b"k")]).unwrap();
         let r = s.reader(&ctx).unwrap();
         assert_eq!(r.get_cf(Cf::Lock, b"k").unwrap(), None);
-        assert_eq!(r.get_cf(Cf::Default, b"k").unwrap().as_deref(), Some(&b"default"[..]));
-        assert_eq!(r.get_cf(Cf::Write, b"k").unwrap().as_deref(), Some(&b"write"[..]));
+        assert_eq!(
+            r.get_cf(Cf::Default, b"k").unwrap().as_deref(),
+            Some(&b"default"[..])
+        );
+        assert_eq!(
+            r.get_cf(Cf::Write, b"k").unwrap().as_deref(),
+            Some(&b"write"[..])
+        );
     });
 }
 
@@ -60,9 +70,21 @@ fn put_get_delete_each_cf_1() {
 fn missing_key_and_missing_delete_1() {
     each_storage(|s| {
         let ctx = Context::default();
-        assert_eq!(s.reader(&ctx).unwrap().get_cf(Cf::Default, b"nope").unwrap(), None);
+        assert_eq!(
+            s.reader(&ctx)
+                .unwrap()
+                .get_cf(Cf::Default, b"nope")
+                .unwrap(),
+            None
+        );
         s.write(&ctx, vec![del(Cf::Default, b"nope")]).unwrap();
-        assert_eq!(s.reader(&ctx).unwrap().get_cf(Cf::Default, b"nope").unwrap(), None);
+        assert_eq!(
+            s.reader(&ctx)
+                .unwrap()
+                .get_cf(Cf::Default, b"nope")
+                .unwrap(),
+            None
+        );
     });
 }
 
@@ -71,10 +93,17 @@ fn overwrite_keeps_last_value_1() {
     each_storage(|s| {
         let ctx = Context::default();
         s.write(&ctx, vec![put(Cf::Default, b"k", b"1")]).unwrap();
-        s.write(&ctx, vec![put(Cf::Default, b"k", b"2"), put(Cf::Default, b"k", b"3")])
-            .unwrap();
+        s.write(
+            &ctx,
+            vec![put(Cf::Default, b"k", b"2"), put(Cf::Default, b"k", b"3")],
+        )
+        .unwrap();
         assert_eq!(
-            s.reader(&ctx).unwrap().get_cf(Cf::Default, b"k").unwrap().as_deref(),
+            s.reader(&ctx)
+                .unwrap()
+                .get_cf(Cf::Default, b"k")
+                .unwrap()
+                .as_deref(),
             Some(&b"3"[..])
         );
     });
@@ -102,7 +131,10 @@ fn scan_stays_in_its_cf_and_orders_keys_1() {
             .collect();
         assert_eq!(got, want);
         assert_eq!(scan(s, Cf::Default, b"b0"), want[2..].to_vec());
-        assert_eq!(scan(s, Cf::Write, b""), vec![(b"a0".to_vec(), b"w".to_vec())]);
+        assert_eq!(
+            scan(s, Cf::Write, b""),
+            vec![(b"a0".to_vec(), b"w".to_vec())]
+        );
         assert_eq!(scan(s, Cf::Lock, b"c"), vec![]);
     });
 }
@@ -113,9 +145,18 @@ fn reader_is_a_point_in_time_snapshot_1() {
         let ctx = Context::default();
         s.write(&ctx, vec![put(Cf::Default, b"k", b"old")]).unwrap();
         let before = s.reader(&ctx).unwrap();
-        s.write(&ctx, vec![put(Cf::Default, b"k", b"new"), put(Cf::Default, b"k2", b"x")])
-            .unwrap();
-        assert_eq!(before.get_cf(Cf::Default, b"k").unwrap().as_deref(), Some(&b"old"[..]));
+        s.write(
+            &ctx,
+            vec![
+                put(Cf::Default, b"k", b"new"),
+                put(Cf::Default, b"k2", b"x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            before.get_cf(Cf::Default, b"k").unwrap().as_deref(),
+            Some(&b"old"[..])
+        );
         assert_eq!(before.get_cf(Cf::Default, b"k2").unwrap(), None);
         let mut it = before.iter_cf(Cf::Default).unwrap();
         it.seek(b"");
@@ -131,11 +172,18 @@ fn keys_with_any_bytes_stay_user_data_1() {
     // Keys that look like internal metadata keys must be stored and read back as plain data.
     each_storage(|s| {
         let ctx = Context::default();
-        let tricky: [&[u8]; 3] = [&[0x01, 0x02], &[0x01, 0x03, 0, 0, 0, 0, 0, 0, 0, 1, 1], &[0xff]];
+        let tricky: [&[u8]; 3] = [
+            &[0x01, 0x02],
+            &[0x01, 0x03, 0, 0, 0, 0, 0, 0, 0, 1, 1],
+            &[0xff],
+        ];
         for k in tricky {
             s.write(&ctx, vec![put(Cf::Default, k, b"v")]).unwrap();
         }
-        let keys: Vec<Vec<u8>> = scan(s, Cf::Default, b"").into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<Vec<u8>> = scan(s, Cf::Default, b"")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, tricky.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
     });
 }
@@ -146,14 +194,26 @@ fn standalone_data_survives_reopen_1() {
     let ctx = Context::default();
     {
         let s = StandaloneStorage::open(dir.path(), true).unwrap();
-        s.write(&ctx, vec![put(Cf::Default, b"durable", b"yes"), put(Cf::Write, b"w", b"1")])
-            .unwrap();
+        s.write(
+            &ctx,
+            vec![
+                put(Cf::Default, b"durable", b"yes"),
+                put(Cf::Write, b"w", b"1"),
+            ],
+        )
+        .unwrap();
         s.flush().unwrap();
     }
     let s = StandaloneStorage::open(dir.path(), true).unwrap();
     let r = s.reader(&ctx).unwrap();
-    assert_eq!(r.get_cf(Cf::Default, b"durable").unwrap().as_deref(), Some(&b"yes"[..]));
-    assert_eq!(r.get_cf(Cf::Write, b"w").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        r.get_cf(Cf::Default, b"durable").unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert_eq!(
+        r.get_cf(Cf::Write, b"w").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
 }
 
 #[test]
@@ -167,7 +227,11 @@ fn synced_write_survives_reopen_without_flush_1() {
     }
     let s = StandaloneStorage::open(dir.path(), true).unwrap();
     assert_eq!(
-        s.reader(&ctx).unwrap().get_cf(Cf::Lock, b"wal").unwrap().as_deref(),
+        s.reader(&ctx)
+            .unwrap()
+            .get_cf(Cf::Lock, b"wal")
+            .unwrap()
+            .as_deref(),
         Some(&b"only"[..])
     );
 }
