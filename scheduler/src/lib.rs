@@ -3,7 +3,8 @@
 //! region heartbeat responses.
 //!
 //! The core, [`Cluster`], has no gRPC in it: tests and in-process mocks call it directly
-//! (`Cluster::in_memory` for state in memory only). [`server::start`] puts the `Scheduler` gRPC
+//! (`Cluster::in_memory` for state in memory only), or through [`LocalClient`], a
+//! `scheduler_client::SchedulerClient` over it. [`server::start`] puts the `Scheduler` gRPC
 //! service in front of it.
 //!
 //! ```text
@@ -22,6 +23,7 @@ mod config;
 mod coordinator;
 mod error;
 mod heartbeat;
+mod local;
 mod meta;
 mod operator;
 mod region;
@@ -34,6 +36,7 @@ pub use cluster::Cluster;
 pub use config::Config;
 pub use coordinator::OpCounters;
 pub use error::{Error, Result};
+pub use local::{to_client_error, LocalClient};
 pub use operator::{OpKind, OpStep, Operator};
 pub use region::{RegionInfo, RegionTree, StoreCounts};
 pub use store::StoreInfo;

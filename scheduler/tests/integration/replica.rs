@@ -148,3 +148,53 @@ fn split_cancels_the_operator_of_the_old_epoch_3c() {
     assert_eq!(cluster.operator_counters().cancelled, 1);
     assert_eq!(cluster.operator(1).map(|o| o.region_version), Some(2));
 }
+
+#[test]
+fn local_client_drives_the_core_in_process_3c() {
+    use scheduler_client::{Error as ClientError, SchedulerClient};
+    use std::sync::{mpsc, Arc};
+
+    let config = Config {
+        max_replicas: 2,
+        ..Config::default()
+    };
+    let cluster =
+        Arc::new(scheduler::Cluster::in_memory(&config, scheduler::Clock::manual()).unwrap());
+    let client = scheduler::LocalClient::new(cluster.clone());
+    assert_eq!(client.cluster_id(), cluster.cluster_id());
+    assert_eq!(client.get_region(b"a"), Err(ClientError::NotBootstrapped));
+    let first = region_on(1, "", "", &[1], 1);
+    client.bootstrap(store(1), first.clone()).unwrap();
+    assert_eq!(
+        client.bootstrap(store(1), first.clone()),
+        Err(ClientError::AlreadyBootstrapped)
+    );
+    client.put_store(store(2)).unwrap();
+    assert!(matches!(
+        client.get_region_by_id(9),
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(client.tso().unwrap() < client.tso().unwrap());
+
+    let (tx, rx) = mpsc::channel();
+    let sender_thread = std::thread::current().id();
+    client.handle_region_heartbeat_response(
+        1,
+        Box::new(move |resp| {
+            let _ = tx.send((std::thread::current().id(), resp));
+        }),
+    );
+    client.region_heartbeat(heartbeat(&first, 1, 1)).unwrap();
+    let (thread, resp) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an operator step");
+    assert_ne!(
+        thread, sender_thread,
+        "handler runs off the reporting thread"
+    );
+    let (store, _, kind) = added_peer(&resp);
+    assert_eq!((store, kind), (2, ConfChangeType::AddNode as i32));
+    // A stale heartbeat is swallowed like on the gRPC stream.
+    let stale = region_on(1, "", "", &[1], 0);
+    assert_eq!(client.region_heartbeat(heartbeat(&stale, 1, 1)), Ok(()));
+}
