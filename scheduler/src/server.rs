@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
@@ -440,9 +441,17 @@ pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler
         addr: local.to_string(),
         stop: stop_rx.clone(),
     };
+    // Small request/response exchanges (TSO, heartbeats) would otherwise wait on Nagle's
+    // algorithm and delayed ACKs: tens of milliseconds per timestamp.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(conn) = &conn {
+            let _ = conn.set_nodelay(true);
+        }
+        conn
+    });
     let serve = tonic::transport::Server::builder()
         .add_service(SchedulerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let mut grpc = tokio::spawn(serve);
     let ticker = tokio::spawn(schedule_loop(cluster, stop_rx.clone()));
     tracing::info!(addr = %local, "scheduler serving");
