@@ -1,4 +1,6 @@
-//! Id allocation and the timestamp oracle. Both persist a high-water mark ahead of what they
+//! Id allocation, the timestamp oracle, and the clock of liveness and timeouts.
+//!
+//! Ids and timestamps both persist a high-water mark ahead of what they
 //! hand out, so neither goes back after a restart, and neither writes to disk on every call.
 //!
 //! ```text
@@ -6,7 +8,9 @@
 //!   tso:  physical ms  ... physical   | ... saved_until  <- restart resumes at saved_until
 //! ```
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -120,6 +124,55 @@ impl Tso {
     }
 }
 
+/// A monotonic millisecond clock for store liveness and operator timeouts that tests can drive
+/// by hand. Timestamps (TSO) do not use it: they must follow the wall clock.
+/// It is the system's monotonic clock, or a manual one advanced by tests.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    inner: ClockInner,
+}
+
+#[derive(Clone, Debug)]
+enum ClockInner {
+    System(Instant),
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// The system's monotonic clock.
+    pub fn system() -> Clock {
+        Clock {
+            inner: ClockInner::System(Instant::now()),
+        }
+    }
+
+    /// A clock that only moves when [`Clock::advance`] is called; clones share the time.
+    pub fn manual() -> Clock {
+        Clock {
+            inner: ClockInner::Manual(Arc::new(AtomicU64::new(0))),
+        }
+    }
+
+    /// Milliseconds since the clock was created.
+    pub fn now_ms(&self) -> u64 {
+        match &self.inner {
+            ClockInner::System(start) => start.elapsed().as_millis() as u64,
+            ClockInner::Manual(ms) => ms.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock forward; returns false (and does nothing) on the system clock.
+    pub fn advance(&self, by: Duration) -> bool {
+        match &self.inner {
+            ClockInner::System(_) => false,
+            ClockInner::Manual(ms) => {
+                ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +250,20 @@ mod tests {
             .unwrap();
         assert!(compose_ts(p2, l2) > before);
         assert!(restarted.next(0, 1_000, |_| Ok(())).is_err());
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced_3c() {
+        let clock = Clock::manual();
+        let shared = clock.clone();
+        assert_eq!(clock.now_ms(), 0);
+        assert!(shared.advance(Duration::from_millis(1500)));
+        assert_eq!(clock.now_ms(), 1500);
+        assert!(!Clock::system().advance(Duration::from_secs(1)));
     }
 }

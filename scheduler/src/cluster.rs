@@ -11,14 +11,12 @@ use std::sync::Mutex;
 use proto::metapb::{self, StoreState};
 use proto::schedulerpb::{StoreStats, Timestamp};
 
-use crate::alloc::{self, IdAllocator, Tso};
-use crate::clock::Clock;
+use crate::alloc::{self, Clock, IdAllocator, Tso};
 use crate::config::Config;
 use crate::coordinator::OperatorController;
 use crate::error::{Error, Result};
 use crate::meta::{self, lock, Batch, MetaStore, Snapshot};
-use crate::region::{RegionInfo, RegionTree};
-use crate::store::StoreInfo;
+use crate::region::{RegionInfo, RegionTree, StoreInfo};
 
 /// The mutable cluster state behind one lock: heartbeats and schedulers read and change
 /// regions, stores and operators together.

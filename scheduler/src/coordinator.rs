@@ -10,8 +10,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::meta::lock;
 use crate::operator::{OpStatus, Operator};
-use crate::region::{RegionInfo, RegionTree};
-use crate::store::StoreInfo;
+use crate::region::{RegionInfo, RegionTree, StoreInfo};
 
 /// What a scheduler or checker sees of the cluster.
 pub(crate) struct Ctx<'a> {
@@ -168,10 +167,10 @@ impl Cluster {
         type Scheduler = fn(&Ctx<'_>, &mut dyn FnMut() -> Result<u64>) -> Result<Option<Operator>>;
         let mut schedulers: Vec<Scheduler> = Vec::new();
         if self.config.balance_leader {
-            schedulers.push(crate::balance::balance_leader);
+            schedulers.push(crate::schedulers::balance_leader);
         }
         if self.config.balance_region {
-            schedulers.push(crate::balance::balance_region);
+            schedulers.push(crate::schedulers::balance_region);
         }
         for scheduler in schedulers {
             let ctx = Ctx {

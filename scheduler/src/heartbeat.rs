@@ -150,7 +150,7 @@ impl Cluster {
                 now_ms: now,
                 config: &self.config,
             };
-            let op = crate::checker::check_replicas(&ctx, info, &mut || self.alloc_id())?;
+            let op = crate::schedulers::check_replicas(&ctx, info, &mut || self.alloc_id())?;
             if let Some(op) = op {
                 state.ops.add(op);
             }

@@ -14,10 +14,9 @@
 //!                                                                          |  balance-region
 //! ```
 
+#![deny(missing_docs)]
+
 mod alloc;
-mod balance;
-mod checker;
-mod clock;
 mod cluster;
 mod config;
 mod coordinator;
@@ -27,16 +26,14 @@ mod local;
 mod meta;
 mod operator;
 mod region;
+mod schedulers;
 pub mod server;
-mod store;
 
-pub use alloc::{compose_ts, split_ts, LOGICAL_BITS};
-pub use clock::Clock;
+pub use alloc::{compose_ts, split_ts, Clock, LOGICAL_BITS};
 pub use cluster::Cluster;
 pub use config::Config;
 pub use coordinator::OpCounters;
 pub use error::{Error, Result};
 pub use local::{to_client_error, LocalClient};
 pub use operator::{OpKind, OpStep, Operator};
-pub use region::{RegionInfo, RegionTree, StoreCounts};
-pub use store::StoreInfo;
+pub use region::{RegionInfo, RegionTree, StoreCounts, StoreInfo};

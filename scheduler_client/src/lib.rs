@@ -6,6 +6,8 @@
 //! with a timeout. A mock implementation lives with the test cluster (`test_raftstore`) and can
 //! run the scheduler's core in process.
 
+#![deny(missing_docs)]
+
 mod error;
 mod rpc;
 mod stream;
