@@ -160,7 +160,21 @@ fn grpc_end_to_end_with_restart_3c() {
 
     // Restart on the same data directory and port; the client reconnects by itself.
     let addr = server.addr();
+    let impatient = RpcClient::connect(
+        &addr.to_string(),
+        RpcClientConfig {
+            request_timeout: Duration::from_millis(300),
+            ..RpcClientConfig::default()
+        },
+    )
+    .expect("connect");
     server.stop();
+    // While the scheduler is down, calls fail in bounded time with a retryable error.
+    let down = impatient.alloc_id().unwrap_err();
+    assert!(down.is_retryable(), "{down}");
+    assert!(client
+        .region_heartbeat(heartbeat(&first, store_id, 1))
+        .is_ok());
     config.addr = addr.to_string();
     let server = start(&config);
     let id = client.alloc_id().unwrap();
