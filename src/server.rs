@@ -11,7 +11,7 @@ use proto::tinykvpb::tiny_kv_server::TinyKvServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, EngineKind};
 
@@ -93,10 +93,12 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let (stop, rx) = watch::channel(false);
     let stop = Arc::new(stop);
 
+    // Small request/response RPCs must not wait on Nagle's algorithm.
+    let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(rx.clone())),
+            .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
     );
     let app = crate::http::router(raw, config.raw.max_value_size);
     let http_task = tokio::spawn(
