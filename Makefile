@@ -30,9 +30,10 @@ run: build
 	@echo "Stop with Ctrl-C."
 	$(CARGO_TARGET_DIR)/debug/tessera-server --addr $(ADDR) --status-addr $(STATUS_ADDR) --data-dir $(DATA_DIR)
 
+# Doc tests first, so the run closes on nextest's summary of every test.
 test: setup
-	$(NEXTEST)
 	$(CARGO) test --workspace --doc
+	$(NEXTEST)
 
 fmt:
 	$(CARGO) fmt --all
@@ -71,4 +72,4 @@ project4c: setup
 
 # The raft property test over many more seeds than `make test` runs.
 soak-raft: setup
-	RAFT_PROPTEST_SEEDS=$${RAFT_PROPTEST_SEEDS:-20000} $(CARGO) nextest run -p raft --release -E 'test(/random/)'
+	RAFT_PROPTEST_SEEDS=$${RAFT_PROPTEST_SEEDS:-20000} $(CARGO) nextest run -p raft --release -E 'test(random_safety_2c)'

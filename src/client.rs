@@ -63,6 +63,11 @@ impl RawClient {
         })
     }
 
+    /// The underlying gRPC client, for calls this wrapper does not cover.
+    pub fn into_inner(self) -> TinyKvClient<Channel> {
+        self.inner
+    }
+
     /// The value at `key` in `cf`, or `None`.
     pub async fn get(&mut self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         let resp = self

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod server;
+pub mod txn_client;
 
 /// Installs the tracing subscriber: `RUST_LOG` if set, else `default_filter`.
 pub fn init_tracing(default_filter: &str) {

@@ -1,12 +1,16 @@
 //! `tessera-ctl`: a command-line client of a Tessera server's raw API.
 //!
 //! Exit codes: 0 success, 1 key not found (`get`), 2 bad usage, 3 the server rejected the
-//! request, 4 the server could not be reached or the RPC failed.
+//! request (or the transaction conflicted or was aborted), 4 the server or the scheduler could
+//! not be reached or the RPC failed.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::client::{ClientError, RawClient};
+use tessera::txn_client::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
 #[derive(Parser, Debug)]
@@ -18,12 +22,24 @@ struct Args {
     /// Column family: default, lock or write
     #[arg(long, default_value = "default", global = true)]
     cf: String,
+    /// Scheduler address, where `txn` takes its timestamps
+    #[arg(long, default_value = "127.0.0.1:2379", global = true)]
+    scheduler: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    #[command(flatten)]
+    Raw(RawCmd),
+    /// Run one transaction (timestamps from --scheduler)
+    #[command(subcommand)]
+    Txn(TxnCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum RawCmd {
     /// Print the value of KEY
     Get { key: String },
     /// Set KEY to VALUE
@@ -41,6 +57,104 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum TxnCmd {
+    /// Print the value of KEY as of a fresh timestamp
+    Get { key: String },
+    /// Set KEY to VALUE, and more pairs, atomically: `txn put k1 v1 k2 v2`
+    Put {
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+    },
+    /// Delete the KEYs atomically
+    Delete {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// What went wrong, and the exit code it maps to.
+enum Failure {
+    Client(ClientError),
+    Txn(TxnError),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Client(e) | Failure::Txn(TxnError::Client(e)) => exit_code(e),
+            Failure::Txn(TxnError::Tso(_)) => 4,
+            Failure::Txn(_) => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(e) => e.fmt(f),
+            Failure::Txn(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl From<TxnError> for Failure {
+    fn from(e: TxnError) -> Self {
+        Failure::Txn(e)
+    }
+}
+
+async fn run_txn(addr: &str, scheduler: &str, cmd: TxnCmd) -> Result<u8, Failure> {
+    let sched = scheduler.to_string();
+    // A command-line user wants a prompt answer when the scheduler is down, not ten seconds of
+    // retries.
+    let config = RpcClientConfig {
+        startup_timeout: std::time::Duration::from_secs(2),
+        ..RpcClientConfig::default()
+    };
+    let tso = tokio::task::spawn_blocking(move || RpcClient::connect(&sched, config))
+        .await
+        .map_err(|e| TxnError::Tso(e.to_string()))?
+        .map_err(|e| TxnError::Tso(e.to_string()))?;
+    let tso: Arc<dyn SchedulerClient> = Arc::new(tso);
+    let client = TxnClient::connect(addr, tso).await?;
+    let mut txn = client.begin().await?;
+    match cmd {
+        TxnCmd::Get { key } => match txn.get(key.as_bytes()).await? {
+            Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+            None => {
+                eprintln!("key not found: {key}");
+                return Ok(1);
+            }
+        },
+        TxnCmd::Put { pairs } => {
+            if pairs.len() % 2 != 0 {
+                eprintln!("error: txn put takes KEY VALUE pairs");
+                return Ok(2);
+            }
+            for kv in pairs.chunks(2) {
+                txn.put(kv[0].as_bytes(), kv[1].as_bytes());
+            }
+            let commit_ts = txn.commit().await?;
+            println!("OK (committed at {commit_ts})");
+        }
+        TxnCmd::Delete { keys } => {
+            for k in &keys {
+                txn.delete(k.as_bytes());
+            }
+            let commit_ts = txn.commit().await?;
+            println!("OK (committed at {commit_ts})");
+        }
+    }
+    Ok(0)
+}
+
 fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::Server(_) | ClientError::Region(_) => 3,
@@ -48,26 +162,32 @@ fn exit_code(e: &ClientError) -> u8 {
     }
 }
 
-async fn run(args: Args) -> Result<u8, ClientError> {
-    let mut client = RawClient::connect(&args.addr).await?;
-    let cf = args.cf.as_str();
+async fn run(args: Args) -> Result<u8, Failure> {
     match args.cmd {
-        Cmd::Get { key } => match client.get(cf, key.as_bytes()).await? {
+        Cmd::Raw(cmd) => run_raw(&args.addr, &args.cf, cmd).await,
+        Cmd::Txn(cmd) => run_txn(&args.addr, &args.scheduler, cmd).await,
+    }
+}
+
+async fn run_raw(addr: &str, cf: &str, cmd: RawCmd) -> Result<u8, Failure> {
+    let mut client = RawClient::connect(addr).await?;
+    match cmd {
+        RawCmd::Get { key } => match client.get(cf, key.as_bytes()).await? {
             Some(v) => println!("{}", String::from_utf8_lossy(&v)),
             None => {
                 eprintln!("key not found: {key}");
                 return Ok(1);
             }
         },
-        Cmd::Put { key, value } => {
+        RawCmd::Put { key, value } => {
             client.put(cf, key.as_bytes(), value.as_bytes()).await?;
             println!("OK");
         }
-        Cmd::Delete { key } => {
+        RawCmd::Delete { key } => {
             client.delete(cf, key.as_bytes()).await?;
             println!("OK");
         }
-        Cmd::Scan { start, limit } => {
+        RawCmd::Scan { start, limit } => {
             for (k, v) in client.scan(cf, start.as_bytes(), limit).await? {
                 println!(
                     "{}\t{}",
@@ -87,7 +207,7 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -1,0 +1,8 @@
+//! End-to-end tests of the binaries and the root package: one test binary, one module per surface.
+
+mod ctl_1;
+mod grpc_1;
+mod http_1;
+mod process_1;
+mod txn_4c;
+mod util;
