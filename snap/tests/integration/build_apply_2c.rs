@@ -34,7 +34,10 @@ fn round_trip_moves_only_the_region_range_2c() {
 
     assert_eq!(dst.dump_all(b"b", b"d"), src.dump_all(b"b", b"d"));
     assert!(dst.dump(Cf::Default, b"bz-stale", b"c").is_empty());
-    assert_eq!((dst.dump_all(b"", b"b"), dst.dump_all(b"d", b"")), outside_before);
+    assert_eq!(
+        (dst.dump_all(b"", b"b"), dst.dump_all(b"d", b"")),
+        outside_before
+    );
 }
 
 #[test]
@@ -64,7 +67,10 @@ fn empty_column_families_have_no_file_2c() {
         .iter()
         .map(|f| (f.cf.clone(), f.size))
         .collect();
-    assert_eq!(sizes[1..], [("lock".to_string(), 0), ("write".to_string(), 0)]);
+    assert_eq!(
+        sizes[1..],
+        [("lock".to_string(), 0), ("write".to_string(), 0)]
+    );
     assert!(sizes[0].1 > 0);
     assert!(!dst.cf_file(SnapKind::Received, key, Cf::Lock).exists());
 
@@ -125,7 +131,11 @@ fn apply_redo_after_crash_gives_the_same_result_2c() {
     dst.mgr.apply(key, &dst.db, &r).unwrap();
     let once = dst.dump_all(b"", b"");
     dst.mgr.apply(key, &dst.db, &r).unwrap();
-    assert_eq!(dst.dump_all(b"", b""), once, "applying twice changed the engine");
+    assert_eq!(
+        dst.dump_all(b"", b""),
+        once,
+        "applying twice changed the engine"
+    );
 
     // A crash mid-apply: the range holds a mix of old and partly ingested data, a hard link for
     // ingestion is left in the snapshot directory, the process restarts.
@@ -136,7 +146,10 @@ fn apply_redo_after_crash_gives_the_same_result_2c() {
     dst.restart_engine();
     dst.restart_manager();
     assert!(!link.exists(), "restart must remove the ingest link");
-    assert!(dst.mgr.exists(SnapKind::Received, key), "restart must keep the complete snapshot");
+    assert!(
+        dst.mgr.exists(SnapKind::Received, key),
+        "restart must keep the complete snapshot"
+    );
 
     dst.mgr.apply(key, &dst.db, &r).unwrap();
     assert_eq!(dst.dump_all(b"r", b"s"), expected);

@@ -58,11 +58,16 @@ impl Store {
     /// Every (user key, value) of `cf` in `[start, end)` (empty end: unbounded).
     pub fn dump(&self, cf: Cf, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         let snap = EngineSnapshot::new(&self.db);
-        let mut it = snap.iter_cf(cf, data_key(start), data_end_key(end)).unwrap();
+        let mut it = snap
+            .iter_cf(cf, data_key(start), data_end_key(end))
+            .unwrap();
         it.seek_to_first();
         let mut out = Vec::new();
         while it.valid() {
-            out.push((it.key().unwrap()[1..].to_vec(), it.value().unwrap().to_vec()));
+            out.push((
+                it.key().unwrap()[1..].to_vec(),
+                it.value().unwrap().to_vec(),
+            ));
             it.next();
         }
         it.status().unwrap();
@@ -71,7 +76,10 @@ impl Store {
 
     /// All CFs' data in `[start, end)`.
     pub fn dump_all(&self, start: &[u8], end: &[u8]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
-        Cf::ALL.iter().map(|cf| self.dump(*cf, start, end)).collect()
+        Cf::ALL
+            .iter()
+            .map(|cf| self.dump(*cf, start, end))
+            .collect()
     }
 
     pub fn build(&self, key: SnapKey, region: &Region) -> BuiltSnapshot {
@@ -86,7 +94,8 @@ impl Store {
             SnapKind::Generated => "gen",
             SnapKind::Received => "rev",
         };
-        self.snap_dir().join(format!("{prefix}_{key}_{}.sst", cf.name()))
+        self.snap_dir()
+            .join(format!("{prefix}_{key}_{}.sst", cf.name()))
     }
 
     /// Names of the files in the snapshot directory, sorted.
@@ -137,7 +146,12 @@ pub fn fill(store: &Store, prefix: &str, n: usize, len: usize, seed: u64) {
 }
 
 /// Builds `key` of `region` on `from` and moves it to `to` through the chunked transfer.
-pub fn build_and_transfer(from: &Store, to: &Store, key: SnapKey, region: &Region) -> BuiltSnapshot {
+pub fn build_and_transfer(
+    from: &Store,
+    to: &Store,
+    key: SnapKey,
+    region: &Region,
+) -> BuiltSnapshot {
     let built = from.build(key, region);
     let meta = snap::transfer(&from.mgr, &to.mgr, key, 4096).unwrap();
     assert_eq!(meta, built.meta);

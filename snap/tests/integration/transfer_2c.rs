@@ -17,7 +17,11 @@ fn source(key: SnapKey) -> (Store, proto::metapb::Region) {
 
 /// The data chunks of `key` as sent by `src`.
 fn chunks(src: &Store, key: SnapKey, size: usize) -> Vec<Vec<u8>> {
-    src.mgr.send(key, size).unwrap().map(|c| c.unwrap()).collect()
+    src.mgr
+        .send(key, size)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect()
 }
 
 fn assert_no_received_files(dst: &Store, key: SnapKey) {
@@ -40,14 +44,20 @@ fn small_chunks_round_trip_through_snapshot_chunk_framing_2c() {
     let meta = reader.meta().clone();
     let total = reader.total_size();
     let expected_chunks: u64 = meta.cf_files.iter().map(|f| f.size.div_ceil(100)).sum();
-    assert_eq!(src.mgr.state(SnapKind::Generated, key), Some(SnapState::Sending));
+    assert_eq!(
+        src.mgr.state(SnapKind::Generated, key),
+        Some(SnapState::Sending)
+    );
 
     let mut stream = reader.into_snapshot_chunks(msg.clone());
     let head = stream.next().unwrap().unwrap();
     assert_eq!(head.message, Some(msg));
     assert!(head.data.is_empty());
     let mut receiver = dst.mgr.receive(key, &meta).unwrap();
-    assert_eq!(dst.mgr.state(SnapKind::Received, key), Some(SnapState::Receiving));
+    assert_eq!(
+        dst.mgr.state(SnapKind::Received, key),
+        Some(SnapState::Receiving)
+    );
     let (mut n, mut bytes) = (0u64, 0u64);
     for chunk in stream {
         let chunk = chunk.unwrap();
@@ -100,7 +110,10 @@ fn corrupted_chunk_is_rejected_and_tmp_files_removed_2c() {
         .iter()
         .find_map(|c| receiver.write(c).err())
         .expect("the corrupt chunk must be refused");
-    assert!(matches!(&err, Error::Checksum { cf, .. } if cf == "default"), "{err}");
+    assert!(
+        matches!(&err, Error::Checksum { cf, .. } if cf == "default"),
+        "{err}"
+    );
     assert!(err.is_corruption());
     // Once failed, the receiver accepts nothing more and cannot finish.
     assert!(matches!(receiver.write(b"x"), Err(Error::Aborted { .. })));
@@ -125,7 +138,12 @@ fn truncated_stream_is_rejected_2c() {
         receiver.write(c).unwrap();
     }
     match receiver.finish().unwrap_err() {
-        Error::Size { cf, expected, actual, .. } => {
+        Error::Size {
+            cf,
+            expected,
+            actual,
+            ..
+        } => {
             assert_eq!(cf, "write");
             assert!(actual < expected);
         }
@@ -161,8 +179,14 @@ fn dropped_connection_leaves_nothing_2c() {
     for c in &data[..data.len() / 2] {
         receiver.write(c).unwrap();
     }
-    assert!(!dst.snap_files().is_empty(), "half a stream is on disk as .tmp");
-    assert!(dst.snap_files().iter().all(|f| f.ends_with(".tmp") || f.ends_with(".sst")));
+    assert!(
+        !dst.snap_files().is_empty(),
+        "half a stream is on disk as .tmp"
+    );
+    assert!(dst
+        .snap_files()
+        .iter()
+        .all(|f| f.ends_with(".tmp") || f.ends_with(".sst")));
     drop(receiver);
     assert_no_received_files(&dst, key);
 }

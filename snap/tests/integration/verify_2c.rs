@@ -10,7 +10,11 @@ use snap::{Error, SnapKey, SnapKind, DEFAULT_CHUNK_SIZE};
 use crate::common::{build_and_transfer, fill, region, Store};
 
 fn flip_byte(path: &Path, at: u64) {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut b).unwrap();
@@ -38,7 +42,12 @@ fn flipped_byte_is_a_checksum_error_and_nothing_is_applied_2c() {
     let meta = dst.mgr.meta(SnapKind::Received, key).unwrap();
     let err = dst.mgr.verify(SnapKind::Received, key, &meta).unwrap_err();
     match &err {
-        Error::Checksum { key: k, cf, expected, actual } => {
+        Error::Checksum {
+            key: k,
+            cf,
+            expected,
+            actual,
+        } => {
             assert_eq!((*k, cf.as_str()), (key, "write"));
             assert_ne!(expected, actual);
             assert_eq!(expected.len(), 32);
@@ -50,7 +59,11 @@ fn flipped_byte_is_a_checksum_error_and_nothing_is_applied_2c() {
     let before = dst.dump_all(b"", b"");
     let err = dst.mgr.apply(key, &dst.db, &r).unwrap_err();
     assert!(matches!(err, Error::Checksum { .. }), "{err}");
-    assert_eq!(dst.dump_all(b"", b""), before, "a failed verify must leave the engine untouched");
+    assert_eq!(
+        dst.dump_all(b"", b""),
+        before,
+        "a failed verify must leave the engine untouched"
+    );
     // The untouched generated copy still verifies.
     let gen_meta = src.mgr.meta(SnapKind::Generated, key).unwrap();
     src.mgr.verify(SnapKind::Generated, key, &gen_meta).unwrap();
@@ -62,15 +75,28 @@ fn truncated_file_is_a_size_error_2c() {
     let (_src, dst, r) = setup(key);
     let path = dst.cf_file(SnapKind::Received, key, Cf::Default);
     let len = std::fs::metadata(&path).unwrap().len();
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     let meta = dst.mgr.meta(SnapKind::Received, key).unwrap();
     match dst.mgr.verify(SnapKind::Received, key, &meta).unwrap_err() {
-        Error::Size { cf, expected, actual, .. } => {
+        Error::Size {
+            cf,
+            expected,
+            actual,
+            ..
+        } => {
             assert_eq!((cf.as_str(), expected, actual), ("default", len, len - 10));
         }
         other => panic!("expected a size error, got {other}"),
     }
-    assert!(matches!(dst.mgr.apply(key, &dst.db, &r), Err(Error::Size { .. })));
+    assert!(matches!(
+        dst.mgr.apply(key, &dst.db, &r),
+        Err(Error::Size { .. })
+    ));
 }
 
 #[test]
@@ -84,7 +110,10 @@ fn missing_file_is_reported_2c() {
         Error::Missing { cf, path: p, .. } => assert_eq!((cf.as_str(), p), ("lock", path)),
         other => panic!("expected a missing-file error, got {other}"),
     }
-    assert!(matches!(dst.mgr.apply(key, &dst.db, &r), Err(Error::Missing { .. })));
+    assert!(matches!(
+        dst.mgr.apply(key, &dst.db, &r),
+        Err(Error::Missing { .. })
+    ));
 }
 
 #[test]
@@ -93,9 +122,18 @@ fn sender_refuses_to_stream_a_damaged_file_2c() {
     let (src, _dst, _r) = setup(key);
     flip_byte(&src.cf_file(SnapKind::Generated, key, Cf::Lock), 5);
     let results: Vec<_> = src.mgr.send(key, DEFAULT_CHUNK_SIZE).unwrap().collect();
-    let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error");
-    assert!(matches!(err, Error::Checksum { cf, .. } if cf == "lock"), "{err}");
-    assert!(results.last().unwrap().is_err(), "the stream must stop at the error");
+    let err = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error");
+    assert!(
+        matches!(err, Error::Checksum { cf, .. } if cf == "lock"),
+        "{err}"
+    );
+    assert!(
+        results.last().unwrap().is_err(),
+        "the stream must stop at the error"
+    );
 }
 
 #[test]
