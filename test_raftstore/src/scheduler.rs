@@ -1,0 +1,194 @@
+//! [`MockSchedulerClient`]: the scheduler in process — ids, bootstrap, stores, region lookup by
+//! key and id, and recorded heartbeats. Operators arrive with later issues.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use proto::metapb;
+use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
+
+/// Errors of the mock scheduler.
+#[derive(Debug)]
+pub enum Error {
+    /// Already bootstrapped.
+    AlreadyBootstrapped,
+    /// Not found.
+    NotFound(String),
+    /// Stale region.
+    StaleRegion(String),
+    /// Bad request.
+    InvalidArgument(String),
+    /// Other.
+    Rpc(String),
+}
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Default)]
+struct State {
+    bootstrapped: bool,
+    stores: HashMap<u64, metapb::Store>,
+    regions: BTreeMap<u64, (metapb::Region, Option<metapb::Peer>)>,
+    store_heartbeats: HashMap<u64, u64>,
+    region_heartbeats: HashMap<u64, u64>,
+}
+
+/// An in-process scheduler client for the test cluster.
+pub struct MockSchedulerClient {
+    cluster_id: u64,
+    next_id: AtomicU64,
+    tso: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl MockSchedulerClient {
+    /// A scheduler for cluster `cluster_id` that has seen nothing yet.
+    pub fn new(cluster_id: u64) -> MockSchedulerClient {
+        MockSchedulerClient {
+            cluster_id,
+            next_id: AtomicU64::new(1),
+            tso: AtomicU64::new(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of store heartbeats received from `store_id`.
+    pub fn store_heartbeats(&self, store_id: u64) -> u64 {
+        self.state()
+            .store_heartbeats
+            .get(&store_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Number of region heartbeats received for `region_id`.
+    pub fn region_heartbeats(&self, region_id: u64) -> u64 {
+        self.state()
+            .region_heartbeats
+            .get(&region_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The leader of `region_id` as last reported.
+    pub fn reported_leader(&self, region_id: u64) -> Option<metapb::Peer> {
+        self.state().regions.get(&region_id).and_then(|(_, l)| *l)
+    }
+}
+
+fn epoch_of(r: &metapb::Region) -> (u64, u64) {
+    let e = r.region_epoch.unwrap_or_default();
+    (e.version, e.conf_ver)
+}
+
+#[allow(missing_docs, dead_code)]
+impl MockSchedulerClient {
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<()> {
+        let mut st = self.state();
+        if st.bootstrapped {
+            return Err(Error::AlreadyBootstrapped);
+        }
+        st.bootstrapped = true;
+        st.stores.insert(store.id, store);
+        st.regions.insert(region.id, (region, None));
+        Ok(())
+    }
+
+    pub fn is_bootstrapped(&self) -> Result<bool> {
+        Ok(self.state().bootstrapped)
+    }
+
+    pub fn alloc_id(&self) -> Result<u64> {
+        Ok(self.next_id.fetch_add(1, Ordering::SeqCst))
+    }
+
+    pub fn put_store(&self, store: metapb::Store) -> Result<()> {
+        self.state().stores.insert(store.id, store);
+        Ok(())
+    }
+
+    pub fn get_store(&self, store_id: u64) -> Result<metapb::Store> {
+        self.state()
+            .stores
+            .get(&store_id)
+            .cloned()
+            .ok_or_else(|| Error::Rpc(format!("store {store_id} not found")))
+    }
+
+    pub fn get_region(&self, key: &[u8]) -> Result<(metapb::Region, Option<metapb::Peer>)> {
+        self.state()
+            .regions
+            .values()
+            .find(|(r, _)| raftstore::region_contains(r, key))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no region for key {key:?}")))
+    }
+
+    pub fn get_region_by_id(
+        &self,
+        region_id: u64,
+    ) -> Result<(metapb::Region, Option<metapb::Peer>)> {
+        self.state()
+            .regions
+            .get(&region_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("region {region_id}")))
+    }
+
+    pub fn ask_split(&self, region: metapb::Region) -> Result<AskSplitResponse> {
+        let new_region_id = self.alloc_id()?;
+        let new_peer_ids = region
+            .peers
+            .iter()
+            .map(|_| self.alloc_id())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AskSplitResponse {
+            header: None,
+            new_region_id,
+            new_peer_ids,
+        })
+    }
+
+    pub fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+        *self
+            .state()
+            .store_heartbeats
+            .entry(stats.store_id)
+            .or_default() += 1;
+        Ok(())
+    }
+
+    pub fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<()> {
+        let Some(region) = req.region else {
+            return Err(Error::InvalidArgument("heartbeat without region".into()));
+        };
+        let mut st = self.state();
+        *st.region_heartbeats.entry(region.id).or_default() += 1;
+        let stale = st
+            .regions
+            .get(&region.id)
+            .is_some_and(|(r, _)| epoch_of(r) > epoch_of(&region));
+        if stale {
+            return Err(Error::StaleRegion(format!("region {}", region.id)));
+        }
+        st.regions.insert(region.id, (region, req.leader));
+        Ok(())
+    }
+
+    pub fn tso(&self) -> Result<u64> {
+        Ok(self.tso.fetch_add(1, Ordering::SeqCst))
+    }
+}

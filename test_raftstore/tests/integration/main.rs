@@ -1,0 +1,5 @@
+//! Integration tests of the raftstore on the in-process cluster: cluster basics and the stage-2B
+//! scenarios.
+
+mod cluster_2b;
+mod scenarios_2b;
