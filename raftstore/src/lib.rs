@@ -35,14 +35,14 @@ pub mod bootstrap;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use msg::{Callback, CmdResponse, PeerMsg, StoreMsg};
-pub use node::{start_raftstore, RaftstoreHandle};
+pub use node::{start_raftstore, Node, RaftstoreHandle};
 pub use peer_storage::{
     conf_state_of, initial_apply_state, initial_raft_state, PeerStorage, RAFT_INIT_LOG_INDEX,
     RAFT_INIT_LOG_TERM,
 };
 pub use raft_storage::RaftStorage;
 pub use router::Router;
-pub use scheduler_worker::SchedulerTask;
+pub use scheduler_worker::{SchedulerRunner, SchedulerTask};
 pub use store::StoreMeta;
 pub use transport::Transport;
 pub use util::region_contains;

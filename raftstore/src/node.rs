@@ -14,7 +14,9 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use kv::Engines;
+use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftMessage};
+use scheduler_client::SchedulerClient;
 
 use crate::bootstrap;
 use crate::config::Config;
@@ -23,10 +25,10 @@ use crate::peer::Peer;
 use crate::raft_storage::RaftStorage;
 use crate::raft_worker::{PeerFsm, PollContext, RaftWorker};
 use crate::router::Router;
-use crate::scheduler_worker::SchedulerTask;
+use crate::scheduler_worker::{SchedulerRunner, SchedulerTask};
 use crate::store::StoreMeta;
 use crate::transport::Transport;
-use crate::worker::Scheduler;
+use crate::worker::{Scheduler, Worker};
 
 /// A running raftstore.
 pub struct RaftstoreHandle {
@@ -171,4 +173,139 @@ pub fn start_raftstore(
         storage,
         thread: Some(thread),
     })
+}
+
+/// A store node: the raftstore plus its scheduler heartbeat worker.
+pub struct Node {
+    raftstore: RaftstoreHandle,
+    scheduler_worker: Worker<SchedulerRunner>,
+}
+
+impl Node {
+    /// Starts a store over `engines`: bootstraps the store (and the cluster, when this is the
+    /// first store) through `client` if the engines are new, registers the store at `address`,
+    /// starts heartbeats and the raftstore.
+    ///
+    /// # Errors
+    /// Scheduler and engine failures, an invalid config.
+    pub fn start(
+        cfg: Config,
+        engines: Engines,
+        transport: Arc<dyn Transport>,
+        client: Arc<dyn SchedulerClient>,
+        address: String,
+    ) -> Result<Node> {
+        let sched_err = |e: scheduler_client::Error| Error::Scheduler(e.to_string());
+        let store_id = match bootstrap::load_store_ident(&engines)? {
+            Some(ident) => ident.store_id,
+            None => {
+                let id = client.alloc_id().map_err(sched_err)?;
+                bootstrap::bootstrap_store(&engines, client.cluster_id(), id)?;
+                id
+            }
+        };
+        maybe_bootstrap_cluster(&engines, store_id, &address, client.as_ref())?;
+        client
+            .put_store(metapb::Store {
+                id: store_id,
+                address,
+                state: metapb::StoreState::Up as i32,
+            })
+            .map_err(sched_err)?;
+        // Operators (conf change, leader transfer) arrive with later issues; for now responses
+        // are only logged.
+        client.handle_region_heartbeat_response(
+            store_id,
+            Box::new(move |resp| {
+                tracing::debug!(
+                    store_id,
+                    region_id = resp.region_id,
+                    "region heartbeat response"
+                );
+            }),
+        );
+        let scheduler_worker = Worker::start(
+            &format!("sched-{store_id}"),
+            SchedulerRunner::new(store_id, client),
+            None,
+        )
+        .map_err(|e| Error::Other(format!("cannot spawn the scheduler worker: {e}")))?;
+        let raftstore = start_raftstore(
+            cfg,
+            engines,
+            store_id,
+            transport,
+            Some(scheduler_worker.scheduler()),
+        )?;
+        Ok(Node {
+            raftstore,
+            scheduler_worker,
+        })
+    }
+
+    /// The raftstore.
+    pub fn raftstore(&self) -> &RaftstoreHandle {
+        &self.raftstore
+    }
+
+    /// This store's id.
+    pub fn store_id(&self) -> u64 {
+        self.raftstore.store_id()
+    }
+
+    /// Stops the raftstore, then the heartbeat worker.
+    pub fn stop(&mut self) {
+        self.raftstore.stop();
+        self.scheduler_worker.stop();
+    }
+}
+
+/// Bootstraps the cluster with this store's first region when the scheduler has none, resuming
+/// a bootstrap a crash interrupted.
+fn maybe_bootstrap_cluster(
+    engines: &Engines,
+    store_id: u64,
+    address: &str,
+    client: &dyn SchedulerClient,
+) -> Result<()> {
+    let sched_err = |e: scheduler_client::Error| Error::Scheduler(e.to_string());
+    let prepared = bootstrap::load_prepared_region(engines)?;
+    if client.is_bootstrapped().map_err(sched_err)? {
+        if let Some(region) = prepared {
+            // Either our bootstrap went through before a crash, or another store won.
+            match client.get_region_by_id(region.id) {
+                Ok(_) => bootstrap::clear_prepare_bootstrap_key(engines)?,
+                Err(_) => bootstrap::clear_prepare_bootstrap(engines, region.id)?,
+            }
+        }
+        return Ok(());
+    }
+    let region = match prepared {
+        Some(r) => r,
+        None => {
+            if !bootstrap::load_region_states(engines)?.is_empty() {
+                return Err(Error::Other(format!(
+                    "store {store_id} holds regions but the scheduler is not bootstrapped; \
+                     is it the right scheduler?"
+                )));
+            }
+            let region_id = client.alloc_id().map_err(sched_err)?;
+            let peer_id = client.alloc_id().map_err(sched_err)?;
+            let region = bootstrap::new_first_region(store_id, region_id, peer_id);
+            bootstrap::prepare_bootstrap_cluster(engines, &region)?;
+            region
+        }
+    };
+    let store = metapb::Store {
+        id: store_id,
+        address: address.to_string(),
+        state: metapb::StoreState::Up as i32,
+    };
+    match client.bootstrap(store, region.clone()) {
+        Ok(()) => bootstrap::clear_prepare_bootstrap_key(engines),
+        Err(scheduler_client::Error::AlreadyBootstrapped) => {
+            bootstrap::clear_prepare_bootstrap(engines, region.id)
+        }
+        Err(e) => Err(sched_err(e)),
+    }
 }

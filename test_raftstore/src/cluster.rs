@@ -14,6 +14,7 @@ use proto::raft_cmdpb::{
     SnapRequest,
 };
 use raftstore::{CmdResponse, Config};
+use scheduler_client::SchedulerClient as _;
 use tempfile::TempDir;
 
 use crate::filter::Filter;

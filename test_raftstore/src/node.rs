@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kv::Engines;
 use proto::raft_cmdpb::RaftCmdRequest;
-use raftstore::{Callback, CmdResponse, Config, RaftstoreHandle, Runnable, SchedulerTask, Worker};
+use raftstore::{Callback, CmdResponse, Config, Node};
 
 use crate::filter::Filter;
 use crate::scheduler::MockSchedulerClient;
@@ -44,43 +44,6 @@ pub trait Simulator: Send + Sync {
     fn clear_filters(&self);
 }
 
-struct MockRunner(Arc<MockSchedulerClient>);
-
-impl Runnable for MockRunner {
-    type Task = SchedulerTask;
-    fn run(&mut self, task: SchedulerTask) {
-        match task {
-            SchedulerTask::RegionHeartbeat { region, leader } => {
-                let _ = self
-                    .0
-                    .region_heartbeat(proto::schedulerpb::RegionHeartbeatRequest {
-                        region: Some(region),
-                        leader: Some(leader),
-                        ..Default::default()
-                    });
-            }
-            SchedulerTask::StoreHeartbeat { stats } => {
-                let _ = self.0.store_heartbeat(stats);
-            }
-        }
-    }
-}
-
-struct Node {
-    handle: RaftstoreHandle,
-    worker: Worker<MockRunner>,
-}
-
-impl Node {
-    fn raftstore(&self) -> &RaftstoreHandle {
-        &self.handle
-    }
-    fn stop(&mut self) {
-        self.handle.stop();
-        self.worker.stop();
-    }
-}
-
 /// Every store in this process.
 pub struct NodeSimulator {
     transport: MockTransport,
@@ -105,16 +68,14 @@ impl Simulator for NodeSimulator {
             !self.nodes.contains_key(&store_id),
             "store {store_id} is already running"
         );
-        let worker = Worker::start("sched", MockRunner(self.scheduler.clone()), None)
-            .map_err(|e| raftstore::Error::Other(e.to_string()))?;
-        let handle = raftstore::start_raftstore(
+        let node = Node::start(
             cfg,
             engines,
-            store_id,
             Arc::new(self.transport.clone()),
-            Some(worker.scheduler()),
+            self.scheduler.clone(),
+            format!("store-{store_id}"),
         )?;
-        let node = Node { handle, worker };
+        assert_eq!(node.store_id(), store_id, "engines belong to another store");
         self.transport
             .register(store_id, node.raftstore().router().clone());
         self.nodes.insert(store_id, node);

@@ -7,27 +7,7 @@ use std::sync::Mutex;
 
 use proto::metapb;
 use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
-
-/// Errors of the mock scheduler.
-#[derive(Debug)]
-pub enum Error {
-    /// Already bootstrapped.
-    AlreadyBootstrapped,
-    /// Not found.
-    NotFound(String),
-    /// Stale region.
-    StaleRegion(String),
-    /// Bad request.
-    InvalidArgument(String),
-    /// Other.
-    Rpc(String),
-}
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-type Result<T> = std::result::Result<T, Error>;
+use scheduler_client::{Error, HeartbeatHandler, Result, SchedulerClient};
 
 #[derive(Default)]
 struct State {
@@ -90,13 +70,12 @@ fn epoch_of(r: &metapb::Region) -> (u64, u64) {
     (e.version, e.conf_ver)
 }
 
-#[allow(missing_docs, dead_code)]
-impl MockSchedulerClient {
-    pub fn cluster_id(&self) -> u64 {
+impl SchedulerClient for MockSchedulerClient {
+    fn cluster_id(&self) -> u64 {
         self.cluster_id
     }
 
-    pub fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<()> {
+    fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<()> {
         let mut st = self.state();
         if st.bootstrapped {
             return Err(Error::AlreadyBootstrapped);
@@ -107,20 +86,20 @@ impl MockSchedulerClient {
         Ok(())
     }
 
-    pub fn is_bootstrapped(&self) -> Result<bool> {
+    fn is_bootstrapped(&self) -> Result<bool> {
         Ok(self.state().bootstrapped)
     }
 
-    pub fn alloc_id(&self) -> Result<u64> {
+    fn alloc_id(&self) -> Result<u64> {
         Ok(self.next_id.fetch_add(1, Ordering::SeqCst))
     }
 
-    pub fn put_store(&self, store: metapb::Store) -> Result<()> {
+    fn put_store(&self, store: metapb::Store) -> Result<()> {
         self.state().stores.insert(store.id, store);
         Ok(())
     }
 
-    pub fn get_store(&self, store_id: u64) -> Result<metapb::Store> {
+    fn get_store(&self, store_id: u64) -> Result<metapb::Store> {
         self.state()
             .stores
             .get(&store_id)
@@ -128,7 +107,7 @@ impl MockSchedulerClient {
             .ok_or_else(|| Error::Rpc(format!("store {store_id} not found")))
     }
 
-    pub fn get_region(&self, key: &[u8]) -> Result<(metapb::Region, Option<metapb::Peer>)> {
+    fn get_region(&self, key: &[u8]) -> Result<(metapb::Region, Option<metapb::Peer>)> {
         self.state()
             .regions
             .values()
@@ -137,10 +116,7 @@ impl MockSchedulerClient {
             .ok_or_else(|| Error::NotFound(format!("no region for key {key:?}")))
     }
 
-    pub fn get_region_by_id(
-        &self,
-        region_id: u64,
-    ) -> Result<(metapb::Region, Option<metapb::Peer>)> {
+    fn get_region_by_id(&self, region_id: u64) -> Result<(metapb::Region, Option<metapb::Peer>)> {
         self.state()
             .regions
             .get(&region_id)
@@ -148,7 +124,7 @@ impl MockSchedulerClient {
             .ok_or_else(|| Error::NotFound(format!("region {region_id}")))
     }
 
-    pub fn ask_split(&self, region: metapb::Region) -> Result<AskSplitResponse> {
+    fn ask_split(&self, region: metapb::Region) -> Result<AskSplitResponse> {
         let new_region_id = self.alloc_id()?;
         let new_peer_ids = region
             .peers
@@ -162,7 +138,7 @@ impl MockSchedulerClient {
         })
     }
 
-    pub fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+    fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
         *self
             .state()
             .store_heartbeats
@@ -171,7 +147,7 @@ impl MockSchedulerClient {
         Ok(())
     }
 
-    pub fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<()> {
+    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> Result<()> {
         let Some(region) = req.region else {
             return Err(Error::InvalidArgument("heartbeat without region".into()));
         };
@@ -188,7 +164,11 @@ impl MockSchedulerClient {
         Ok(())
     }
 
-    pub fn tso(&self) -> Result<u64> {
+    fn handle_region_heartbeat_response(&self, _store_id: u64, _handler: HeartbeatHandler) {
+        // No operators yet: nothing will ever be sent back.
+    }
+
+    fn tso(&self) -> Result<u64> {
         Ok(self.tso.fetch_add(1, Ordering::SeqCst))
     }
 }
