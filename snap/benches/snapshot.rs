@@ -103,6 +103,13 @@ fn bench_size(c: &mut Criterion, label: &str, bytes: u64) {
             total
         })
     });
+    // Verify alone (md5 of every file): the share of build and apply spent hashing.
+    group.bench_function(BenchmarkId::new("verify", label), |b| {
+        b.iter(|| {
+            dst.verify(SnapKind::Received, key, &built.meta)
+                .expect("verify")
+        })
+    });
     // Apply = verify (md5 of every file) + range delete + ingest; redone on the same engine,
     // which is what a crash-recovery redo does too.
     group.bench_function(BenchmarkId::new("apply", label), |b| {

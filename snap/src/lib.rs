@@ -14,18 +14,16 @@
 
 #![deny(missing_docs)]
 
-mod apply;
-mod build;
 mod error;
 mod key;
 mod manager;
 mod meta;
+mod sst;
 mod transfer;
 
-pub use apply::ApplyStats;
-pub use build::BuiltSnapshot;
 pub use error::{Error, Result};
 pub use key::{SnapKey, SnapKind};
 pub use manager::{SnapConfig, SnapGuard, SnapManager, SnapState};
 pub use meta::meta_total_size;
+pub use sst::{ApplyStats, BuiltSnapshot};
 pub use transfer::{transfer, ChunkReader, SnapReceiver, DEFAULT_CHUNK_SIZE};

@@ -18,11 +18,10 @@ use proto::metapb::Region;
 use proto::raft_serverpb::SnapshotMeta;
 use rocksdb::DB;
 
-use crate::apply::{apply_files, ApplyStats};
-use crate::build::{build_files, BuiltSnapshot};
 use crate::error::{io_err, Error, Result};
 use crate::key::{parse_file_name, SnapKey, SnapKind};
 use crate::meta::{cf_path, meta_path, meta_total_size, read_meta, sync_dir, tmp_path, verify};
+use crate::sst::{apply_files, build_files, ApplyStats, BuiltSnapshot};
 
 /// What a registered snapshot is being used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -336,7 +335,9 @@ impl SnapManager {
         region: &Region,
     ) -> Result<BuiltSnapshot> {
         let guard = self.begin(SnapKind::Generated, key, SnapState::Generating)?;
+        // Start from nothing: a failed rebuild must not leave the old meta over new files.
         guard.clear_complete();
+        self.inner.remove_files((SnapKind::Generated, key))?;
         let built = build_files(&self.inner.dir, SnapKind::Generated, key, snap, region)?;
         guard.set_complete(built.size);
         Ok(built)
