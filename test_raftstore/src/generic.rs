@@ -15,7 +15,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checker::{check_history, Input, Operation, Output};
-use crate::cluster::{Cluster, LeaderCache};
+use crate::client::LeaderCache;
+use crate::cluster::Cluster;
 use crate::filter::{DelayFilter, DropFilter, Filter, PartitionFilter};
 
 const STORES: usize = 5;

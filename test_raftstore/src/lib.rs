@@ -8,6 +8,7 @@
 //! - [`generic_test`]: rounds of client load under faults, checked for linearizability.
 
 pub mod checker;
+mod client;
 mod cluster;
 mod filter;
 mod generic;
@@ -15,7 +16,8 @@ mod node;
 mod scheduler;
 mod transport;
 
-pub use cluster::{get_req, put_req, Cluster, LeaderCache, RequestError};
+pub use client::{get_req, put_req, LeaderCache, RequestError};
+pub use cluster::Cluster;
 pub use filter::{
     DelayFilter, DropFilter, Filter, FilterAction, IsolationFilter, MessageTypeFilter,
     PartitionFilter, RegionFilter,

@@ -34,6 +34,8 @@ pub trait Simulator: Send + Sync {
         req: RaftCmdRequest,
         timeout: Duration,
     ) -> raftstore::Result<CmdResponse>;
+    /// The router of a running store.
+    fn router(&self, store_id: u64) -> Option<raftstore::Router>;
     /// The `kv::Storage` of a running store.
     fn raft_storage(&self, store_id: u64) -> Option<raftstore::RaftStorage>;
     /// Installs a filter on every message between stores.
@@ -116,6 +118,12 @@ impl Simulator for NodeSimulator {
         rx.recv_timeout(timeout).map_err(|_| {
             raftstore::Error::Timeout(format!("store {store_id} did not answer in {timeout:?}"))
         })
+    }
+
+    fn router(&self, store_id: u64) -> Option<raftstore::Router> {
+        self.nodes
+            .get(&store_id)
+            .map(|n| n.raftstore().router().clone())
     }
 
     fn raft_storage(&self, store_id: u64) -> Option<raftstore::RaftStorage> {

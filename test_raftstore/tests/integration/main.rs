@@ -2,4 +2,5 @@
 //! scenarios.
 
 mod cluster_2b;
+mod node_2b;
 mod scenarios_2b;
