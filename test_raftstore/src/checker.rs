@@ -143,9 +143,77 @@ enum Event {
 
 /// Checks one key's operations; on failure returns the evidence.
 fn check_key(ops: &[Operation]) -> Result<(), Vec<Operation>> {
+    if linearizable(ops) {
+        Ok(())
+    } else {
+        Err(evidence(ops))
+    }
+}
+
+/// The history as an observer saw it at time `t`: operations called by then, with the outcome of
+/// those still running at `t` unknown.
+fn history_at(ops: &[Operation], t: u64) -> Vec<Operation> {
+    ops.iter()
+        .filter(|o| o.call <= t)
+        .map(|o| {
+            let mut o = o.clone();
+            if o.output.is_some() && o.ret > t {
+                o.output = None;
+            }
+            o
+        })
+        .collect()
+}
+
+/// A short explanation of a failure. If the history seen at time `t` is not linearizable, no
+/// later one is (a linearization of the later history restricts to one of the earlier), so a
+/// binary search finds the first return after which no linearization exists. The evidence is
+/// that operation, the operations running alongside it, and the last writes completed before
+/// it started.
+fn evidence(ops: &[Operation]) -> Vec<Operation> {
+    let mut rets: Vec<u64> = ops
+        .iter()
+        .filter(|o| o.output.is_some())
+        .map(|o| o.ret)
+        .collect();
+    rets.sort_unstable();
+    rets.dedup();
+    let (mut lo, mut hi) = (0usize, rets.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if linearizable(&history_at(ops, rets[mid])) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let Some(&t) = rets.get(lo) else {
+        return ops.to_vec();
+    };
+    let Some(culprit) = ops.iter().find(|o| o.output.is_some() && o.ret == t) else {
+        return ops.to_vec();
+    };
+    let mut out: Vec<Operation> = ops
+        .iter()
+        .filter(|o| o.call <= t && (o.output.is_none() || o.ret >= culprit.call))
+        .cloned()
+        .collect();
+    let mut before: Vec<&Operation> = ops
+        .iter()
+        .filter(|o| matches!(o.input, Input::Put(_)) && o.output.is_some() && o.ret < culprit.call)
+        .collect();
+    before.sort_by_key(|o| o.ret);
+    out.extend(before.into_iter().rev().take(3).cloned());
+    out.sort_by_key(|o| o.call);
+    out.dedup();
+    out
+}
+
+/// Whether one key's operations have a linearization.
+fn linearizable(ops: &[Operation]) -> bool {
     let n = ops.len();
     if n == 0 {
-        return Ok(());
+        return true;
     }
     let end = ops.iter().map(|o| o.ret.max(o.call)).max().unwrap_or(0) + 1;
     let ret_of = |o: &Operation| if o.output.is_none() { end } else { o.ret };
@@ -191,7 +259,6 @@ fn check_key(ops: &[Operation]) -> Result<(), Vec<Operation>> {
     let mut state: State = None;
     let mut cur = next[0];
     let mut start_alt = 0;
-    let mut deepest: (usize, usize) = (0, cur);
     while next[0] != nil {
         if cur == nil {
             // Cannot happen: the list always ends with a return, which stops the scan.
@@ -220,16 +287,13 @@ fn check_key(ops: &[Operation]) -> Result<(), Vec<Operation>> {
                         unlink(cur, &mut next, &mut prev);
                         unlink(ret_slot[i], &mut next, &mut prev);
                         cur = next[0];
-                        if stack.len() > deepest.0 {
-                            deepest = (stack.len(), cur);
-                        }
                     }
                     None => cur = next[cur],
                 }
             }
             Event::Return(_) => {
                 let Some((c, s, k)) = stack.pop() else {
-                    return Err(evidence(ops, &events, deepest.1));
+                    return false;
                 };
                 let Event::Call(i) = slot_event(c) else {
                     unreachable!("only calls are pushed")
@@ -243,33 +307,7 @@ fn check_key(ops: &[Operation]) -> Result<(), Vec<Operation>> {
             }
         }
     }
-    Ok(())
-}
-
-/// The operations around the point the deepest linearization got stuck: the first pending
-/// operations from there (at most 16), plus the acknowledged ones overlapping them.
-fn evidence(ops: &[Operation], events: &[Event], stuck_slot: usize) -> Vec<Operation> {
-    let first_pending: Vec<usize> = events
-        .iter()
-        .skip(stuck_slot.saturating_sub(1))
-        .filter_map(|e| match e {
-            Event::Call(i) => Some(*i),
-            Event::Return(_) => None,
-        })
-        .take(16)
-        .collect();
-    let Some(&first) = first_pending.first() else {
-        return ops.to_vec();
-    };
-    let from = ops[first].call;
-    let mut out: Vec<Operation> = ops
-        .iter()
-        .filter(|o| o.output.is_none() || o.ret >= from)
-        .take(24)
-        .cloned()
-        .collect();
-    out.sort_by_key(|o| o.call);
-    out
+    true
 }
 
 #[cfg(test)]
@@ -325,8 +363,18 @@ mod tests {
         ];
         let v = check_history(&h).unwrap_err();
         assert_eq!(v.key, b"k");
-        assert!(!v.ops.is_empty());
         assert!(v.to_string().contains("not linearizable"));
+        // The evidence names the stale read and the write it missed.
+        assert!(v.ops.contains(&h[2]), "{v}");
+        assert!(v.ops.contains(&h[1]), "{v}");
+        // A long linearizable prefix does not clutter the evidence.
+        let mut long: Vec<Operation> = (0..200u64)
+            .map(|i| put(0, &format!("v{i}"), 10 * i, 10 * i + 1))
+            .collect();
+        long.push(get(1, Some("v3"), 5000, 5001));
+        let v = check_history(&long).unwrap_err();
+        assert!(v.ops.len() <= 5, "{v}");
+        assert!(v.ops.contains(&long[200]), "{v}");
     }
 
     #[test]
