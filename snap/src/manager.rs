@@ -384,14 +384,20 @@ impl SnapManager {
         mut is_stale: impl FnMut(SnapKind, SnapKey) -> bool,
     ) -> Result<Vec<(SnapKind, SnapKey)>> {
         let mut deleted = Vec::new();
-        for id in self.list_ids()? {
+        // The predicate runs outside the lock, so it may call back into the manager.
+        let ids: Vec<(Id, bool)> = self
+            .list_ids()?
+            .into_iter()
+            .map(|id| (id, is_stale(id.0, id.1)))
+            .collect();
+        for (id, stale) in ids {
             let mut reg = self.inner.lock();
             if reg.in_use.contains_key(&id) {
                 continue;
             }
             // Re-checked under the lock: the listing may predate a build that completed since.
             let complete = self.complete_size(id).is_some();
-            if complete && !is_stale(id.0, id.1) {
+            if complete && !stale {
                 continue;
             }
             reg.sizes.remove(&id);

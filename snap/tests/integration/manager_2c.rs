@@ -251,6 +251,13 @@ fn gc_deletes_stale_snapshots_only_2c() {
         "{files:?}"
     );
     assert!(store.mgr.gc(stale).unwrap().is_empty());
+    // The predicate may consult the manager (it runs outside the registry lock).
+    let mgr = store.mgr.clone();
+    let deleted = store
+        .mgr
+        .gc(|kind, k| mgr.exists(kind, k) && k.region_id == 2)
+        .unwrap();
+    assert_eq!(deleted, vec![(GEN, keys[3])]);
 }
 
 #[test]
