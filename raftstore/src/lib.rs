@@ -17,6 +17,7 @@
 
 mod config;
 mod error;
+mod metrics;
 mod msg;
 mod node;
 mod peer;
@@ -34,6 +35,7 @@ pub mod bootstrap;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use metrics::StoreMetrics;
 pub use msg::{Callback, CmdResponse, PeerMsg, StoreMsg};
 pub use node::{start_raftstore, Node, RaftstoreHandle};
 pub use peer_storage::{

@@ -21,6 +21,7 @@ use scheduler_client::SchedulerClient;
 use crate::bootstrap;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
 use crate::raft_storage::RaftStorage;
 use crate::raft_worker::{PeerFsm, PollContext, RaftWorker};
@@ -36,6 +37,7 @@ pub struct RaftstoreHandle {
     router: Router,
     store_meta: Arc<RwLock<StoreMeta>>,
     storage: RaftStorage,
+    metrics: Arc<StoreMetrics>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -53,6 +55,11 @@ impl RaftstoreHandle {
     /// The replicated `kv::Storage` of this store.
     pub fn storage(&self) -> RaftStorage {
         self.storage.clone()
+    }
+
+    /// The raft worker's counters.
+    pub fn metrics(&self) -> &Arc<StoreMetrics> {
+        &self.metrics
     }
 
     /// The regions with a peer on this store.
@@ -149,6 +156,7 @@ pub fn start_raftstore(
         store_meta.clone(),
         cfg.command_timeout,
     );
+    let metrics = Arc::new(StoreMetrics::default());
     let worker = RaftWorker {
         ctx: PollContext {
             store_id,
@@ -158,6 +166,7 @@ pub fn start_raftstore(
             store_meta: store_meta.clone(),
             scheduler,
             router: router.clone(),
+            metrics: metrics.clone(),
         },
         peers,
         receivers,
@@ -171,6 +180,7 @@ pub fn start_raftstore(
         router,
         store_meta,
         storage,
+        metrics,
         thread: Some(thread),
     })
 }

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv::{Engines, WriteBatch};
 
 use crate::config::Config;
+use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, StoreMsg};
 use crate::peer::{Peer, PeerMsgHandler};
 use crate::router::{Notify, Router, RouterReceivers};
@@ -36,6 +37,7 @@ pub(crate) struct PollContext {
     pub(crate) store_meta: Arc<RwLock<StoreMeta>>,
     pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,
     pub(crate) router: Router,
+    pub(crate) metrics: Arc<StoreMetrics>,
 }
 
 /// A peer and its mailbox.
@@ -146,6 +148,12 @@ impl RaftWorker {
                     readies.len()
                 );
             }
+            // Readies that only carry messages or committed entries add nothing to the batch.
+            let persisted = readies
+                .iter()
+                .filter(|(_, rd)| !rd.entries.is_empty() || rd.hard_state.is_some())
+                .count() as u64;
+            self.ctx.metrics.on_raft_write(persisted, sync);
         }
         for (id, rd) in readies {
             if let Some(fsm) = self.peers.get_mut(&id) {

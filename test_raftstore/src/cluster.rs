@@ -31,6 +31,8 @@ pub struct Cluster {
     /// Engines of running stores, for direct inspection.
     engines: Mutex<HashMap<u64, Engines>>,
     pub(crate) leaders: LeaderCache,
+    /// Where the bootstrapped regions are cut.
+    split_keys: Vec<Vec<u8>>,
 }
 
 impl Cluster {
@@ -49,7 +51,18 @@ impl Cluster {
             scheduler,
             engines: Mutex::new(HashMap::new()),
             leaders: LeaderCache::default(),
+            split_keys: Vec::new(),
         }
+    }
+
+    /// A cluster whose stores are bootstrapped with one region per range between consecutive
+    /// `split_keys` (sorted), every region with a peer on every store: multi-raft without splits.
+    pub fn with_split_keys(count: usize, cfg: Config, mut split_keys: Vec<Vec<u8>>) -> Cluster {
+        split_keys.sort();
+        split_keys.dedup();
+        let mut c = Cluster::new(count, cfg);
+        c.split_keys = split_keys;
+        c
     }
 
     /// The mock scheduler.
@@ -62,20 +75,31 @@ impl Cluster {
         self.store_ids.clone()
     }
 
-    /// Bootstraps every store with one region spanning all keys and a peer on each store, then
-    /// starts them all.
+    /// Bootstraps every store with the cluster's regions (one spanning all keys unless split keys
+    /// were given), each with a peer on every store, then starts them all.
     pub fn start(&mut self) {
         let ids: Vec<u64> = (0..self.count)
             .map(|_| self.scheduler.alloc_id().expect("mock ids"))
             .collect();
-        let region_id = self.scheduler.alloc_id().expect("mock ids");
-        let mut region = raftstore::bootstrap::new_first_region(ids[0], region_id, 0);
-        region.peers = ids
-            .iter()
-            .map(|&s| metapb::Peer {
-                id: self.scheduler.alloc_id().expect("mock ids"),
-                store_id: s,
-                role: metapb::PeerRole::Voter as i32,
+        let mut bounds = vec![Vec::new()];
+        bounds.extend(self.split_keys.iter().cloned());
+        bounds.push(Vec::new());
+        let regions: Vec<metapb::Region> = bounds
+            .windows(2)
+            .map(|w| {
+                let region_id = self.scheduler.alloc_id().expect("mock ids");
+                let mut region = raftstore::bootstrap::new_first_region(ids[0], region_id, 0);
+                region.start_key = w[0].clone();
+                region.end_key = w[1].clone();
+                region.peers = ids
+                    .iter()
+                    .map(|&s| metapb::Peer {
+                        id: self.scheduler.alloc_id().expect("mock ids"),
+                        store_id: s,
+                        role: metapb::PeerRole::Voter as i32,
+                    })
+                    .collect();
+                region
             })
             .collect();
         for &id in &ids {
@@ -84,9 +108,11 @@ impl Cluster {
             raftstore::bootstrap::bootstrap_store(&engines, self.scheduler.cluster_id(), id)
                 .expect("bootstrapping a store");
             let mut wb = WriteBatch::new(&engines.kv);
-            raftstore::bootstrap::write_initial_region(&engines, &region, &mut wb)
-                .expect("writing the first region");
-            wb.write(true).expect("writing the first region");
+            for region in &regions {
+                raftstore::bootstrap::write_initial_region(&engines, region, &mut wb)
+                    .expect("writing the first regions");
+            }
+            wb.write(true).expect("writing the first regions");
             drop(engines);
             self.dirs.insert(id, dir);
         }
@@ -96,8 +122,18 @@ impl Cluster {
             state: metapb::StoreState::Up as i32,
         };
         self.scheduler
-            .bootstrap(store(ids[0]), region)
+            .bootstrap(store(ids[0]), regions[0].clone())
             .expect("bootstrapping the mock scheduler");
+        for region in &regions[1..] {
+            // The scheduler learns further regions from heartbeats; tell it up front so
+            // clients can route before the first leader reports.
+            self.scheduler
+                .region_heartbeat(proto::schedulerpb::RegionHeartbeatRequest {
+                    region: Some(region.clone()),
+                    ..Default::default()
+                })
+                .expect("registering a region with the mock scheduler");
+        }
         self.store_ids = ids.clone();
         for id in ids {
             self.run_node(id);
@@ -265,6 +301,11 @@ impl Cluster {
     /// would.
     pub fn router(&self, store_id: u64) -> Option<raftstore::Router> {
         self.read_sim().router(store_id)
+    }
+
+    /// The raft worker counters of running store `store_id`.
+    pub fn store_metrics(&self, store_id: u64) -> Option<Arc<raftstore::StoreMetrics>> {
+        self.read_sim().metrics(store_id)
     }
 
     /// The `kv::Storage` of running store `store_id`.

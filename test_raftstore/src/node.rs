@@ -34,6 +34,8 @@ pub trait Simulator: Send + Sync {
         req: RaftCmdRequest,
         timeout: Duration,
     ) -> raftstore::Result<CmdResponse>;
+    /// The raft worker counters of a running store.
+    fn metrics(&self, store_id: u64) -> Option<Arc<raftstore::StoreMetrics>>;
     /// The router of a running store.
     fn router(&self, store_id: u64) -> Option<raftstore::Router>;
     /// The `kv::Storage` of a running store.
@@ -118,6 +120,12 @@ impl Simulator for NodeSimulator {
         rx.recv_timeout(timeout).map_err(|_| {
             raftstore::Error::Timeout(format!("store {store_id} did not answer in {timeout:?}"))
         })
+    }
+
+    fn metrics(&self, store_id: u64) -> Option<Arc<raftstore::StoreMetrics>> {
+        self.nodes
+            .get(&store_id)
+            .map(|n| n.raftstore().metrics().clone())
     }
 
     fn router(&self, store_id: u64) -> Option<raftstore::Router> {

@@ -2,5 +2,6 @@
 //! scenarios.
 
 mod cluster_2b;
+mod multi_region_2b;
 mod node_2b;
 mod scenarios_2b;
