@@ -84,15 +84,16 @@ fn stopped_follower_catches_up_after_restart_2b() {
 fn followers_answer_not_leader_with_a_hint_2b() {
     let cluster = started(3);
     let region_id = cluster.get_region(b"").id;
-    let leader = cluster.wait_leader(region_id, WAIT);
-    let follower = cluster
-        .store_ids()
-        .into_iter()
-        .find(|&s| s != leader.store_id)
-        .unwrap();
-    // The follower may not have heard from the leader yet; poll until it knows.
+    // A follower may not have heard from the leader yet, and leadership may move: poll until a
+    // follower names the current leader.
     let deadline = Instant::now() + WAIT;
     loop {
+        let leader = cluster.wait_leader(region_id, WAIT);
+        let follower = cluster
+            .store_ids()
+            .into_iter()
+            .find(|&s| s != leader.store_id)
+            .unwrap();
         let resp = cluster
             .call_on_store(
                 follower,
@@ -101,19 +102,18 @@ fn followers_answer_not_leader_with_a_hint_2b() {
                 Duration::from_secs(1),
             )
             .unwrap();
-        let err = resp
+        let hint = resp
             .response
             .header
-            .unwrap()
-            .error
-            .expect("a follower refuses writes");
-        let nl = err.not_leader.expect("NotLeader");
-        if nl.leader.as_ref().map(|l| l.id) == Some(leader.id) {
+            .and_then(|h| h.error)
+            .and_then(|e| e.not_leader)
+            .and_then(|nl| nl.leader);
+        if hint.as_ref().map(|l| l.id) == Some(leader.id) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "follower never learnt the leader: {nl:?}"
+            "no follower named the leader {leader:?}; last hint {hint:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -148,9 +148,9 @@ fn stale_epoch_is_rejected_2b() {
 fn heartbeats_reach_the_scheduler_2b() {
     let cluster = started(3);
     let region_id = cluster.get_region(b"").id;
-    let leader = cluster.wait_leader(region_id, WAIT);
     let deadline = Instant::now() + WAIT;
     loop {
+        let leader = cluster.wait_leader(region_id, WAIT);
         let reported = cluster.scheduler().reported_leader(region_id);
         let stores_ok = cluster
             .store_ids()
@@ -199,27 +199,50 @@ fn lost_heartbeats_still_let_appends_commit_2b() {
 fn raft_storage_serves_the_kv_storage_trait_2b() {
     let cluster = started(3);
     let region_id = cluster.get_region(b"").id;
-    let leader = cluster.wait_leader(region_id, WAIT);
-    let storage = cluster.raft_storage(leader.store_id).expect("leader runs");
     let ctx = Context::default();
-    storage
-        .write(
-            &ctx,
-            vec![
-                Modify::Put {
-                    cf: Cf::Default,
-                    key: b"a".to_vec(),
-                    value: b"1".to_vec(),
-                },
-                Modify::Put {
-                    cf: Cf::Lock,
-                    key: b"a".to_vec(),
-                    value: b"lock".to_vec(),
-                },
-            ],
-        )
-        .unwrap();
-    let reader = storage.reader(&ctx).unwrap();
+    let batch = || {
+        vec![
+            Modify::Put {
+                cf: Cf::Default,
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+            },
+            Modify::Put {
+                cf: Cf::Lock,
+                key: b"a".to_vec(),
+                value: b"lock".to_vec(),
+            },
+        ]
+    };
+    // Leadership may move between finding the leader and writing (a stalled thread misses
+    // heartbeats); a NotLeader answer then sends us to the new one.
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        let leader = cluster.wait_leader(region_id, WAIT);
+        let storage = cluster.raft_storage(leader.store_id).expect("leader runs");
+        match storage.write(&ctx, batch()) {
+            Ok(()) => break leader,
+            Err(kv::Error::Region(e)) if e.not_leader.is_some() => {
+                assert!(Instant::now() < deadline, "leadership never settled: {e:?}");
+            }
+            Err(e) => panic!("write through RaftStorage failed: {e}"),
+        }
+    };
+    let storage = cluster.raft_storage(leader.store_id).unwrap();
+    let reader = loop {
+        match storage.reader(&ctx) {
+            Ok(r) => break r,
+            Err(kv::Error::Region(e)) if e.not_leader.is_some() => {
+                assert!(Instant::now() < deadline, "leadership never settled: {e:?}");
+                let l = cluster.wait_leader(region_id, WAIT);
+                let s = cluster.raft_storage(l.store_id).unwrap();
+                if let Ok(r) = s.reader(&ctx) {
+                    break r;
+                }
+            }
+            Err(e) => panic!("reader through RaftStorage failed: {e}"),
+        }
+    };
     assert_eq!(
         reader.get_cf(Cf::Default, b"a").unwrap().as_deref(),
         Some(&b"1"[..])
@@ -229,20 +252,73 @@ fn raft_storage_serves_the_kv_storage_trait_2b() {
         Some(&b"lock"[..])
     );
     // A follower's storage reports NotLeader as a region error with the hint.
-    let follower = cluster
-        .store_ids()
-        .into_iter()
-        .find(|&s| s != leader.store_id)
-        .unwrap();
-    let fs = cluster.raft_storage(follower).unwrap();
-    match fs.write(
-        &ctx,
-        vec![Modify::Delete {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let leader = cluster.wait_leader(region_id, WAIT);
+        let follower = cluster
+            .store_ids()
+            .into_iter()
+            .find(|&s| s != leader.store_id)
+            .unwrap();
+        let fs = cluster.raft_storage(follower).unwrap();
+        let delete = vec![Modify::Delete {
             cf: Cf::Default,
             key: b"a".to_vec(),
-        }],
-    ) {
-        Err(kv::Error::Region(e)) => assert!(e.not_leader.is_some(), "{e:?}"),
-        other => panic!("expected NotLeader, got {other:?}"),
+        }];
+        match fs.write(&ctx, delete) {
+            Err(kv::Error::Region(e)) => {
+                assert!(e.not_leader.is_some(), "{e:?}");
+                break;
+            }
+            // The "follower" had just become leader: legitimate, look again.
+            Ok(()) => assert!(Instant::now() < deadline, "no follower ever refused"),
+            Err(e) => panic!("expected NotLeader, got {e}"),
+        }
     }
+}
+
+#[test]
+fn overwritten_proposal_is_answered_stale_2b() {
+    let cluster = Arc::new(started(3));
+    let region_id = cluster.get_region(b"").id;
+    cluster.must_put(b"before", b"1");
+    // On a stalled machine the isolated leader may step down (check quorum) before the proposal
+    // reaches it; that round proves nothing, so it is run again.
+    for round in 0..3 {
+        let old = cluster.wait_leader(region_id, WAIT);
+        cluster.add_filter(Arc::new(IsolationFilter(old.store_id)));
+        // The isolated leader appends the proposal to its own log but can never commit it.
+        let pending = {
+            let cluster = cluster.clone();
+            std::thread::spawn(move || {
+                cluster.call_on_store(
+                    old.store_id,
+                    b"k",
+                    vec![put_req(
+                        b"k",
+                        format!("old leader, round {round}").as_bytes(),
+                    )],
+                    Duration::from_secs(20),
+                )
+            })
+        };
+        cluster.wait_leader_other_than(region_id, old.store_id, WAIT);
+        let newest = format!("new leader, round {round}");
+        cluster.must_put(b"k", newest.as_bytes());
+        cluster.clear_filters();
+        // The old leader's entry is overwritten by the new leader's log: its proposer must hear
+        // StaleCommand once that index is applied, not wait forever or see success.
+        let resp = pending.join().unwrap().expect("the old leader answers");
+        let err = resp.response.header.unwrap().error.expect("an error");
+        cluster.wait_value_on_store(old.store_id, b"k", Some(newest.as_bytes()), WAIT);
+        if err.not_leader.is_some() {
+            continue;
+        }
+        assert!(
+            err.stale_command.is_some(),
+            "expected StaleCommand, got {err:?}"
+        );
+        return;
+    }
+    panic!("the isolated leader stepped down before every proposal arrived");
 }
