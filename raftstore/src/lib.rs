@@ -11,6 +11,7 @@
 //!
 //! Not yet here (later issues): snapshots and log GC, conf change, split, leader transfer.
 
+#![deny(missing_docs)]
 // eraftpb (rust-protobuf) messages carry private bookkeeping fields, so they are built with
 // `default()` and then assigned field by field.
 #![allow(clippy::field_reassign_with_default)]

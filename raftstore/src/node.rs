@@ -263,6 +263,19 @@ impl Node {
         self.raftstore.store_id()
     }
 
+    /// The replicated `kv::Storage` of this store, for the kv service.
+    pub fn storage(&self) -> RaftStorage {
+        self.raftstore.storage()
+    }
+
+    /// Delivers a raft message received from another store.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] once the store has stopped.
+    pub fn deliver(&self, msg: RaftMessage) -> Result<()> {
+        self.raftstore.deliver(msg)
+    }
+
     /// Stops the raftstore, then the heartbeat worker.
     pub fn stop(&mut self) {
         self.raftstore.stop();

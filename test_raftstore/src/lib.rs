@@ -7,6 +7,8 @@
 //! - [`checker`]: a linearizability checker for per-key register histories.
 //! - [`generic_test`]: rounds of client load under faults, checked for linearizability.
 
+#![deny(missing_docs)]
+
 pub mod checker;
 mod client;
 mod cluster;
