@@ -149,6 +149,17 @@ impl PeerStorage {
         self.state.borrow().region.clone()
     }
 
+    /// The member of the region with peer id `id`, without copying the whole region.
+    pub(crate) fn region_peer(&self, id: u64) -> Option<metapb::Peer> {
+        self.state
+            .borrow()
+            .region
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .cloned()
+    }
+
     /// Whether the peer knows its region's range and members (it was not just created empty).
     pub fn is_initialized(&self) -> bool {
         !self.state.borrow().region.peers.is_empty()

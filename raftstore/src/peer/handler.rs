@@ -54,9 +54,8 @@ impl<'a> PeerMsgHandler<'a> {
             }
         };
         if let Some(from) = msg.from_peer {
-            let known = self.peer.region().peers.iter().any(|p| p.id == from.id)
-                || self.peer.extra_peers.iter().any(|p| p.id == from.id);
-            if !known {
+            // Replies must reach a sender the region does not list yet (a peer being added).
+            if self.peer.find_peer(from.id).is_none() {
                 self.peer.extra_peers.push(from);
             }
         }

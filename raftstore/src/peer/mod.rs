@@ -108,15 +108,14 @@ impl Peer {
         self.find_peer(id)
     }
 
-    fn find_peer(&self, id: u64) -> Option<metapb::Peer> {
+    pub(super) fn find_peer(&self, id: u64) -> Option<metapb::Peer> {
         if id == raft::INVALID_ID {
             return None;
         }
-        self.region()
-            .peers
-            .into_iter()
-            .chain(self.extra_peers.iter().cloned())
-            .find(|p| p.id == id)
+        self.raft_group
+            .store()
+            .region_peer(id)
+            .or_else(|| self.extra_peers.iter().find(|p| p.id == id).cloned())
     }
 
     /// Wraps raft messages for other stores and hands them to the transport; a peer the
