@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod raft_server;
 pub mod server;
 pub mod txn_client;
 

@@ -4,5 +4,6 @@ mod ctl_1;
 mod grpc_1;
 mod http_1;
 mod process_1;
+mod raft_grpc_2b;
 mod txn_4c;
 mod util;

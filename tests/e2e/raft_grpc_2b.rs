@@ -1,0 +1,152 @@
+//! Three raftstores that talk only over gRPC on loopback: `ServerTransport` carries their raft
+//! messages, `RaftKvService` receives them. Writes go through the leader; after the leader
+//! stops, the other two elect a new one that serves every acknowledged write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kv::{Engines, KvService, RawApi, RawLimits, WriteBatch};
+use proto::metapb;
+use proto::tinykvpb::tiny_kv_server::TinyKvServer;
+use raftstore::RaftstoreHandle;
+use scheduler_client::SchedulerClient;
+use tessera::client::{ClientError, RawClient};
+use tessera::raft_server::{RaftKvService, ServerTransport};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+struct Store {
+    addr: String,
+    handle: RaftstoreHandle,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Bootstraps stores `ids` with one region holding a peer on each, then starts them all.
+async fn start_cluster(dir: &std::path::Path) -> (Vec<Store>, Arc<dyn SchedulerClient>) {
+    let cluster =
+        scheduler::Cluster::in_memory(&scheduler::Config::default(), scheduler::Clock::system())
+            .expect("in-memory scheduler");
+    let sched: Arc<dyn SchedulerClient> = Arc::new(scheduler::LocalClient::new(Arc::new(cluster)));
+    let ids: Vec<u64> = (0..3).map(|_| sched.alloc_id().unwrap()).collect();
+    let mut region = raftstore::bootstrap::new_first_region(ids[0], sched.alloc_id().unwrap(), 0);
+    region.peers = ids
+        .iter()
+        .map(|&store_id| metapb::Peer {
+            id: sched.alloc_id().unwrap(),
+            store_id,
+            role: metapb::PeerRole::Voter as i32,
+        })
+        .collect();
+    let mut listeners = Vec::new();
+    for &id in &ids {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store = metapb::Store {
+            id,
+            address: listener.local_addr().unwrap().to_string(),
+            state: metapb::StoreState::Up as i32,
+        };
+        if id == ids[0] {
+            sched.bootstrap(store.clone(), region.clone()).unwrap();
+        }
+        sched.put_store(store).unwrap();
+        listeners.push(listener);
+    }
+    let mut stores = Vec::new();
+    for (&id, listener) in ids.iter().zip(listeners) {
+        let engines = Engines::open(&dir.join(format!("store-{id}"))).unwrap();
+        raftstore::bootstrap::bootstrap_store(&engines, sched.cluster_id(), id).unwrap();
+        let mut wb = WriteBatch::new(&engines.kv);
+        raftstore::bootstrap::write_initial_region(&engines, &region, &mut wb).unwrap();
+        wb.write(true).unwrap();
+        let transport = ServerTransport::new(tokio::runtime::Handle::current(), sched.clone());
+        let handle = raftstore::start_raftstore(
+            raftstore::Config::test(),
+            engines,
+            id,
+            Arc::new(transport),
+            None,
+        )
+        .expect("raftstore starts");
+        let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
+        let service = RaftKvService::new(KvService::new(raw), handle.router().clone());
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(TinyKvServer::new(service))
+                .serve_with_incoming(incoming)
+                .await
+                .expect("store server");
+        });
+        stores.push(Store {
+            addr,
+            handle,
+            server,
+        });
+    }
+    (stores, sched)
+}
+
+/// Puts `key` through whichever store currently leads, polling until `deadline`; returns the
+/// index of the store that accepted it.
+async fn put_via_leader(stores: &[Store], key: &[u8], value: &[u8], deadline: Instant) -> usize {
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        for (i, s) in stores.iter().enumerate() {
+            let Ok(mut c) = RawClient::connect(&s.addr).await else {
+                continue;
+            };
+            match c.put("default", key, value).await {
+                Ok(()) => return i,
+                Err(e @ (ClientError::Region(_) | ClientError::Server(_))) => last = e.to_string(),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no store accepted {key:?} before the deadline; last error: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stores_replicate_over_grpc_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stores, _sched) = start_cluster(dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = put_via_leader(&stores, b"k000", b"v000", deadline).await;
+    let mut c = RawClient::connect(&stores[leader].addr).await.unwrap();
+    for i in 1..50 {
+        let (k, v) = (format!("k{i:03}"), format!("v{i:03}"));
+        c.put("default", k.as_bytes(), v.as_bytes()).await.unwrap();
+    }
+    assert_eq!(c.scan("default", b"", 100).await.unwrap().len(), 50);
+
+    // Stop the leader: the two others hold a majority and must serve every write.
+    stop_store(stores.remove(leader)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_leader = put_via_leader(&stores, b"after", b"failover", deadline).await;
+    let mut c = RawClient::connect(&stores[new_leader].addr).await.unwrap();
+    let pairs = c.scan("default", b"", 100).await.unwrap();
+    assert_eq!(pairs.len(), 51, "{pairs:?}");
+    for i in 0..50 {
+        let (k, v) = (format!("k{i:03}"), format!("v{i:03}"));
+        assert_eq!(
+            c.get("default", k.as_bytes()).await.unwrap(),
+            Some(v.into_bytes())
+        );
+    }
+    for s in stores {
+        stop_store(s).await;
+    }
+}
+
+/// Stops a store as a crash would: the raftstore halts and the server drops its connections
+/// (no graceful drain: other stores keep their raft streams open to it).
+async fn stop_store(s: Store) {
+    let mut handle = s.handle;
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .unwrap();
+    s.server.abort();
+    let _ = s.server.await;
+}
