@@ -126,6 +126,14 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A raft message that should carry a snapshot does not, or not decodably.
+    #[error("region {region_id}: bad snapshot message: {reason}")]
+    BadMessage {
+        /// The region the message is for.
+        region_id: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A string is not a snapshot file name or key.
     #[error("cannot parse snapshot name {0:?}")]
     BadName(String),

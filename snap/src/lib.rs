@@ -26,4 +26,4 @@ pub use key::{SnapKey, SnapKind};
 pub use manager::{SnapConfig, SnapGuard, SnapManager, SnapState};
 pub use meta::meta_total_size;
 pub use sst::{ApplyStats, BuiltSnapshot};
-pub use transfer::{transfer, ChunkReader, SnapReceiver, DEFAULT_CHUNK_SIZE};
+pub use transfer::{snapshot_in_message, transfer, ChunkReader, SnapReceiver, DEFAULT_CHUNK_SIZE};

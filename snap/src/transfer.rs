@@ -16,7 +16,9 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use proto::raft_serverpb::{RaftMessage, SnapshotChunk, SnapshotMeta};
+use prost::Message as _;
+use proto::protobuf::Message as _;
+use proto::raft_serverpb::{RaftMessage, RaftSnapshotData, SnapshotChunk, SnapshotMeta};
 
 use crate::error::{io_err, Error, Result};
 use crate::key::{SnapKey, SnapKind};
@@ -327,6 +329,30 @@ impl SnapManager {
             finished: false,
         })
     }
+}
+
+/// The snapshot a raft message carries: its key (region, and the term and index of the
+/// `eraftpb::Snapshot`'s metadata) and its decoded `RaftSnapshotData`, whose meta is what
+/// [`SnapManager::receive`] needs. The server calls this on the first chunk of a stream.
+pub fn snapshot_in_message(msg: &RaftMessage) -> Result<(SnapKey, RaftSnapshotData)> {
+    let bad = |reason: String| Error::BadMessage {
+        region_id: msg.region_id,
+        reason,
+    };
+    let raft_msg = proto::eraftpb::Message::parse_from_bytes(&msg.message)
+        .map_err(|e| bad(format!("undecodable raft message: {e}")))?;
+    if !raft_msg.has_snapshot() {
+        return Err(bad("the raft message carries no snapshot".into()));
+    }
+    let snapshot = raft_msg.get_snapshot();
+    let data = RaftSnapshotData::decode(snapshot.get_data())
+        .map_err(|e| bad(format!("undecodable snapshot data: {e}")))?;
+    if data.meta.is_none() {
+        return Err(bad("snapshot data has no meta".into()));
+    }
+    let md = snapshot.get_metadata();
+    let key = SnapKey::new(msg.region_id, md.get_term(), md.get_index());
+    Ok((key, data))
 }
 
 /// Copies generated snapshot `key` from `from` into `to` as a received snapshot, through the same

@@ -1,7 +1,7 @@
 //! Chunked transfer: framing, small chunks, and rejection of corrupt, short or long streams with
 //! nothing left behind.
 
-use proto::raft_serverpb::RaftMessage;
+use proto::raft_serverpb::{RaftMessage, RaftSnapshotData};
 use rand::Rng;
 use snap::{Error, SnapKey, SnapKind, SnapState};
 
@@ -13,6 +13,53 @@ fn source(key: SnapKey) -> (Store, proto::metapb::Region) {
     let r = region(key.region_id, b"t", b"u");
     src.build(key, &r);
     (src, r)
+}
+
+/// The raft message a leader sends for snapshot `key`: an `MsgSnapshot` whose snapshot data is
+/// the `RaftSnapshotData` of the built snapshot.
+fn snapshot_message(src: &Store, key: SnapKey, r: &proto::metapb::Region) -> RaftMessage {
+    use proto::eraftpb;
+    use proto::protobuf::Message as _;
+    let meta = src.mgr.meta(SnapKind::Generated, key).unwrap();
+    let data = RaftSnapshotData {
+        region: Some(r.clone()),
+        file_size: snap::meta_total_size(&meta),
+        data: Vec::new(),
+        meta: Some(meta),
+    };
+    let mut snapshot = eraftpb::Snapshot::default();
+    snapshot.set_data(prost::Message::encode_to_vec(&data).into());
+    snapshot.mut_metadata().set_index(key.index);
+    snapshot.mut_metadata().set_term(key.term);
+    let mut m = eraftpb::Message::default();
+    m.set_msg_type(eraftpb::MessageType::MsgSnapshot);
+    m.set_snapshot(snapshot);
+    RaftMessage {
+        region_id: key.region_id,
+        message: m.write_to_bytes().unwrap(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn message_without_snapshot_is_refused_2c() {
+    let plain = RaftMessage {
+        region_id: 9,
+        message: vec![0xff, 0xff, 0xff],
+        ..Default::default()
+    };
+    assert!(matches!(
+        snap::snapshot_in_message(&plain),
+        Err(Error::BadMessage { region_id: 9, .. })
+    ));
+    let empty = RaftMessage {
+        region_id: 9,
+        ..Default::default()
+    };
+    assert!(matches!(
+        snap::snapshot_in_message(&empty),
+        Err(Error::BadMessage { .. })
+    ));
 }
 
 /// The data chunks of `key` as sent by `src`.
@@ -36,10 +83,7 @@ fn small_chunks_round_trip_through_snapshot_chunk_framing_2c() {
     let key = SnapKey::new(1, 3, 30);
     let (src, r) = source(key);
     let dst = Store::new();
-    let msg = RaftMessage {
-        region_id: 1,
-        ..Default::default()
-    };
+    let msg = snapshot_message(&src, key, &r);
     let reader = src.mgr.send(key, 100).unwrap();
     let meta = reader.meta().clone();
     let total = reader.total_size();
@@ -51,9 +95,17 @@ fn small_chunks_round_trip_through_snapshot_chunk_framing_2c() {
 
     let mut stream = reader.into_snapshot_chunks(msg.clone());
     let head = stream.next().unwrap().unwrap();
-    assert_eq!(head.message, Some(msg));
+    assert_eq!(head.message.as_ref(), Some(&msg));
     assert!(head.data.is_empty());
-    let mut receiver = dst.mgr.receive(key, &meta).unwrap();
+    // The receiving side learns key and meta from the message alone.
+    let (got_key, data) = snap::snapshot_in_message(&head.message.unwrap()).unwrap();
+    assert_eq!(got_key, key);
+    assert_eq!(data.meta.as_ref(), Some(&meta));
+    assert_eq!((data.file_size, data.region.as_ref()), (total, Some(&r)));
+    let mut receiver = dst
+        .mgr
+        .receive(got_key, data.meta.as_ref().unwrap())
+        .unwrap();
     assert_eq!(
         dst.mgr.state(SnapKind::Received, key),
         Some(SnapState::Receiving)
