@@ -5,5 +5,6 @@ mod grpc_1;
 mod http_1;
 mod process_1;
 mod raft_grpc_2b;
+mod scheduler_3c;
 mod txn_4c;
 mod util;
