@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use kv::keys::data_key;
 use kv::{Cf, EngineSnapshot, WriteBatch};
 use proto::metapb::Region;
@@ -87,8 +89,11 @@ fn bench_size(c: &mut Criterion, label: &str, bytes: u64) {
     snap::transfer(&src, &dst, key, snap::DEFAULT_CHUNK_SIZE).expect("transfer");
 
     let mut group = c.benchmark_group("snapshot");
+    // Flat sampling: every sample runs the same number of iterations, so a one-second operation
+    // needs 10 iterations rather than the 55 criterion's linear sampling asks for.
+    group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(if bytes > 200 * MB { 120 } else { 20 }));
+    group.measurement_time(Duration::from_secs(if bytes > 200 * MB { 60 } else { 20 }));
     group.throughput(Throughput::Bytes(built.size));
 
     group.bench_function(BenchmarkId::new("build", label), |b| {
