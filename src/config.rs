@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum EngineKind {
     /// One local RocksDB, no replication.
     Standalone,
+    /// A raft store of a cluster run by the scheduler at `scheduler_addr`.
+    Raft,
 }
 
 /// The whole server configuration.
@@ -25,6 +27,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Storage engine.
     pub engine: EngineKind,
+    /// The scheduler's address (raft engine).
+    pub scheduler_addr: String,
     /// Log filter, e.g. `info` or `kv=debug,info` (overridden by `RUST_LOG`).
     pub log_level: String,
     /// Storage options.
@@ -58,6 +62,7 @@ impl Default for Config {
             status_addr: "127.0.0.1:20180".to_string(),
             data_dir: PathBuf::from("./tessera-data"),
             engine: EngineKind::Standalone,
+            scheduler_addr: "127.0.0.1:2379".to_string(),
             log_level: "info".to_string(),
             storage: StorageConfig::default(),
             raw: RawConfig::default(),

@@ -18,7 +18,7 @@ use proto::tinykvpb::tiny_kv_server::TinyKv;
 use raftstore::{Router, Transport};
 use scheduler_client::SchedulerClient;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -95,12 +95,23 @@ impl Transport for ServerTransport {
 pub struct RaftKvService<S> {
     inner: KvService<S>,
     router: Router,
+    stop: watch::Receiver<bool>,
 }
 
 impl<S: Storage> RaftKvService<S> {
-    /// Serves `inner` and delivers incoming raft messages through `router`.
-    pub fn new(inner: KvService<S>, router: Router) -> RaftKvService<S> {
-        RaftKvService { inner, router }
+    /// Serves `inner` and delivers incoming raft messages through `router`. Incoming raft
+    /// streams end once `stop` turns true: they never end by themselves, and a graceful server
+    /// shutdown waits for every open request.
+    pub fn new(
+        inner: KvService<S>,
+        router: Router,
+        stop: watch::Receiver<bool>,
+    ) -> RaftKvService<S> {
+        RaftKvService {
+            inner,
+            router,
+            stop,
+        }
     }
 }
 
@@ -173,7 +184,13 @@ impl<S: Storage> TinyKv for RaftKvService<S> {
 
     async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
         let mut stream = r.into_inner();
-        while let Some(msg) = stream.next().await {
+        let mut stop = self.stop.clone();
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(msg) = msg else { break };
             let msg = msg?;
             // A message for a region this store does not know yet goes to the store, which
             // creates the peer; a stopped store ends the stream and the sender reconnects later.

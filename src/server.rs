@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kv::{KvService, RawApi, StandaloneStorage};
-use proto::tinykvpb::tiny_kv_server::TinyKvServer;
+use kv::{Engines, KvService, RawApi, StandaloneStorage, Storage};
+use proto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
+use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, EngineKind};
+use crate::raft_server::{RaftKvService, ServerTransport};
 
 /// Room for the key and the request framing on top of the largest value.
 const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
@@ -62,21 +64,68 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// What a server runs on, and how it is closed once both listeners have drained.
+enum Backend {
+    Standalone(Arc<StandaloneStorage>),
+    Raft(raftstore::Node),
+}
+
+impl Backend {
+    fn close(self) -> anyhow::Result<()> {
+        match self {
+            Backend::Standalone(storage) => storage.flush().context("flushing storage"),
+            Backend::Raft(mut node) => {
+                node.stop();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the local storage engine.
+fn open_standalone(config: &Config) -> anyhow::Result<Arc<StandaloneStorage>> {
+    let path = config.data_dir.join("standalone");
+    std::fs::create_dir_all(&path)
+        .with_context(|| format!("cannot create data dir {}", path.display()))?;
+    Ok(Arc::new(
+        StandaloneStorage::open(&path, config.storage.sync_write)
+            .with_context(|| format!("cannot open storage in {}", path.display()))?,
+    ))
+}
+
+/// Connects to the scheduler and starts this store's raftstore, bootstrapping the store (and
+/// the cluster, for the first store) on first start. `addr` is what other stores dial.
+async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<raftstore::Node> {
+    let sched_addr = config.scheduler_addr.clone();
+    let client = tokio::task::spawn_blocking(move || {
+        RpcClient::connect(&sched_addr, RpcClientConfig::default())
+    })
+    .await?
+    .with_context(|| format!("cannot reach the scheduler at {}", config.scheduler_addr))?;
+    let client: Arc<dyn SchedulerClient> = Arc::new(client);
+    let transport = Arc::new(ServerTransport::new(
+        tokio::runtime::Handle::current(),
+        client.clone(),
+    ));
+    let dir = config.data_dir.join("store");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
+        let engines = Engines::open(&dir)
+            .with_context(|| format!("cannot open engines in {}", dir.display()))?;
+        let node = raftstore::Node::start(
+            raftstore::Config::default(),
+            engines,
+            transport,
+            client,
+            addr.to_string(),
+        )
+        .context("cannot start the raftstore")?;
+        Ok(node)
+    })
+    .await?
+}
+
 /// Opens the storage, binds both listeners and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let storage = match config.engine {
-        EngineKind::Standalone => {
-            let path = config.data_dir.join("standalone");
-            std::fs::create_dir_all(&path)
-                .with_context(|| format!("cannot create data dir {}", path.display()))?;
-            Arc::new(
-                StandaloneStorage::open(&path, config.storage.sync_write)
-                    .with_context(|| format!("cannot open storage in {}", path.display()))?,
-            )
-        }
-    };
-    let raw = RawApi::new(storage.clone(), config.raw.limits());
-
     let grpc = TcpListener::bind(&config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -85,28 +134,31 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("cannot listen on {}", config.status_addr))?;
     let addr = grpc.local_addr()?;
     let status_addr = http.local_addr()?;
-
-    let max_message = config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
-    let service = TinyKvServer::new(KvService::new(raw.clone()))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(usize::MAX);
     let (stop, rx) = watch::channel(false);
     let stop = Arc::new(stop);
 
-    // Small request/response RPCs must not wait on Nagle's algorithm.
-    let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
-    );
-    let app = crate::http::router(raw, config.raw.max_value_size);
-    let http_task = tokio::spawn(
-        axum::serve(http, app)
-            .with_graceful_shutdown(stopped(rx.clone()))
-            .into_future(),
-    );
-    tracing::info!(%addr, %status_addr, data_dir = %config.data_dir.display(), "tessera-server started");
+    let (backend, grpc_task, http_task) = match config.engine {
+        EngineKind::Standalone => {
+            let storage = open_standalone(config)?;
+            let raw = RawApi::new(storage.clone(), config.raw.limits());
+            let service = KvService::new(raw.clone());
+            let (g, h) = serve(config, service, raw, grpc, http, &rx);
+            (Backend::Standalone(storage), g, h)
+        }
+        EngineKind::Raft => {
+            let node = start_raft_node(config, addr).await?;
+            let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
+            let service = RaftKvService::new(
+                KvService::new(raw.clone()),
+                node.raftstore().router().clone(),
+                rx.clone(),
+            );
+            let (g, h) = serve(config, service, raw, grpc, http, &rx);
+            (Backend::Raft(node), g, h)
+        }
+    };
+    tracing::info!(%addr, %status_addr, engine = ?config.engine,
+        data_dir = %config.data_dir.display(), "tessera-server started");
 
     let stop_all = stop.clone();
     let task = tokio::spawn(async move {
@@ -115,8 +167,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         let _ = stop_all.send(true);
         let http_result = http_task.await;
         // Both servers have stopped: no request can write any more.
-        storage.flush().context("flushing storage on shutdown")?;
-        tracing::info!("storage flushed, server stopped");
+        tokio::task::spawn_blocking(move || backend.close())
+            .await
+            .context("closing the storage")??;
+        tracing::info!("storage closed, server stopped");
         grpc_result
             .context("gRPC server task")?
             .context("gRPC server")?;
@@ -131,4 +185,38 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         stop,
         task,
     })
+}
+
+type ServeTask<E> = JoinHandle<Result<(), E>>;
+
+/// Serves `service` (gRPC) and the HTTP gateway over `raw` until `rx` says stop.
+fn serve<S: Storage, T: TinyKv>(
+    config: &Config,
+    service: T,
+    raw: RawApi<S>,
+    grpc: TcpListener,
+    http: TcpListener,
+    rx: &watch::Receiver<bool>,
+) -> (
+    ServeTask<tonic::transport::Error>,
+    ServeTask<std::io::Error>,
+) {
+    let max_message = config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
+    let service = TinyKvServer::new(service)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
+    // Small request/response RPCs must not wait on Nagle's algorithm.
+    let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
+    );
+    let app = crate::http::router(raw, config.raw.max_value_size);
+    let http_task = tokio::spawn(
+        axum::serve(http, app)
+            .with_graceful_shutdown(stopped(rx.clone()))
+            .into_future(),
+    );
+    (grpc_task, http_task)
 }

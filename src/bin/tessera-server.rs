@@ -26,6 +26,9 @@ struct Args {
     /// Storage engine [default: standalone]
     #[arg(long, value_enum)]
     engine: Option<EngineKind>,
+    /// Scheduler address, for --engine raft [default: 127.0.0.1:2379]
+    #[arg(long)]
+    scheduler: Option<String>,
 }
 
 fn load_config(args: Args) -> anyhow::Result<Config> {
@@ -44,6 +47,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.engine {
         config.engine = v;
+    }
+    if let Some(v) = args.scheduler {
+        config.scheduler_addr = v;
     }
     Ok(config)
 }

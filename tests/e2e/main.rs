@@ -4,6 +4,7 @@ mod ctl_1;
 mod grpc_1;
 mod http_1;
 mod process_1;
+mod raft_engine_2b;
 mod raft_grpc_2b;
 mod scheduler_3c;
 mod txn_4c;

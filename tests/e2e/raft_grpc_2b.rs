@@ -13,11 +13,13 @@ use scheduler_client::SchedulerClient;
 use tessera::client::{ClientError, RawClient};
 use tessera::raft_server::{RaftKvService, ServerTransport};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
 struct Store {
     addr: String,
     handle: RaftstoreHandle,
+    _never: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -68,7 +70,9 @@ async fn start_cluster(dir: &std::path::Path) -> (Vec<Store>, Arc<dyn SchedulerC
         )
         .expect("raftstore starts");
         let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
-        let service = RaftKvService::new(KvService::new(raw), handle.router().clone());
+        // Never set: these stores stop by crashing (see stop_store).
+        let (_never, stop) = watch::channel(false);
+        let service = RaftKvService::new(KvService::new(raw), handle.router().clone(), stop);
         let addr = listener.local_addr().unwrap().to_string();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
@@ -82,6 +86,7 @@ async fn start_cluster(dir: &std::path::Path) -> (Vec<Store>, Arc<dyn SchedulerC
             addr,
             handle,
             server,
+            _never,
         });
     }
     (stores, sched)

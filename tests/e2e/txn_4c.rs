@@ -9,19 +9,7 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::client::RawClient;
 use tessera::txn_client::{TxnClient, TxnError};
 
-use crate::util::{start, test_config};
-
-/// A scheduler on a random port over a fresh data dir.
-async fn start_scheduler(dir: &std::path::Path) -> scheduler::server::RunningScheduler {
-    let config = scheduler::Config {
-        data_dir: dir.to_path_buf(),
-        ..scheduler::Config::default()
-    };
-    let cluster = Arc::new(scheduler::Cluster::open(&config).expect("open scheduler state"));
-    scheduler::server::start(cluster, "127.0.0.1:0")
-        .await
-        .expect("scheduler starts")
-}
+use crate::util::{start, start_scheduler, test_config};
 
 async fn tso_client(addr: String) -> Arc<dyn SchedulerClient> {
     let c =

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use tessera::config::Config;
 use tessera::server::RunningServer;
@@ -20,6 +21,18 @@ pub fn test_config(dir: &Path) -> Config {
 /// Starts a server with `config`.
 pub async fn start(config: &Config) -> RunningServer {
     tessera::server::start(config).await.expect("server starts")
+}
+
+/// A scheduler on a random port over a fresh data dir.
+pub async fn start_scheduler(dir: &std::path::Path) -> scheduler::server::RunningScheduler {
+    let config = scheduler::Config {
+        data_dir: dir.to_path_buf(),
+        ..scheduler::Config::default()
+    };
+    let cluster = Arc::new(scheduler::Cluster::open(&config).expect("open scheduler state"));
+    scheduler::server::start(cluster, "127.0.0.1:0")
+        .await
+        .expect("scheduler starts")
 }
 
 /// One HTTP/1.1 request; returns (status code, body).
