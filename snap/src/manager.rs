@@ -20,7 +20,10 @@ use rocksdb::DB;
 
 use crate::error::{io_err, Error, Result};
 use crate::key::{parse_file_name, SnapKey, SnapKind};
-use crate::meta::{cf_path, meta_path, meta_total_size, read_meta, sync_dir, tmp_path, verify};
+use crate::meta::{
+    cf_path, ingest_path, meta_path, meta_total_size, read_meta, remove_if_exists, sync_dir,
+    tmp_path, verify,
+};
 use crate::sst::{apply_files, build_files, ApplyStats, BuiltSnapshot};
 
 /// What a registered snapshot is being used for.
@@ -103,7 +106,7 @@ impl SnapGuard {
         self.state
     }
 
-    /// The manager this guard belongs to.
+    /// The directory of the manager this guard belongs to.
     pub(crate) fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -151,18 +154,12 @@ impl Inner {
         paths.push(tmp_path(&paths[0]));
         for cf in Cf::ALL {
             let p = cf_path(&self.dir, kind, key, cf);
-            let mut ingest = p.as_os_str().to_owned();
-            ingest.push(crate::key::INGEST_SUFFIX);
             paths.push(tmp_path(&p));
-            paths.push(PathBuf::from(ingest));
+            paths.push(ingest_path(&p));
             paths.push(p);
         }
         for p in paths {
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", &p)(e)),
-            }
+            remove_if_exists(&p)?;
         }
         Ok(())
     }

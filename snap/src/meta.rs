@@ -10,7 +10,7 @@ use prost::Message;
 use proto::raft_serverpb::{SnapshotCfFile, SnapshotMeta};
 
 use crate::error::{io_err, Error, Result};
-use crate::key::{cf_file_name, meta_file_name, SnapKey, SnapKind, TMP_SUFFIX};
+use crate::key::{cf_file_name, meta_file_name, SnapKey, SnapKind, INGEST_SUFFIX, TMP_SUFFIX};
 
 /// md5 of zero bytes: the checksum recorded for an empty CF, which has no file.
 pub(crate) const EMPTY_MD5: [u8; 16] = [
@@ -88,6 +88,22 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(TMP_SUFFIX);
     PathBuf::from(s)
+}
+
+/// `path` with `.ingest` appended: the link RocksDB consumes during apply.
+pub(crate) fn ingest_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(INGEST_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Removes `path`; a file that is already gone is not an error.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
 }
 
 /// Size and md5 of the file at `path`, read in one streaming pass.

@@ -19,10 +19,10 @@ use proto::raft_serverpb::{RaftSnapshotData, SnapshotMeta};
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter, DB};
 
 use crate::error::{engine_err, io_err, Error, Result};
-use crate::key::{SnapKey, SnapKind, INGEST_SUFFIX};
+use crate::key::{SnapKey, SnapKind};
 use crate::meta::{
-    cf_file, cf_path, file_md5, sync_and_rename, sync_dir, tmp_path, validate, verify, write_meta,
-    EMPTY_MD5,
+    cf_file, cf_path, file_md5, ingest_path, remove_if_exists, sync_and_rename, sync_dir, tmp_path,
+    validate, verify, write_meta, EMPTY_MD5,
 };
 
 /// What building a snapshot produced.
@@ -161,20 +161,10 @@ pub struct ApplyStats {
     pub size: u64,
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("remove", path)(e)),
-    }
-}
-
 /// Gives RocksDB a path it may consume: with `move_files` it takes over (and removes) the path it
 /// is given, so it gets a hard link, or a copy where links are not possible.
 fn ingest_link(src: &Path) -> Result<PathBuf> {
-    let mut s = src.as_os_str().to_owned();
-    s.push(INGEST_SUFFIX);
-    let link = PathBuf::from(s);
+    let link = ingest_path(src);
     remove_if_exists(&link)?;
     if fs::hard_link(src, &link).is_err() {
         fs::copy(src, &link).map_err(io_err("copy", src))?;
