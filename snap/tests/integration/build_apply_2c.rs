@@ -155,3 +155,22 @@ fn apply_redo_after_crash_gives_the_same_result_2c() {
     assert_eq!(dst.dump_all(b"r", b"s"), expected);
     assert_eq!(dst.dump_all(b"", b""), once);
 }
+
+#[test]
+fn apply_needs_a_complete_received_snapshot_2c() {
+    let (src, dst) = (Store::new(), Store::new());
+    fill(&src, "n", 10, 10, 61);
+    let r = region(8, b"", b"");
+    let key = SnapKey::new(8, 1, 3);
+    // Nothing received yet: refused, whether or not a generated one of that key exists.
+    for store in [&dst, &src] {
+        store.build(key, &r);
+        match store.mgr.apply(key, &store.db, &r) {
+            Err(snap::Error::InvalidTransition { kind, .. }) => {
+                assert_eq!(kind, SnapKind::Received)
+            }
+            other => panic!("apply without a received snapshot: {other:?}"),
+        }
+    }
+    assert!(dst.dump_all(b"", b"").iter().all(Vec::is_empty));
+}

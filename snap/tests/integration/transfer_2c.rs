@@ -242,3 +242,36 @@ fn dropped_connection_leaves_nothing_2c() {
     drop(receiver);
     assert_no_received_files(&dst, key);
 }
+
+#[test]
+fn one_snapshot_streams_to_two_peers_at_once_2c() {
+    let key = SnapKey::new(7, 3, 30);
+    let (src, r) = source(key);
+    let peers = [Store::new(), Store::new()];
+    let meta = src.mgr.meta(SnapKind::Generated, key).unwrap();
+    let mut readers = [
+        src.mgr.send(key, 700).unwrap(),
+        src.mgr.send(key, 300).unwrap(),
+    ];
+    let mut receivers = peers.each_ref().map(|p| p.mgr.receive(key, &meta).unwrap());
+    // Interleave the two streams chunk by chunk, as two gRPC calls would.
+    let mut open = [true, true];
+    while open.iter().any(|o| *o) {
+        for i in 0..2 {
+            if !open[i] {
+                continue;
+            }
+            match readers[i].next() {
+                Some(chunk) => receivers[i].write(&chunk.unwrap()).unwrap(),
+                None => open[i] = false,
+            }
+        }
+    }
+    drop(readers);
+    assert_eq!(src.mgr.state(SnapKind::Generated, key), None);
+    for (peer, receiver) in peers.iter().zip(receivers) {
+        receiver.finish().unwrap();
+        peer.mgr.apply(key, &peer.db, &r).unwrap();
+        assert_eq!(peer.dump_all(b"", b""), src.dump_all(b"t", b"u"));
+    }
+}
