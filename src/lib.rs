@@ -21,3 +21,17 @@ pub fn init_tracing(default_filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+///
+/// # Errors
+/// When a signal handler cannot be installed.
+pub async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use anyhow::Context;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}

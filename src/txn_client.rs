@@ -71,6 +71,13 @@ fn key_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
+fn region_error(e: Option<proto::errorpb::Error>) -> Result<(), TxnError> {
+    match e {
+        Some(re) => Err(ClientError::Region(format!("{re:?}")).into()),
+        None => Ok(()),
+    }
+}
+
 impl TxnClient {
     /// A client of the server at `addr`, with timestamps from `tso`.
     pub async fn connect(addr: &str, tso: Arc<dyn SchedulerClient>) -> Result<TxnClient, TxnError> {
@@ -129,13 +136,29 @@ impl TxnClient {
             .await
             .map_err(ClientError::from)?
             .into_inner();
-        if let Some(re) = resp.region_error {
-            return Err(ClientError::Region(format!("{re:?}")).into());
-        }
+        region_error(resp.region_error)?;
         if let Some(e) = resp.error {
             return Err(TxnError::Aborted(format!("resolving a lock: {e:?}")));
         }
         Ok(true)
+    }
+}
+
+impl TxnClient {
+    /// Gets `lock` out of the way: resolves it once its transaction is decided, else waits a
+    /// little; past `deadline` a still-live lock is an error.
+    async fn wait_out(&mut self, lock: &LockInfo, deadline: Instant) -> Result<(), TxnError> {
+        if self.resolve(lock).await? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(TxnError::Locked {
+                key: key_text(&lock.key),
+                lock_ts: lock.lock_version,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
     }
 }
 
@@ -163,24 +186,12 @@ impl Txn {
                 .await
                 .map_err(ClientError::from)?
                 .into_inner();
-            if let Some(re) = resp.region_error {
-                return Err(ClientError::Region(format!("{re:?}")).into());
-            }
+            region_error(resp.region_error)?;
             match resp.error {
                 None => return Ok((!resp.not_found).then_some(resp.value)),
                 Some(KeyError {
                     locked: Some(lock), ..
-                }) => {
-                    if !self.client.resolve(&lock).await? {
-                        if Instant::now() >= deadline {
-                            return Err(TxnError::Locked {
-                                key: key_text(key),
-                                lock_ts: lock.lock_version,
-                            });
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
+                }) => self.client.wait_out(&lock, deadline).await?,
                 Some(other) => return Err(TxnError::Aborted(format!("{other:?}"))),
             }
         }
@@ -240,9 +251,7 @@ impl Txn {
                 .await
                 .map_err(ClientError::from)?
                 .into_inner();
-            if let Some(re) = resp.region_error {
-                return Err(ClientError::Region(format!("{re:?}")).into());
-            }
+            region_error(resp.region_error)?;
             let Some(err) = resp.errors.into_iter().next() else {
                 return Ok(());
             };
@@ -255,15 +264,7 @@ impl Txn {
             let Some(lock) = err.locked else {
                 return Err(TxnError::Aborted(format!("{err:?}")));
             };
-            if !self.client.resolve(&lock).await? {
-                if Instant::now() >= deadline {
-                    return Err(TxnError::Locked {
-                        key: key_text(&lock.key),
-                        lock_ts: lock.lock_version,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            self.client.wait_out(&lock, deadline).await?;
         }
     }
 
@@ -280,9 +281,7 @@ impl Txn {
             .await
             .map_err(ClientError::from)?
             .into_inner();
-        if let Some(re) = resp.region_error {
-            return Err(ClientError::Region(format!("{re:?}")).into());
-        }
+        region_error(resp.region_error)?;
         match resp.error {
             None => Ok(()),
             Some(e) => Err(TxnError::Aborted(format!("commit: {e:?}"))),

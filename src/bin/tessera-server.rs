@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use tessera::config::{Config, EngineKind};
 
@@ -54,15 +53,6 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
-        _ = term.recv() => Ok("SIGTERM"),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = load_config(Args::parse())?;
@@ -78,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let wait = server.wait();
     tokio::pin!(wait);
     tokio::select! {
-        sig = shutdown_signal() => {
+        sig = tessera::shutdown_signal() => {
             tracing::info!(signal = sig?, "shutting down");
             stopper.stop();
             wait.await

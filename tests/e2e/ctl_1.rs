@@ -1,21 +1,11 @@
 //! `tessera-ctl` as a user runs it: output and exit codes.
 
-use std::process::Command;
+use crate::util::{ctl, start, test_config};
 
-use crate::util::{start, test_config};
-
-fn ctl(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera-ctl"))
-        .arg("--addr")
-        .arg(addr)
-        .args(args)
-        .output()
-        .expect("run tessera-ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+fn ctl_at(addr: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--addr", addr];
+    all.extend_from_slice(args);
+    ctl(&all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,14 +15,14 @@ async fn ctl_commands_and_exit_codes_1() {
     let addr = server.addr.to_string();
     let out = tokio::task::spawn_blocking(move || {
         vec![
-            ctl(&addr, &["put", "hello", "world"]),
-            ctl(&addr, &["get", "hello"]),
-            ctl(&addr, &["put", "--cf", "lock", "l1", "x"]),
-            ctl(&addr, &["scan", "--start", "a", "--limit", "5"]),
-            ctl(&addr, &["delete", "hello"]),
-            ctl(&addr, &["get", "hello"]),
-            ctl(&addr, &["get", "--cf", "bogus", "k"]),
-            ctl(&addr, &["get", "--cf", "lock", "l1"]),
+            ctl_at(&addr, &["put", "hello", "world"]),
+            ctl_at(&addr, &["get", "hello"]),
+            ctl_at(&addr, &["put", "--cf", "lock", "l1", "x"]),
+            ctl_at(&addr, &["scan", "--start", "a", "--limit", "5"]),
+            ctl_at(&addr, &["delete", "hello"]),
+            ctl_at(&addr, &["get", "hello"]),
+            ctl_at(&addr, &["get", "--cf", "bogus", "k"]),
+            ctl_at(&addr, &["get", "--cf", "lock", "l1"]),
         ]
     })
     .await
@@ -57,7 +47,7 @@ fn ctl_unreachable_server_exits_4_1() {
         .local_addr()
         .unwrap()
         .port();
-    let (code, _, err) = ctl(&format!("127.0.0.1:{port}"), &["get", "k"]);
+    let (code, _, err) = ctl_at(&format!("127.0.0.1:{port}"), &["get", "k"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
 }

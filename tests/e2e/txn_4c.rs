@@ -1,7 +1,6 @@
 //! Transactions end to end: `TxnClient` and `tessera-ctl txn` against a standalone server, with
 //! timestamps from a real scheduler on loopback.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use proto::kvrpcpb::{CommitRequest, Mutation, Op, PrewriteRequest};
@@ -9,7 +8,7 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::client::RawClient;
 use tessera::txn_client::{TxnClient, TxnError};
 
-use crate::util::{start, start_scheduler, test_config};
+use crate::util::{ctl, start, start_scheduler, test_config};
 
 async fn tso_client(addr: String) -> Arc<dyn SchedulerClient> {
     let c =
@@ -121,18 +120,6 @@ async fn reader_resolves_a_crashed_writers_secondary_lock_4c() {
     assert_eq!(r.get(b"p").await.unwrap().as_deref(), Some(&b"pv"[..]));
     server.shutdown().await.unwrap();
     sched.shutdown().await.unwrap();
-}
-
-fn ctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera-ctl"))
-        .args(args)
-        .output()
-        .expect("run tessera-ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

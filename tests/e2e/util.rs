@@ -35,6 +35,19 @@ pub async fn start_scheduler(dir: &std::path::Path) -> scheduler::server::Runnin
         .expect("scheduler starts")
 }
 
+/// Runs `tessera-ctl` with `args`; returns (exit code, stdout, stderr).
+pub fn ctl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-ctl"))
+        .args(args)
+        .output()
+        .expect("run tessera-ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// One HTTP/1.1 request; returns (status code, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
