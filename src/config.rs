@@ -97,6 +97,17 @@ impl RawConfig {
 }
 
 impl Config {
+    /// The defaults, but listening on free loopback ports (port 0) with data under `dir`: for
+    /// tests and in-process benchmarks.
+    pub fn loopback(dir: &Path) -> Config {
+        Config {
+            addr: "127.0.0.1:0".to_string(),
+            status_addr: "127.0.0.1:0".to_string(),
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
+
     /// Reads a TOML configuration file; options it omits keep their defaults.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)

@@ -210,9 +210,12 @@ impl Txn {
     /// Prewrites and commits the buffered writes; returns the commit timestamp (or the start
     /// timestamp for a read-only transaction).
     pub async fn commit(mut self) -> Result<u64, TxnError> {
-        if self.writes.is_empty() {
+        // `writes` is ordered: its first key is the primary, the rest are the secondaries.
+        let mut keys = self.writes.keys().cloned();
+        let Some(primary) = keys.next() else {
             return Ok(self.start_ts);
-        }
+        };
+        let secondaries: Vec<Vec<u8>> = keys.collect();
         let mutations: Vec<Mutation> = self
             .writes
             .iter()
@@ -222,13 +225,10 @@ impl Txn {
                 value: v.clone().unwrap_or_default(),
             })
             .collect();
-        let primary = mutations[0].key.clone();
         self.prewrite(mutations, &primary).await?;
         let commit_ts = self.client.timestamp().await?;
         // The primary's commit is the transaction's commit point; the secondaries follow.
-        let keys: Vec<Vec<u8>> = self.writes.keys().cloned().collect();
-        self.commit_keys(vec![primary.clone()], commit_ts).await?;
-        let secondaries: Vec<Vec<u8>> = keys.into_iter().filter(|k| *k != primary).collect();
+        self.commit_keys(vec![primary], commit_ts).await?;
         if !secondaries.is_empty() {
             self.commit_keys(secondaries, commit_ts).await?;
         }

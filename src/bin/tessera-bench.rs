@@ -130,12 +130,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Grpc => match &args.addr {
             Some(addr) => bench_grpc(&args, addr).await,
             None => {
-                let mut config = Config {
-                    addr: "127.0.0.1:0".to_string(),
-                    status_addr: "127.0.0.1:0".to_string(),
-                    data_dir: dir.clone(),
-                    ..Config::default()
-                };
+                let mut config = Config::loopback(&dir);
                 config.storage.sync_write = args.sync;
                 let server = tessera::server::start(&config).await?;
                 let result = bench_grpc(&args, &server.addr.to_string()).await;

@@ -10,12 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A config for a server on random loopback ports with data under `dir`.
 pub fn test_config(dir: &Path) -> Config {
-    Config {
-        addr: "127.0.0.1:0".to_string(),
-        status_addr: "127.0.0.1:0".to_string(),
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
-    }
+    Config::loopback(dir)
 }
 
 /// Starts a server with `config`.
