@@ -2,6 +2,7 @@
 //! command-line flags taking precedence.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Limits on raw requests.
     pub raw: RawConfig,
+    /// The raft store (raft engine).
+    pub raftstore: RaftstoreConfig,
 }
 
 /// Storage options.
@@ -55,6 +58,80 @@ pub struct RawConfig {
     pub max_value_size: usize,
 }
 
+/// The raft store's knobs (raft engine); defaults are `raftstore::Config::default()`. Durations
+/// are in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftstoreConfig {
+    /// Wall-clock length of one raft tick.
+    pub raft_base_tick_interval_ms: u64,
+    /// Ticks without a leader before a follower campaigns.
+    pub raft_election_timeout_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Interval of the raft log GC check.
+    pub raft_log_gc_tick_interval_ms: u64,
+    /// Applied entries kept before the log is compacted.
+    pub raft_log_gc_count_limit: u64,
+    /// Interval of the split check.
+    pub split_region_check_tick_interval_ms: u64,
+    /// Size at which a region is split, in bytes.
+    pub region_max_size: u64,
+    /// Size of each half after a split, in bytes.
+    pub region_split_size: u64,
+    /// Interval between a leader's region heartbeats to the scheduler.
+    pub region_heartbeat_interval_ms: u64,
+    /// Interval between store heartbeats to the scheduler.
+    pub store_heartbeat_interval_ms: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<&raftstore::Config> for RaftstoreConfig {
+    fn from(c: &raftstore::Config) -> Self {
+        RaftstoreConfig {
+            raft_base_tick_interval_ms: millis(c.raft_base_tick_interval),
+            raft_election_timeout_ticks: c.raft_election_timeout_ticks,
+            raft_heartbeat_ticks: c.raft_heartbeat_ticks,
+            raft_log_gc_tick_interval_ms: millis(c.raft_log_gc_tick_interval),
+            raft_log_gc_count_limit: c.raft_log_gc_count_limit,
+            split_region_check_tick_interval_ms: millis(c.split_region_check_tick_interval),
+            region_max_size: c.region_max_size,
+            region_split_size: c.region_split_size,
+            region_heartbeat_interval_ms: millis(c.region_heartbeat_interval),
+            store_heartbeat_interval_ms: millis(c.store_heartbeat_interval),
+        }
+    }
+}
+
+impl Default for RaftstoreConfig {
+    fn default() -> Self {
+        RaftstoreConfig::from(&raftstore::Config::default())
+    }
+}
+
+impl RaftstoreConfig {
+    /// The raftstore configuration: these knobs over `raftstore::Config::default()`.
+    pub fn to_raftstore(&self) -> raftstore::Config {
+        let ms = Duration::from_millis;
+        raftstore::Config {
+            raft_base_tick_interval: ms(self.raft_base_tick_interval_ms),
+            raft_election_timeout_ticks: self.raft_election_timeout_ticks,
+            raft_heartbeat_ticks: self.raft_heartbeat_ticks,
+            raft_log_gc_tick_interval: ms(self.raft_log_gc_tick_interval_ms),
+            raft_log_gc_count_limit: self.raft_log_gc_count_limit,
+            split_region_check_tick_interval: ms(self.split_region_check_tick_interval_ms),
+            region_max_size: self.region_max_size,
+            region_split_size: self.region_split_size,
+            region_heartbeat_interval: ms(self.region_heartbeat_interval_ms),
+            store_heartbeat_interval: ms(self.store_heartbeat_interval_ms),
+            ..raftstore::Config::default()
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -66,6 +143,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             storage: StorageConfig::default(),
             raw: RawConfig::default(),
+            raftstore: RaftstoreConfig::default(),
         }
     }
 }
@@ -153,5 +231,32 @@ mod tests {
         assert_eq!(cfg.raw.max_value_size, 10);
         assert_eq!(cfg.raw.max_key_size, RawConfig::default().max_key_size);
         assert!(cfg.storage.sync_write);
+    }
+
+    #[test]
+    fn raftstore_defaults_are_the_raftstore_crate_defaults_2b() {
+        // raftstore::Config has no PartialEq; its Debug form lists every field.
+        assert_eq!(
+            format!("{:?}", RaftstoreConfig::default().to_raftstore()),
+            format!("{:?}", raftstore::Config::default())
+        );
+    }
+
+    #[test]
+    fn raftstore_section_overrides_and_validates_2b() {
+        let text =
+            "[raftstore]\nraft_base_tick_interval_ms = 20\nraft_election_timeout_ticks = 15\n";
+        let cfg = Config::from_toml(text).unwrap().raftstore.to_raftstore();
+        assert_eq!(cfg.raft_base_tick_interval, Duration::from_millis(20));
+        assert_eq!(cfg.raft_election_timeout_ticks, 15);
+        assert_eq!(
+            cfg.raft_heartbeat_ticks,
+            raftstore::Config::default().raft_heartbeat_ticks
+        );
+        assert!(cfg.validate().is_ok());
+        let bad = Config::from_toml("[raftstore]\nraft_heartbeat_ticks = 10\n").unwrap();
+        assert!(bad.raftstore.to_raftstore().validate().is_err());
+        let e = Config::from_toml("[raftstore]\ntick = 1\n").unwrap_err();
+        assert!(e.to_string().contains("tick"), "{e}");
     }
 }
