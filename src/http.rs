@@ -7,6 +7,12 @@
 //! DELETE /kv/<key>[?cf=CF]     204
 //! errors: 400 bad request (empty key, unknown CF, ...), 503 region/unavailable, 500 engine
 //! ```
+//!
+//! [`router`] serves from a local storage (the standalone engine). [`cluster_router`] serves a
+//! raft store's gateway: every request goes through a [`ClusterClient`] to the leader of its
+//! key's region, so the gateway of any store, follower or not, serves every key.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -14,9 +20,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use kv::{Error, RawApi, Storage};
+use kv::{Cf, Error, RawApi, RawLimits, Storage};
 use proto::kvrpcpb::Context;
 use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use crate::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
+
+/// How long a gateway request waits for the scheduler when it first connects.
+const GATEWAY_SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Optional query parameters of `/kv/<key>`.
 #[derive(Deserialize, Default)]
@@ -90,5 +102,122 @@ async fn delete_key<S: Storage>(
     match run(move || raw.delete(&Context::default(), &q.cf, key.into_bytes())).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
+    }
+}
+
+/// The state of a cluster gateway: the client, connected at the first request that needs it.
+struct Gateway {
+    scheduler_addr: String,
+    limits: RawLimits,
+    client: OnceCell<ClusterClient>,
+}
+
+impl Gateway {
+    /// The client; a failed connection is not remembered, so the next request tries again.
+    async fn client(&self) -> Result<&ClusterClient, Response> {
+        let config = ClusterConfig {
+            scheduler_timeout: GATEWAY_SCHEDULER_TIMEOUT,
+            ..ClusterConfig::default()
+        };
+        self.client
+            .get_or_try_init(|| ClusterClient::connect(&self.scheduler_addr, config))
+            .await
+            .map_err(cluster_error_response)
+    }
+
+    /// The checks the raw API makes, made here so bad input gets its 400 without a round trip
+    /// (the leader checks again).
+    fn check(&self, cf: &str, key: &[u8]) -> kv::Result<()> {
+        Cf::from_name(cf)?;
+        if key.is_empty() || key.len() > self.limits.max_key_size {
+            return Err(Error::InvalidArgument(format!(
+                "key of {} bytes is outside 1..={} bytes",
+                key.len(),
+                self.limits.max_key_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the request, then hands out the client to send it with.
+    async fn ready(&self, cf: &str, key: &[u8]) -> Result<&ClusterClient, Response> {
+        self.check(cf, key).map_err(error_response)?;
+        self.client().await
+    }
+}
+
+/// The gateway's routes for a raft store: requests go to the region leaders of the cluster run
+/// by the scheduler at `scheduler_addr`, connected to at the first request.
+pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
+    let max_value_size = limits.max_value_size;
+    let gateway = Arc::new(Gateway {
+        scheduler_addr,
+        limits,
+        client: OnceCell::new(),
+    });
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/kv/{*key}",
+            get(cluster_get).put(cluster_put).delete(cluster_delete),
+        )
+        .layer(DefaultBodyLimit::max(max_value_size))
+        .with_state(gateway)
+}
+
+fn cluster_error_response(e: ClusterError) -> Response {
+    let status = match e {
+        ClusterError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ClusterError::Scheduler { .. } | ClusterError::GaveUp { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+async fn cluster_get(
+    State(gw): State<Arc<Gateway>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+) -> Response {
+    let client = match gw.ready(&q.cf, key.as_bytes()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.get(&q.cf, key.as_bytes()).await {
+        Ok(Some(v)) => (StatusCode::OK, v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "key not found\n").into_response(),
+        Err(e) => cluster_error_response(e),
+    }
+}
+
+async fn cluster_put(
+    State(gw): State<Arc<Gateway>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+    body: Bytes,
+) -> Response {
+    let client = match gw.ready(&q.cf, key.as_bytes()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.put(&q.cf, key.as_bytes(), &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => cluster_error_response(e),
+    }
+}
+
+async fn cluster_delete(
+    State(gw): State<Arc<Gateway>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+) -> Response {
+    let client = match gw.ready(&q.cf, key.as_bytes()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.delete(&q.cf, key.as_bytes()).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => cluster_error_response(e),
     }
 }

@@ -6,8 +6,10 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod cluster_client;
 pub mod config;
 pub mod http;
+pub mod local_cluster;
 pub mod raft_server;
 pub mod server;
 pub mod txn_client;

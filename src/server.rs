@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kv::{Engines, KvService, RawApi, StandaloneStorage, Storage};
+use kv::{Engines, KvService, RawApi, StandaloneStorage};
 use proto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
@@ -108,17 +108,12 @@ async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<ra
         client.clone(),
     ));
     let dir = config.data_dir.join("store");
+    let raft_cfg = config.raftstore.to_raftstore();
     tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
         let engines = Engines::open(&dir)
             .with_context(|| format!("cannot open engines in {}", dir.display()))?;
-        let node = raftstore::Node::start(
-            raftstore::Config::default(),
-            engines,
-            transport,
-            client,
-            addr.to_string(),
-        )
-        .context("cannot start the raftstore")?;
+        let node = raftstore::Node::start(raft_cfg, engines, transport, client, addr.to_string())
+            .context("cannot start the raftstore")?;
         Ok(node)
     })
     .await?
@@ -142,7 +137,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             let storage = open_standalone(config)?;
             let raw = RawApi::new(storage.clone(), config.raw.limits());
             let service = KvService::new(raw.clone());
-            let (g, h) = serve(config, service, raw, grpc, http, &rx);
+            let app = crate::http::router(raw, config.raw.max_value_size);
+            let (g, h) = serve(config, service, app, grpc, http, &rx);
             (Backend::Standalone(storage), g, h)
         }
         EngineKind::Raft => {
@@ -153,7 +149,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
                 node.raftstore().router().clone(),
                 rx.clone(),
             );
-            let (g, h) = serve(config, service, raw, grpc, http, &rx);
+            // Any store's gateway serves every key: it forwards to the region leaders.
+            let app =
+                crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits());
+            let (g, h) = serve(config, service, app, grpc, http, &rx);
             (Backend::Raft(node), g, h)
         }
     };
@@ -189,11 +188,11 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 
 type ServeTask<E> = JoinHandle<Result<(), E>>;
 
-/// Serves `service` (gRPC) and the HTTP gateway over `raw` until `rx` says stop.
-fn serve<S: Storage, T: TinyKv>(
+/// Serves `service` (gRPC) and the HTTP gateway `app` until `rx` says stop.
+fn serve<T: TinyKv>(
     config: &Config,
     service: T,
-    raw: RawApi<S>,
+    app: axum::Router,
     grpc: TcpListener,
     http: TcpListener,
     rx: &watch::Receiver<bool>,
@@ -212,7 +211,6 @@ fn serve<S: Storage, T: TinyKv>(
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
     );
-    let app = crate::http::router(raw, config.raw.max_value_size);
     let http_task = tokio::spawn(
         axum::serve(http, app)
             .with_graceful_shutdown(stopped(rx.clone()))

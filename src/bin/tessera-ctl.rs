@@ -1,4 +1,5 @@
-//! `tessera-ctl`: a command-line client of a Tessera server's raw API.
+//! `tessera-ctl`: a command-line client of a Tessera server's raw API, or of a whole cluster's
+//! (`--scheduler`: each request goes to the leader of its key's region).
 //!
 //! Exit codes: 0 success, 1 key not found (`get`), 2 bad usage, 3 the server rejected the
 //! request (or the transaction conflicted or was aborted), 4 the server or the scheduler could
@@ -10,21 +11,24 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::client::{ClientError, RawClient};
+use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
 use tessera::txn_client::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Server gRPC address
-    #[arg(long, default_value = "127.0.0.1:20160", global = true)]
-    addr: String,
+    /// Server gRPC address [default: 127.0.0.1:20160]
+    #[arg(long, global = true)]
+    addr: Option<String>,
     /// Column family: default, lock or write
     #[arg(long, default_value = "default", global = true)]
     cf: String,
-    /// Scheduler address, where `txn` takes its timestamps
-    #[arg(long, default_value = "127.0.0.1:2379", global = true)]
-    scheduler: String,
+    /// Scheduler address: raw commands then go through the whole cluster (to the leader of each
+    /// key's region) instead of --addr; `txn` takes its timestamps there [default:
+    /// 127.0.0.1:2379]
+    #[arg(long, global = true)]
+    scheduler: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -76,6 +80,7 @@ enum TxnCmd {
 /// What went wrong, and the exit code it maps to.
 enum Failure {
     Client(ClientError),
+    Cluster(ClusterError),
     Txn(TxnError),
 }
 
@@ -83,6 +88,8 @@ impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Client(e) | Failure::Txn(TxnError::Client(e)) => exit_code(e),
+            Failure::Cluster(ClusterError::Server(_)) => 3,
+            Failure::Cluster(_) => 4,
             Failure::Txn(TxnError::Tso(_)) => 4,
             Failure::Txn(_) => 3,
         }
@@ -93,6 +100,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Client(e) => e.fmt(f),
+            Failure::Cluster(e) => e.fmt(f),
             Failure::Txn(e) => e.fmt(f),
         }
     }
@@ -101,6 +109,12 @@ impl std::fmt::Display for Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         Failure::Client(e)
+    }
+}
+
+impl From<ClusterError> for Failure {
+    fn from(e: ClusterError) -> Self {
+        Failure::Cluster(e)
     }
 }
 
@@ -162,15 +176,80 @@ fn exit_code(e: &ClientError) -> u8 {
     }
 }
 
+const DEFAULT_ADDR: &str = "127.0.0.1:20160";
+const DEFAULT_SCHEDULER: &str = "127.0.0.1:2379";
+
 async fn run(args: Args) -> Result<u8, Failure> {
     match args.cmd {
-        Cmd::Raw(cmd) => run_raw(&args.addr, &args.cf, cmd).await,
-        Cmd::Txn(cmd) => run_txn(&args.addr, &args.scheduler, cmd).await,
+        Cmd::Raw(cmd) => {
+            let mut client = match (args.addr, args.scheduler) {
+                (Some(_), Some(_)) => {
+                    eprintln!("error: raw commands take either --addr or --scheduler, not both");
+                    return Ok(2);
+                }
+                (None, Some(scheduler)) => {
+                    // A command-line user wants a prompt answer when the scheduler is down.
+                    let config = ClusterConfig {
+                        scheduler_timeout: std::time::Duration::from_secs(2),
+                        ..ClusterConfig::default()
+                    };
+                    Raw::Cluster(ClusterClient::connect(&scheduler, config).await?)
+                }
+                (addr, None) => {
+                    Raw::One(RawClient::connect(addr.as_deref().unwrap_or(DEFAULT_ADDR)).await?)
+                }
+            };
+            run_raw(&mut client, &args.cf, cmd).await
+        }
+        Cmd::Txn(cmd) => {
+            let addr = args.addr.as_deref().unwrap_or(DEFAULT_ADDR);
+            let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
+            run_txn(addr, scheduler, cmd).await
+        }
     }
 }
 
-async fn run_raw(addr: &str, cf: &str, cmd: RawCmd) -> Result<u8, Failure> {
-    let mut client = RawClient::connect(addr).await?;
+/// Where raw commands go: one server, or the whole cluster.
+enum Raw {
+    One(RawClient),
+    Cluster(ClusterClient),
+}
+
+impl Raw {
+    async fn get(&mut self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
+        Ok(match self {
+            Raw::One(c) => c.get(cf, key).await?,
+            Raw::Cluster(c) => c.get(cf, key).await?,
+        })
+    }
+
+    async fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), Failure> {
+        match self {
+            Raw::One(c) => c.put(cf, key, value).await?,
+            Raw::Cluster(c) => c.put(cf, key, value).await?,
+        }
+        Ok(())
+    }
+
+    async fn delete(&mut self, cf: &str, key: &[u8]) -> Result<(), Failure> {
+        match self {
+            Raw::One(c) => c.delete(cf, key).await?,
+            Raw::Cluster(c) => c.delete(cf, key).await?,
+        }
+        Ok(())
+    }
+
+    async fn scan(&mut self, cf: &str, start: &[u8], limit: u32) -> Result<Pairs, Failure> {
+        Ok(match self {
+            Raw::One(c) => c.scan(cf, start, limit).await?,
+            Raw::Cluster(c) => c.scan(cf, start, limit).await?,
+        })
+    }
+}
+
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+async fn run_raw(client: &mut Raw, cf: &str, cmd: RawCmd) -> Result<u8, Failure> {
     match cmd {
         RawCmd::Get { key } => match client.get(cf, key.as_bytes()).await? {
             Some(v) => println!("{}", String::from_utf8_lossy(&v)),

@@ -6,6 +6,7 @@ mod http_1;
 mod process_1;
 mod raft_engine_2b;
 mod raft_grpc_2b;
+mod routing_2b;
 mod scheduler_3c;
 mod txn_4c;
 mod util;

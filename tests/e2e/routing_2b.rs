@@ -1,0 +1,353 @@
+//! Region-aware routing over a real cluster: three raft stores on loopback gRPC with an
+//! in-process scheduler (`LocalCluster`). The `ClusterClient` finds each key's region leader
+//! from any first guess, follows a failover, and scans across regions; `tessera-ctl
+//! --scheduler` and the HTTP gateway of a follower store route the same way.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::metapb;
+use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
+use scheduler_client::{HeartbeatHandler, Result as SchedResult, SchedulerClient};
+use tessera::cluster_client::{ClusterClient, ClusterConfig};
+use tessera::config::{Config, EngineKind};
+use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use tokio::sync::watch;
+
+use crate::util::{ctl, http, start, start_scheduler, test_config};
+
+async fn start_cluster(dir: &std::path::Path, split_keys: &[&str]) -> LocalCluster {
+    let mut config = LocalClusterConfig::new(3);
+    config.split_keys = split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    LocalCluster::start(dir, config)
+        .await
+        .expect("cluster starts")
+}
+
+async fn client_of(cluster: &LocalCluster) -> ClusterClient {
+    ClusterClient::connect(
+        &cluster.scheduler_addr().to_string(),
+        ClusterConfig::default(),
+    )
+    .await
+    .expect("scheduler reachable")
+}
+
+/// A scheduler that names the peer on `store_id` as every region's leader: a client starting
+/// from it must follow the stores' `NotLeader` hints to the real leader.
+struct WrongLeader {
+    inner: Arc<dyn SchedulerClient>,
+    store_id: u64,
+}
+
+impl SchedulerClient for WrongLeader {
+    fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id()
+    }
+    fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> SchedResult<()> {
+        self.inner.bootstrap(store, region)
+    }
+    fn is_bootstrapped(&self) -> SchedResult<bool> {
+        self.inner.is_bootstrapped()
+    }
+    fn alloc_id(&self) -> SchedResult<u64> {
+        self.inner.alloc_id()
+    }
+    fn put_store(&self, store: metapb::Store) -> SchedResult<()> {
+        self.inner.put_store(store)
+    }
+    fn get_store(&self, store_id: u64) -> SchedResult<metapb::Store> {
+        self.inner.get_store(store_id)
+    }
+    fn get_region(&self, key: &[u8]) -> SchedResult<(metapb::Region, Option<metapb::Peer>)> {
+        let (region, _) = self.inner.get_region(key)?;
+        let claimed = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == self.store_id)
+            .copied();
+        Ok((region, claimed))
+    }
+    fn get_region_by_id(&self, id: u64) -> SchedResult<(metapb::Region, Option<metapb::Peer>)> {
+        self.inner.get_region_by_id(id)
+    }
+    fn ask_split(&self, region: metapb::Region) -> SchedResult<AskSplitResponse> {
+        self.inner.ask_split(region)
+    }
+    fn store_heartbeat(&self, stats: StoreStats) -> SchedResult<()> {
+        self.inner.store_heartbeat(stats)
+    }
+    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> SchedResult<()> {
+        self.inner.region_heartbeat(req)
+    }
+    fn handle_region_heartbeat_response(&self, store_id: u64, handler: HeartbeatHandler) {
+        self.inner
+            .handle_region_heartbeat_response(store_id, handler)
+    }
+    fn tso(&self) -> SchedResult<u64> {
+        self.inner.tso()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_client_reaches_the_leader_from_any_store_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), &[]).await;
+    let ids: Vec<u64> = cluster.stores().iter().map(|s| s.id).collect();
+    let clients: Vec<ClusterClient> = ids
+        .iter()
+        .map(|&store_id| {
+            let wrong = WrongLeader {
+                inner: cluster.scheduler_client(),
+                store_id,
+            };
+            ClusterClient::new(Arc::new(wrong), ClusterConfig::default())
+        })
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        let key = format!("entry-{i}");
+        c.put("default", key.as_bytes(), b"v").await.unwrap();
+        assert_eq!(
+            c.get("default", key.as_bytes()).await.unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+    // Each client sees what the others wrote, and deletes are routed the same way.
+    for c in &clients {
+        let pairs = c.scan("default", b"entry-", 10).await.unwrap();
+        assert_eq!(pairs.len(), 3, "{pairs:?}");
+    }
+    clients[2].delete("default", b"entry-0").await.unwrap();
+    assert_eq!(clients[0].get("default", b"entry-0").await.unwrap(), None);
+    cluster.shutdown().await.unwrap();
+}
+
+/// Writes `w00000`, `w00001`, ... one after another until `stop`; returns the acknowledged
+/// keys. Failed writes (the deadline passed during the failover) are not acknowledged.
+async fn write_until(
+    client: ClusterClient,
+    acked: Arc<Mutex<Vec<String>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    for i in 0.. {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let key = format!("w{i:05}");
+        if client
+            .put("default", key.as_bytes(), key.as_bytes())
+            .await
+            .is_ok()
+        {
+            acked.lock().unwrap().push(key);
+        }
+    }
+}
+
+async fn wait_acked(acked: &Mutex<Vec<String>>, at_least: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = acked.lock().unwrap().len();
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: only {n} of {at_least} writes acknowledged in 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_client_follows_the_new_leader_after_the_leader_stops_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(dir.path(), &[]).await;
+    let client = client_of(&cluster).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (stop, stop_rx) = watch::channel(false);
+    let writer = tokio::spawn(write_until(client.clone(), acked.clone(), stop_rx));
+    wait_acked(&acked, 20, "before the failover").await;
+
+    let leader = cluster
+        .leader_store(b"w")
+        .expect("the scheduler knows a leader");
+    cluster.stop_store(leader).await;
+    let before = acked.lock().unwrap().len();
+    wait_acked(&acked, before + 20, "after the leader stopped").await;
+    let _ = stop.send(true);
+    writer.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    for key in &acked {
+        assert_eq!(
+            client.get("default", key.as_bytes()).await.unwrap(),
+            Some(key.clone().into_bytes()),
+            "acknowledged write {key} lost"
+        );
+    }
+    let pairs = client.scan("default", b"w", 100_000).await.unwrap();
+    assert!(
+        pairs.len() >= acked.len(),
+        "{} < {}",
+        pairs.len(),
+        acked.len()
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_spans_regions_in_key_order_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), &["g", "p"]).await;
+    let sched = cluster.scheduler_client();
+    let region_of = |k: &[u8]| sched.get_region(k).unwrap().0.id;
+    assert_ne!(region_of(b"a"), region_of(b"h"));
+    assert_ne!(region_of(b"h"), region_of(b"z"));
+
+    let client = client_of(&cluster).await;
+    let letters: Vec<String> = ('a'..='z').map(|c| format!("{c}0")).collect();
+    // Written in reverse so that order comes from the scan, not from the writes.
+    for k in letters.iter().rev() {
+        client
+            .put("default", k.as_bytes(), k.to_uppercase().as_bytes())
+            .await
+            .unwrap();
+    }
+    let keys = |pairs: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<String> {
+        pairs
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect()
+    };
+    let all = client.scan("default", b"", 1000).await.unwrap();
+    assert_eq!(all[6].1, b"G0".to_vec());
+    assert_eq!(keys(all), letters);
+    // From inside the first region across both boundaries, stopping at the limit.
+    let middle = client.scan("default", b"e", 14).await.unwrap();
+    assert_eq!(keys(middle), letters[4..18].to_vec());
+    // A limit that ends exactly at a region boundary.
+    let first = client.scan("default", b"", 6).await.unwrap();
+    assert_eq!(keys(first), letters[..6].to_vec());
+    assert!(client.scan("default", b"zz", 10).await.unwrap().is_empty());
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_with_scheduler_routes_through_the_cluster_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), &["m"]).await;
+    let sched = cluster.scheduler_addr().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("127.0.0.1:{port}");
+    let out = tokio::task::spawn_blocking(move || {
+        let at = |args: &[&str]| {
+            let mut all = vec!["--scheduler", sched.as_str()];
+            all.extend_from_slice(args);
+            ctl(&all)
+        };
+        vec![
+            at(&["put", "apple", "red"]),
+            at(&["put", "zebra", "striped"]),
+            at(&["get", "zebra"]),
+            at(&["scan", "--start", "a", "--limit", "10"]),
+            at(&["delete", "apple"]),
+            at(&["get", "apple"]),
+            at(&["--cf", "bogus", "get", "k"]),
+            at(&["--addr", "127.0.0.1:1", "get", "k"]),
+            ctl(&["--scheduler", &nobody, "get", "k"]),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(out[0], (0, "OK\n".into(), String::new()));
+    assert_eq!(out[1].0, 0, "{:?}", out[1]);
+    assert_eq!(out[2], (0, "striped\n".into(), String::new()));
+    assert_eq!(
+        out[3],
+        (0, "apple\tred\nzebra\tstriped\n".into(), String::new())
+    );
+    assert_eq!(out[4].0, 0, "{:?}", out[4]);
+    assert_eq!(out[5].0, 1, "{:?}", out[5]);
+    assert!(out[5].2.contains("key not found"), "{:?}", out[5]);
+    assert_eq!(out[6].0, 3, "{:?}", out[6]);
+    assert!(out[6].2.contains("unknown column family"), "{:?}", out[6]);
+    assert_eq!(out[7].0, 2, "{:?}", out[7]);
+    assert_eq!(out[8].0, 4, "{:?}", out[8]);
+    assert!(
+        out[8].2.contains("cannot reach the scheduler"),
+        "{:?}",
+        out[8]
+    );
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_gateway_serves_reads_and_writes_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), &[]).await;
+    let leader = cluster.leader_store(b"").expect("a leader");
+    let followers: Vec<_> = cluster.stores().iter().filter(|s| s.id != leader).collect();
+    let (f1, f2) = (followers[0].status_addr, followers[1].status_addr);
+
+    assert_eq!(http(f1, "PUT", "/kv/hello", b"world").await.0, 204);
+    assert_eq!(
+        http(f1, "GET", "/kv/hello", b"").await,
+        (200, b"world".to_vec())
+    );
+    assert_eq!(
+        http(f2, "GET", "/kv/hello", b"").await,
+        (200, b"world".to_vec())
+    );
+    assert_eq!(http(f2, "PUT", "/kv/l?cf=lock", b"x").await.0, 204);
+    assert_eq!(
+        http(f1, "GET", "/kv/l?cf=lock", b"").await,
+        (200, b"x".to_vec())
+    );
+    assert_eq!(http(f2, "DELETE", "/kv/hello", b"").await.0, 204);
+    assert_eq!(http(f1, "GET", "/kv/hello", b"").await.0, 404);
+    assert_eq!(http(f1, "GET", "/kv/k?cf=bogus", b"").await.0, 400);
+    // What the gateways wrote is what the leader serves.
+    let client = client_of(&cluster).await;
+    assert_eq!(client.get("lock", b"l").await.unwrap(), Some(b"x".to_vec()));
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gateway_forwards_from_a_store_without_the_region_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let sched = start_scheduler(&dir.path().join("sched")).await;
+    let raft = |name: &str| Config {
+        engine: EngineKind::Raft,
+        scheduler_addr: sched.addr.to_string(),
+        ..test_config(&dir.path().join(name))
+    };
+    // The first store bootstraps the cluster and holds its only region; the second joins with
+    // no peer (no conf change yet), so its gateway can only forward.
+    let first = start(&raft("first")).await;
+    let second = start(&raft("second")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (status, body) = http(second.status_addr, "PUT", "/kv/k", b"via-second").await;
+        if status == 204 || Instant::now() >= deadline {
+            break (status, String::from_utf8_lossy(&body).to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.0, 204, "{status:?}");
+    assert_eq!(
+        http(first.status_addr, "GET", "/kv/k", b"").await,
+        (200, b"via-second".to_vec())
+    );
+    assert_eq!(
+        http(second.status_addr, "GET", "/kv/k", b"").await,
+        (200, b"via-second".to_vec())
+    );
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
+    sched.shutdown().await.unwrap();
+}
