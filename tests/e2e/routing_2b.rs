@@ -122,6 +122,28 @@ async fn cluster_client_reaches_the_leader_from_any_store_2b() {
     cluster.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_client_gives_up_saying_what_it_tried_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(dir.path(), &[]).await;
+    let config = ClusterConfig {
+        timeout: Duration::from_secs(1),
+        ..ClusterConfig::default()
+    };
+    let client = ClusterClient::new(cluster.scheduler_client(), config);
+    client.put("default", b"k", b"v").await.unwrap();
+    let ids: Vec<u64> = cluster.stores().iter().map(|s| s.id).collect();
+    for id in ids {
+        cluster.stop_store(id).await;
+    }
+    let began = Instant::now();
+    let err = client.get("default", b"k").await.unwrap_err().to_string();
+    assert!(began.elapsed() < Duration::from_secs(3), "{err}");
+    assert!(err.contains("get \"k\": gave up after"), "{err}");
+    assert!(err.contains("store "), "{err}");
+    cluster.shutdown().await.unwrap();
+}
+
 /// Writes `w00000`, `w00001`, ... one after another until `stop`; returns the acknowledged
 /// keys. Failed writes (the deadline passed during the failover) are not acknowledged.
 async fn write_until(
