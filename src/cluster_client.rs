@@ -232,7 +232,10 @@ impl ClusterClient {
         if let Some(nl) = e.not_leader {
             return match nl.leader {
                 Some(l) if l.store_id != peer.store_id && !avoid.contains(&l.store_id) => {
-                    regions.set_leader(region.id, l);
+                    if !regions.set_leader(region.id, l) {
+                        // A leader we do not know as a member: the membership changed.
+                        regions.invalidate(region.id);
+                    }
                     Failure::now(format!("{at}: not leader, leader on store {}", l.store_id))
                 }
                 _ => {

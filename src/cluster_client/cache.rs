@@ -85,17 +85,21 @@ impl RegionCache {
         self.by_start.retain(|_, e| e.region.id != region_id);
     }
 
-    /// Records `leader` as the leader of region `region_id`, if it is one of its peers.
-    pub fn set_leader(&mut self, region_id: u64, leader: metapb::Peer) {
-        if let Some(e) = self
+    /// Records `leader` as the leader of region `region_id` if it is one of its cached peers;
+    /// says whether it was (a stranger means the cached membership is out of date).
+    pub fn set_leader(&mut self, region_id: u64, leader: metapb::Peer) -> bool {
+        let Some(e) = self
             .by_start
             .values_mut()
             .find(|e| e.region.id == region_id)
-        {
-            if e.region.peers.iter().any(|p| p.id == leader.id) {
-                e.leader = Some(leader);
-            }
+        else {
+            return false;
+        };
+        let member = e.region.peers.iter().any(|p| p.id == leader.id);
+        if member {
+            e.leader = Some(leader);
         }
+        member
     }
 
     /// How many regions are cached.
@@ -182,9 +186,9 @@ mod tests {
             store_id: 9,
             role: 0,
         };
-        c.set_leader(1, stranger);
+        assert!(!c.set_leader(1, stranger));
         assert!(c.find(b"a").unwrap().leader.is_none());
-        c.set_leader(1, member);
+        assert!(c.set_leader(1, member));
         assert_eq!(c.find(b"a").unwrap().leader, Some(member));
         c.invalidate(1);
         assert!(c.find(b"a").is_none());
