@@ -6,9 +6,15 @@
 //! stream is reported back as a send error, which the store turns into `report_unreachable`.
 //! Store addresses come from the scheduler and are looked up again on every reconnect, so a
 //! store that moved is found.
+//!
+//! Snapshots travel on their own `TinyKv.Snapshot` client stream per transfer: the raft message
+//! first, then the files in size-bounded chunks. The receiver writes them through its
+//! `SnapManager`, which checks every file's size and md5, and only then hands the message to
+//! raft. A transfer that fails on either side is reported to the sending peer, whose raft
+//! retries with a new snapshot.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kv::{KvService, Storage};
 use proto::kvrpcpb::*;
@@ -25,12 +31,16 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Messages queued for one store before sends start failing.
 const QUEUE_PER_STORE: usize = 4096;
+/// Snapshot chunks read ahead of the network.
+const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 
 /// Sends raft messages to other stores over `TinyKv.Raft` client streams.
 pub struct ServerTransport {
     runtime: Handle,
     scheduler: Arc<dyn SchedulerClient>,
     conns: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
+    /// Where the outcome of snapshot transfers is reported; set once the store runs.
+    router: OnceLock<Router>,
 }
 
 impl ServerTransport {
@@ -40,7 +50,14 @@ impl ServerTransport {
             runtime,
             scheduler,
             conns: Mutex::new(HashMap::new()),
+            router: OnceLock::new(),
         }
+    }
+
+    /// Sets the router of the store this transport sends for, so the outcome of snapshot
+    /// transfers reaches the sending peers. Call once, right after the store starts.
+    pub fn set_router(&self, router: Router) {
+        let _ = self.router.set(router);
     }
 
     fn connect(&self, store_id: u64) -> mpsc::Sender<RaftMessage> {
@@ -68,7 +85,68 @@ async fn stream_to(
     Ok(())
 }
 
+/// Streams one snapshot to `store_id`: the chunks are read from disk on a blocking thread a few
+/// ahead of the network.
+async fn stream_snapshot(
+    store_id: u64,
+    scheduler: Arc<dyn SchedulerClient>,
+    reader: snap::ChunkReader,
+    msg: RaftMessage,
+) -> anyhow::Result<()> {
+    let store = tokio::task::spawn_blocking(move || scheduler.get_store(store_id)).await??;
+    let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
+    let read_error = Arc::new(Mutex::new(None));
+    let read_error_w = read_error.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        for chunk in reader.into_snapshot_chunks(msg) {
+            match chunk {
+                Ok(c) => {
+                    if tx.blocking_send(c).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Ending the stream early makes the receiver refuse the snapshot.
+                    *read_error_w.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    return;
+                }
+            }
+        }
+    });
+    let mut client = TinyKvClient::connect(format!("http://{}", store.address)).await?;
+    let sent = client.snapshot(ReceiverStream::new(rx)).await;
+    producer.await?;
+    if let Some(e) = read_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!("reading the snapshot failed: {e}");
+    }
+    sent?;
+    Ok(())
+}
+
 impl Transport for ServerTransport {
+    fn send_snapshot(&self, msg: RaftMessage, snap_mgr: &snap::SnapManager) -> raftstore::Result<()> {
+        let transport_err = |e: String| raftstore::Error::Transport(e);
+        let (key, _) = snap::snapshot_in_message(&msg).map_err(|e| transport_err(e.to_string()))?;
+        let reader = snap_mgr
+            .send(key, snap::DEFAULT_CHUNK_SIZE)
+            .map_err(|e| transport_err(format!("snapshot {key} cannot be sent: {e}")))?;
+        let store_id = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
+        let region_id = msg.region_id;
+        let scheduler = self.scheduler.clone();
+        let router = self.router.get().cloned();
+        self.runtime.spawn(async move {
+            let result = stream_snapshot(store_id, scheduler, reader, msg).await;
+            if let Err(e) = &result {
+                tracing::warn!(region_id, store_id, %key, error = %e, "snapshot transfer failed");
+            }
+            if let Some(r) = router {
+                r.report_snapshot(region_id, to_peer_id, result.is_err());
+            }
+        });
+        Ok(())
+    }
+
     fn send(&self, msg: RaftMessage) -> raftstore::Result<()> {
         let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or(0);
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,23 +173,72 @@ impl Transport for ServerTransport {
 pub struct RaftKvService<S> {
     inner: KvService<S>,
     router: Router,
+    snap_mgr: snap::SnapManager,
     stop: watch::Receiver<bool>,
 }
 
 impl<S: Storage> RaftKvService<S> {
-    /// Serves `inner` and delivers incoming raft messages through `router`. Incoming raft
-    /// streams end once `stop` turns true: they never end by themselves, and a graceful server
-    /// shutdown waits for every open request.
+    /// Serves `inner` and delivers incoming raft messages through `router`, receiving
+    /// snapshots into `snap_mgr`. Incoming raft streams end once `stop` turns true: they never
+    /// end by themselves, and a graceful server shutdown waits for every open request.
     pub fn new(
         inner: KvService<S>,
         router: Router,
+        snap_mgr: snap::SnapManager,
         stop: watch::Receiver<bool>,
     ) -> RaftKvService<S> {
         RaftKvService {
             inner,
             router,
+            snap_mgr,
             stop,
         }
+    }
+
+    /// Receives one snapshot stream into the snapshot manager and returns its raft message.
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<SnapshotChunk>,
+    ) -> Result<RaftMessage, Status> {
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let msg = first
+            .message
+            .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no message"))?;
+        let (key, data) =
+            snap::snapshot_in_message(&msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let meta = data.meta.unwrap_or_default();
+        let mgr = self.snap_mgr.clone();
+        let mut receiver = tokio::task::spawn_blocking(move || mgr.receive(key, &meta))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                snap::Error::Busy { .. } => Status::resource_exhausted(e.to_string()),
+                e => Status::failed_precondition(e.to_string()),
+            })?;
+        let mut pending = first.data;
+        loop {
+            if !pending.is_empty() {
+                let data = std::mem::take(&mut pending);
+                receiver = tokio::task::spawn_blocking(move || {
+                    receiver.write(&data).map(|()| receiver)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::data_loss(e.to_string()))?;
+            }
+            match stream.next().await {
+                Some(chunk) => pending = chunk?.data,
+                None => break,
+            }
+        }
+        tokio::task::spawn_blocking(move || receiver.finish())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::data_loss(e.to_string()))?;
+        Ok(msg)
     }
 }
 
@@ -205,10 +332,15 @@ impl<S: Storage> TinyKv for RaftKvService<S> {
 
     async fn snapshot(
         &self,
-        _: Request<Streaming<SnapshotChunk>>,
+        r: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        Err(Status::unimplemented(
-            "snapshot transfer is not served by this store yet",
-        ))
+        let msg = self.receive_snapshot(r.into_inner()).await.inspect_err(|e| {
+            tracing::warn!(error = %e, "incoming snapshot refused");
+        })?;
+        // The files are complete and verified: raft may have the message now.
+        self.router
+            .send_raft_message(msg)
+            .map_err(|e| Status::unavailable(format!("store is not accepting messages: {e}")))?;
+        Ok(Response::new(Done {}))
     }
 }

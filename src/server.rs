@@ -103,20 +103,36 @@ async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<ra
     .await?
     .with_context(|| format!("cannot reach the scheduler at {}", config.scheduler_addr))?;
     let client: Arc<dyn SchedulerClient> = Arc::new(client);
+    let dir = config.data_dir.join("store");
+    let snap_dir = dir.join("snap");
+    let snap_mgr = tokio::task::spawn_blocking(move || {
+        snap::SnapManager::open(&snap_dir, snap::SnapConfig::default())
+            .with_context(|| format!("cannot open snapshots in {}", snap_dir.display()))
+    })
+    .await??;
     let transport = Arc::new(ServerTransport::new(
         tokio::runtime::Handle::current(),
         client.clone(),
     ));
-    let dir = config.data_dir.join("store");
     let raft_cfg = config.raftstore.to_raftstore();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
+    let node_transport = transport.clone();
+    let node = tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
         let engines = Engines::open(&dir)
             .with_context(|| format!("cannot open engines in {}", dir.display()))?;
-        let node = raftstore::Node::start(raft_cfg, engines, transport, client, addr.to_string())
-            .context("cannot start the raftstore")?;
+        let node = raftstore::Node::start(
+            raft_cfg,
+            engines,
+            snap_mgr,
+            node_transport,
+            client,
+            addr.to_string(),
+        )
+        .context("cannot start the raftstore")?;
         Ok(node)
     })
-    .await?
+    .await??;
+    transport.set_router(node.raftstore().router().clone());
+    Ok(node)
 }
 
 /// Opens the storage, binds both listeners and starts serving.
@@ -147,6 +163,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             let service = RaftKvService::new(
                 KvService::new(raw.clone()),
                 node.raftstore().router().clone(),
+                node.raftstore().snap_manager().clone(),
                 rx.clone(),
             );
             // Any store's gateway serves every key: it forwards to the region leaders.

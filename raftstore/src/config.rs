@@ -17,10 +17,17 @@ pub struct Config {
     pub raft_max_size_per_msg: u64,
     /// Largest number of in-flight append messages per follower.
     pub raft_max_inflight_msgs: usize,
-    /// Interval of the raft log GC check (log GC is not implemented yet; kept for the config file).
+    /// Interval of the leader's raft log GC check.
     pub raft_log_gc_tick_interval: Duration,
-    /// Number of applied entries kept before the log is compacted.
+    /// Applied entries in the log at which the leader compacts everything applied, even past
+    /// lagging followers (they catch up by snapshot).
     pub raft_log_gc_count_limit: u64,
+    /// Entries every follower has that make a compaction worthwhile before the count limit.
+    pub raft_log_gc_threshold: u64,
+    /// A snapshot send nobody reported on within this time is taken as failed and redone.
+    pub snapshot_send_timeout: Duration,
+    /// Interval of the GC of snapshot files no peer needs.
+    pub snap_gc_interval: Duration,
     /// Interval of the split check (splits are not implemented yet).
     pub split_region_check_tick_interval: Duration,
     /// Size at which a region is split.
@@ -49,6 +56,9 @@ impl Default for Config {
             raft_max_inflight_msgs: 256,
             raft_log_gc_tick_interval: Duration::from_secs(10),
             raft_log_gc_count_limit: 128 * 1024,
+            raft_log_gc_threshold: 50,
+            snapshot_send_timeout: Duration::from_secs(60),
+            snap_gc_interval: Duration::from_secs(60),
             split_region_check_tick_interval: Duration::from_secs(10),
             region_max_size: 144 * 1024 * 1024,
             region_split_size: 96 * 1024 * 1024,
@@ -70,6 +80,8 @@ impl Config {
             raft_election_timeout_ticks: 10,
             raft_heartbeat_ticks: 2,
             raft_log_gc_tick_interval: Duration::from_millis(100),
+            snapshot_send_timeout: Duration::from_secs(5),
+            snap_gc_interval: Duration::from_secs(1),
             split_region_check_tick_interval: Duration::from_millis(100),
             region_heartbeat_interval: Duration::from_millis(200),
             store_heartbeat_interval: Duration::from_millis(500),

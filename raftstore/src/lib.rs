@@ -9,7 +9,10 @@
 //! - [`PeerStorage`] is a peer's raft log and state over the engines.
 //! - [`Worker`] runs background tasks such as scheduler heartbeats ([`SchedulerTask`]).
 //!
-//! Not yet here (later issues): snapshots and log GC, conf change, split, leader transfer.
+//! - The region worker builds and applies snapshots (`snap` crate files) and the raft-log GC
+//!   worker deletes compacted log entries, both off the raft worker.
+//!
+//! Not yet here (later issues): conf change, split, leader transfer.
 
 #![deny(missing_docs)]
 // eraftpb (rust-protobuf) messages carry private bookkeeping fields, so they are built with
@@ -25,6 +28,7 @@ mod peer;
 mod peer_storage;
 mod raft_storage;
 mod raft_worker;
+mod region_worker;
 mod router;
 mod scheduler_worker;
 mod store;

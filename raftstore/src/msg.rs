@@ -82,6 +82,21 @@ pub enum PeerMsg {
     Tick,
     /// Send a region heartbeat to the scheduler now, if leader.
     HeartbeatScheduler,
+    /// The transport's report on a snapshot sent to peer `to_peer_id`: `failed` makes raft send
+    /// a new one; success lets it resume normal replication without waiting for the answer.
+    SnapshotStatus {
+        /// The peer the snapshot went to.
+        to_peer_id: u64,
+        /// Whether the transfer failed.
+        failed: bool,
+    },
+    /// The region worker finished applying the snapshot at `index` to the kv engine.
+    SnapshotApplied {
+        /// The snapshot's index.
+        index: u64,
+        /// `Err` with the reason when the apply failed.
+        result: std::result::Result<(), String>,
+    },
 }
 
 /// A message for the store itself.

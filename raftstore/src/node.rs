@@ -17,6 +17,7 @@ use kv::Engines;
 use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftMessage};
 use scheduler_client::SchedulerClient;
+use snap::SnapManager;
 
 use crate::bootstrap;
 use crate::config::Config;
@@ -24,7 +25,9 @@ use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
 use crate::raft_storage::RaftStorage;
+use crate::peer_storage::SnapContext;
 use crate::raft_worker::{PeerFsm, PollContext, RaftWorker};
+use crate::region_worker::{RaftLogGcRunner, RegionRunner};
 use crate::router::Router;
 use crate::scheduler_worker::{SchedulerRunner, SchedulerTask};
 use crate::store::StoreMeta;
@@ -38,7 +41,10 @@ pub struct RaftstoreHandle {
     store_meta: Arc<RwLock<StoreMeta>>,
     storage: RaftStorage,
     metrics: Arc<StoreMetrics>,
+    snap_mgr: SnapManager,
     thread: Option<JoinHandle<()>>,
+    region_worker: Worker<RegionRunner>,
+    raftlog_gc: Worker<RaftLogGcRunner>,
 }
 
 impl RaftstoreHandle {
@@ -62,6 +68,11 @@ impl RaftstoreHandle {
         &self.metrics
     }
 
+    /// The snapshot manager of this store.
+    pub fn snap_manager(&self) -> &SnapManager {
+        &self.snap_mgr
+    }
+
     /// The regions with a peer on this store.
     pub fn store_meta(&self) -> &Arc<RwLock<StoreMeta>> {
         &self.store_meta
@@ -82,6 +93,8 @@ impl RaftstoreHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.region_worker.stop();
+        self.raftlog_gc.stop();
     }
 }
 
@@ -98,6 +111,7 @@ impl Drop for RaftstoreHandle {
 pub fn start_raftstore(
     cfg: Config,
     engines: Engines,
+    snap_mgr: SnapManager,
     store_id: u64,
     transport: Arc<dyn Transport>,
     scheduler: Option<Scheduler<SchedulerTask>>,
@@ -121,12 +135,33 @@ pub fn start_raftstore(
     let cfg = Arc::new(cfg);
     let (router, receivers) = Router::new();
     let store_meta = Arc::new(RwLock::new(StoreMeta::default()));
+    let spawn_err = |e: std::io::Error| Error::Other(format!("cannot spawn a worker: {e}"));
+    let region_worker = Worker::start(
+        &format!("region-{store_id}"),
+        RegionRunner::new(engines.clone(), snap_mgr.clone(), router.clone()),
+        Some(cfg.snap_gc_interval),
+    )
+    .map_err(spawn_err)?;
+    let raftlog_gc = Worker::start(
+        &format!("raftlog-gc-{store_id}"),
+        RaftLogGcRunner::new(engines.clone()),
+        None,
+    )
+    .map_err(spawn_err)?;
+    let snap_ctx = SnapContext {
+        mgr: snap_mgr.clone(),
+        worker: region_worker.scheduler(),
+    };
     let mut peers = HashMap::new();
+    let mut applying = Vec::new();
     for state in bootstrap::load_region_states(&engines)? {
         let Some(region) = state.region else { continue };
-        if state.state != PeerState::Normal as i32 {
-            // Tombstones stay destroyed; Applying needs snapshots (next issue).
+        if state.state == PeerState::Tombstone as i32 {
             continue;
+        }
+        if state.state == PeerState::Applying as i32 {
+            // A crash interrupted a snapshot apply: redo it before the peer serves.
+            applying.push(region.id);
         }
         let Some(meta) = region
             .peers
@@ -141,7 +176,7 @@ pub fn start_raftstore(
             );
             continue;
         };
-        let peer = Peer::new(&cfg, engines.clone(), region.clone(), meta)?;
+        let peer = Peer::new(&cfg, engines.clone(), snap_ctx.clone(), region.clone(), meta)?;
         let mailbox = router.register(region.id);
         store_meta
             .write()
@@ -157,11 +192,14 @@ pub fn start_raftstore(
         cfg.command_timeout,
     );
     let metrics = Arc::new(StoreMetrics::default());
-    let worker = RaftWorker {
+    let mut worker = RaftWorker {
         ctx: PollContext {
             store_id,
             cfg,
             engines,
+            snap_mgr: snap_mgr.clone(),
+            region_worker: region_worker.scheduler(),
+            raftlog_gc: raftlog_gc.scheduler(),
             transport,
             store_meta: store_meta.clone(),
             scheduler,
@@ -171,6 +209,9 @@ pub fn start_raftstore(
         peers,
         receivers,
     };
+    for region_id in applying {
+        worker.resume_applying_snapshot(region_id);
+    }
     let thread = std::thread::Builder::new()
         .name(format!("raft-{store_id}"))
         .spawn(move || worker.run())
@@ -181,7 +222,10 @@ pub fn start_raftstore(
         store_meta,
         storage,
         metrics,
+        snap_mgr,
         thread: Some(thread),
+        region_worker,
+        raftlog_gc,
     })
 }
 
@@ -201,6 +245,7 @@ impl Node {
     pub fn start(
         cfg: Config,
         engines: Engines,
+        snap_mgr: SnapManager,
         transport: Arc<dyn Transport>,
         client: Arc<dyn SchedulerClient>,
         address: String,
@@ -243,6 +288,7 @@ impl Node {
         let raftstore = start_raftstore(
             cfg,
             engines,
+            snap_mgr,
             store_id,
             transport,
             Some(scheduler_worker.scheduler()),

@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, StoreMsg};
 use crate::peer::{Peer, PeerMsgHandler};
+use crate::peer_storage::SnapContext;
+use crate::region_worker::{RaftLogGcTask, RegionTask};
 use crate::router::{Notify, Router, RouterReceivers};
 use crate::scheduler_worker::SchedulerTask;
 use crate::store::{StoreMeta, StoreMsgHandler};
@@ -33,11 +35,24 @@ pub(crate) struct PollContext {
     pub(crate) store_id: u64,
     pub(crate) cfg: Arc<Config>,
     pub(crate) engines: Engines,
+    pub(crate) snap_mgr: snap::SnapManager,
+    pub(crate) region_worker: Scheduler<RegionTask>,
+    pub(crate) raftlog_gc: Scheduler<RaftLogGcTask>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store_meta: Arc<RwLock<StoreMeta>>,
     pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,
     pub(crate) router: Router,
     pub(crate) metrics: Arc<StoreMetrics>,
+}
+
+impl PollContext {
+    /// What a new peer needs to build snapshots.
+    pub(crate) fn snap_context(&self) -> SnapContext {
+        SnapContext {
+            mgr: self.snap_mgr.clone(),
+            worker: self.region_worker.clone(),
+        }
+    }
 }
 
 /// A peer and its mailbox.
@@ -120,6 +135,13 @@ impl RaftWorker {
                 }
             }
             more_ready = self.handle_readies();
+        }
+    }
+
+    /// Schedules the redo of the snapshot apply a crash interrupted in `region_id`.
+    pub(crate) fn resume_applying_snapshot(&mut self, region_id: u64) {
+        if let Some(fsm) = self.peers.get_mut(&region_id) {
+            PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx).resume_applying_snapshot();
         }
     }
 

@@ -64,7 +64,7 @@ impl StoreMeta {
     }
 
     /// Whether an initialised region other than `region_id` overlaps `[start, end)`.
-    fn overlaps(&self, region_id: u64, start: &[u8], end: &[u8]) -> bool {
+    pub(crate) fn overlaps(&self, region_id: u64, start: &[u8], end: &[u8]) -> bool {
         let start = keys::data_key(start);
         let end = keys::data_end_key(end);
         self.ranges
@@ -183,7 +183,8 @@ impl<'a> StoreMsgHandler<'a> {
             id: region_id,
             ..Default::default()
         };
-        match Peer::new(&self.ctx.cfg, self.ctx.engines.clone(), region.clone(), to) {
+        let snap = self.ctx.snap_context();
+        match Peer::new(&self.ctx.cfg, self.ctx.engines.clone(), snap, region.clone(), to) {
             Ok(peer) => {
                 tracing::info!(
                     region_id,

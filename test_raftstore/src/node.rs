@@ -8,6 +8,7 @@ use std::time::Duration;
 use kv::Engines;
 use proto::raft_cmdpb::RaftCmdRequest;
 use raftstore::{Callback, CmdResponse, Config, Node};
+use snap::{SnapConfig, SnapManager};
 
 use crate::filter::Filter;
 use crate::scheduler::MockSchedulerClient;
@@ -72,16 +73,27 @@ impl Simulator for NodeSimulator {
             !self.nodes.contains_key(&store_id),
             "store {store_id} is already running"
         );
+        // The snapshot directory sits beside the engines, so it survives restarts with them.
+        let snap_dir = engines
+            .kv_path
+            .parent()
+            .map_or_else(|| engines.kv_path.join("snap"), |d| d.join("snap"));
+        let snap_mgr = SnapManager::open(snap_dir, SnapConfig::default())
+            .map_err(|e| raftstore::Error::Other(format!("cannot open snapshots: {e}")))?;
         let node = Node::start(
             cfg,
             engines,
+            snap_mgr,
             Arc::new(self.transport.clone()),
             self.scheduler.clone(),
             format!("store-{store_id}"),
         )?;
         assert_eq!(node.store_id(), store_id, "engines belong to another store");
-        self.transport
-            .register(store_id, node.raftstore().router().clone());
+        self.transport.register(
+            store_id,
+            node.raftstore().router().clone(),
+            node.raftstore().snap_manager().clone(),
+        );
         self.nodes.insert(store_id, node);
         Ok(())
     }

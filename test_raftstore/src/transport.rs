@@ -1,18 +1,28 @@
 //! [`MockTransport`]: in-process delivery of raft messages to the target store's router, through
 //! the installed [`Filter`]s. Delayed messages are held by one timer thread.
+//!
+//! A snapshot message moves its files first, from the sending store's `SnapManager` to the
+//! receiving store's, in chunks through the same verifying receiver the gRPC server uses; only
+//! a complete, verified transfer lets the message through. Tests can corrupt the next transfers
+//! on the wire ([`MockTransport::corrupt_next_snapshots`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use proto::raft_serverpb::RaftMessage;
 use raftstore::{Router, Transport};
+use snap::SnapManager;
 
 use crate::filter::{Filter, FilterAction};
 
-type Routers = Arc<RwLock<HashMap<u64, Router>>>;
+type Routers = Arc<RwLock<HashMap<u64, (Router, SnapManager)>>>;
+
+/// Chunk size of in-process snapshot transfers: small, so every transfer has several chunks.
+const SNAPSHOT_CHUNK: usize = 4096;
 
 struct Delayed {
     at: Instant,
@@ -43,7 +53,17 @@ pub struct MockTransport {
     routers: Routers,
     filters: Arc<RwLock<Vec<Arc<dyn Filter>>>>,
     delayed: Sender<Delayed>,
-    seq: Arc<std::sync::atomic::AtomicU64>,
+    seq: Arc<AtomicU64>,
+    snapshots: Arc<SnapshotCounters>,
+}
+
+/// What happened to snapshot transfers.
+#[derive(Default)]
+struct SnapshotCounters {
+    /// Transfers still to corrupt on the wire.
+    to_corrupt: AtomicU64,
+    delivered: AtomicU64,
+    refused: AtomicU64,
 }
 
 fn deliver(routers: &Routers, msg: RaftMessage) -> raftstore::Result<()> {
@@ -52,7 +72,7 @@ fn deliver(routers: &Routers, msg: RaftMessage) -> raftstore::Result<()> {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(&to)
-        .cloned();
+        .map(|(r, _)| r.clone());
     match router {
         Some(r) => r.send_raft_message(msg),
         None => Err(raftstore::Error::Transport(format!(
@@ -99,15 +119,93 @@ impl MockTransport {
             filters: Arc::default(),
             delayed: tx,
             seq: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 
-    /// Attaches a running store.
-    pub fn register(&self, store_id: u64, router: Router) {
+    /// Attaches a running store with its snapshot manager.
+    pub fn register(&self, store_id: u64, router: Router, snap_mgr: SnapManager) {
         self.routers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(store_id, router);
+            .insert(store_id, (router, snap_mgr));
+    }
+
+    /// Flips one byte in the data of each of the next `n` snapshot transfers, as a faulty
+    /// network would; the receiver must refuse them.
+    pub fn corrupt_next_snapshots(&self, n: u64) {
+        self.snapshots.to_corrupt.store(n, Ordering::SeqCst);
+    }
+
+    /// Snapshot transfers that reached their store verified, and transfers refused.
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        (
+            self.snapshots.delivered.load(Ordering::SeqCst),
+            self.snapshots.refused.load(Ordering::SeqCst),
+        )
+    }
+
+    /// What the filters make of `msg`: `None` when it is lost, else the delay before delivery.
+    fn filtered(&self, msg: &RaftMessage) -> Option<Duration> {
+        let mut delay = Duration::ZERO;
+        for f in self
+            .filters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            match f.before(msg) {
+                FilterAction::Pass => {}
+                FilterAction::Drop => return None,
+                FilterAction::Delay(d) => delay = delay.max(d),
+            }
+        }
+        Some(delay)
+    }
+
+    fn deliver_after(&self, msg: RaftMessage, delay: Duration) -> raftstore::Result<()> {
+        if delay.is_zero() {
+            return deliver(&self.routers, msg);
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let _ = self.delayed.send(Delayed {
+            at: Instant::now() + delay,
+            seq,
+            msg,
+        });
+        Ok(())
+    }
+
+    /// Copies the files of the snapshot `msg` carries from `from` to the receiving store.
+    fn transfer_snapshot(&self, msg: &RaftMessage, from: &SnapManager) -> snap::Result<()> {
+        let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        let to = self
+            .routers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to_store)
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| snap::Error::BadMessage {
+                region_id: msg.region_id,
+                reason: format!("store {to_store} is not running"),
+            })?;
+        let (key, _) = snap::snapshot_in_message(msg)?;
+        let reader = from.send(key, SNAPSHOT_CHUNK)?;
+        let mut receiver = to.receive(key, reader.meta())?;
+        let corrupt = self
+            .snapshots
+            .to_corrupt
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        for (i, chunk) in reader.enumerate() {
+            let mut chunk = chunk?;
+            if corrupt && i == 0 && !chunk.is_empty() {
+                let mid = chunk.len() / 2;
+                chunk[mid] ^= 0x5a;
+            }
+            receiver.write(&chunk)?;
+        }
+        receiver.finish().map(|_| ())
     }
 
     /// Detaches a stopped store: messages to it fail.
@@ -144,30 +242,29 @@ impl MockTransport {
 }
 
 impl Transport for MockTransport {
+    fn send_snapshot(&self, msg: RaftMessage, snap_mgr: &SnapManager) -> raftstore::Result<()> {
+        // The filters decide first: a snapshot lost on the wire is a failed transfer, which the
+        // sender learns of (a real stream would break).
+        let Some(delay) = self.filtered(&msg) else {
+            return Err(raftstore::Error::Transport(
+                "snapshot dropped by a filter".into(),
+            ));
+        };
+        if let Err(e) = self.transfer_snapshot(&msg, snap_mgr) {
+            self.snapshots.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(raftstore::Error::Transport(format!(
+                "snapshot transfer failed: {e}"
+            )));
+        }
+        self.snapshots.delivered.fetch_add(1, Ordering::SeqCst);
+        self.deliver_after(msg, delay)
+    }
+
     fn send(&self, msg: RaftMessage) -> raftstore::Result<()> {
-        let mut delay = Duration::ZERO;
-        for f in self
-            .filters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            match f.before(&msg) {
-                FilterAction::Pass => {}
-                // Lost on the wire: the sender cannot tell.
-                FilterAction::Drop => return Ok(()),
-                FilterAction::Delay(d) => delay = delay.max(d),
-            }
+        match self.filtered(&msg) {
+            Some(delay) => self.deliver_after(msg, delay),
+            // Lost on the wire: the sender cannot tell.
+            None => Ok(()),
         }
-        if delay.is_zero() {
-            return deliver(&self.routers, msg);
-        }
-        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.delayed.send(Delayed {
-            at: Instant::now() + delay,
-            seq,
-            msg,
-        });
-        Ok(())
     }
 }

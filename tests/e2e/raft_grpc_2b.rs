@@ -60,19 +60,27 @@ async fn start_cluster(dir: &std::path::Path) -> (Vec<Store>, Arc<dyn SchedulerC
         let mut wb = WriteBatch::new(&engines.kv);
         raftstore::bootstrap::write_initial_region(&engines, &region, &mut wb).unwrap();
         wb.write(true).unwrap();
-        let transport = ServerTransport::new(tokio::runtime::Handle::current(), sched.clone());
+        let snap_mgr =
+            snap::SnapManager::open(dir.join(format!("snap-{id}")), Default::default()).unwrap();
+        let transport = Arc::new(ServerTransport::new(
+            tokio::runtime::Handle::current(),
+            sched.clone(),
+        ));
         let handle = raftstore::start_raftstore(
             raftstore::Config::test(),
             engines,
+            snap_mgr.clone(),
             id,
-            Arc::new(transport),
+            transport.clone(),
             None,
         )
         .expect("raftstore starts");
+        transport.set_router(handle.router().clone());
         let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
         // Never set: these stores stop by crashing (see stop_store).
         let (_never, stop) = watch::channel(false);
-        let service = RaftKvService::new(KvService::new(raw), handle.router().clone(), stop);
+        let service =
+            RaftKvService::new(KvService::new(raw), handle.router().clone(), snap_mgr, stop);
         let addr = listener.local_addr().unwrap().to_string();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {

@@ -6,15 +6,26 @@ use kv::{keys, Cf, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
-    CmdType, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
-    RaftResponseHeader, Response, SnapResponse,
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogResponse, DeleteResponse,
+    GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
+    SnapResponse,
 };
-use proto::raft_serverpb::RaftApplyState;
+use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
 use super::PeerMsgHandler;
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
+use crate::region_worker::RaftLogGcTask;
 use crate::util;
+
+/// What applying a batch of entries did beyond writing data.
+#[derive(Default)]
+struct ApplyEffects {
+    /// The batch must be synced (the raft log is about to lose entries it covers).
+    sync: bool,
+    /// The log was compacted up to this index.
+    compacted_to: Option<u64>,
+}
 
 impl PeerMsgHandler<'_> {
     /// Applies `entries` (consecutive, starting right after the applied index).
@@ -26,6 +37,7 @@ impl PeerMsgHandler<'_> {
         let mut apply_state = self.peer.raft_group.store().apply_state();
         let mut wb = WriteBatch::new(&engines.kv);
         let mut answers: Vec<(Callback, CmdResponse)> = Vec::new();
+        let mut effects = ApplyEffects::default();
         for e in entries {
             if e.index != apply_state.applied_index + 1 {
                 panic!(
@@ -39,7 +51,7 @@ impl PeerMsgHandler<'_> {
             }
             let resp = match e.get_entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
-                    Some(self.exec_normal(&e, &mut wb, &mut apply_state))
+                    Some(self.exec_normal(&e, &mut wb, &mut apply_state, &mut effects))
                 }
                 EntryType::EntryNormal => None,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -59,16 +71,27 @@ impl PeerMsgHandler<'_> {
                 _ => {}
             }
         }
-        self.write_apply_state(&mut wb, &apply_state);
+        self.write_apply_state(&mut wb, &apply_state, effects.sync);
+        if let Some(index) = effects.compacted_to {
+            self.peer.raft_group.store().compact_cache_to(index);
+            let task = RaftLogGcTask {
+                region_id: self.peer.region_id,
+                end_index: index + 1,
+            };
+            // A stopped worker leaves the entries for the next compaction to delete.
+            let _ = self.ctx.raftlog_gc.schedule(task);
+        }
         for (cb, resp) in answers {
             cb.invoke(resp);
         }
     }
 
-    fn write_apply_state(&mut self, wb: &mut WriteBatch, apply_state: &RaftApplyState) {
+    /// Writes `wb` with `apply_state`. Not synced unless `sync`: the raft log is, and replaying
+    /// it after a crash rewrites the same values; only a log compaction, which removes that
+    /// log, needs the applied state durable first.
+    fn write_apply_state(&mut self, wb: &mut WriteBatch, apply_state: &RaftApplyState, sync: bool) {
         wb.put_msg(&keys::apply_state_key(self.peer.region_id), apply_state);
-        // Not synced: the raft log is, and replaying it after a crash rewrites the same values.
-        if let Err(e) = wb.write(false) {
+        if let Err(e) = wb.write(sync) {
             panic!(
                 "region {} peer {}: kv engine write at applied index {} failed: {e}",
                 self.peer.region_id, self.peer.meta.id, apply_state.applied_index
@@ -98,6 +121,7 @@ impl PeerMsgHandler<'_> {
         e: &Entry,
         wb: &mut WriteBatch,
         apply_state: &mut RaftApplyState,
+        effects: &mut ApplyEffects,
     ) -> CmdResponse {
         let req = match RaftCmdRequest::decode(e.data.as_ref()) {
             Ok(r) => r,
@@ -106,6 +130,9 @@ impl PeerMsgHandler<'_> {
                 self.peer.region_id, self.peer.meta.id, e.index, e.term
             ),
         };
+        if let Some(admin) = &req.admin_request {
+            return self.exec_admin(admin, apply_state, effects);
+        }
         let region = self.peer.region();
         let checked = util::check_region_epoch(&req, &region).and_then(|()| {
             req.requests
@@ -127,11 +154,60 @@ impl PeerMsgHandler<'_> {
         if reads {
             // A read inside a write command must see the writes of earlier entries.
             apply_state.applied_index = e.index - 1;
-            self.write_apply_state(wb, apply_state);
+            self.write_apply_state(wb, apply_state, effects.sync);
         }
         match self.exec_requests(&req, wb) {
             Ok(resp) => resp,
             Err(err) => CmdResponse::from_error(err, self.peer.term()),
+        }
+    }
+
+    fn exec_admin(
+        &mut self,
+        admin: &AdminRequest,
+        apply_state: &mut RaftApplyState,
+        effects: &mut ApplyEffects,
+    ) -> CmdResponse {
+        let term = self.peer.term();
+        let mut resp = AdminResponse {
+            cmd_type: admin.cmd_type,
+            ..Default::default()
+        };
+        match AdminCmdType::try_from(admin.cmd_type) {
+            Ok(AdminCmdType::CompactLog) => {
+                let req = admin.compact_log.unwrap_or_default();
+                let truncated = apply_state.truncated_state.unwrap_or_default();
+                // A compaction proposed by an older leader may arrive after a newer one.
+                if req.compact_index > truncated.index {
+                    apply_state.truncated_state = Some(RaftTruncatedState {
+                        index: req.compact_index,
+                        term: req.compact_term,
+                    });
+                    effects.sync = true;
+                    effects.compacted_to = Some(req.compact_index);
+                }
+                resp.compact_log = Some(CompactLogResponse {});
+            }
+            _ => {
+                return CmdResponse::from_error(
+                    Error::Other(format!(
+                        "region {}: unsupported admin command {}",
+                        self.peer.region_id, admin.cmd_type
+                    )),
+                    term,
+                )
+            }
+        }
+        CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: term,
+                    ..Default::default()
+                }),
+                responses: Vec::new(),
+                admin_response: Some(resp),
+            },
+            snapshot: None,
         }
     }
 

@@ -28,6 +28,10 @@ impl<'a> PeerMsgHandler<'a> {
             PeerMsg::RaftCommand { request, callback } => self.on_raft_command(request, callback),
             PeerMsg::Tick => self.on_tick(),
             PeerMsg::HeartbeatScheduler => self.schedule_region_heartbeat(),
+            PeerMsg::SnapshotStatus { to_peer_id, failed } => {
+                self.on_snapshot_status(to_peer_id, failed)
+            }
+            PeerMsg::SnapshotApplied { index, result } => self.on_snapshot_applied(index, result),
         }
     }
 
@@ -53,6 +57,11 @@ impl<'a> PeerMsgHandler<'a> {
                 return;
             }
         };
+        if m.get_msg_type() == eraftpb::MessageType::MsgSnapshot
+            && !self.check_incoming_snapshot(&msg)
+        {
+            return;
+        }
         if let Some(from) = msg.from_peer {
             // Replies must reach a sender the region does not list yet (a peer being added).
             if self.peer.find_peer(from.id).is_none() {
@@ -66,6 +75,8 @@ impl<'a> PeerMsgHandler<'a> {
 
     fn on_tick(&mut self) {
         self.peer.raft_group.tick();
+        self.snapshot_tick();
+        self.raft_log_gc_tick();
         self.peer.ticks_since_heartbeat += 1;
         let every = (self.ctx.cfg.region_heartbeat_interval.as_millis()
             / self.ctx.cfg.raft_base_tick_interval.as_millis().max(1))

@@ -5,14 +5,17 @@
 //! - `handler`: dispatching [`crate::PeerMsg`]s, raft messages from other stores, ticks;
 //! - `propose`: checking and proposing commands, starting ReadIndex reads;
 //! - `ready`: collecting a `Ready` into the group-commit batch, then sending, reading, advancing;
-//! - `apply`: applying committed entries to the kv engine and answering proposals.
+//! - `apply`: applying committed entries to the kv engine and answering proposals;
+//! - `snapshot`: snapshots in and out, and raft log GC.
 
 mod apply;
 mod handler;
 mod propose;
 mod ready;
+mod snapshot;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use kv::Engines;
 use proto::eraftpb;
@@ -21,11 +24,12 @@ use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::RaftMessage;
 use protobuf::Message as _;
 use raft::{RawNode, StateRole};
+use snap::SnapKey;
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::msg::Callback;
-use crate::peer_storage::PeerStorage;
+use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
 
 pub(crate) use handler::PeerMsgHandler;
@@ -59,18 +63,31 @@ pub(crate) struct Peer {
     extra_peers: Vec<metapb::Peer>,
     /// Ticks since the last region heartbeat.
     ticks_since_heartbeat: u64,
+    /// Ticks since the last raft log GC check.
+    ticks_since_log_gc: u64,
+    /// The highest compact index this peer proposed as leader.
+    last_compact_proposed: u64,
+    /// The received snapshot the region worker is applying; raft readies wait for it.
+    applying_snapshot: Option<SnapKey>,
+    /// The last apply of `applying_snapshot` failed; it is retried on the next tick.
+    snapshot_apply_failed: bool,
+    /// Followers this leader is sending a snapshot to, since when (to retry a lost one).
+    snapshot_sent: HashMap<u64, Instant>,
 }
 
 impl Peer {
-    /// Creates the peer `peer` of `region` from what the engines hold.
+    /// Creates the peer `peer` of `region` from what the engines hold; `snap` lets it build
+    /// snapshots.
     pub(crate) fn new(
         cfg: &Config,
         engines: Engines,
+        snap: SnapContext,
         region: metapb::Region,
         peer: metapb::Peer,
     ) -> Result<Peer> {
         let region_id = region.id;
-        let storage = PeerStorage::new(engines, region, cfg.entry_cache_limit)?;
+        let mut storage = PeerStorage::new(engines, region, cfg.entry_cache_limit)?;
+        storage.set_snap_context(snap);
         let applied = storage.applied_index();
         let raft_cfg = cfg.raft_config(peer.id, applied);
         let raft_group = RawNode::new(&raft_cfg, storage)?;
@@ -83,6 +100,11 @@ impl Peer {
             next_read_ctx: 0,
             extra_peers: Vec::new(),
             ticks_since_heartbeat: 0,
+            ticks_since_log_gc: 0,
+            last_compact_proposed: 0,
+            applying_snapshot: None,
+            snapshot_apply_failed: false,
+            snapshot_sent: HashMap::new(),
         })
     }
 
@@ -127,6 +149,10 @@ impl Peer {
         let region = self.region();
         for m in msgs {
             let to = m.to;
+            let is_snapshot = m.get_msg_type() == eraftpb::MessageType::MsgSnapshot;
+            if is_snapshot {
+                self.snapshot_sent.insert(to, Instant::now());
+            }
             let Some(to_peer) = self.find_peer(to) else {
                 tracing::warn!(
                     region_id = self.region_id,
@@ -153,7 +179,15 @@ impl Peer {
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
             };
-            if let Err(e) = ctx.transport.send(msg) {
+            if is_snapshot {
+                if let Err(e) = ctx.transport.send_snapshot(msg, &ctx.snap_mgr) {
+                    tracing::info!(region_id = self.region_id, peer_id = self.meta.id, to,
+                        error = %e, "snapshot not sent");
+                    self.snapshot_sent.remove(&to);
+                    self.raft_group
+                        .report_snapshot(to, raft::SnapshotStatus::Failure);
+                }
+            } else if let Err(e) = ctx.transport.send(msg) {
                 tracing::debug!(region_id = self.region_id, peer_id = self.meta.id, to,
                     error = %e, "raft message not delivered");
                 self.raft_group.report_unreachable(to);
@@ -163,8 +197,9 @@ impl Peer {
 }
 
 impl Peer {
-    /// Whether the raft node has work for the next ready phase.
+    /// Whether the raft node has work for the next ready phase. None while a snapshot is being
+    /// applied: whatever raft has waits until the data is in place.
     pub(crate) fn has_ready(&self) -> bool {
-        self.raft_group.has_ready()
+        self.applying_snapshot.is_none() && self.raft_group.has_ready()
     }
 }

@@ -22,24 +22,31 @@ impl PeerMsgHandler<'_> {
     /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
     /// the entries and hard state to `raft_wb`.
     pub(crate) fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
-        if !self.peer.raft_group.has_ready() {
+        if !self.peer.has_ready() {
             return None;
         }
         let mut rd = self.peer.raft_group.ready();
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(&ss);
         }
-        if rd.snapshot.get_metadata().index > 0 {
-            panic!(
-                "region {} peer {}: received a snapshot at index {}, but no store sends \
-                 snapshots yet",
-                self.peer.region_id,
-                self.peer.meta.id,
-                rd.snapshot.get_metadata().index
-            );
-        }
         let msgs = std::mem::take(&mut rd.messages);
         self.peer.send_raft_messages(self.ctx, msgs);
+        let has_snapshot = rd.snapshot.get_metadata().index > 0;
+        if has_snapshot {
+            let installed = self
+                .peer
+                .raft_group
+                .store()
+                .apply_snapshot(&rd.snapshot, raft_wb);
+            match installed {
+                Ok((key, region)) => self.start_applying_snapshot(key, region),
+                // Checked before raft saw it; only an engine failure gets here.
+                Err(e) => panic!(
+                    "region {} peer {}: cannot install snapshot: {e}",
+                    self.peer.region_id, self.peer.meta.id
+                ),
+            }
+        }
         let ps = self.peer.raft_group.store();
         if let Err(e) = ps.append(&rd.entries, raft_wb) {
             panic!(
@@ -47,7 +54,7 @@ impl PeerMsgHandler<'_> {
                 self.peer.region_id, self.peer.meta.id
             );
         }
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+        if !rd.entries.is_empty() || rd.hard_state.is_some() || has_snapshot {
             ps.save_raft_state(rd.hard_state.as_ref(), raft_wb);
         }
         Some(rd)
@@ -93,6 +100,10 @@ impl PeerMsgHandler<'_> {
 
     /// Answers every pending read whose read index is applied.
     fn serve_ready_reads(&mut self) {
+        if self.peer.applying_snapshot.is_some() {
+            // The applied index is the snapshot's, but its data is not in place yet.
+            return;
+        }
         let applied = self.peer.raft_group.store().applied_index();
         if !self
             .peer

@@ -18,15 +18,17 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn start(dir: &std::path::Path, sched: &Arc<MockSchedulerClient>, t: &MockTransport) -> Node {
     let engines = Engines::open(dir).unwrap();
+    let snap_mgr = snap::SnapManager::open(dir.join("snap"), Default::default()).unwrap();
     let node = Node::start(
         Config::test(),
         engines,
+        snap_mgr.clone(),
         Arc::new(t.clone()),
         sched.clone(),
         "127.0.0.1:0".to_string(),
     )
     .unwrap();
-    t.register(node.store_id(), node.raftstore().router().clone());
+    t.register(node.store_id(), node.raftstore().router().clone(), snap_mgr);
     node
 }
 

@@ -13,12 +13,16 @@
 //! ```
 //!
 //! A peer created by a message for a region it knows nothing of starts with everything at 0: it
-//! can only be initialised by a snapshot. Snapshots are the next issue: [`PeerStorage::snapshot`]
-//! answers `SnapshotTemporarilyUnavailable` for now, so a leader never ships one.
+//! can only be initialised by a snapshot. Snapshots (generation on request, installing a received
+//! one, and crash recovery around that) are in the `snapshot` submodule.
 //!
 //! Writes are not done here directly: [`PeerStorage::append`] and friends add to the caller's
 //! raft-engine write batch, which the raft worker writes once for all peers (group commit). The
 //! in-memory state is updated at the same time; raft only reads entries it knows to be durable.
+
+mod snapshot;
+
+pub(crate) use snapshot::{raft_snapshot, SnapContext};
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -89,6 +93,9 @@ pub struct PeerStorage {
     region_id: u64,
     cache_limit: usize,
     state: RefCell<State>,
+    /// Where snapshots are built; without it (unit tests) no snapshot is ever available.
+    snap: Option<snapshot::SnapContext>,
+    gen: RefCell<snapshot::GenState>,
 }
 
 fn corrupt(what: &str, region_id: u64, e: impl std::fmt::Display) -> Error {
@@ -124,13 +131,7 @@ impl PeerStorage {
                 )))
             }
         };
-        let truncated = apply_state.truncated_state.unwrap_or_default();
-        if raft_state.last_index < truncated.index {
-            panic!(
-                "region {region_id}: raft last index {} is below truncated index {}",
-                raft_state.last_index, truncated.index
-            );
-        }
+        let raft_state = snapshot::recover_raft_state(region_id, raft_state, &apply_state);
         Ok(PeerStorage {
             engines,
             region_id,
@@ -141,6 +142,8 @@ impl PeerStorage {
                 region,
                 cache: VecDeque::new(),
             }),
+            snap: None,
+            gen: RefCell::default(),
         })
     }
 
@@ -183,6 +186,19 @@ impl PeerStorage {
     /// The engines.
     pub(crate) fn engines(&self) -> &Engines {
         &self.engines
+    }
+
+    /// The index of the last entry removed from the log (its term is still known).
+    pub(crate) fn truncated_index(&self) -> u64 {
+        self.truncated().index
+    }
+
+    /// Forgets cached entries up to `index` after the log was compacted there.
+    pub(crate) fn compact_cache_to(&self, index: u64) {
+        let mut st = self.state.borrow_mut();
+        while st.cache.front().is_some_and(|e| e.index <= index) {
+            st.cache.pop_front();
+        }
     }
 
     fn truncated(&self) -> RaftTruncatedState {
@@ -361,10 +377,8 @@ impl raft::Storage for PeerStorage {
         Ok(self.state.borrow().raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshot generation is the next issue; until then a lagging peer waits for the log
-        // (which is never truncated yet).
-        Err(StorageError::SnapshotTemporarilyUnavailable.into())
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.request_snapshot(to)
     }
 }
 

@@ -1,0 +1,261 @@
+//! Snapshots and raft log GC on the peer's side.
+//!
+//! - Incoming: a `MsgSnapshot` reaches raft only if its files are here, complete and verified
+//!   (the transport put them there) and its range overlaps no other region of this store.
+//!   Installing it hands the data to the region worker; until `SnapshotApplied` the peer
+//!   handles no `Ready`.
+//! - Outgoing: the transport's report ends a send; a send nobody reports within
+//!   `snapshot_send_timeout` is reported failed so raft sends a new one.
+//! - Log GC: the leader proposes `CompactLog` when the applied log is long enough (see
+//!   [`compact_target`]); every peer applies it and the raft-log GC worker deletes the entries.
+
+use std::time::Instant;
+
+use kv::{keys, WriteBatch};
+use prost::Message as _;
+use proto::metapb;
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
+};
+use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use raft::{ProgressState, SnapshotStatus};
+use snap::{SnapKey, SnapKind};
+
+use super::PeerMsgHandler;
+use crate::region_worker::RegionTask;
+
+/// Where the leader should compact the log to, if anywhere: everything applied once the log
+/// holds `limit` applied entries (followers that far behind catch up by snapshot), else what
+/// every follower has once that is `threshold` entries.
+pub(crate) fn compact_target(
+    applied: u64,
+    truncated: u64,
+    replicated: u64,
+    limit: u64,
+    threshold: u64,
+) -> Option<u64> {
+    if applied <= truncated {
+        return None;
+    }
+    if applied - truncated >= limit {
+        return Some(applied);
+    }
+    let replicated = replicated.min(applied);
+    (replicated > truncated && replicated - truncated >= threshold).then_some(replicated)
+}
+
+impl PeerMsgHandler<'_> {
+    /// Whether an incoming snapshot message may reach raft.
+    pub(super) fn check_incoming_snapshot(&self, msg: &RaftMessage) -> bool {
+        let region_id = self.peer.region_id;
+        let (key, data) = match snap::snapshot_in_message(msg) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(region_id, error = %e, "bad snapshot message; dropped");
+                return false;
+            }
+        };
+        if !self.ctx.snap_mgr.exists(SnapKind::Received, key) {
+            tracing::warn!(region_id, %key, "snapshot message without its files; dropped");
+            return false;
+        }
+        let region = data.region.unwrap_or_default();
+        let meta = self
+            .ctx
+            .store_meta
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if meta.overlaps(region_id, &region.start_key, &region.end_key) {
+            tracing::info!(region_id, %key, "snapshot overlaps another region here; dropped");
+            return false;
+        }
+        true
+    }
+
+    /// Hands an installed snapshot's data to the region worker.
+    pub(super) fn start_applying_snapshot(&mut self, key: SnapKey, region: metapb::Region) {
+        self.ctx
+            .store_meta
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(region.clone());
+        self.peer.applying_snapshot = Some(key);
+        self.peer.snapshot_apply_failed = false;
+        if self
+            .ctx
+            .region_worker
+            .schedule(RegionTask::Apply { key, region })
+            .is_err()
+        {
+            // Stopping: a restart finds the region in Applying and applies it then.
+            tracing::info!(region_id = key.region_id, %key, "region worker stopped");
+        }
+    }
+
+    /// The region worker finished applying snapshot `index`.
+    pub(super) fn on_snapshot_applied(&mut self, index: u64, result: Result<(), String>) {
+        let Some(key) = self.peer.applying_snapshot else {
+            return;
+        };
+        if key.index != index {
+            return;
+        }
+        if let Err(e) = result {
+            // Retried on the next tick: the data is not in place, so nothing may read it.
+            tracing::error!(region_id = key.region_id, %key, error = %e,
+                "snapshot apply failed; retrying");
+            self.peer.snapshot_apply_failed = true;
+            return;
+        }
+        let region = self.peer.region();
+        let mut wb = WriteBatch::new(&self.ctx.engines.kv);
+        wb.put_msg(
+            &keys::region_state_key(key.region_id),
+            &RegionLocalState {
+                state: PeerState::Normal as i32,
+                region: Some(region),
+            },
+        );
+        if let Err(e) = wb.write(true) {
+            panic!("region {}: cannot record the applied snapshot {key}: {e}", key.region_id);
+        }
+        self.peer.applying_snapshot = None;
+        // Durable as Normal: the files are no longer needed for a redo.
+        if let Err(e) = self.ctx.snap_mgr.delete(SnapKind::Received, key) {
+            tracing::warn!(region_id = key.region_id, %key, error = %e,
+                "cannot delete an applied snapshot; gc will");
+        }
+        tracing::info!(region_id = key.region_id, peer_id = self.peer.meta.id, %key,
+            "snapshot applied");
+    }
+
+    /// On restart: the region was left `Applying`; apply its snapshot again.
+    pub(crate) fn resume_applying_snapshot(&mut self) {
+        let a = self.peer.raft_group.store().apply_state();
+        let t = a.truncated_state.unwrap_or_default();
+        let key = SnapKey::new(self.peer.region_id, t.term, a.applied_index);
+        let region = self.peer.region();
+        self.start_applying_snapshot(key, region);
+    }
+
+    /// The transport's report on a snapshot sent to `to`.
+    pub(super) fn on_snapshot_status(&mut self, to: u64, failed: bool) {
+        self.peer.snapshot_sent.remove(&to);
+        let status = if failed {
+            SnapshotStatus::Failure
+        } else {
+            SnapshotStatus::Finish
+        };
+        self.peer.raft_group.report_snapshot(to, status);
+    }
+
+    /// Per tick: retries a failed apply, and reports snapshot sends nobody answered.
+    pub(super) fn snapshot_tick(&mut self) {
+        if self.peer.snapshot_apply_failed {
+            if let Some(key) = self.peer.applying_snapshot {
+                let region = self.peer.region();
+                self.start_applying_snapshot(key, region);
+            }
+        }
+        if self.peer.snapshot_sent.is_empty() {
+            return;
+        }
+        let timeout = self.ctx.cfg.snapshot_send_timeout;
+        let now = Instant::now();
+        let raft = self.peer.raft_group.raft();
+        let overdue: Vec<u64> = self
+            .peer
+            .snapshot_sent
+            .iter()
+            .filter(|(id, since)| {
+                let sending = raft
+                    .prs()
+                    .get(**id)
+                    .is_some_and(|p| p.state() == ProgressState::Snapshot);
+                !sending || now.duration_since(**since) >= timeout
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            self.on_snapshot_status(id, true);
+        }
+    }
+
+    /// Per tick on the leader: proposes `CompactLog` when the log is long enough.
+    pub(super) fn raft_log_gc_tick(&mut self) {
+        let cfg = &self.ctx.cfg;
+        let every = (cfg.raft_log_gc_tick_interval.as_millis()
+            / cfg.raft_base_tick_interval.as_millis().max(1))
+        .max(1) as u64;
+        self.peer.ticks_since_log_gc += 1;
+        if self.peer.ticks_since_log_gc < every || !self.peer.is_leader() {
+            return;
+        }
+        self.peer.ticks_since_log_gc = 0;
+        let ps = self.peer.raft_group.store();
+        let (applied, truncated) = (ps.applied_index(), ps.truncated_index());
+        let raft = self.peer.raft_group.raft();
+        let replicated = raft
+            .prs()
+            .iter()
+            .map(|(_, p)| p.matched())
+            .min()
+            .unwrap_or(0);
+        let Some(index) = compact_target(
+            applied,
+            truncated,
+            replicated,
+            cfg.raft_log_gc_count_limit,
+            cfg.raft_log_gc_threshold,
+        ) else {
+            return;
+        };
+        if index <= self.peer.last_compact_proposed {
+            return;
+        }
+        let Ok(term) = raft::Storage::term(ps, index) else {
+            return;
+        };
+        let region = self.peer.region();
+        let req = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: region.id,
+                peer: Some(self.peer.meta),
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index: index,
+                    compact_term: term,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match self.peer.raft_group.propose(vec![], req.encode_to_vec()) {
+            Ok(()) => self.peer.last_compact_proposed = index,
+            Err(e) => tracing::debug!(region_id = region.id, error = %e, "compact log not proposed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_target;
+
+    #[test]
+    fn compact_target_follows_limits_2c() {
+        // Nothing applied past the truncated index.
+        assert_eq!(compact_target(5, 5, 5, 10, 4), None);
+        // Short log, followers caught up but under the threshold.
+        assert_eq!(compact_target(8, 5, 8, 10, 4), None);
+        // Threshold reached: compact to what every follower has.
+        assert_eq!(compact_target(12, 5, 9, 10, 4), Some(9));
+        // Never past the applied index.
+        assert_eq!(compact_target(9, 5, 20, 10, 4), Some(9));
+        // Count limit reached: a lagging follower does not hold the log back.
+        assert_eq!(compact_target(15, 5, 6, 10, 4), Some(15));
+    }
+}
