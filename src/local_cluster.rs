@@ -323,16 +323,34 @@ impl StoreSetup<'_> {
             SchedulerRunner::new(id, sched.clone()),
             None,
         )?;
-        let transport = ServerTransport::new(tokio::runtime::Handle::current(), sched);
+        let transport = Arc::new(ServerTransport::new(
+            tokio::runtime::Handle::current(),
+            sched,
+        ));
+        let snap_mgr = snap::SnapManager::open(dir.join("snap"), snap::SnapConfig::default())?;
         let cfg = config.raftstore.clone();
         let scheduler_task = heartbeats.scheduler();
+        let (node_transport, node_snaps) = (transport.clone(), snap_mgr.clone());
         let handle = tokio::task::spawn_blocking(move || {
-            raftstore::start_raftstore(cfg, engines, id, Arc::new(transport), Some(scheduler_task))
+            raftstore::start_raftstore(
+                cfg,
+                engines,
+                node_snaps,
+                id,
+                node_transport,
+                Some(scheduler_task),
+            )
         })
         .await??;
+        transport.set_router(handle.router().clone());
         let raw = RawApi::new(Arc::new(handle.storage()), config.raw.clone());
         let (stop, rx) = watch::channel(false);
-        let service = RaftKvService::new(KvService::new(raw), handle.router().clone(), rx.clone());
+        let service = RaftKvService::new(
+            KvService::new(raw),
+            handle.router().clone(),
+            snap_mgr,
+            rx.clone(),
+        );
         let addr = grpc.local_addr()?;
         let status_addr = http.local_addr()?;
         let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));

@@ -124,7 +124,11 @@ async fn stream_snapshot(
 }
 
 impl Transport for ServerTransport {
-    fn send_snapshot(&self, msg: RaftMessage, snap_mgr: &snap::SnapManager) -> raftstore::Result<()> {
+    fn send_snapshot(
+        &self,
+        msg: RaftMessage,
+        snap_mgr: &snap::SnapManager,
+    ) -> raftstore::Result<()> {
         let transport_err = |e: String| raftstore::Error::Transport(e);
         let (key, _) = snap::snapshot_in_message(&msg).map_err(|e| transport_err(e.to_string()))?;
         let reader = snap_mgr
@@ -222,12 +226,11 @@ impl<S: Storage> RaftKvService<S> {
         loop {
             if !pending.is_empty() {
                 let data = std::mem::take(&mut pending);
-                receiver = tokio::task::spawn_blocking(move || {
-                    receiver.write(&data).map(|()| receiver)
-                })
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::data_loss(e.to_string()))?;
+                receiver =
+                    tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?
+                        .map_err(|e| Status::data_loss(e.to_string()))?;
             }
             match stream.next().await {
                 Some(chunk) => pending = chunk?.data,
@@ -334,9 +337,12 @@ impl<S: Storage> TinyKv for RaftKvService<S> {
         &self,
         r: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        let msg = self.receive_snapshot(r.into_inner()).await.inspect_err(|e| {
-            tracing::warn!(error = %e, "incoming snapshot refused");
-        })?;
+        let msg = self
+            .receive_snapshot(r.into_inner())
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "incoming snapshot refused");
+            })?;
         // The files are complete and verified: raft may have the message now.
         self.router
             .send_raft_message(msg)

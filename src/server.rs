@@ -67,7 +67,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// What a server runs on, and how it is closed once both listeners have drained.
 enum Backend {
     Standalone(Arc<StandaloneStorage>),
-    Raft(raftstore::Node),
+    Raft(Box<raftstore::Node>),
 }
 
 impl Backend {
@@ -170,7 +170,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             let app =
                 crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits());
             let (g, h) = serve(config, service, app, grpc, http, &rx);
-            (Backend::Raft(node), g, h)
+            (Backend::Raft(Box::new(node)), g, h)
         }
     };
     tracing::info!(%addr, %status_addr, engine = ?config.engine,

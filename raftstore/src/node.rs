@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
-use crate::raft_storage::RaftStorage;
 use crate::peer_storage::SnapContext;
+use crate::raft_storage::RaftStorage;
 use crate::raft_worker::{PeerFsm, PollContext, RaftWorker};
 use crate::region_worker::{RaftLogGcRunner, RegionRunner};
 use crate::router::Router;
@@ -176,7 +176,13 @@ pub fn start_raftstore(
             );
             continue;
         };
-        let peer = Peer::new(&cfg, engines.clone(), snap_ctx.clone(), region.clone(), meta)?;
+        let peer = Peer::new(
+            &cfg,
+            engines.clone(),
+            snap_ctx.clone(),
+            region.clone(),
+            meta,
+        )?;
         let mailbox = router.register(region.id);
         store_meta
             .write()

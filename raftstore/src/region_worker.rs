@@ -36,7 +36,10 @@ pub(crate) enum RegionTask {
         notify: Sender<GenResult>,
     },
     /// Replace `region`'s data with received snapshot `key`.
-    Apply { key: SnapKey, region: metapb::Region },
+    Apply {
+        key: SnapKey,
+        region: metapb::Region,
+    },
 }
 
 /// Runs [`RegionTask`]s.
@@ -55,7 +58,12 @@ impl RegionRunner {
         }
     }
 
-    fn generate(&self, key: SnapKey, region: &metapb::Region, kv_snap: &EngineSnapshot) -> GenResult {
+    fn generate(
+        &self,
+        key: SnapKey,
+        region: &metapb::Region,
+        kv_snap: &EngineSnapshot,
+    ) -> GenResult {
         let built = self
             .snap_mgr
             .build(key, kv_snap, region)

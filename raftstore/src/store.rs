@@ -184,7 +184,13 @@ impl<'a> StoreMsgHandler<'a> {
             ..Default::default()
         };
         let snap = self.ctx.snap_context();
-        match Peer::new(&self.ctx.cfg, self.ctx.engines.clone(), snap, region.clone(), to) {
+        match Peer::new(
+            &self.ctx.cfg,
+            self.ctx.engines.clone(),
+            snap,
+            region.clone(),
+            to,
+        ) {
             Ok(peer) => {
                 tracing::info!(
                     region_id,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kv::{Cf, Engines, WriteBatch};
 use proto::metapb;
 use proto::raft_cmdpb::{CmdType, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest};
+use proto::raft_serverpb::RaftApplyState;
 use raftstore::{CmdResponse, Config};
 use scheduler_client::SchedulerClient as _;
 use tempfile::TempDir;
@@ -204,6 +205,72 @@ impl Cluster {
     /// Removes every filter.
     pub fn clear_filters(&self) {
         self.read_sim().clear_filters();
+    }
+
+    /// Corrupts the next `n` snapshot transfers on the wire; receivers must refuse them.
+    pub fn corrupt_next_snapshots(&self, n: u64) {
+        self.read_sim().corrupt_next_snapshots(n);
+    }
+
+    /// Snapshot transfers so far: (delivered verified, refused).
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        self.read_sim().snapshot_counts()
+    }
+
+    /// The snapshot manager of running store `store_id`.
+    pub fn snap_manager(&self, store_id: u64) -> Option<snap::SnapManager> {
+        self.read_sim().snap_manager(store_id)
+    }
+
+    /// The directory of store `store_id` (its engines, and its snapshots under `snap`).
+    pub fn store_dir(&self, store_id: u64) -> PathBuf {
+        self.dirs[&store_id].clone()
+    }
+
+    /// The engines of running store `store_id`, for inspection.
+    pub fn engines(&self, store_id: u64) -> Option<Engines> {
+        self.lock_engines().get(&store_id).cloned()
+    }
+
+    /// The apply state of `region_id` on running store `store_id`, as its kv engine holds it.
+    pub fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
+        let engines = self.engines(store_id)?;
+        kv::engine::get_msg(&engines.kv, &kv::keys::apply_state_key(region_id))
+            .expect("reading a store's apply state")
+    }
+
+    /// Waits until every running store keeps at most `2 * limit` applied entries of `region_id`
+    /// in its log (`applied - truncated`), or panics after `timeout` with what each holds.
+    pub fn wait_log_bound(&self, region_id: u64, limit: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen: Vec<(u64, u64, u64)> = self
+                .read_sim()
+                .running_stores()
+                .into_iter()
+                .filter_map(|s| {
+                    let a = self.apply_state(s, region_id)?;
+                    Some((
+                        s,
+                        a.applied_index,
+                        a.truncated_state.unwrap_or_default().index,
+                    ))
+                })
+                .collect();
+            if seen
+                .iter()
+                .all(|(_, applied, truncated)| applied - truncated <= 2 * limit)
+            {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "region {region_id}: log longer than 2 x {limit} after {timeout:?}; \
+                     (store, applied, truncated): {seen:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The region containing `key`, as the scheduler knows it.

@@ -47,6 +47,12 @@ pub trait Simulator: Send + Sync {
     fn remove_filter(&self, filter: &Arc<dyn Filter>);
     /// Removes every filter.
     fn clear_filters(&self);
+    /// Corrupts the next `n` snapshot transfers on the wire.
+    fn corrupt_next_snapshots(&self, n: u64);
+    /// Snapshot transfers delivered verified, and refused.
+    fn snapshot_counts(&self) -> (u64, u64);
+    /// The snapshot manager of a running store.
+    fn snap_manager(&self, store_id: u64) -> Option<SnapManager>;
 }
 
 /// Every store in this process.
@@ -160,5 +166,19 @@ impl Simulator for NodeSimulator {
 
     fn clear_filters(&self) {
         self.transport.clear_filters();
+    }
+
+    fn corrupt_next_snapshots(&self, n: u64) {
+        self.transport.corrupt_next_snapshots(n);
+    }
+
+    fn snapshot_counts(&self) -> (u64, u64) {
+        self.transport.snapshot_counts()
+    }
+
+    fn snap_manager(&self, store_id: u64) -> Option<SnapManager> {
+        self.nodes
+            .get(&store_id)
+            .map(|n| n.raftstore().snap_manager().clone())
     }
 }

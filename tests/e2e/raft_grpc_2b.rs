@@ -2,6 +2,7 @@
 //! messages, `RaftKvService` receives them. Writes go through the leader; after the leader
 //! stops, the other two elect a new one that serves every acknowledged write.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,68 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
 struct Store {
+    id: u64,
     addr: String,
+    /// The store's engines, shared with its raftstore, for inspection.
+    engines: Engines,
     handle: RaftstoreHandle,
     _never: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
 
-/// Bootstraps stores `ids` with one region holding a peer on each, then starts them all.
-async fn start_cluster(dir: &std::path::Path) -> (Vec<Store>, Arc<dyn SchedulerClient>) {
+/// Starts bootstrapped store `id` from its directory under `dir`, serving on `listener`.
+fn start_store(
+    dir: &Path,
+    id: u64,
+    cfg: raftstore::Config,
+    listener: TcpListener,
+    sched: &Arc<dyn SchedulerClient>,
+) -> Store {
+    let engines = Engines::open(&dir.join(format!("store-{id}"))).unwrap();
+    let snap_mgr =
+        snap::SnapManager::open(dir.join(format!("snap-{id}")), Default::default()).unwrap();
+    let transport = Arc::new(ServerTransport::new(
+        tokio::runtime::Handle::current(),
+        sched.clone(),
+    ));
+    let handle = raftstore::start_raftstore(
+        cfg,
+        engines.clone(),
+        snap_mgr.clone(),
+        id,
+        transport.clone(),
+        None,
+    )
+    .expect("raftstore starts");
+    transport.set_router(handle.router().clone());
+    let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
+    // Never set: these stores stop by crashing (see stop_store).
+    let (_never, stop) = watch::channel(false);
+    let service = RaftKvService::new(KvService::new(raw), handle.router().clone(), snap_mgr, stop);
+    let addr = listener.local_addr().unwrap().to_string();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TinyKvServer::new(service))
+            .serve_with_incoming(incoming)
+            .await
+            .expect("store server");
+    });
+    Store {
+        id,
+        addr,
+        engines,
+        handle,
+        server,
+        _never,
+    }
+}
+
+/// Bootstraps three stores with one region holding a peer on each, then starts them all.
+async fn start_cluster(
+    dir: &Path,
+    cfg: raftstore::Config,
+) -> (Vec<Store>, Arc<dyn SchedulerClient>) {
     let cluster =
         scheduler::Cluster::in_memory(&scheduler::Config::default(), scheduler::Clock::system())
             .expect("in-memory scheduler");
@@ -60,42 +115,8 @@ async fn start_cluster(dir: &std::path::Path) -> (Vec<Store>, Arc<dyn SchedulerC
         let mut wb = WriteBatch::new(&engines.kv);
         raftstore::bootstrap::write_initial_region(&engines, &region, &mut wb).unwrap();
         wb.write(true).unwrap();
-        let snap_mgr =
-            snap::SnapManager::open(dir.join(format!("snap-{id}")), Default::default()).unwrap();
-        let transport = Arc::new(ServerTransport::new(
-            tokio::runtime::Handle::current(),
-            sched.clone(),
-        ));
-        let handle = raftstore::start_raftstore(
-            raftstore::Config::test(),
-            engines,
-            snap_mgr.clone(),
-            id,
-            transport.clone(),
-            None,
-        )
-        .expect("raftstore starts");
-        transport.set_router(handle.router().clone());
-        let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
-        // Never set: these stores stop by crashing (see stop_store).
-        let (_never, stop) = watch::channel(false);
-        let service =
-            RaftKvService::new(KvService::new(raw), handle.router().clone(), snap_mgr, stop);
-        let addr = listener.local_addr().unwrap().to_string();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(TinyKvServer::new(service))
-                .serve_with_incoming(incoming)
-                .await
-                .expect("store server");
-        });
-        stores.push(Store {
-            addr,
-            handle,
-            server,
-            _never,
-        });
+        drop((wb, engines));
+        stores.push(start_store(dir, id, cfg.clone(), listener, &sched));
     }
     (stores, sched)
 }
@@ -123,7 +144,7 @@ async fn put_via_leader(stores: &[Store], key: &[u8], value: &[u8], deadline: In
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stores_replicate_over_grpc_2b() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut stores, _sched) = start_cluster(dir.path()).await;
+    let (mut stores, _sched) = start_cluster(dir.path(), raftstore::Config::test()).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let leader = put_via_leader(&stores, b"k000", b"v000", deadline).await;
     let mut c = RawClient::connect(&stores[leader].addr).await.unwrap();
@@ -156,10 +177,82 @@ async fn three_stores_replicate_over_grpc_2b() {
 /// Stops a store as a crash would: the raftstore halts and the server drops its connections
 /// (no graceful drain: other stores keep their raft streams open to it).
 async fn stop_store(s: Store) {
+    drop(s.engines);
     let mut handle = s.handle;
     tokio::task::spawn_blocking(move || handle.stop())
         .await
         .unwrap();
     s.server.abort();
     let _ = s.server.await;
+}
+
+/// A follower down while the log is compacted catches up through a snapshot streamed over
+/// `TinyKv.Snapshot`, and the received files are gone once it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_catches_up_by_snapshot_over_grpc_2c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = raftstore::Config::test();
+    cfg.raft_log_gc_count_limit = 10;
+    let (mut stores, sched) = start_cluster(dir.path(), cfg.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = put_via_leader(&stores, b"k000", b"v000", deadline).await;
+    let follower = (leader + 1) % stores.len();
+    let down = stores.remove(follower);
+    let (id, addr) = (down.id, down.addr.clone());
+    let region_id = down
+        .handle
+        .store_meta()
+        .read()
+        .unwrap()
+        .region_for_key(b"")
+        .unwrap()
+        .id;
+    stop_store(down).await;
+
+    let leader = put_via_leader(&stores, b"k001", b"v001", deadline).await;
+    let mut c = RawClient::connect(&stores[leader].addr).await.unwrap();
+    for i in 2..60 {
+        let (k, v) = (format!("k{i:03}"), format!("v{i:03}"));
+        c.put("default", k.as_bytes(), v.as_bytes()).await.unwrap();
+    }
+    let truncated = |s: &Store| -> u64 {
+        let a: Option<proto::raft_serverpb::RaftApplyState> =
+            kv::engine::get_msg(&s.engines.kv, &kv::keys::apply_state_key(region_id)).unwrap();
+        a.and_then(|a| a.truncated_state).map_or(0, |t| t.index)
+    };
+    // The entries the follower lacks must be gone from the leader's log before it returns.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while truncated(&stores[leader]) <= 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader's log was never compacted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    let back = start_store(dir.path(), id, cfg, listener, &sched);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let have = (0..60).all(|i| {
+            let k = kv::keys::data_key(format!("k{i:03}").as_bytes());
+            kv::engine::get_cf(&back.engines.kv, kv::Cf::Default, &k)
+                .unwrap()
+                .is_some_and(|v| v == format!("v{i:03}").into_bytes())
+        });
+        let applied_files_gone = std::fs::read_dir(dir.path().join(format!("snap-{id}")))
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("rev_"));
+        if have && applied_files_gone && truncated(&back) > 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {id} did not catch up (all keys: {have}, files gone: {applied_files_gone})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_store(back).await;
+    for s in stores {
+        stop_store(s).await;
+    }
 }

@@ -117,7 +117,10 @@ impl PeerMsgHandler<'_> {
             },
         );
         if let Err(e) = wb.write(true) {
-            panic!("region {}: cannot record the applied snapshot {key}: {e}", key.region_id);
+            panic!(
+                "region {}: cannot record the applied snapshot {key}: {e}",
+                key.region_id
+            );
         }
         self.peer.applying_snapshot = None;
         // Durable as Normal: the files are no longer needed for a redo.
@@ -236,7 +239,9 @@ impl PeerMsgHandler<'_> {
         };
         match self.peer.raft_group.propose(vec![], req.encode_to_vec()) {
             Ok(()) => self.peer.last_compact_proposed = index,
-            Err(e) => tracing::debug!(region_id = region.id, error = %e, "compact log not proposed"),
+            Err(e) => {
+                tracing::debug!(region_id = region.id, error = %e, "compact log not proposed")
+            }
         }
     }
 }

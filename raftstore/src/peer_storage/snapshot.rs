@@ -159,10 +159,9 @@ impl PeerStorage {
         let (index, term) = (md.index, md.term);
         let data = RaftSnapshotData::decode(snap.get_data())
             .map_err(|e| Error::Other(format!("region {region_id}: bad snapshot data: {e}")))?;
-        let region = data
-            .region
-            .filter(|r| r.id == region_id)
-            .ok_or_else(|| Error::Other(format!("region {region_id}: snapshot of another region")))?;
+        let region = data.region.filter(|r| r.id == region_id).ok_or_else(|| {
+            Error::Other(format!("region {region_id}: snapshot of another region"))
+        })?;
         let apply_state = RaftApplyState {
             applied_index: index,
             truncated_state: Some(RaftTruncatedState { index, term }),
@@ -200,7 +199,11 @@ fn snapshot_from_files(
     key: SnapKey,
     region: &metapb::Region,
 ) -> snap::Result<Snapshot> {
-    Ok(raft_snapshot(key, region, mgr.meta(SnapKind::Generated, key)?))
+    Ok(raft_snapshot(
+        key,
+        region,
+        mgr.meta(SnapKind::Generated, key)?,
+    ))
 }
 
 /// The raft snapshot of `region` at `key` whose files `meta` describes.

@@ -5,3 +5,4 @@ mod cluster_2b;
 mod multi_region_2b;
 mod node_2b;
 mod scenarios_2b;
+mod snapshot_2c;
