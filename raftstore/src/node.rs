@@ -15,7 +15,12 @@ use std::thread::JoinHandle;
 
 use kv::Engines;
 use proto::metapb;
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftRequestHeader,
+    TransferLeaderRequest,
+};
 use proto::raft_serverpb::{PeerState, RaftMessage};
+use proto::schedulerpb::RegionHeartbeatResponse;
 use scheduler_client::SchedulerClient;
 use snap::SnapManager;
 
@@ -23,6 +28,7 @@ use crate::bootstrap;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
+use crate::msg::Callback;
 use crate::peer::Peer;
 use crate::peer_storage::SnapContext;
 use crate::raft_storage::RaftStorage;
@@ -273,21 +279,9 @@ impl Node {
                 state: metapb::StoreState::Up as i32,
             })
             .map_err(sched_err)?;
-        // Operators (conf change, leader transfer) arrive with later issues; for now responses
-        // are only logged.
-        client.handle_region_heartbeat_response(
-            store_id,
-            Box::new(move |resp| {
-                tracing::debug!(
-                    store_id,
-                    region_id = resp.region_id,
-                    "region heartbeat response"
-                );
-            }),
-        );
         let scheduler_worker = Worker::start(
             &format!("sched-{store_id}"),
-            SchedulerRunner::new(store_id, client),
+            SchedulerRunner::new(store_id, client.clone()),
             None,
         )
         .map_err(|e| Error::Other(format!("cannot spawn the scheduler worker: {e}")))?;
@@ -299,6 +293,16 @@ impl Node {
             transport,
             Some(scheduler_worker.scheduler()),
         )?;
+        // Operator steps for regions this store leads arrive with heartbeat responses.
+        let router = raftstore.router().clone();
+        client.handle_region_heartbeat_response(
+            store_id,
+            Box::new(move |resp| {
+                if let Some(req) = operator_command(&resp) {
+                    let _ = router.send_command(req, Callback::none());
+                }
+            }),
+        );
         Ok(Node {
             raftstore,
             scheduler_worker,
@@ -333,6 +337,40 @@ impl Node {
         self.raftstore.stop();
         self.scheduler_worker.stop();
     }
+}
+
+/// The admin command carrying out the operator step of a region heartbeat response, if any.
+/// Its epoch is the one the scheduler decided on, so a step for a region that changed since
+/// is refused.
+fn operator_command(resp: &RegionHeartbeatResponse) -> Option<RaftCmdRequest> {
+    let admin = if let Some(cp) = &resp.change_peer {
+        AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest {
+                change_type: cp.change_type,
+                peer: cp.peer,
+            }),
+            ..Default::default()
+        }
+    } else if let Some(tl) = &resp.transfer_leader {
+        AdminRequest {
+            cmd_type: AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(TransferLeaderRequest { peer: tl.peer }),
+            ..Default::default()
+        }
+    } else {
+        return None;
+    };
+    Some(RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: resp.region_id,
+            peer: resp.target_peer,
+            region_epoch: resp.region_epoch,
+            ..Default::default()
+        }),
+        admin_request: Some(admin),
+        ..Default::default()
+    })
 }
 
 /// Bootstraps the cluster with this store's first region when the scheduler has none, resuming

@@ -135,6 +135,7 @@ impl RaftWorker {
                 }
             }
             more_ready = self.handle_readies();
+            self.peers.retain(|_, f| !f.peer.destroyed);
         }
     }
 

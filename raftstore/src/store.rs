@@ -27,16 +27,23 @@ pub struct StoreMeta {
 impl StoreMeta {
     /// Records `region` (replacing an older version of it).
     pub(crate) fn insert(&mut self, region: metapb::Region) {
-        if let Some(old) = self.regions.remove(&region.id) {
-            if !old.peers.is_empty() {
-                self.ranges.remove(&keys::data_end_key(&old.end_key));
-            }
-        }
+        self.remove(region.id);
         if !region.peers.is_empty() {
             self.ranges
                 .insert(keys::data_end_key(&region.end_key), region.id);
         }
         self.regions.insert(region.id, region);
+    }
+
+    /// Forgets region `region_id` (its peer here was destroyed).
+    pub(crate) fn remove(&mut self, region_id: u64) {
+        if let Some(old) = self.regions.remove(&region_id) {
+            let end = keys::data_end_key(&old.end_key);
+            // Only this region's own entry: another region may own that end key by now.
+            if self.ranges.get(&end) == Some(&region_id) {
+                self.ranges.remove(&end);
+            }
+        }
     }
 
     /// The region with id `id`.

@@ -64,7 +64,8 @@ fn token(client: usize, n: u64) -> String {
 /// `unreliable` drops and delays messages; `crash` restarts every store between rounds;
 /// `partitions` runs random two-sided partitions; `max_raft_log` turns log GC on with that
 /// count limit and checks after every round that each store keeps at most twice that many
-/// applied entries. `conf_change` and `split` come with a later stage and must be off.
+/// applied entries; `conf_change` removes and adds peers at random all along. `split` comes with
+/// a later stage and must be off.
 pub fn generic_test(
     clients: usize,
     unreliable: bool,
@@ -74,10 +75,7 @@ pub fn generic_test(
     conf_change: bool,
     split: bool,
 ) {
-    assert!(
-        !conf_change && !split,
-        "conf change and split are not implemented yet"
-    );
+    assert!(!split, "split is not implemented yet");
     let seed = std::env::var("TESSERA_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -126,12 +124,20 @@ pub fn generic_test(
             let chaos_seed = rng.gen();
             std::thread::spawn(move || run_partitions(&cluster, &done, chaos_seed))
         });
+        let confs = conf_change.then(|| {
+            let (cluster, done) = (cluster.clone(), done.clone());
+            let seed = rng.gen();
+            std::thread::spawn(move || run_conf_changes(&cluster, region_id, &done, seed))
+        });
         // The round's workload runs for a fixed time: this is the length of the experiment, not
         // a wait for some condition.
         std::thread::sleep(ROUND_TIME);
         done.store(true, Ordering::SeqCst);
         if let Some(c) = chaos {
             c.join().expect("chaos thread panicked");
+        }
+        if let Some(c) = confs {
+            c.join().expect("conf change thread panicked");
         }
         for (c, w) in workers.into_iter().enumerate() {
             states[c] = w.join().expect("client thread panicked");
@@ -269,6 +275,34 @@ fn read_until_known(
             return v.unwrap_or_default();
         }
     }
+}
+
+/// Removes and adds peers of `region_id` at random, keeping 3 to 5 of them. A change that does
+/// not take effect in time is abandoned (it may still land later).
+fn run_conf_changes(cluster: &Cluster, region_id: u64, done: &AtomicBool, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let stores = cluster.store_ids();
+    let wait = Duration::from_secs(2);
+    let (mut changed, mut abandoned) = (0, 0);
+    while !done.load(Ordering::SeqCst) {
+        let region = cluster.region_by_id(region_id);
+        let store = stores[rng.gen_range(0..stores.len())];
+        let res = match region.peers.iter().find(|p| p.store_id == store) {
+            Some(p) if region.peers.len() > 3 => cluster.try_remove_peer(region_id, *p, wait),
+            None => cluster.try_add_peer(region_id, cluster.new_peer(store), wait),
+            Some(_) => continue,
+        };
+        match res {
+            Ok(()) => changed += 1,
+            Err(e) => {
+                abandoned += 1;
+                eprintln!("generic_test: conf change abandoned: {}", e.0);
+            }
+        }
+        // How often membership changes is part of the fault schedule.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..250)));
+    }
+    eprintln!("generic_test: {changed} conf changes this round, {abandoned} abandoned");
 }
 
 /// Cuts the cluster in two random sides every few hundred milliseconds.

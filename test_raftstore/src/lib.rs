@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 pub mod checker;
 mod client;
 mod cluster;

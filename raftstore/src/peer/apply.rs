@@ -54,12 +54,13 @@ impl PeerMsgHandler<'_> {
                     Some(self.exec_normal(&e, &mut wb, &mut apply_state, &mut effects))
                 }
                 EntryType::EntryNormal => None,
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    // Conf change is a later issue; nobody proposes one yet.
+                EntryType::EntryConfChange => Some(self.exec_conf_change(&e, &mut wb)),
+                EntryType::EntryConfChangeV2 => {
+                    // Only joint consensus uses these, and this store never enters it.
                     tracing::warn!(
                         region_id = self.peer.region_id,
                         index = e.index,
-                        "ignoring a conf change entry"
+                        "ignoring a v2 conf change entry"
                     );
                     None
                 }
@@ -69,6 +70,10 @@ impl PeerMsgHandler<'_> {
                 (Some(cb), Some(resp)) => answers.push((cb, resp)),
                 (Some(cb), None) => cb.invoke_with_error(Error::StaleCommand, e.term),
                 _ => {}
+            }
+            if self.peer.pending_destroy {
+                // Removed from the region: nothing after this entry is this peer's to apply.
+                break;
             }
         }
         self.write_apply_state(&mut wb, &apply_state, effects.sync);
@@ -83,6 +88,9 @@ impl PeerMsgHandler<'_> {
         }
         for (cb, resp) in answers {
             cb.invoke(resp);
+        }
+        if self.peer.pending_destroy {
+            self.destroy();
         }
     }
 

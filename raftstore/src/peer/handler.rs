@@ -42,6 +42,17 @@ impl<'a> PeerMsgHandler<'a> {
             .as_ref()
             .is_some_and(|p| p.id == peer_id && p.store_id == self.ctx.store_id);
         if !to_ok {
+            let newer = msg
+                .to_peer
+                .as_ref()
+                .is_some_and(|p| p.store_id == self.ctx.store_id && p.id > peer_id);
+            if newer && self.peer.applying_snapshot.is_none() {
+                // The region has a newer peer on this store: this one was removed without
+                // learning it. Make way; the next message creates the new peer.
+                tracing::info!(region_id, peer_id, to = ?msg.to_peer, "stale peer; destroying");
+                self.destroy();
+                return;
+            }
             tracing::warn!(region_id, peer_id, to = ?msg.to_peer, "raft message for another peer; dropped");
             return;
         }

@@ -6,9 +6,11 @@
 //! - `propose`: checking and proposing commands, starting ReadIndex reads;
 //! - `ready`: collecting a `Ready` into the group-commit batch, then sending, reading, advancing;
 //! - `apply`: applying committed entries to the kv engine and answering proposals;
-//! - `snapshot`: snapshots in and out, and raft log GC.
+//! - `snapshot`: snapshots in and out, and raft log GC;
+//! - `conf_change`: leader transfer, membership changes, destroying a removed peer.
 
 mod apply;
+mod conf_change;
 mod handler;
 mod propose;
 mod ready;
@@ -73,6 +75,10 @@ pub(crate) struct Peer {
     snapshot_apply_failed: bool,
     /// Followers this leader is sending a snapshot to, since when (to retry a lost one).
     snapshot_sent: HashMap<u64, Instant>,
+    /// This peer's removal was applied; it is destroyed once the apply batch is written.
+    pending_destroy: bool,
+    /// Destroyed: the raft worker drops it.
+    pub(crate) destroyed: bool,
 }
 
 impl Peer {
@@ -105,6 +111,8 @@ impl Peer {
             applying_snapshot: None,
             snapshot_apply_failed: false,
             snapshot_sent: HashMap::new(),
+            pending_destroy: false,
+            destroyed: false,
         })
     }
 
@@ -200,6 +208,6 @@ impl Peer {
     /// Whether the raft node has work for the next ready phase. None while a snapshot is being
     /// applied: whatever raft has waits until the data is in place.
     pub(crate) fn has_ready(&self) -> bool {
-        self.applying_snapshot.is_none() && self.raft_group.has_ready()
+        !self.destroyed && self.applying_snapshot.is_none() && self.raft_group.has_ready()
     }
 }

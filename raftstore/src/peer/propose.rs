@@ -18,12 +18,7 @@ impl PeerMsgHandler<'_> {
             return;
         }
         if req.admin_request.is_some() {
-            // Admin commands (log GC, conf change, split, leader transfer) arrive with later
-            // issues.
-            cb.invoke_with_error(
-                Error::Other("admin commands are not supported yet".to_string()),
-                term,
-            );
+            self.propose_admin(req, cb);
             return;
         }
         if util::is_read_only(&req) {

@@ -76,6 +76,9 @@ impl PeerMsgHandler<'_> {
         }
         let committed = std::mem::take(&mut rd.committed_entries);
         self.apply_committed(committed);
+        if self.peer.destroyed {
+            return;
+        }
         self.peer.raft_group.advance(rd);
         self.serve_ready_reads();
     }

@@ -201,6 +201,11 @@ impl PeerStorage {
         }
     }
 
+    /// Replaces the region (after a conf change or split).
+    pub(crate) fn set_region(&self, region: metapb::Region) {
+        self.state.borrow_mut().region = region;
+    }
+
     fn truncated(&self) -> RaftTruncatedState {
         self.state
             .borrow()

@@ -2,6 +2,7 @@
 //! scenarios.
 
 mod cluster_2b;
+mod conf_change_3b;
 mod multi_region_2b;
 mod node_2b;
 mod scenarios_2b;
