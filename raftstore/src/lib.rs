@@ -12,7 +12,10 @@
 //! - The region worker builds and applies snapshots (`snap` crate files) and the raft-log GC
 //!   worker deletes compacted log entries, both off the raft worker.
 //!
-//! Not yet here (later issues): conf change, split, leader transfer.
+//! - Conf change, leader transfer and peer destruction are in the peer's `conf_change` module;
+//!   the scheduler's operator steps arrive through region heartbeat responses ([`Node::start`]).
+//!
+//! Not yet here (a later issue): region split.
 
 #![deny(missing_docs)]
 // eraftpb (rust-protobuf) messages carry private bookkeeping fields, so they are built with
