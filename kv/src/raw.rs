@@ -1,5 +1,11 @@
 //! The raw key-value API: validation and execution over any [`Storage`], shared by the gRPC
 //! service and the HTTP gateway.
+//!
+//! A raw write returns when the storage does: over the raftstore, once the write is applied or
+//! definitely failed, however long that takes. `Error::Unavailable` means its outcome is
+//! unknown (the store stopped, or the service stopped waiting): it may still apply, later than
+//! writes acknowledged since. Raw writes take no latches and do not read before writing, so
+//! that is harmless to them: a client that must know retries or reads the key back.
 
 use std::sync::Arc;
 

@@ -4,6 +4,15 @@
 //! storage work on tokio's blocking pool and never stalls the async workers. The transactional
 //! handlers delegate to [`TxnApi`]; per-key and region errors travel in the responses, other
 //! failures become gRPC statuses.
+//!
+//! A replicated write waits for its proposal's outcome without a deadline, and a transactional
+//! command keeps its latches meanwhile (see [`crate::txn`]). A handler therefore answers
+//! `Unavailable` ("the outcome is unknown") once its reply timeout passes and leaves the work
+//! running on its blocking thread, latches held, until the outcome is known. That bounds every
+//! RPC, so a graceful shutdown, which drains the RPCs in flight before the storage stops, ends
+//! even when a write can never commit (its store lost its quorum).
+
+use std::time::Duration;
 
 use proto::kvrpcpb::*;
 use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
@@ -15,23 +24,62 @@ use crate::raw::RawApi;
 use crate::storage::Storage;
 use crate::txn::TxnApi;
 
+/// How long a handler waits for its storage work by default: the raftstore's default
+/// `command_timeout`, so clients see the same bound as when writes gave up after it.
+const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The `TinyKv` gRPC service.
 pub struct KvService<S> {
     raw: RawApi<S>,
     txn: TxnApi<S>,
+    reply_timeout: Duration,
 }
 
 impl<S: Storage> KvService<S> {
     /// A service answering with `raw`, and with transactions over the same storage.
     pub fn new(raw: RawApi<S>) -> KvService<S> {
         let txn = TxnApi::new(raw.storage().clone());
-        KvService { raw, txn }
+        KvService::with_txn(raw, txn)
     }
 
     /// A service answering with `raw` and `txn`; `txn` must run over the same storage, and be
     /// the only transactional API writing to it (the latches live in it).
     pub fn with_txn(raw: RawApi<S>, txn: TxnApi<S>) -> KvService<S> {
-        KvService { raw, txn }
+        KvService {
+            raw,
+            txn,
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        }
+    }
+
+    /// Answers `Unavailable` to a request whose storage work takes longer than `timeout`
+    /// (5 s unless set); the work itself runs on until its outcome is known.
+    pub fn with_reply_timeout(mut self, timeout: Duration) -> KvService<S> {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    /// Runs `f` on the blocking pool and waits for it at most the reply timeout. A late `f` is
+    /// answered with [`Error::Unavailable`] (the raw API's error, or the transactional one
+    /// wrapping it) and left to finish: a write keeps its latches until its outcome is known.
+    async fn blocking<T, E>(
+        &self,
+        f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<Result<T, E>, Status>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let task = tokio::task::spawn_blocking(f);
+        match tokio::time::timeout(self.reply_timeout, task).await {
+            Ok(joined) => joined.map_err(|e| Status::internal(format!("request task failed: {e}"))),
+            Err(_) => Ok(Err(Error::Unavailable(format!(
+                "no answer within {:?}; the outcome is unknown (a write still runs, and holds \
+                 its transaction latches until its outcome is known)",
+                self.reply_timeout
+            ))
+            .into())),
+        }
     }
 }
 
@@ -41,12 +89,6 @@ fn split_error(e: Error) -> (Option<proto::errorpb::Error>, String) {
         Error::Region(re) => (Some(*re), String::new()),
         other => (None, other.to_string()),
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("request task failed: {e}")))
 }
 
 fn unsupported(what: &str) -> Status {
@@ -62,7 +104,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         let req = req.into_inner();
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
-        let out = blocking(move || raw.get(&ctx, &req.cf, &req.key)).await?;
+        let out = self
+            .blocking(move || raw.get(&ctx, &req.cf, &req.key))
+            .await?;
         let mut resp = RawGetResponse::default();
         match out {
             Ok(Some(v)) => resp.value = v,
@@ -79,7 +123,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         let req = req.into_inner();
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
-        let out = blocking(move || raw.put(&ctx, &req.cf, req.key, req.value)).await?;
+        let out = self
+            .blocking(move || raw.put(&ctx, &req.cf, req.key, req.value))
+            .await?;
         let mut resp = RawPutResponse::default();
         if let Err(e) = out {
             (resp.region_error, resp.error) = split_error(e);
@@ -94,7 +140,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         let req = req.into_inner();
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
-        let out = blocking(move || raw.delete(&ctx, &req.cf, req.key)).await?;
+        let out = self
+            .blocking(move || raw.delete(&ctx, &req.cf, req.key))
+            .await?;
         let mut resp = RawDeleteResponse::default();
         if let Err(e) = out {
             (resp.region_error, resp.error) = split_error(e);
@@ -110,7 +158,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
         let limit = req.limit as usize;
-        let out = blocking(move || raw.scan(&ctx, &req.cf, &req.start_key, limit)).await?;
+        let out = self
+            .blocking(move || raw.scan(&ctx, &req.cf, &req.start_key, limit))
+            .await?;
         let mut resp = RawScanResponse::default();
         match out {
             Ok(pairs) => {
@@ -130,12 +180,12 @@ impl<S: Storage> TinyKv for KvService<S> {
 
     async fn kv_get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(blocking(move || txn.get(&req)).await??))
+        Ok(Response::new(self.blocking(move || txn.get(&req)).await??))
     }
 
     async fn kv_scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(blocking(move || txn.scan(&req)).await??))
+        Ok(Response::new(self.blocking(move || txn.scan(&req)).await??))
     }
 
     async fn kv_prewrite(
@@ -143,7 +193,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         req: Request<PrewriteRequest>,
     ) -> Result<Response<PrewriteResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(blocking(move || txn.prewrite(&req)).await??))
+        Ok(Response::new(
+            self.blocking(move || txn.prewrite(&req)).await??,
+        ))
     }
 
     async fn kv_commit(
@@ -151,7 +203,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         req: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(blocking(move || txn.commit(&req)).await??))
+        Ok(Response::new(
+            self.blocking(move || txn.commit(&req)).await??,
+        ))
     }
 
     async fn kv_check_txn_status(
@@ -160,7 +214,7 @@ impl<S: Storage> TinyKv for KvService<S> {
     ) -> Result<Response<CheckTxnStatusResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
         Ok(Response::new(
-            blocking(move || txn.check_txn_status(&req)).await??,
+            self.blocking(move || txn.check_txn_status(&req)).await??,
         ))
     }
 
@@ -170,7 +224,7 @@ impl<S: Storage> TinyKv for KvService<S> {
     ) -> Result<Response<BatchRollbackResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
         Ok(Response::new(
-            blocking(move || txn.batch_rollback(&req)).await??,
+            self.blocking(move || txn.batch_rollback(&req)).await??,
         ))
     }
 
@@ -180,7 +234,7 @@ impl<S: Storage> TinyKv for KvService<S> {
     ) -> Result<Response<ResolveLockResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
         Ok(Response::new(
-            blocking(move || txn.resolve_lock(&req)).await??,
+            self.blocking(move || txn.resolve_lock(&req)).await??,
         ))
     }
 
@@ -193,5 +247,106 @@ impl<S: Storage> TinyKv for KvService<S> {
         _: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
         Err(unsupported("snapshots (standalone engine)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use proto::kvrpcpb::{Context, RawGetRequest, RawPutRequest};
+    use tonic::{Code, Request};
+
+    use super::*;
+    use crate::storage::{Modify, StorageReader};
+    use crate::txn::testkit::{PrewriteRequestExt as _, RequestBuilder};
+    use crate::{MemoryStorage, RawLimits};
+
+    /// A storage whose writes wait for a ticket each, as a raft write waits for its outcome.
+    struct GatedStorage {
+        inner: MemoryStorage,
+        tickets: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl Storage for GatedStorage {
+        fn write(&self, ctx: &Context, batch: Vec<Modify>) -> crate::Result<()> {
+            let tickets = self.tickets.lock().unwrap();
+            tickets
+                .recv()
+                .map_err(|_| Error::Unavailable("the gate closed".to_string()))?;
+            drop(tickets);
+            self.inner.write(ctx, batch)
+        }
+
+        fn reader(&self, ctx: &Context) -> crate::Result<Box<dyn StorageReader>> {
+            self.inner.reader(ctx)
+        }
+    }
+
+    #[tokio::test]
+    async fn late_write_is_answered_unavailable_and_keeps_its_latches_4b() {
+        let (open, tickets) = mpsc::channel();
+        let storage = Arc::new(GatedStorage {
+            inner: MemoryStorage::new(),
+            tickets: Mutex::new(tickets),
+        });
+        let raw = RawApi::new(storage.clone(), RawLimits::default());
+        let txn = TxnApi::new(storage);
+        let service =
+            KvService::with_txn(raw, txn.clone()).with_reply_timeout(Duration::from_millis(50));
+        let req = RequestBuilder::default();
+
+        let prewrite = req.prewrite(10, b"k", 3_000).put(b"k", b"v");
+        let late = service
+            .kv_prewrite(Request::new(prewrite))
+            .await
+            .expect_err("the prewrite cannot finish in time");
+        assert_eq!(late.code(), Code::Unavailable, "{late}");
+        // Answered, yet still running: its key stays latched until the write is decided.
+        assert_eq!(txn.latches().held_count(), 1);
+        let put = RawPutRequest {
+            context: None,
+            key: b"r".to_vec(),
+            value: b"1".to_vec(),
+            cf: "default".to_string(),
+        };
+        let late = service
+            .raw_put(Request::new(put))
+            .await
+            .unwrap()
+            .into_inner();
+        let unavailable = Error::Unavailable(String::new()).to_string();
+        assert!(late.error.starts_with(&unavailable), "{late:?}");
+
+        // Both writes land once their outcome is known, and the latch goes with the prewrite.
+        open.send(()).unwrap();
+        open.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while txn.latches().held_count() > 0 {
+            assert!(Instant::now() < deadline, "the prewrite never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let get = service.kv_get(Request::new(req.get(b"k", 20))).await;
+        let lock = get.unwrap().into_inner().error.and_then(|e| e.locked);
+        assert_eq!(
+            lock.map(|l| l.lock_version),
+            Some(10),
+            "the prewrite landed"
+        );
+        let get = RawGetRequest {
+            context: None,
+            key: b"r".to_vec(),
+            cf: "default".to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = service.raw_get(Request::new(get.clone())).await.unwrap();
+            if got.into_inner().value == b"1" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the raw put never landed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

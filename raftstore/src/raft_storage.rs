@@ -1,10 +1,26 @@
 //! [`RaftStorage`]: `kv::Storage` over the raftstore, so the raw API and transactions run
 //! replicated. A write becomes a proposal of the region's local peer; a reader is a ReadIndex
 //! `Snap` answered with an engine snapshot limited to the region's range.
+//!
+//! A write waits for its proposal's outcome however long that takes, and returns only once the
+//! batch is applied or can no longer be: the raftstore answers every proposal exactly once
+//! (applied; `StaleCommand` when another leader's entry took its place; a region error before
+//! proposing), and a stopping store drops the answer, which ends the wait with `Unavailable`
+//! (the entry may still commit elsewhere, but nothing runs on this store's state any more).
+//! The transaction layer keeps a command's latches for as long as the write call lasts, so a
+//! deadline here would let the next command on the same keys decide on a snapshot lacking a
+//! write that can still commit (TiKV's scheduler likewise releases latches from the write
+//! callback, never on a client deadline). Bounding how long a client waits is the service's
+//! job. Reads keep `command_timeout`: a failed read leaves nothing undecided.
+//!
+//! Known gap: a deposed leader answers its proposals only once its log reaches their indexes,
+//! so a write proposed just before losing leadership waits for later traffic on the region
+//! (`races::deposed_leader_answers_overwritten_proposals_4c` in the bank test, ignored).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crossbeam_channel::RecvTimeoutError;
 use kv::{EngineReader, Modify, StorageReader};
 use proto::kvrpcpb::Context;
 use proto::metapb;
@@ -74,12 +90,18 @@ impl RaftStorage {
         }
     }
 
-    /// Sends `req` to its region's peer here and waits for the answer.
+    /// Sends `req` to its region's peer here and waits for the answer, at most
+    /// `command_timeout`.
     ///
     /// # Errors
-    /// `kv::Error::Region` for region errors, `kv::Error::Unavailable` on timeout (the outcome
-    /// of a write is then unknown).
+    /// `kv::Error::Region` for region errors, `kv::Error::Unavailable` on timeout or when the
+    /// store stops (the outcome of a write is then unknown: it may still commit).
     pub fn call(&self, req: RaftCmdRequest) -> kv::Result<CmdResponse> {
+        self.send(req, Some(self.timeout))
+    }
+
+    /// Sends `req` and waits for its answer, at most `timeout` if given.
+    fn send(&self, req: RaftCmdRequest, timeout: Option<Duration>) -> kv::Result<CmdResponse> {
         let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
         let (tx, rx) = crossbeam_channel::bounded(1);
         // The router answers the callback itself when it cannot deliver.
@@ -89,12 +111,20 @@ impl RaftStorage {
                 let _ = tx.send(r);
             }),
         );
-        let resp = rx.recv_timeout(self.timeout).map_err(|_| {
+        let stopped = || {
             kv::Error::Unavailable(format!(
-                "region {region_id}: no answer within {:?}; the outcome is unknown",
-                self.timeout
+                "region {region_id}: the store stopped before answering; the outcome is unknown"
             ))
-        })?;
+        };
+        let resp = match timeout {
+            Some(timeout) => rx.recv_timeout(timeout).map_err(|e| match e {
+                RecvTimeoutError::Disconnected => stopped(),
+                RecvTimeoutError::Timeout => kv::Error::Unavailable(format!(
+                    "region {region_id}: no answer within {timeout:?}; the outcome is unknown"
+                )),
+            })?,
+            None => rx.recv().map_err(|_| stopped())?,
+        };
         if let Some(err) = resp.response.header.as_ref().and_then(|h| h.error.clone()) {
             return Err(err.into());
         }
@@ -103,6 +133,8 @@ impl RaftStorage {
 }
 
 impl kv::Storage for RaftStorage {
+    /// Proposes `batch` and waits, without a deadline, until it is applied or has definitely
+    /// failed (see the module documentation for why there is no deadline).
     fn write(&self, ctx: &Context, batch: Vec<Modify>) -> kv::Result<()> {
         let Some(first) = batch.first() else {
             return Ok(());
@@ -138,7 +170,7 @@ impl kv::Storage for RaftStorage {
             requests,
             admin_request: None,
         };
-        self.call(req).map(|_| ())
+        self.send(req, None).map(|_| ())
     }
 
     fn reader(&self, ctx: &Context) -> kv::Result<Box<dyn StorageReader>> {

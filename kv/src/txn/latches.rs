@@ -3,7 +3,8 @@
 //! A command reads a snapshot, decides, and writes; two commands on the same key interleaving
 //! those steps would both decide on stale state (two prewrites both seeing "no lock"). Each
 //! writing command therefore latches every key it may write before taking its snapshot, and
-//! releases them after its batch is applied.
+//! releases them once its batch is applied, or definitely never will be (a write whose outcome
+//! is unknown keeps its latches until it is known; see [`crate::txn`]).
 //!
 //! A command takes all its latches at once or waits, never holding some while waiting for
 //! others, so latches cannot deadlock. The set of held keys is one mutex-protected set: commands

@@ -9,6 +9,14 @@
 //! and decide through an [`MvccTxn`](crate::mvcc::MvccTxn), and apply the buffered writes as one
 //! batch before releasing the latches. Reads (`get`, `scan`) take no latches: a snapshot is
 //! consistent on its own.
+//!
+//! The latches are released when [`Storage::write`] returns, so this layer relies on a write
+//! returning only once its batch's fate is decided: applied, or never to be applied on this
+//! storage. A storage that gave up on a deadline while the batch could still land would let
+//! the next command on the same keys read a snapshot without it and decide on stale state (a
+//! commit that timed out, then a rollback of the same lock: both land). The replicated storage
+//! therefore waits for its proposal's outcome; bounding a client's wait is the service's job,
+//! and the command keeps its latches after the client has been answered.
 
 mod actions;
 mod cleanup;
@@ -80,8 +88,10 @@ impl<S: Storage> TxnApi<S> {
         &self.latches
     }
 
-    /// Applies a command's batch. Writing a key without holding its latch would let two
-    /// commands decide on the same stale state, so it is a bug, and panics.
+    /// Applies a command's batch; the caller releases `guard` once this returns, that is once
+    /// the storage has decided the batch's fate (see the module documentation). Writing a key
+    /// without holding its latch would let two commands decide on the same stale state, so it
+    /// is a bug, and panics.
     fn write(&self, ctx: &Context, guard: &LatchGuard<'_>, batch: Vec<Modify>) -> Result<()> {
         for m in &batch {
             let key = user_key_of(m)?;

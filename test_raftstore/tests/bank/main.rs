@@ -18,10 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proto::eraftpb::MessageType;
+use raftstore::Config;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use test_raftstore::{DropFilter, Filter, PartitionFilter};
+use test_raftstore::{DropFilter, Filter, MessageTypeFilter, PartitionFilter};
 
 use bank::{account, Outcome, Stats, ACCOUNTS, PREFIX};
 use client::{Client, Status, Stores};
@@ -189,16 +191,18 @@ fn pause(done: &AtomicBool, d: Duration) {
 /// Injects one fault after another until `done`, healing in between; returns what it did.
 ///
 /// Faults: a minority partitioned from the majority, a minority crashed and restarted, every
-/// store crashed and restarted, or a lossy network. Half the time the minority includes the
-/// leader the scheduler last heard of, so that leadership moves. The seed fixes the schedule
-/// (kinds, sizes, durations); which store leads at each step depends on timing.
+/// store crashed and restarted, a lossy network, or stalled replication (appends dropped for
+/// longer than `command_timeout` while heartbeats keep the leader leading, so writes wait on
+/// proposals whose outcome is unknown). Half the time the minority includes the leader the
+/// scheduler last heard of, so that leadership moves. The seed fixes the schedule (kinds,
+/// sizes, durations); which store leads at each step depends on timing.
 fn run_chaos(stores: &Stores, region_id: u64, done: &AtomicBool, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let ids = stores.cluster().store_ids();
     let max_minority = (ids.len() - 1) / 2;
     let mut log = Vec::new();
     while !done.load(Ordering::SeqCst) {
-        let kind = rng.gen_range(0..10);
+        let kind = rng.gen_range(0..12);
         let size = rng.gen_range(1..=max_minority);
         let with_leader = rng.gen_bool(0.5);
         let lasts = Duration::from_millis(rng.gen_range(200..800));
@@ -243,11 +247,20 @@ fn run_chaos(stores: &Stores, region_id: u64, done: &AtomicBool, seed: u64) -> V
                     stores.restart(id);
                 }
             }
-            _ => {
+            8..=9 => {
                 log.push(format!("lossy {lasts:?}"));
                 let f: Arc<dyn Filter> = Arc::new(DropFilter::new(0.2, drop_seed));
                 stores.cluster().add_filter(f.clone());
                 pause(done, lasts);
+                stores.cluster().remove_filter(&f);
+            }
+            _ => {
+                let stall = Config::test().command_timeout + lasts;
+                log.push(format!("appends stalled {stall:?}"));
+                let f: Arc<dyn Filter> =
+                    Arc::new(MessageTypeFilter::new(&[MessageType::MsgAppend]));
+                stores.cluster().add_filter(f.clone());
+                pause(done, stall);
                 stores.cluster().remove_filter(&f);
             }
         }
