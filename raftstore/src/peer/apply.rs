@@ -111,14 +111,17 @@ impl PeerMsgHandler<'_> {
     /// Pops the proposal of entry (term, index), answering overwritten proposals before it.
     fn take_proposal(&mut self, index: u64, term: u64) -> Option<Callback> {
         while let Some(p) = self.peer.proposals.front() {
-            if p.index > index {
+            // A proposal of this term or later further on may still commit. One of an older
+            // term never will: a log's terms never decrease, so no entry of an older term can
+            // follow this term-`term` entry in the committed log.
+            if p.index > index && p.term >= term {
                 return None;
             }
             let p = self.peer.proposals.pop_front().expect("checked front");
             if p.index == index && p.term == term {
                 return Some(p.callback);
             }
-            // Another leader's entry took this index: ours was never committed.
+            // Another leader's entry took (or will take) its index: it never commits.
             p.callback.invoke_with_error(Error::StaleCommand, term);
         }
         None

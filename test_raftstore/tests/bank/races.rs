@@ -200,14 +200,12 @@ fn assert_decided_once(
 /// which without traffic is never. Since writes wait for their outcome without a deadline,
 /// their callers (and a transaction's latches) wait as long.
 ///
-/// Where: `raftstore/src/peer/apply.rs`, `take_proposal` answers only proposals at indexes up
+/// `raftstore/src/peer/apply.rs`, `take_proposal`, once answered only proposals at indexes up
 /// to the applied one. Applying an entry of term T proves that every pending proposal of a
 /// lower term was overwritten (terms never decrease along a log), whatever its index, as TiKV's
 /// `find_pending` does; the same rule answers the old proposals that then sit, out of index
 /// order, in front of the ones a re-elected leader makes in its new term.
 #[test]
-#[ignore = "bug: raftstore take_proposal leaves a deposed leader's proposals beyond the new \
-            leader's log unanswered until the log reaches their indexes"]
 fn deposed_leader_answers_overwritten_proposals_4c() {
     let stores = Stores::start(3);
     let region_id = stores.cluster().get_region(b"").id;
