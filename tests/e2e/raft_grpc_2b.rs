@@ -193,9 +193,13 @@ async fn follower_catches_up_by_snapshot_over_grpc_2c() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = raftstore::Config::test();
     cfg.raft_log_gc_count_limit = 10;
+    let writes: u64 = std::env::var("TESSERA_SNAPSHOT_WRITES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let (mut stores, sched) = start_cluster(dir.path(), cfg.clone()).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let leader = put_via_leader(&stores, b"k000", b"v000", deadline).await;
+    let leader = put_via_leader(&stores, b"k000000", b"v000000", deadline).await;
     let follower = (leader + 1) % stores.len();
     let down = stores.remove(follower);
     let (id, addr) = (down.id, down.addr.clone());
@@ -209,11 +213,22 @@ async fn follower_catches_up_by_snapshot_over_grpc_2c() {
         .id;
     stop_store(down).await;
 
-    let leader = put_via_leader(&stores, b"k001", b"v001", deadline).await;
-    let mut c = RawClient::connect(&stores[leader].addr).await.unwrap();
-    for i in 2..60 {
-        let (k, v) = (format!("k{i:03}"), format!("v{i:03}"));
-        c.put("default", k.as_bytes(), v.as_bytes()).await.unwrap();
+    let leader = put_via_leader(&stores, b"k000001", b"v000001", deadline).await;
+    // 16 writers; `TESSERA_SNAPSHOT_WRITES` raises the count for a soak (e.g. 100000).
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let addr = stores[leader].addr.clone();
+            tokio::spawn(async move {
+                let mut c = RawClient::connect(&addr).await.unwrap();
+                for i in (2..writes).filter(|i| i % 16 == w) {
+                    let (k, v) = (format!("k{i:06}"), format!("v{i:06}"));
+                    c.put("default", k.as_bytes(), v.as_bytes()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
     }
     let truncated = |s: &Store| -> u64 {
         let a: Option<proto::raft_serverpb::RaftApplyState> =
@@ -231,13 +246,13 @@ async fn follower_catches_up_by_snapshot_over_grpc_2c() {
     }
     let listener = TcpListener::bind(&addr).await.unwrap();
     let back = start_store(dir.path(), id, cfg, listener, &sched);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20 + writes / 1000);
     loop {
-        let have = (0..60).all(|i| {
-            let k = kv::keys::data_key(format!("k{i:03}").as_bytes());
+        let have = (0..writes).all(|i| {
+            let k = kv::keys::data_key(format!("k{i:06}").as_bytes());
             kv::engine::get_cf(&back.engines.kv, kv::Cf::Default, &k)
                 .unwrap()
-                .is_some_and(|v| v == format!("v{i:03}").into_bytes())
+                .is_some_and(|v| v == format!("v{i:06}").into_bytes())
         });
         let applied_files_gone = std::fs::read_dir(dir.path().join(format!("snap-{id}")))
             .unwrap()
