@@ -1,6 +1,8 @@
 # Tessera — build, run and test.
 #
-#   make run        start a local server (installs what is missing, builds)
+#   make run        start a local 3-store raft cluster and a scheduler in the foreground
+#                   (installs what is missing, builds; scripts/run-cluster.sh; Ctrl-C stops it)
+#   make run-standalone  start a single standalone server instead
 #   make test       everything CI runs
 #   make projectN   one graded stage (project1, project2a|2b|2c, project3a|3b|3c, project4a|4b|4c)
 #   make fmt / lint / bench / soak-raft
@@ -13,7 +15,7 @@ DATA_DIR ?= $(CURDIR)/tessera-data
 ADDR ?= 127.0.0.1:20160
 STATUS_ADDR ?= 127.0.0.1:20180
 
-.PHONY: setup build run test test-unit test-doc fmt fmt-check lint bench soak-raft \
+.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft \
 	project1 project2a project2b project2c project3a project3b project3c project4a project4b project4c
 
 setup:
@@ -22,7 +24,12 @@ setup:
 build: setup
 	$(CARGO) build --bins
 
+# Data in $(DATA_DIR)/{scheduler,store1,store2,store3}, logs in $(DATA_DIR)/logs.
 run: build
+	@DATA_DIR="$(DATA_DIR)" bash scripts/run-cluster.sh
+
+# Data in $(DATA_DIR)/standalone.
+run-standalone: build
 	@echo "Starting tessera-server (data in $(DATA_DIR)). Try, from another shell:"
 	@echo "  curl -XPUT $(STATUS_ADDR)/kv/hello -d world"
 	@echo "  curl $(STATUS_ADDR)/kv/hello"

@@ -1,5 +1,6 @@
 //! End-to-end tests of the binaries and the root package: one test binary, one module per surface.
 
+mod cluster_process_2b;
 mod ctl_1;
 mod grpc_1;
 mod http_1;
