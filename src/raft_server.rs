@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use kv::{KvService, Storage};
 use proto::kvrpcpb::*;
@@ -72,6 +73,19 @@ impl ServerTransport {
     }
 }
 
+/// A channel to another store that gives up on an address that does not answer: a connect
+/// timeout, and HTTP/2 keepalive so a peer that stops answering breaks the stream (and the next
+/// send reconnects, looking the address up again).
+async fn store_channel(address: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect().await?)
+}
+
 /// Runs one store's outgoing stream until it breaks; dropping `rx` then makes the next send
 /// fail, and the send after that reconnects.
 async fn stream_to(
@@ -80,7 +94,7 @@ async fn stream_to(
     rx: mpsc::Receiver<RaftMessage>,
 ) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || scheduler.get_store(store_id)).await??;
-    let mut client = TinyKvClient::connect(format!("http://{}", store.address)).await?;
+    let mut client = TinyKvClient::new(store_channel(&store.address).await?);
     client.raft(ReceiverStream::new(rx)).await?;
     Ok(())
 }
@@ -113,7 +127,7 @@ async fn stream_snapshot(
             }
         }
     });
-    let mut client = TinyKvClient::connect(format!("http://{}", store.address)).await?;
+    let mut client = TinyKvClient::new(store_channel(&store.address).await?);
     let sent = client.snapshot(ReceiverStream::new(rx)).await;
     producer.await?;
     if let Some(e) = read_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -159,9 +173,14 @@ impl Transport for ServerTransport {
             .or_insert_with(|| self.connect(store_id));
         match tx.try_send(msg) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(raftstore::Error::Transport(format!(
-                "queue to store {store_id} is full"
-            ))),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // A stream that stopped draining is as good as broken: the next send starts a
+                // new one.
+                conns.remove(&store_id);
+                Err(raftstore::Error::Transport(format!(
+                    "queue to store {store_id} is full"
+                )))
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 conns.remove(&store_id);
                 Err(raftstore::Error::Transport(format!(
