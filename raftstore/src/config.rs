@@ -113,6 +113,11 @@ impl Config {
         Ok(())
     }
 
+    /// How many raft ticks make `interval` (at least one).
+    pub(crate) fn ticks(&self, interval: Duration) -> u64 {
+        (interval.as_millis() / self.raft_base_tick_interval.as_millis().max(1)).max(1) as u64
+    }
+
     /// The raft configuration of peer `peer_id` under this store configuration, restarting at
     /// `applied`.
     pub(crate) fn raft_config(&self, peer_id: u64, applied: u64) -> raft::Config {

@@ -12,6 +12,7 @@ use proto::raft_cmdpb::{
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
+use super::conf_change::admin_response;
 use super::PeerMsgHandler;
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
@@ -209,17 +210,7 @@ impl PeerMsgHandler<'_> {
                 )
             }
         }
-        CmdResponse {
-            response: RaftCmdResponse {
-                header: Some(RaftResponseHeader {
-                    current_term: term,
-                    ..Default::default()
-                }),
-                responses: Vec::new(),
-                admin_response: Some(resp),
-            },
-            snapshot: None,
-        }
+        admin_response(term, resp)
     }
 
     fn exec_requests(&self, req: &RaftCmdRequest, wb: &mut WriteBatch) -> Result<CmdResponse> {

@@ -31,7 +31,8 @@ use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
 use crate::util;
 
-fn admin_response(term: u64, resp: AdminResponse) -> CmdResponse {
+/// The answer to an admin command: `resp` under a header with `term`.
+pub(super) fn admin_response(term: u64, resp: AdminResponse) -> CmdResponse {
     CmdResponse {
         response: RaftCmdResponse {
             header: Some(RaftResponseHeader {

@@ -89,9 +89,7 @@ impl<'a> PeerMsgHandler<'a> {
         self.snapshot_tick();
         self.raft_log_gc_tick();
         self.peer.ticks_since_heartbeat += 1;
-        let every = (self.ctx.cfg.region_heartbeat_interval.as_millis()
-            / self.ctx.cfg.raft_base_tick_interval.as_millis().max(1))
-        .max(1) as u64;
+        let every = self.ctx.cfg.ticks(self.ctx.cfg.region_heartbeat_interval);
         if self.peer.ticks_since_heartbeat >= every {
             self.schedule_region_heartbeat();
         }

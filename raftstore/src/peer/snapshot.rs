@@ -166,17 +166,17 @@ impl PeerMsgHandler<'_> {
         let timeout = self.ctx.cfg.snapshot_send_timeout;
         let now = Instant::now();
         let raft = self.peer.raft_group.raft();
+        // Sends that ended (the follower answered, or the peer left) need no report.
+        self.peer.snapshot_sent.retain(|id, _| {
+            raft.prs()
+                .get(*id)
+                .is_some_and(|p| p.state() == ProgressState::Snapshot)
+        });
         let overdue: Vec<u64> = self
             .peer
             .snapshot_sent
             .iter()
-            .filter(|(id, since)| {
-                let sending = raft
-                    .prs()
-                    .get(**id)
-                    .is_some_and(|p| p.state() == ProgressState::Snapshot);
-                !sending || now.duration_since(**since) >= timeout
-            })
+            .filter(|(_, since)| now.duration_since(**since) >= timeout)
             .map(|(id, _)| *id)
             .collect();
         for id in overdue {
@@ -187,9 +187,7 @@ impl PeerMsgHandler<'_> {
     /// Per tick on the leader: proposes `CompactLog` when the log is long enough.
     pub(super) fn raft_log_gc_tick(&mut self) {
         let cfg = &self.ctx.cfg;
-        let every = (cfg.raft_log_gc_tick_interval.as_millis()
-            / cfg.raft_base_tick_interval.as_millis().max(1))
-        .max(1) as u64;
+        let every = cfg.ticks(cfg.raft_log_gc_tick_interval);
         self.peer.ticks_since_log_gc += 1;
         if self.peer.ticks_since_log_gc < every || !self.peer.is_leader() {
             return;
