@@ -1,10 +1,12 @@
 //! Tessera: a multi-raft, region-sharded, transactional key-value store.
 //!
 //! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`) and the
-//! pieces they share: configuration, server assembly, the HTTP gateway and a raw client.
+//! pieces they share: configuration, server assembly, the HTTP gateway, a raw client, a
+//! transaction client, and the bank workload of the transaction tests and `tessera-bench`.
 
 #![deny(missing_docs)]
 
+pub mod bank;
 pub mod client;
 pub mod cluster_client;
 pub mod config;

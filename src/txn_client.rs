@@ -1,27 +1,49 @@
-//! A Percolator transaction client over one server's `TinyKv` service, with timestamps from the
-//! scheduler's TSO and client-side lock resolution.
+//! A Percolator transaction client, with timestamps from the scheduler's TSO and client-side
+//! lock resolution, over one server ([`TxnClient::connect`]) or a whole cluster
+//! ([`TxnClient::routed`]: each request goes to the leader of its key's region).
 //!
-//! A transaction buffers its writes; `commit` prewrites them all (the first key is the primary),
-//! takes a commit timestamp and commits the primary, then the secondaries. A read that meets
-//! another transaction's lock asks the primary for that transaction's status and, once it is
-//! decided (committed, rolled back, or expired and so rolled back now), resolves the lock and
-//! retries; a live lock is waited out until the deadline.
+//! A transaction reads at its start timestamp and buffers its writes. Committing it takes two
+//! phases, each a request per key, so that no request spans two regions however they split:
+//!
+//! ```text
+//!   prewrite primary ─► prewrite each secondary ─► commit_ts from the TSO
+//!     ─► commit primary (the commit point) ─► commit each secondary (others finish it if we die)
+//! ```
+//!
+//! The primary is the smallest key, and keys are prewritten in key order, so two transactions
+//! wait for each other's locks in one direction only. A request whose answer is lost is sent
+//! again: prewrite and commit of a key are idempotent for one transaction.
+//!
+//! A read or a prewrite that meets another transaction's lock asks that transaction's primary
+//! (`KvCheckTxnStatus`, sent to the primary's region) how it ended: committed, rolled back, or
+//! expired and so rolled back now. Once it is decided, `KvResolveLock` settles the transaction's
+//! locks in the region of the lock met, and the request is retried; a live lock is waited out
+//! until a deadline.
+//!
+//! What a failed commit means: [`TxnError::Undetermined`] says the primary's commit was sent and
+//! no answer came, so the transaction may have committed (ask [`TxnClient::check_status`]);
+//! every other error of [`Txn::commit`] means it did not and never will.
+
+mod rpc;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::kvrpcpb::*;
-use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use scheduler_client::SchedulerClient;
-use tonic::transport::Channel;
 
 use crate::client::ClientError;
+use crate::cluster_client::{ClusterClient, ClusterError};
+use rpc::Route;
 
-/// Lock TTL of the transactions this client writes, in milliseconds.
+/// Default lock TTL of the transactions a client writes, in milliseconds.
 const LOCK_TTL_MS: u64 = 3_000;
 /// How long a read or a prewrite keeps retrying around other transactions' locks.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Pause before asking again about a lock whose transaction is alive.
+const LOCK_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Why a transaction failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +51,9 @@ pub enum TxnError {
     /// Talking to the server failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// No leader of the key's region served the request in time, or a store rejected it.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The scheduler (timestamps) failed.
     #[error("timestamp: {0}")]
     Tso(String),
@@ -51,13 +76,77 @@ pub enum TxnError {
     /// The server refused the transaction (e.g. it was rolled back by another client).
     #[error("transaction aborted: {0}")]
     Aborted(String),
+    /// The commit of the primary key was sent, and no answer came: the transaction may have
+    /// committed or not. Its primary knows ([`TxnClient::check_status`]).
+    #[error(
+        "transaction {start_ts}: the outcome of its commit at {commit_ts} is unknown: {reason}"
+    )]
+    Undetermined {
+        /// The transaction's start timestamp.
+        start_ts: u64,
+        /// The commit timestamp it asked for.
+        commit_ts: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A transaction without writes has nothing to prewrite.
+    #[error("the transaction has no writes to prewrite")]
+    NoWrites,
 }
 
-/// A connection that runs transactions.
+impl TxnError {
+    /// Whether the transaction may have committed although its commit failed with this error.
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, TxnError::Undetermined { .. })
+    }
+}
+
+/// How a transaction stands, as its primary key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Still locked, and the lock has not expired (its TTL in milliseconds).
+    Alive {
+        /// The lock's TTL.
+        ttl: u64,
+    },
+    /// Committed at this timestamp.
+    Committed(u64),
+    /// Rolled back (now, if its lock had expired or was never there).
+    RolledBack,
+}
+
+/// What a client (and its clones) did to other transactions' locks.
+#[derive(Debug, Default)]
+pub struct TxnStats {
+    resolved_commits: AtomicU64,
+    resolved_rollbacks: AtomicU64,
+    lock_waits: AtomicU64,
+}
+
+impl TxnStats {
+    /// Locks of other transactions committed after their primary had committed.
+    pub fn resolved_commits(&self) -> u64 {
+        self.resolved_commits.load(Ordering::Relaxed)
+    }
+
+    /// Locks of other transactions rolled back (their primary rolled back, or expired).
+    pub fn resolved_rollbacks(&self) -> u64 {
+        self.resolved_rollbacks.load(Ordering::Relaxed)
+    }
+
+    /// Times a request met the lock of a live transaction and waited.
+    pub fn lock_waits(&self) -> u64 {
+        self.lock_waits.load(Ordering::Relaxed)
+    }
+}
+
+/// A client that runs transactions. Cheap to clone; clones share connections and stats.
 #[derive(Clone)]
 pub struct TxnClient {
-    kv: TinyKvClient<Channel>,
+    route: Route,
     tso: Arc<dyn SchedulerClient>,
+    lock_ttl_ms: u64,
+    stats: Arc<TxnStats>,
 }
 
 /// One transaction: reads at `start_ts`, buffered writes.
@@ -67,28 +156,64 @@ pub struct Txn {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
+/// A transaction whose keys are all locked: nothing is committed yet. Dropping it leaves the
+/// locks to expire and be rolled back by whoever meets them, as a crashed client would.
+pub struct Prewritten {
+    client: TxnClient,
+    start_ts: u64,
+    primary: Vec<u8>,
+    secondaries: Vec<Vec<u8>>,
+}
+
+/// A transaction whose primary is committed: it is committed. Dropping it leaves the locks of
+/// the secondaries to be committed by whoever meets them, as a crashed client would.
+pub struct Committed {
+    client: TxnClient,
+    start_ts: u64,
+    commit_ts: u64,
+    secondaries: Vec<Vec<u8>>,
+}
+
 fn key_text(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
-fn region_error(e: Option<proto::errorpb::Error>) -> Result<(), TxnError> {
-    match e {
-        Some(re) => Err(ClientError::Region(format!("{re:?}")).into()),
-        None => Ok(()),
-    }
-}
-
 impl TxnClient {
-    /// A client of the server at `addr`, with timestamps from `tso`.
+    /// A client of the one server at `addr`, with timestamps from `tso`.
     pub async fn connect(addr: &str, tso: Arc<dyn SchedulerClient>) -> Result<TxnClient, TxnError> {
         let raw = crate::client::RawClient::connect(addr).await?;
-        Ok(TxnClient {
-            kv: raw.into_inner(),
-            tso,
-        })
+        Ok(TxnClient::with_route(Route::One(raw.into_inner()), tso))
     }
 
-    async fn timestamp(&self) -> Result<u64, TxnError> {
+    /// A client of the cluster `cluster` reaches: every request goes to the leader of the
+    /// region of the key it concerns. Timestamps come from `tso`.
+    pub fn routed(cluster: ClusterClient, tso: Arc<dyn SchedulerClient>) -> TxnClient {
+        TxnClient::with_route(Route::Cluster(cluster), tso)
+    }
+
+    fn with_route(route: Route, tso: Arc<dyn SchedulerClient>) -> TxnClient {
+        TxnClient {
+            route,
+            tso,
+            lock_ttl_ms: LOCK_TTL_MS,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Sets the TTL of the locks this client's transactions take (3 s unless set), counted
+    /// from the start timestamp: past it, whoever meets a lock rolls its transaction back.
+    pub fn with_lock_ttl(mut self, ttl: Duration) -> TxnClient {
+        self.lock_ttl_ms = ttl.as_millis().max(1) as u64;
+        self
+    }
+
+    /// What this client and its clones did to other transactions' locks.
+    pub fn stats(&self) -> &TxnStats {
+        &self.stats
+    }
+
+    /// A fresh timestamp from the TSO.
+    pub async fn timestamp(&self) -> Result<u64, TxnError> {
         let tso = self.tso.clone();
         tokio::task::spawn_blocking(move || tso.tso())
             .await
@@ -105,49 +230,85 @@ impl TxnClient {
         })
     }
 
-    /// Decides the fate of `lock` (committing or rolling back its transaction where the primary
-    /// says so). Returns false while its transaction is still alive.
-    async fn resolve(&mut self, lock: &LockInfo) -> Result<bool, TxnError> {
+    /// How the transaction at `start_ts` whose primary key is `primary` stands, judged now: a
+    /// lock past its TTL is rolled back, and a primary with neither lock nor commit gets a
+    /// rollback record (so the transaction can no longer commit).
+    pub async fn check_status(&self, primary: &[u8], start_ts: u64) -> Result<TxnStatus, TxnError> {
         let current_ts = self.timestamp().await?;
-        let status = self
-            .kv
-            .kv_check_txn_status(CheckTxnStatusRequest {
-                primary_key: lock.primary_lock.clone(),
-                lock_ts: lock.lock_version,
-                current_ts,
+        let req = CheckTxnStatusRequest {
+            primary_key: primary.to_vec(),
+            lock_ts: start_ts,
+            current_ts,
+            ..Default::default()
+        };
+        let resp = self.route.send(primary, req).await?;
+        Ok(if resp.lock_ttl > 0 {
+            TxnStatus::Alive { ttl: resp.lock_ttl }
+        } else if resp.commit_version > 0 {
+            TxnStatus::Committed(resp.commit_version)
+        } else {
+            TxnStatus::RolledBack
+        })
+    }
+
+    /// Rolls the transaction at `start_ts` back on each of `keys` (a key never prewritten gets
+    /// a rollback record, so a prewrite arriving late fails). Returns false, at the first such
+    /// key, if one is committed: the transaction committed and cannot be rolled back.
+    pub async fn rollback(&self, start_ts: u64, keys: &[Vec<u8>]) -> Result<bool, TxnError> {
+        for key in keys {
+            let req = BatchRollbackRequest {
+                start_version: start_ts,
+                keys: vec![key.clone()],
                 ..Default::default()
-            })
-            .await
-            .map_err(ClientError::from)?
-            .into_inner();
-        if let Some(re) = status.region_error {
-            return Err(ClientError::Region(format!("{re:?}")).into());
-        }
-        if status.lock_ttl > 0 {
-            return Ok(false);
-        }
-        let resp = self
-            .kv
-            .kv_resolve_lock(ResolveLockRequest {
-                start_version: lock.lock_version,
-                commit_version: status.commit_version,
-                ..Default::default()
-            })
-            .await
-            .map_err(ClientError::from)?
-            .into_inner();
-        region_error(resp.region_error)?;
-        if let Some(e) = resp.error {
-            return Err(TxnError::Aborted(format!("resolving a lock: {e:?}")));
+            };
+            let resp = self.route.send(key, req).await?;
+            match resp.error {
+                None => {}
+                Some(e) if !e.abort.is_empty() => return Ok(false),
+                Some(e) => {
+                    return Err(TxnError::Aborted(format!(
+                        "rolling back {:?} of the transaction at {start_ts}: {e:?}",
+                        key_text(key)
+                    )))
+                }
+            }
         }
         Ok(true)
     }
-}
 
-impl TxnClient {
+    /// Decides the fate of `lock`'s transaction on its primary and settles the transaction's
+    /// locks in the region of `lock.key` accordingly. Returns false while it is still alive.
+    async fn resolve(&self, lock: &LockInfo) -> Result<bool, TxnError> {
+        let start_ts = lock.lock_version;
+        let commit_ts = match self.check_status(&lock.primary_lock, start_ts).await? {
+            TxnStatus::Alive { .. } => return Ok(false),
+            TxnStatus::Committed(ts) => ts,
+            TxnStatus::RolledBack => 0,
+        };
+        let req = ResolveLockRequest {
+            start_version: start_ts,
+            commit_version: commit_ts,
+            ..Default::default()
+        };
+        let resp = self.route.send(&lock.key, req).await?;
+        if let Some(e) = resp.error {
+            return Err(TxnError::Aborted(format!(
+                "resolving the lock on {:?} of the transaction at {start_ts}: {e:?}",
+                key_text(&lock.key)
+            )));
+        }
+        let counter = if commit_ts == 0 {
+            &self.stats.resolved_rollbacks
+        } else {
+            &self.stats.resolved_commits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
     /// Gets `lock` out of the way: resolves it once its transaction is decided, else waits a
     /// little; past `deadline` a still-live lock is an error.
-    async fn wait_out(&mut self, lock: &LockInfo, deadline: Instant) -> Result<(), TxnError> {
+    async fn wait_out(&self, lock: &LockInfo, deadline: Instant) -> Result<(), TxnError> {
         if self.resolve(lock).await? {
             return Ok(());
         }
@@ -157,8 +318,26 @@ impl TxnClient {
                 lock_ts: lock.lock_version,
             });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.stats.lock_waits.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(LOCK_BACKOFF).await;
         Ok(())
+    }
+
+    /// Commits `key` of the transaction at `start_ts`; `Some` is the key error that refused it
+    /// (nothing was written).
+    async fn commit_key(
+        &self,
+        start_ts: u64,
+        commit_ts: u64,
+        key: &[u8],
+    ) -> Result<Option<KeyError>, TxnError> {
+        let req = CommitRequest {
+            start_version: start_ts,
+            keys: vec![key.to_vec()],
+            commit_version: commit_ts,
+            ..Default::default()
+        };
+        Ok(self.route.send(key, req).await?.error)
     }
 }
 
@@ -174,19 +353,13 @@ impl Txn {
             return Ok(w.clone());
         }
         let deadline = Instant::now() + LOCK_WAIT;
+        let req = GetRequest {
+            key: key.to_vec(),
+            version: self.start_ts,
+            ..Default::default()
+        };
         loop {
-            let resp = self
-                .client
-                .kv
-                .kv_get(GetRequest {
-                    key: key.to_vec(),
-                    version: self.start_ts,
-                    ..Default::default()
-                })
-                .await
-                .map_err(ClientError::from)?
-                .into_inner();
-            region_error(resp.region_error)?;
+            let resp = self.client.route.send(key, req.clone()).await?;
             match resp.error {
                 None => return Ok((!resp.not_found).then_some(resp.value)),
                 Some(KeyError {
@@ -208,50 +381,69 @@ impl Txn {
     }
 
     /// Prewrites and commits the buffered writes; returns the commit timestamp (or the start
-    /// timestamp for a read-only transaction).
-    pub async fn commit(mut self) -> Result<u64, TxnError> {
-        // `writes` is ordered: its first key is the primary, the rest are the secondaries.
-        let mut keys = self.writes.keys().cloned();
-        let Some(primary) = keys.next() else {
+    /// timestamp for a read-only transaction). Once the primary is committed the transaction
+    /// is, and this succeeds even if a secondary's commit fails (whoever meets its lock
+    /// finishes it).
+    pub async fn commit(self) -> Result<u64, TxnError> {
+        if self.writes.is_empty() {
             return Ok(self.start_ts);
-        };
-        let secondaries: Vec<Vec<u8>> = keys.collect();
-        let mutations: Vec<Mutation> = self
-            .writes
-            .iter()
-            .map(|(k, v)| Mutation {
-                op: if v.is_some() { Op::Put } else { Op::Del } as i32,
-                key: k.clone(),
-                value: v.clone().unwrap_or_default(),
-            })
-            .collect();
-        self.prewrite(mutations, &primary).await?;
-        let commit_ts = self.client.timestamp().await?;
-        // The primary's commit is the transaction's commit point; the secondaries follow.
-        self.commit_keys(vec![primary], commit_ts).await?;
-        if !secondaries.is_empty() {
-            self.commit_keys(secondaries, commit_ts).await?;
         }
-        Ok(commit_ts)
+        self.prewrite().await?.commit().await
     }
 
-    async fn prewrite(&mut self, mutations: Vec<Mutation>, primary: &[u8]) -> Result<(), TxnError> {
+    /// Locks every buffered write, primary first, then the secondaries in key order. On an
+    /// error, what it may have locked is rolled back (best effort) and the transaction will
+    /// never commit.
+    pub async fn prewrite(self) -> Result<Prewritten, TxnError> {
+        let Some(primary) = self.writes.keys().next().cloned() else {
+            return Err(TxnError::NoWrites);
+        };
         let deadline = Instant::now() + LOCK_WAIT;
+        let mut sent = Vec::with_capacity(self.writes.len());
+        for (key, value) in &self.writes {
+            sent.push(key.clone());
+            if let Err(e) = self.prewrite_key(&primary, key, value, deadline).await {
+                // Nothing is committed and nothing will be: take back what may be locked so
+                // that others need not wait for the TTL. What stays is rolled back by whoever
+                // meets it once it expires.
+                if let Err(re) = self.client.rollback(self.start_ts, &sent).await {
+                    tracing::debug!(
+                        start_ts = self.start_ts,
+                        "rollback after a failed prewrite: {re}"
+                    );
+                }
+                return Err(e);
+            }
+        }
+        sent.remove(0);
+        Ok(Prewritten {
+            client: self.client,
+            start_ts: self.start_ts,
+            primary,
+            secondaries: sent,
+        })
+    }
+
+    async fn prewrite_key(
+        &self,
+        primary: &[u8],
+        key: &[u8],
+        value: &Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        let req = PrewriteRequest {
+            mutations: vec![Mutation {
+                op: if value.is_some() { Op::Put } else { Op::Del } as i32,
+                key: key.to_vec(),
+                value: value.clone().unwrap_or_default(),
+            }],
+            primary_lock: primary.to_vec(),
+            start_version: self.start_ts,
+            lock_ttl: self.client.lock_ttl_ms,
+            ..Default::default()
+        };
         loop {
-            let resp = self
-                .client
-                .kv
-                .kv_prewrite(PrewriteRequest {
-                    mutations: mutations.clone(),
-                    primary_lock: primary.to_vec(),
-                    start_version: self.start_ts,
-                    lock_ttl: LOCK_TTL_MS,
-                    ..Default::default()
-                })
-                .await
-                .map_err(ClientError::from)?
-                .into_inner();
-            region_error(resp.region_error)?;
+            let resp = self.client.route.send(key, req.clone()).await?;
             let Some(err) = resp.errors.into_iter().next() else {
                 return Ok(());
             };
@@ -262,29 +454,135 @@ impl Txn {
                 });
             }
             let Some(lock) = err.locked else {
-                return Err(TxnError::Aborted(format!("{err:?}")));
+                return Err(TxnError::Aborted(format!("prewrite: {err:?}")));
             };
             self.client.wait_out(&lock, deadline).await?;
         }
     }
+}
 
-    async fn commit_keys(&mut self, keys: Vec<Vec<u8>>, commit_ts: u64) -> Result<(), TxnError> {
-        let resp = self
+impl Prewritten {
+    /// The transaction's start timestamp.
+    pub fn start_ts(&self) -> u64 {
+        self.start_ts
+    }
+
+    /// The primary key.
+    pub fn primary(&self) -> &[u8] {
+        &self.primary
+    }
+
+    /// Takes a commit timestamp and commits the primary: the commit point.
+    ///
+    /// # Errors
+    /// [`TxnError::Undetermined`] when the commit was sent and no answer came; any other error
+    /// means the transaction did not commit and never will.
+    pub async fn commit_primary(self) -> Result<Committed, TxnError> {
+        let commit_ts = match self.client.timestamp().await {
+            Ok(ts) => ts,
+            Err(e) => {
+                self.rollback_quietly().await;
+                return Err(e);
+            }
+        };
+        let undetermined = |reason: String| TxnError::Undetermined {
+            start_ts: self.start_ts,
+            commit_ts,
+            reason,
+        };
+        match self
             .client
-            .kv
-            .kv_commit(CommitRequest {
-                start_version: self.start_ts,
-                keys,
-                commit_version: commit_ts,
-                ..Default::default()
-            })
+            .commit_key(self.start_ts, commit_ts, &self.primary)
             .await
-            .map_err(ClientError::from)?
-            .into_inner();
-        region_error(resp.region_error)?;
-        match resp.error {
-            None => Ok(()),
-            Some(e) => Err(TxnError::Aborted(format!("commit: {e:?}"))),
+        {
+            Ok(None) => Ok(Committed {
+                client: self.client,
+                start_ts: self.start_ts,
+                commit_ts,
+                secondaries: self.secondaries,
+            }),
+            // The primary was rolled back by someone who found its lock expired (abort), or
+            // has neither our lock nor our write (retryable): either way it has no commit, and
+            // cannot get one (only we commit a primary).
+            Ok(Some(e)) => Err(TxnError::Aborted(format!(
+                "commit of the primary {:?}: {e:?}",
+                key_text(&self.primary)
+            ))),
+            Err(e) => Err(undetermined(e.to_string())),
         }
+    }
+
+    /// Commits the primary, then the secondaries; returns the commit timestamp. A secondary
+    /// that fails is left to whoever meets its lock.
+    pub async fn commit(self) -> Result<u64, TxnError> {
+        let committed = self.commit_primary().await?;
+        let (start_ts, commit_ts) = (committed.start_ts, committed.commit_ts);
+        if let Err(e) = committed.commit_secondaries().await {
+            tracing::warn!(
+                start_ts,
+                commit_ts,
+                "committed, but not every secondary: {e}"
+            );
+        }
+        Ok(commit_ts)
+    }
+
+    /// Rolls the transaction back on every key.
+    pub async fn rollback(self) -> Result<(), TxnError> {
+        let keys: Vec<Vec<u8>> = std::iter::once(self.primary.clone())
+            .chain(self.secondaries.iter().cloned())
+            .collect();
+        if self.client.rollback(self.start_ts, &keys).await? {
+            Ok(())
+        } else {
+            // Only a commit of the primary commits keys, and we never sent one.
+            Err(TxnError::Aborted(format!(
+                "the transaction at {} has a committed key although its primary was never \
+                 committed",
+                self.start_ts
+            )))
+        }
+    }
+
+    async fn rollback_quietly(self) {
+        let start_ts = self.start_ts;
+        if let Err(e) = self.rollback().await {
+            tracing::debug!(start_ts, "rollback of an uncommitted transaction: {e}");
+        }
+    }
+}
+
+impl Committed {
+    /// The transaction's start timestamp.
+    pub fn start_ts(&self) -> u64 {
+        self.start_ts
+    }
+
+    /// The commit timestamp.
+    pub fn commit_ts(&self) -> u64 {
+        self.commit_ts
+    }
+
+    /// Commits the secondaries; returns the commit timestamp.
+    ///
+    /// # Errors
+    /// The first secondary that could not be committed (the transaction stays committed; its
+    /// lock is left to be resolved). A refusal ([`TxnError::Aborted`]) means the secondary was
+    /// rolled back under a committed primary: the transaction is no longer atomic.
+    pub async fn commit_secondaries(self) -> Result<u64, TxnError> {
+        for key in &self.secondaries {
+            let refused = self
+                .client
+                .commit_key(self.start_ts, self.commit_ts, key)
+                .await?;
+            if let Some(e) = refused {
+                return Err(TxnError::Aborted(format!(
+                    "commit of the secondary {:?} at {}: {e:?}",
+                    key_text(key),
+                    self.commit_ts
+                )));
+            }
+        }
+        Ok(self.commit_ts)
     }
 }

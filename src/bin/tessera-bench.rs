@@ -7,8 +7,14 @@
 //!   the cluster run by the scheduler at `--scheduler`, or, without it, an in-process cluster of
 //!   `--stores` raft stores and a scheduler on loopback gRPC.
 //!
-//! Each run is a put phase then a get phase of `--ops` operations, for each client count of
-//! `--clients` (e.g. `--clients 1,16,64`); it prints throughput and p50/p99 latency per phase.
+//! - `bank`: the bank workload of the transaction tests (`tessera::bank`) on a raft cluster:
+//!   `--accounts` accounts, `--clients` transfer clients and a snapshot auditor for `--secs`
+//!   seconds, then an audit of the store's records; prints the invariant verdict and exits
+//!   with 3 if an invariant broke (1 if the run could not be completed).
+//!
+//! The raw modes run a put phase then a get phase of `--ops` operations, for each client count
+//! of `--clients` (e.g. `--clients 1,16,64`); they print throughput and p50/p99 latency per
+//! phase.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,19 +24,24 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use kv::{RawApi, RawLimits, StandaloneStorage};
 use proto::kvrpcpb::Context;
+use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
+use tessera::bank::{Bank, BankConfig};
 use tessera::client::RawClient;
 use tessera::cluster_client::{ClusterClient, ClusterConfig};
 use tessera::config::Config;
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use tessera::txn_client::TxnClient;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
     Local,
     Grpc,
     Cluster,
+    Bank,
 }
 
-/// Raw put/get throughput and latency of a Tessera server or cluster.
+/// Raw put/get throughput and latency of a Tessera server or cluster, or bank-transfer
+/// transactions with an invariant audit (`--mode bank`).
 #[derive(Parser, Debug)]
 #[command(about)]
 struct Args {
@@ -39,7 +50,8 @@ struct Args {
     /// A running server to benchmark (grpc mode); without it one is started in-process
     #[arg(long)]
     addr: Option<String>,
-    /// The scheduler of a running cluster (cluster mode); without it one is started in-process
+    /// The scheduler of a running cluster (cluster and bank modes); without it one is started
+    /// in-process
     #[arg(long)]
     scheduler: Option<String>,
     /// Stores of the in-process cluster (cluster mode)
@@ -49,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     ops: usize,
     /// Concurrent clients (threads in local mode), comma-separated for several runs
-    /// [default: 8; cluster mode: 1,16,64]
+    /// [default: 8; cluster mode: 1,16,64; bank mode: 4 transfer clients, one run]
     #[arg(long, value_delimiter = ',')]
     clients: Vec<usize>,
     /// Value size in bytes
@@ -62,6 +74,22 @@ struct Args {
     /// Data directory for an in-process server, storage or cluster (default: a temporary one)
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Accounts (bank mode)
+    #[arg(long, default_value_t = 8)]
+    accounts: usize,
+    /// How long the transfers run, in seconds (bank mode)
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
+    /// Lock TTL of the transfers in milliseconds (bank mode)
+    #[arg(long, default_value_t = 3_000)]
+    ttl_ms: u64,
+    /// Every N-th transfer of a client walks away half-way, for others to resolve; 0: none
+    /// (bank mode)
+    #[arg(long, default_value_t = 20)]
+    abandon_every: u64,
+    /// Seed of the transfer clients' choices (bank mode) [default: from the clock]
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 fn key(run: usize, i: usize) -> Vec<u8> {
@@ -267,6 +295,96 @@ async fn bench_cluster(
     result
 }
 
+/// Exit code of a bank run whose audit found a broken invariant.
+const VIOLATED: i32 = 3;
+
+/// The bank workload on the cluster of `args.scheduler`, or on an in-process one.
+async fn bench_bank(args: &Args, clients: usize, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (addr, local) = match &args.scheduler {
+        Some(addr) => (addr.clone(), None),
+        None => {
+            let config = LocalClusterConfig {
+                raftstore: raftstore::Config::default(),
+                ..LocalClusterConfig::new(args.stores)
+            };
+            println!(
+                "in-process cluster: {} raft stores and a scheduler on loopback gRPC",
+                args.stores
+            );
+            let cluster = LocalCluster::start(dir, config).await?;
+            (cluster.scheduler_addr().to_string(), Some(cluster))
+        }
+    };
+    let to = addr.clone();
+    let rpc =
+        tokio::task::spawn_blocking(move || RpcClient::connect(&to, RpcClientConfig::default()))
+            .await?
+            .with_context(|| format!("connecting to the scheduler at {addr}"))?;
+    let scheduler: Arc<dyn SchedulerClient> = Arc::new(rpc);
+    let cluster = ClusterClient::new(scheduler.clone(), ClusterConfig::default());
+    let client = TxnClient::routed(cluster.clone(), scheduler)
+        .with_lock_ttl(Duration::from_millis(args.ttl_ms));
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let config = BankConfig {
+        accounts: args.accounts,
+        clients,
+        abandon_every: args.abandon_every,
+        seed,
+        ..BankConfig::default()
+    };
+    let bank = Bank::open(client, cluster, config).await?;
+    let prefix = String::from_utf8_lossy(&bank.keys()[0]).into_owned();
+    println!(
+        "bank: {} accounts from {prefix:?}, {clients} transfer clients and an auditor for {} s          against the scheduler at {addr}; lock TTL {} ms, seed {seed}",
+        args.accounts, args.secs, args.ttl_ms
+    );
+    let work = bank.start();
+    let began = Instant::now();
+    let run_for = Duration::from_secs(args.secs);
+    while began.elapsed() < run_for {
+        // The length of the run, reporting as it goes.
+        tokio::time::sleep((run_for - began.elapsed()).min(Duration::from_secs(5))).await;
+        let p = work.progress();
+        println!(
+            "[{:5.1}s] committed {}, not committed {}, unknown {}, could not read {}; \
+             snapshots {} ({} incomplete)",
+            began.elapsed().as_secs_f64(),
+            p.committed,
+            p.aborted,
+            p.unknown,
+            p.read_failures,
+            p.snapshots,
+            p.snapshot_failures
+        );
+    }
+    let history = work.stop().await?;
+    let ran = began.elapsed();
+    let acked = history
+        .transfers
+        .iter()
+        .filter(|t| matches!(t.outcome, tessera::bank::Outcome::Committed(_)))
+        .count();
+    println!(
+        "bank: {} transfers in {ran:.1?} ({:.1} acknowledged commits/s); settling and auditing",
+        history.transfers.len(),
+        acked as f64 / ran.as_secs_f64()
+    );
+    let report = bank.audit(history).await;
+    if let Some(cluster) = local {
+        cluster.shutdown().await?;
+    }
+    let report = report?;
+    println!("{report}");
+    if !report.ok() {
+        std::process::exit(VIOLATED);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -277,14 +395,17 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| tmp.path().to_path_buf());
     let clients = match (&args.clients[..], args.mode) {
         ([], Mode::Cluster) => vec![1, 16, 64],
+        ([], Mode::Bank) => vec![4],
         ([], _) => vec![8],
         (list, _) => list.to_vec(),
     };
     anyhow::ensure!(!clients.contains(&0), "--clients must be positive");
-    println!(
-        "mode {:?}, {} ops per phase, clients {clients:?}, {}-byte values, sync {}",
-        args.mode, args.ops, args.value_size, args.sync
-    );
+    if !matches!(args.mode, Mode::Bank) {
+        println!(
+            "mode {:?}, {} ops per phase, clients {clients:?}, {}-byte values, sync {}",
+            args.mode, args.ops, args.value_size, args.sync
+        );
+    }
     match args.mode {
         Mode::Local => {
             let mut rows = Vec::new();
@@ -308,5 +429,11 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Mode::Cluster => bench_cluster(&args, &clients, &dir).await,
+        Mode::Bank => {
+            let [clients] = clients[..] else {
+                anyhow::bail!("bank mode takes one client count, not {clients:?}");
+            };
+            bench_bank(&args, clients, &dir).await
+        }
     }
 }

@@ -24,9 +24,9 @@ struct Args {
     /// Column family: default, lock or write
     #[arg(long, default_value = "default", global = true)]
     cf: String,
-    /// Scheduler address: raw commands then go through the whole cluster (to the leader of each
-    /// key's region) instead of --addr; `txn` takes its timestamps there [default:
-    /// 127.0.0.1:2379]
+    /// Scheduler address: without --addr, raw commands and `txn` then go through the whole
+    /// cluster (to the leader of each key's region); `txn` always takes its timestamps there
+    /// [default: 127.0.0.1:2379]
     #[arg(long, global = true)]
     scheduler: Option<String>,
     #[command(subcommand)]
@@ -90,7 +90,10 @@ impl Failure {
             Failure::Client(e) | Failure::Txn(TxnError::Client(e)) => exit_code(e),
             Failure::Cluster(ClusterError::Server(_)) => 3,
             Failure::Cluster(_) => 4,
-            Failure::Txn(TxnError::Tso(_)) => 4,
+            Failure::Txn(TxnError::Cluster(ClusterError::Server(_))) => 3,
+            Failure::Txn(
+                TxnError::Cluster(_) | TxnError::Tso(_) | TxnError::Undetermined { .. },
+            ) => 4,
             Failure::Txn(_) => 3,
         }
     }
@@ -124,7 +127,9 @@ impl From<TxnError> for Failure {
     }
 }
 
-async fn run_txn(addr: &str, scheduler: &str, cmd: TxnCmd) -> Result<u8, Failure> {
+/// Runs one transaction: on the server at `addr`, or, without it, through the whole cluster of
+/// the scheduler (each request to the leader of its key's region).
+async fn run_txn(addr: Option<&str>, scheduler: &str, cmd: TxnCmd) -> Result<u8, Failure> {
     let sched = scheduler.to_string();
     // A command-line user wants a prompt answer when the scheduler is down, not ten seconds of
     // retries.
@@ -137,7 +142,13 @@ async fn run_txn(addr: &str, scheduler: &str, cmd: TxnCmd) -> Result<u8, Failure
         .map_err(|e| TxnError::Tso(e.to_string()))?
         .map_err(|e| TxnError::Tso(e.to_string()))?;
     let tso: Arc<dyn SchedulerClient> = Arc::new(tso);
-    let client = TxnClient::connect(addr, tso).await?;
+    let client = match addr {
+        Some(addr) => TxnClient::connect(addr, tso).await?,
+        None => TxnClient::routed(
+            ClusterClient::new(tso.clone(), ClusterConfig::default()),
+            tso,
+        ),
+    };
     let mut txn = client.begin().await?;
     match cmd {
         TxnCmd::Get { key } => match txn.get(key.as_bytes()).await? {
@@ -202,7 +213,12 @@ async fn run(args: Args) -> Result<u8, Failure> {
             run_raw(&mut client, &args.cf, cmd).await
         }
         Cmd::Txn(cmd) => {
-            let addr = args.addr.as_deref().unwrap_or(DEFAULT_ADDR);
+            // Like raw commands: --scheduler alone means the whole cluster; with neither
+            // option, the default server and scheduler.
+            let addr = match (&args.addr, &args.scheduler) {
+                (None, Some(_)) => None,
+                (addr, _) => Some(addr.as_deref().unwrap_or(DEFAULT_ADDR)),
+            };
             let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
             run_txn(addr, scheduler, cmd).await
         }

@@ -1,10 +1,12 @@
 //! End-to-end tests of the binaries and the root package: one test binary, one module per surface.
 
+mod bank_process_4c;
 mod cluster_process_2b;
 mod ctl_1;
 mod grpc_1;
 mod http_1;
 mod process_1;
+mod procs;
 mod raft_engine_2b;
 mod raft_grpc_2b;
 mod routing_2b;

@@ -1,0 +1,116 @@
+//! Where a [`TxnClient`](super::TxnClient)'s requests go, and how one is sent: to one server as
+//! is, or through a [`ClusterClient`] to the leader of the region of the key it concerns, with
+//! that region's [`Context`] and its retries.
+//!
+//! Every request a transaction sends concerns one key (see the module documentation of
+//! `txn_client`), so it always falls in exactly one region, however the regions are split: the
+//! `ClusterClient` follows region errors (new leader, new epoch, key no longer in the region)
+//! by itself. Every request is safe to send twice for the same transaction: prewrite and
+//! commit of a key are idempotent, a rollback or a resolution of a decided transaction too.
+
+use std::future::Future;
+
+use proto::errorpb;
+use proto::kvrpcpb::*;
+use proto::tinykvpb::tiny_kv_client::TinyKvClient;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use crate::client::ClientError;
+use crate::cluster_client::{ClusterClient, Reply};
+
+use super::TxnError;
+
+/// Where requests go.
+#[derive(Clone)]
+pub(super) enum Route {
+    /// One server, which must serve every key (a standalone server).
+    One(TinyKvClient<Channel>),
+    /// The leader of each key's region.
+    Cluster(ClusterClient),
+}
+
+/// A transactional request: where its context goes, what answers it, how it is sent.
+pub(super) trait TxnRequest: Clone + Send + Sync + 'static {
+    /// Its response.
+    type Response: Send + 'static;
+    /// The gRPC operation, for error messages.
+    const OP: &'static str;
+    /// Sets the region context.
+    fn set_context(&mut self, ctx: Context);
+    /// Takes the region error out of a response.
+    fn take_region_error(resp: &mut Self::Response) -> Option<errorpb::Error>;
+    /// Sends it over `client`.
+    fn send(
+        client: TinyKvClient<Channel>,
+        req: Self,
+    ) -> impl Future<Output = Result<Self::Response, Status>> + Send;
+}
+
+macro_rules! txn_request {
+    ($($req:ty => $resp:ty, $method:ident;)*) => {$(
+        impl TxnRequest for $req {
+            type Response = $resp;
+            const OP: &'static str = stringify!($method);
+            fn set_context(&mut self, ctx: Context) {
+                self.context = Some(ctx);
+            }
+            fn take_region_error(resp: &mut $resp) -> Option<errorpb::Error> {
+                resp.region_error.take()
+            }
+            async fn send(mut client: TinyKvClient<Channel>, req: Self) -> Result<$resp, Status> {
+                Ok(client.$method(req).await?.into_inner())
+            }
+        }
+    )*};
+}
+
+txn_request! {
+    GetRequest => GetResponse, kv_get;
+    PrewriteRequest => PrewriteResponse, kv_prewrite;
+    CommitRequest => CommitResponse, kv_commit;
+    CheckTxnStatusRequest => CheckTxnStatusResponse, kv_check_txn_status;
+    BatchRollbackRequest => BatchRollbackResponse, kv_batch_rollback;
+    ResolveLockRequest => ResolveLockResponse, kv_resolve_lock;
+}
+
+impl Route {
+    /// Sends `req`, which concerns `key`, and returns the response with no region error.
+    ///
+    /// # Errors
+    /// One server: a region error or a failed RPC, at once. A cluster: whatever
+    /// [`ClusterClient::call`] gives up with.
+    pub(super) async fn send<R: TxnRequest>(
+        &self,
+        key: &[u8],
+        req: R,
+    ) -> Result<R::Response, TxnError> {
+        match self {
+            Route::One(client) => {
+                let mut resp = R::send(client.clone(), req)
+                    .await
+                    .map_err(ClientError::from)?;
+                match R::take_region_error(&mut resp) {
+                    Some(e) => Err(ClientError::Region(format!("{e:?}")).into()),
+                    None => Ok(resp),
+                }
+            }
+            Route::Cluster(cluster) => {
+                let resp = cluster
+                    .call(R::OP, key, |client, ctx| {
+                        let mut req = req.clone();
+                        req.set_context(ctx);
+                        async move {
+                            let mut resp = R::send(client, req).await?;
+                            Ok(match R::take_region_error(&mut resp) {
+                                Some(e) => Reply::RegionError(Box::new(e)),
+                                None => Reply::Ok(resp),
+                            })
+                        }
+                    })
+                    .await?;
+                Ok(resp)
+            }
+        }
+    }
+}

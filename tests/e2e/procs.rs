@@ -1,0 +1,386 @@
+//! Real processes for the e2e tests: `tessera-scheduler` and `tessera-server --engine raft`
+//! stores on loopback, as `make run` starts them, with kill -9, restart on the same addresses
+//! and data, and waits for the region's replicas and leader. A failed test prints the end of
+//! every process's log.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use proto::kvrpcpb::RawGetRequest;
+use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
+use tessera::client::RawClient;
+use tokio::task::block_in_place;
+
+/// Short raft timings (an election within 0.5–1 s), quick heartbeats to the scheduler, and a
+/// raft log compacted every 50 entries: a store that misses a few hundred writes can only catch
+/// up by snapshot.
+const STORE_CONFIG: &str = "\
+[raftstore]
+raft_base_tick_interval_ms = 50
+raft_election_timeout_ticks = 10
+raft_heartbeat_ticks = 2
+raft_log_gc_tick_interval_ms = 200
+raft_log_gc_count_limit = 50
+region_heartbeat_interval_ms = 200
+store_heartbeat_interval_ms = 500
+";
+
+pub const STORES: usize = 3;
+/// Bound of every wait of this test.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A child process, killed with SIGKILL when dropped if it still runs.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of a log, for failure messages.
+fn tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Starts `bin` with stderr appended to `log`; returns it with the first `lines` lines it prints
+/// on stdout (the addresses it listens on), which must come within 30 s. On failure, says what
+/// it printed and the end of its log.
+fn try_spawn(
+    bin: &str,
+    args: &[String],
+    log: &Path,
+    lines: usize,
+) -> Result<(Proc, Vec<String>), String> {
+    let logged_before = std::fs::metadata(log).map_or(0, |m| m.len() as usize);
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let proc = Proc { child };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().take(lines) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < lines {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(line)) => got.push(line),
+            _ => {
+                // What it logged this time, up to a backtrace.
+                let text = std::fs::read(log).unwrap_or_default();
+                let text = String::from_utf8_lossy(&text[logged_before.min(text.len())..]);
+                let text = text.split("Stack backtrace:").next().unwrap_or_default();
+                return Err(format!(
+                    "{bin} printed {got:?}, not {lines} lines, within 30 s; it logged:\n{text}"
+                ));
+            }
+        }
+    }
+    Ok((proc, got))
+}
+
+fn spawn(bin: &str, args: &[String], log: &Path, lines: usize) -> (Proc, Vec<String>) {
+    try_spawn(bin, args, log, lines).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `line` without `prefix ` in front.
+fn field(line: &str, prefix: &str) -> String {
+    line.strip_prefix(prefix)
+        .and_then(|l| l.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("expected '{prefix} ADDR', got {line:?}"))
+        .to_string()
+}
+
+/// SIGTERM, then the exit status, which must come within 20 s.
+fn terminate(mut proc: Proc, name: &str) -> ExitStatus {
+    let pid = proc.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {name}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = proc.child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} still runs 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One store process and where it listens; restarted on the same addresses.
+pub struct Store {
+    pub name: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    grpc: String,
+    pub http: SocketAddr,
+    proc: Option<Proc>,
+}
+
+/// What a store says when asked directly for a key of the (only) region.
+#[derive(Debug, PartialEq)]
+enum Role {
+    /// It served the read.
+    Leader,
+    /// It holds the region, led elsewhere; `knows_leader` once it has heard from the leader.
+    Follower { knows_leader: bool },
+    /// No answer, or another error.
+    Unavailable,
+}
+
+/// Asks the store at `addr` for a key without a region context: it routes the read to its own
+/// peer, which serves only if it leads.
+async fn probe(addr: &str) -> Role {
+    let ask = async {
+        let mut c = RawClient::connect(addr).await.ok()?.into_inner();
+        let req = RawGetRequest {
+            key: b"probe".to_vec(),
+            cf: "default".to_string(),
+            ..Default::default()
+        };
+        let r = c.raw_get(req).await.ok()?.into_inner();
+        Some(match r.region_error {
+            None if r.error.is_empty() => Role::Leader,
+            Some(e) => match e.not_leader {
+                Some(nl) => Role::Follower {
+                    knows_leader: nl.leader.is_some(),
+                },
+                None => Role::Unavailable,
+            },
+            None => Role::Unavailable,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(3), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(Role::Unavailable)
+}
+
+/// The scheduler and the stores; on a failed test, prints the end of every log.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    pub scheduler: String,
+    scheduler_proc: Option<Proc>,
+    pub stores: Vec<Store>,
+    started: Instant,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let sched_log = self.dir.path().join("scheduler.log");
+            eprintln!("--- scheduler log ---\n{}", tail(&sched_log, 40));
+            for s in &self.stores {
+                eprintln!("--- {} log ---\n{}", s.name, tail(&s.log, 60));
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the scheduler, then the stores one by one (the first bootstraps the cluster).
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let (sched, lines) = spawn(
+            env!("CARGO_BIN_EXE_tessera-scheduler"),
+            &[
+                "--addr".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                dir.path().join("scheduler").display().to_string(),
+            ],
+            &dir.path().join("scheduler.log"),
+            1,
+        );
+        std::fs::write(dir.path().join("tessera.toml"), STORE_CONFIG).unwrap();
+        let mut cluster = Cluster {
+            scheduler: field(&lines[0], "scheduler"),
+            scheduler_proc: Some(sched),
+            stores: Vec::new(),
+            started: Instant::now(),
+            dir,
+        };
+        for n in 1..=STORES {
+            let name = format!("store{n}");
+            let store = Store {
+                data_dir: cluster.dir.path().join(&name),
+                log: cluster.dir.path().join(format!("{name}.log")),
+                name,
+                grpc: "127.0.0.1:0".to_string(),
+                http: "127.0.0.1:0".parse().unwrap(),
+                proc: None,
+            };
+            cluster.stores.push(store);
+            cluster.run_store(n - 1);
+        }
+        cluster
+    }
+
+    /// Starts store `i` (again) on its addresses and data. Should another process have taken
+    /// one of its ports while it was down (an outgoing connection can), it moves to new ones:
+    /// the store registers its new address with the scheduler, and peers and clients look it
+    /// up again.
+    pub fn run_store(&mut self, i: usize) {
+        let config = self.dir.path().join("tessera.toml");
+        let s = &mut self.stores[i];
+        assert!(s.proc.is_none(), "{} already runs", s.name);
+        let args = |grpc: &str, http: &str| -> Vec<String> {
+            [
+                "--config",
+                &config.display().to_string(),
+                "--engine",
+                "raft",
+                "--scheduler",
+                &self.scheduler,
+                "--addr",
+                grpc,
+                "--status-addr",
+                http,
+                "--data-dir",
+                &s.data_dir.display().to_string(),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+        };
+        let bin = env!("CARGO_BIN_EXE_tessera-server");
+        let (proc, lines) = match try_spawn(bin, &args(&s.grpc, &s.http.to_string()), &s.log, 2) {
+            Ok(started) => started,
+            Err(e) if e.contains("cannot listen") => {
+                eprintln!(
+                    "{}: its address was taken, moving to new ports: {e}",
+                    s.name
+                );
+                spawn(bin, &args("127.0.0.1:0", "127.0.0.1:0"), &s.log, 2)
+            }
+            Err(e) => panic!("{e}"),
+        };
+        s.grpc = field(&lines[0], "grpc");
+        s.http = field(&lines[1], "http").parse().unwrap();
+        s.proc = Some(proc);
+    }
+
+    /// SIGKILL to store `i`.
+    pub fn kill(&mut self, i: usize) {
+        let mut proc = self.stores[i].proc.take().expect("store runs");
+        proc.child.kill().expect("kill -9");
+        proc.child.wait().expect("reap");
+    }
+
+    pub fn note(&self, what: &str) {
+        eprintln!("[{:6.2}s] {what}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// Waits until the scheduler knows the first region with `n` voters on `n` stores and a
+    /// leader.
+    pub async fn wait_replicas(&self, n: usize) {
+        let addr = self.scheduler.clone();
+        let seen = tokio::task::spawn_blocking(move || {
+            let c = RpcClient::connect(&addr, RpcClientConfig::default()).expect("scheduler");
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let seen = c.get_region(b"");
+                if let Ok((region, Some(_leader))) = &seen {
+                    let mut stores: Vec<u64> = region
+                        .peers
+                        .iter()
+                        .filter(|p| p.role == proto::metapb::PeerRole::Voter as i32)
+                        .map(|p| p.store_id)
+                        .collect();
+                    stores.sort_unstable();
+                    stores.dedup();
+                    if stores.len() == n && region.peers.len() == n {
+                        return Ok(());
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("{seen:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .unwrap();
+        if let Err(seen) = seen {
+            panic!("no region with {n} voters and a leader within {WAIT:?}; last seen {seen}");
+        }
+    }
+
+    /// The running store that serves reads as the leader.
+    pub async fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut roles = Vec::new();
+            for (i, s) in self.stores.iter().enumerate() {
+                if s.proc.is_some() {
+                    let role = probe(&s.grpc).await;
+                    if role == Role::Leader {
+                        return i;
+                    }
+                    roles.push((s.name.clone(), role));
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no store leads within {WAIT:?}: {roles:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until store `i` holds the region and has heard from its leader (or leads).
+    pub async fn wait_in_touch(&self, i: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let role = probe(&self.stores[i].grpc).await;
+            if matches!(role, Role::Leader | Role::Follower { knows_leader: true }) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not in touch with a leader within {WAIT:?}: {role:?}",
+                self.stores[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every running store, then the scheduler, with SIGTERM; each must exit cleanly.
+    pub fn stop_all(&mut self) {
+        for s in &mut self.stores {
+            if let Some(proc) = s.proc.take() {
+                let status = block_in_place(|| terminate(proc, &s.name));
+                assert!(status.success(), "{} exit after SIGTERM: {status}", s.name);
+            }
+        }
+        let sched = self.scheduler_proc.take().expect("scheduler runs");
+        let status = block_in_place(|| terminate(sched, "scheduler"));
+        assert!(status.success(), "scheduler exit after SIGTERM: {status}");
+    }
+}
