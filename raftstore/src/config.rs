@@ -28,9 +28,10 @@ pub struct Config {
     pub snapshot_send_timeout: Duration,
     /// Interval of the GC of snapshot files no peer needs.
     pub snap_gc_interval: Duration,
-    /// Interval of the split check (splits are not implemented yet).
+    /// Interval of the leader's split check (it measures the region only when enough was
+    /// written since the last one).
     pub split_region_check_tick_interval: Duration,
-    /// Size at which a region is split.
+    /// Size past which a region is split.
     pub region_max_size: u64,
     /// Size of each half after a split.
     pub region_split_size: u64,

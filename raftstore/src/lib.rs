@@ -14,8 +14,9 @@
 //!
 //! - Conf change, leader transfer and peer destruction are in the peer's `conf_change` module;
 //!   the scheduler's operator steps arrive through region heartbeat responses ([`Node::start`]).
-//!
-//! Not yet here (a later issue): region split.
+//! - Region split: the split-check worker measures regions and picks split keys, the leader
+//!   asks the scheduler for ids and proposes `Split` (the peer's `split` module);
+//!   [`PeerMsg::SplitRegion`] splits at a chosen key.
 
 #![deny(missing_docs)]
 // eraftpb (rust-protobuf) messages carry private bookkeeping fields, so they are built with
@@ -34,6 +35,7 @@ mod raft_worker;
 mod region_worker;
 mod router;
 mod scheduler_worker;
+mod split_check;
 mod store;
 mod transport;
 mod util;

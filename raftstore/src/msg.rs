@@ -97,6 +97,24 @@ pub enum PeerMsg {
         /// `Err` with the reason when the apply failed.
         result: std::result::Result<(), String>,
     },
+    /// The split-check worker measured the region.
+    RegionSize {
+        /// Bytes of keys and values (a lower bound for a region over its maximum size).
+        size: u64,
+        /// Number of keys across the column families.
+        keys: u64,
+    },
+    /// Split the region at `split_key` if it still has `region_epoch`: the leader asks the
+    /// scheduler for ids, then proposes the split. `callback` gets the split's answer (the two
+    /// regions) or why it did not happen.
+    SplitRegion {
+        /// The epoch the split key was chosen under.
+        region_epoch: proto::metapb::RegionEpoch,
+        /// The first key of the new right-hand region.
+        split_key: Vec<u8>,
+        /// Where the answer goes.
+        callback: Callback,
+    },
 }
 
 /// A message for the store itself.

@@ -36,6 +36,7 @@ use crate::raft_worker::{PeerFsm, PollContext, RaftWorker};
 use crate::region_worker::{RaftLogGcRunner, RegionRunner};
 use crate::router::Router;
 use crate::scheduler_worker::{SchedulerRunner, SchedulerTask};
+use crate::split_check::SplitCheckRunner;
 use crate::store::StoreMeta;
 use crate::transport::Transport;
 use crate::worker::{Scheduler, Worker};
@@ -51,6 +52,7 @@ pub struct RaftstoreHandle {
     thread: Option<JoinHandle<()>>,
     region_worker: Worker<RegionRunner>,
     raftlog_gc: Worker<RaftLogGcRunner>,
+    split_checker: Worker<SplitCheckRunner>,
 }
 
 impl RaftstoreHandle {
@@ -101,6 +103,7 @@ impl RaftstoreHandle {
         }
         self.region_worker.stop();
         self.raftlog_gc.stop();
+        self.split_checker.stop();
     }
 }
 
@@ -151,6 +154,12 @@ pub fn start_raftstore(
     let raftlog_gc = Worker::start(
         &format!("raftlog-gc-{store_id}"),
         RaftLogGcRunner::new(engines.clone()),
+        None,
+    )
+    .map_err(spawn_err)?;
+    let split_checker = Worker::start(
+        &format!("split-check-{store_id}"),
+        SplitCheckRunner::new(engines.clone(), router.clone()),
         None,
     )
     .map_err(spawn_err)?;
@@ -212,11 +221,13 @@ pub fn start_raftstore(
             snap_mgr: snap_mgr.clone(),
             region_worker: region_worker.scheduler(),
             raftlog_gc: raftlog_gc.scheduler(),
+            split_checker: split_checker.scheduler(),
             transport,
             store_meta: store_meta.clone(),
             scheduler,
             router: router.clone(),
             metrics: metrics.clone(),
+            new_peers: Vec::new(),
         },
         peers,
         receivers,
@@ -238,6 +249,7 @@ pub fn start_raftstore(
         thread: Some(thread),
         region_worker,
         raftlog_gc,
+        split_checker,
     })
 }
 

@@ -26,6 +26,7 @@ use crate::peer_storage::SnapContext;
 use crate::region_worker::{RaftLogGcTask, RegionTask};
 use crate::router::{Notify, Router, RouterReceivers};
 use crate::scheduler_worker::SchedulerTask;
+use crate::split_check::SplitCheckTask;
 use crate::store::{StoreMeta, StoreMsgHandler};
 use crate::transport::Transport;
 use crate::worker::Scheduler;
@@ -38,11 +39,14 @@ pub(crate) struct PollContext {
     pub(crate) snap_mgr: snap::SnapManager,
     pub(crate) region_worker: Scheduler<RegionTask>,
     pub(crate) raftlog_gc: Scheduler<RaftLogGcTask>,
+    pub(crate) split_checker: Scheduler<SplitCheckTask>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store_meta: Arc<RwLock<StoreMeta>>,
     pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,
     pub(crate) router: Router,
     pub(crate) metrics: Arc<StoreMetrics>,
+    /// Peers created by splits this round; the worker adopts them at the end of the round.
+    pub(crate) new_peers: Vec<PeerFsm>,
 }
 
 impl PollContext {
@@ -135,8 +139,26 @@ impl RaftWorker {
                 }
             }
             more_ready = self.handle_readies();
+            more_ready |= self.adopt_new_peers();
             self.peers.retain(|_, f| !f.peer.destroyed);
         }
+    }
+
+    /// Takes in the peers splits created this round (replacing uninitialised peers of the same
+    /// regions) and hands them what already waits in their mailboxes. Returns whether any came.
+    fn adopt_new_peers(&mut self) -> bool {
+        let new_peers = std::mem::take(&mut self.ctx.new_peers);
+        let any = !new_peers.is_empty();
+        let batch = self.ctx.cfg.max_batch_size;
+        for mut fsm in new_peers {
+            let id = fsm.peer.region_id();
+            let mut h = PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx);
+            for m in fsm.mailbox.try_iter().take(batch) {
+                h.handle_msg(m);
+            }
+            self.peers.insert(id, fsm);
+        }
+        any
     }
 
     /// Schedules the redo of the snapshot apply a crash interrupted in `region_id`.

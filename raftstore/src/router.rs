@@ -36,6 +36,12 @@ pub struct Router {
     inner: Arc<RouterInner>,
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Router")
+    }
+}
+
 /// The worker's ends of the router's channels.
 pub(crate) struct RouterReceivers {
     pub(crate) store: Receiver<StoreMsg>,
@@ -70,7 +76,6 @@ impl Router {
     }
 
     /// Removes `region_id`'s mailbox; later messages for it go to the store.
-    #[allow(dead_code)] // used once peers can be destroyed (conf change, next issue)
     pub(crate) fn unregister(&self, region_id: u64) {
         self.write_mailboxes().remove(&region_id);
     }

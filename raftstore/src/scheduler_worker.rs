@@ -1,12 +1,18 @@
-//! Scheduler tasks: region and store heartbeats, queued by the raft worker and sent by a
-//! background [`crate::Worker`] so a slow scheduler never stalls raft.
+//! Scheduler tasks: region and store heartbeats and split id requests, queued by the raft worker
+//! and sent by a background [`crate::Worker`] so a slow scheduler never stalls raft.
 
 use std::sync::Arc;
 
 use proto::metapb;
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, SplitRequest,
+};
 use proto::schedulerpb::{RegionHeartbeatRequest, StoreStats};
 use scheduler_client::SchedulerClient;
 
+use crate::error::Error;
+use crate::msg::Callback;
+use crate::router::Router;
 use crate::worker::Runnable;
 
 /// Work for the scheduler worker.
@@ -18,6 +24,26 @@ pub enum SchedulerTask {
         region: metapb::Region,
         /// The leader (this store's peer).
         leader: metapb::Peer,
+        /// Peers the leader has to send a snapshot to before they can follow its log.
+        pending_peers: Vec<metapb::Peer>,
+        /// Approximate bytes of the region's data (0 before the first split check).
+        approximate_size: u64,
+        /// Approximate number of keys.
+        approximate_keys: u64,
+    },
+    /// The leader of `region` wants to split it at `split_key`: ask the scheduler for the new
+    /// ids, then send the `Split` admin command to the region through `router`.
+    AskSplit {
+        /// The region as the leader knows it.
+        region: metapb::Region,
+        /// The first key of the new region.
+        split_key: Vec<u8>,
+        /// The leader (this store's peer).
+        leader: metapb::Peer,
+        /// Gets the split's answer.
+        callback: Callback,
+        /// Where the split command goes.
+        router: Router,
     },
     /// The store reports its statistics.
     StoreHeartbeat {
@@ -45,17 +71,62 @@ impl Runnable for SchedulerRunner {
     fn run(&mut self, task: SchedulerTask) {
         let store_id = self.store_id;
         match task {
-            SchedulerTask::RegionHeartbeat { region, leader } => {
+            SchedulerTask::RegionHeartbeat {
+                region,
+                leader,
+                pending_peers,
+                approximate_size,
+                approximate_keys,
+            } => {
                 let region_id = region.id;
                 let req = RegionHeartbeatRequest {
                     region: Some(region),
                     leader: Some(leader),
+                    pending_peers,
+                    approximate_size,
+                    approximate_keys,
                     ..Default::default()
                 };
                 if let Err(e) = self.client.region_heartbeat(req) {
                     // The next heartbeat carries the same information; nothing to retry.
                     tracing::debug!(store_id, region_id, error = %e, "region heartbeat failed");
                 }
+            }
+            SchedulerTask::AskSplit {
+                region,
+                split_key,
+                leader,
+                callback,
+                router,
+            } => {
+                let region_id = region.id;
+                let ids = match self.client.ask_split(region.clone()) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::info!(store_id, region_id, error = %e, "ask split failed");
+                        let err = Error::Scheduler(format!("ask split: {e}"));
+                        return callback.invoke_with_error(err, 0);
+                    }
+                };
+                let req = RaftCmdRequest {
+                    header: Some(RaftRequestHeader {
+                        region_id,
+                        peer: Some(leader),
+                        region_epoch: region.region_epoch,
+                        term: 0,
+                    }),
+                    requests: Vec::new(),
+                    admin_request: Some(AdminRequest {
+                        cmd_type: AdminCmdType::Split as i32,
+                        split: Some(SplitRequest {
+                            split_key,
+                            new_region_id: ids.new_region_id,
+                            new_peer_ids: ids.new_peer_ids,
+                        }),
+                        ..Default::default()
+                    }),
+                };
+                let _ = router.send_command(req, callback);
             }
             SchedulerTask::StoreHeartbeat { stats } => {
                 if let Err(e) = self.client.store_heartbeat(stats) {

@@ -26,6 +26,10 @@ struct ApplyEffects {
     sync: bool,
     /// The log was compacted up to this index.
     compacted_to: Option<u64>,
+    /// Regions split off whose peers on this store are to be created once the batch is written.
+    new_regions: Vec<proto::metapb::Region>,
+    /// A split was applied (the leader reports the shrunk region at once).
+    split: bool,
 }
 
 impl PeerMsgHandler<'_> {
@@ -52,6 +56,7 @@ impl PeerMsgHandler<'_> {
             }
             let resp = match e.get_entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
+                    self.peer.size_diff_hint += e.data.len() as u64;
                     Some(self.exec_normal(&e, &mut wb, &mut apply_state, &mut effects))
                 }
                 EntryType::EntryNormal => None,
@@ -77,6 +82,7 @@ impl PeerMsgHandler<'_> {
                 break;
             }
         }
+        let applied_split = effects.split;
         self.write_apply_state(&mut wb, &apply_state, effects.sync);
         if let Some(index) = effects.compacted_to {
             self.peer.raft_group.store().compact_cache_to(index);
@@ -86,6 +92,12 @@ impl PeerMsgHandler<'_> {
             };
             // A stopped worker leaves the entries for the next compaction to delete.
             let _ = self.ctx.raftlog_gc.schedule(task);
+        }
+        for region in std::mem::take(&mut effects.new_regions) {
+            self.create_split_peer(region);
+        }
+        if self.peer.is_leader() && applied_split {
+            self.schedule_region_heartbeat();
         }
         for (cb, resp) in answers {
             cb.invoke(resp);
@@ -143,6 +155,13 @@ impl PeerMsgHandler<'_> {
             ),
         };
         if let Some(admin) = &req.admin_request {
+            if admin.cmd_type == AdminCmdType::Split as i32 {
+                let (resp, created) = self.exec_split(&req, wb);
+                effects.sync = true;
+                effects.split = true;
+                effects.new_regions.extend(created);
+                return resp;
+            }
             return self.exec_admin(admin, apply_state, effects);
         }
         let region = self.peer.region();

@@ -105,6 +105,7 @@ impl PeerMsgHandler<'_> {
                 cb.invoke(admin_response(term, resp));
             }
             Ok(AdminCmdType::ChangePeer) => self.propose_conf_change(&req, cb),
+            Ok(AdminCmdType::Split) => self.propose_split(&req, cb),
             _ => cb.invoke_with_error(
                 Error::Other(format!(
                     "region {}: admin command {} cannot be proposed by clients",

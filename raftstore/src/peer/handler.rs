@@ -32,6 +32,15 @@ impl<'a> PeerMsgHandler<'a> {
                 self.on_snapshot_status(to_peer_id, failed)
             }
             PeerMsg::SnapshotApplied { index, result } => self.on_snapshot_applied(index, result),
+            PeerMsg::RegionSize { size, keys } => {
+                self.peer.approximate_size = Some(size);
+                self.peer.approximate_keys = Some(keys);
+            }
+            PeerMsg::SplitRegion {
+                region_epoch,
+                split_key,
+                callback,
+            } => self.on_split_region(region_epoch, split_key, callback),
         }
     }
 
@@ -88,11 +97,25 @@ impl<'a> PeerMsgHandler<'a> {
         self.peer.raft_group.tick();
         self.snapshot_tick();
         self.raft_log_gc_tick();
+        self.split_check_tick();
         self.peer.ticks_since_heartbeat += 1;
         let every = self.ctx.cfg.ticks(self.ctx.cfg.region_heartbeat_interval);
         if self.peer.ticks_since_heartbeat >= every {
             self.schedule_region_heartbeat();
         }
+    }
+
+    /// Followers this leader must send a snapshot to: they have not got past the compacted log.
+    fn pending_peers(&self) -> Vec<proto::metapb::Peer> {
+        let truncated = self.peer.raft_group.store().truncated_index();
+        let raft = self.peer.raft_group.raft();
+        self.peer
+            .region()
+            .peers
+            .into_iter()
+            .filter(|p| p.id != self.peer.meta.id)
+            .filter(|p| raft.prs().get(p.id).is_none_or(|pr| pr.matched() < truncated))
+            .collect()
     }
 
     /// Tells the scheduler about the region, when this peer leads it.
@@ -105,6 +128,9 @@ impl<'a> PeerMsgHandler<'a> {
             let task = SchedulerTask::RegionHeartbeat {
                 region: self.peer.region(),
                 leader: self.peer.meta,
+                pending_peers: self.pending_peers(),
+                approximate_size: self.peer.approximate_size.unwrap_or(0),
+                approximate_keys: self.peer.approximate_keys.unwrap_or(0),
             };
             if s.schedule(task).is_err() {
                 tracing::debug!(region_id = self.peer.region_id, "scheduler worker stopped");

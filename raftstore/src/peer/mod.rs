@@ -7,7 +7,8 @@
 //! - `ready`: collecting a `Ready` into the group-commit batch, then sending, reading, advancing;
 //! - `apply`: applying committed entries to the kv engine and answering proposals;
 //! - `snapshot`: snapshots in and out, and raft log GC;
-//! - `conf_change`: leader transfer, membership changes, destroying a removed peer.
+//! - `conf_change`: leader transfer, membership changes, destroying a removed peer;
+//! - `split`: split checks, asking for ids, proposing and applying `Split`.
 
 mod apply;
 mod conf_change;
@@ -15,6 +16,7 @@ mod handler;
 mod propose;
 mod ready;
 mod snapshot;
+mod split;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -79,6 +81,13 @@ pub(crate) struct Peer {
     pending_destroy: bool,
     /// Destroyed: the raft worker drops it.
     pub(crate) destroyed: bool,
+    /// Ticks since the last split check.
+    ticks_since_split_check: u64,
+    /// Bytes of commands applied since the last split check.
+    size_diff_hint: u64,
+    /// The region's size and key count from the last split check (unknown after a split).
+    approximate_size: Option<u64>,
+    approximate_keys: Option<u64>,
 }
 
 impl Peer {
@@ -113,7 +122,15 @@ impl Peer {
             snapshot_sent: HashMap::new(),
             pending_destroy: false,
             destroyed: false,
+            ticks_since_split_check: 0,
+            size_diff_hint: 0,
+            approximate_size: None,
+            approximate_keys: None,
         })
+    }
+
+    pub(crate) fn region_id(&self) -> u64 {
+        self.region_id
     }
 
     pub(crate) fn peer_id(&self) -> u64 {

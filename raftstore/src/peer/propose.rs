@@ -66,7 +66,7 @@ impl PeerMsgHandler<'_> {
         Ok(())
     }
 
-    fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) {
+    pub(super) fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) {
         let raft = self.peer.raft_group.raft();
         let index = raft.raft_log().last_index() + 1;
         let term = raft.term();

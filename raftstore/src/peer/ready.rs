@@ -17,6 +17,7 @@ use raft::{Ready, SoftState, StateRole};
 use super::PeerMsgHandler;
 use crate::error::Error;
 use crate::msg::CmdResponse;
+use crate::util;
 
 impl PeerMsgHandler<'_> {
     /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
@@ -125,6 +126,18 @@ impl PeerMsgHandler<'_> {
             .partition(|r| r.read_index.is_some_and(|i| i <= applied));
         self.peer.pending_reads = waiting.into();
         for r in ready {
+            // A split or conf change may have applied since the read was accepted.
+            let checked = util::check_region_epoch(&r.request, &region).and_then(|()| {
+                r.request
+                    .requests
+                    .iter()
+                    .filter_map(util::request_key)
+                    .try_for_each(|k| util::check_key_in_region(k, &region))
+            });
+            if let Err(e) = checked {
+                r.callback.invoke_with_error(e, term);
+                continue;
+            }
             let mut response = RaftCmdResponse {
                 header: Some(RaftResponseHeader {
                     current_term: term,

@@ -122,6 +122,13 @@ impl PeerStorage {
         let (raft_state, apply_state) = match (raft_state, apply_state) {
             (Some(r), Some(a)) => (r, a),
             (None, None) if !initialized => (RaftLocalState::default(), RaftApplyState::default()),
+            // Born from a split: an empty log at the initial index, recovered below.
+            (None, Some(a))
+                if initialized
+                    && a.applied_index == a.truncated_state.unwrap_or_default().index =>
+            {
+                (RaftLocalState::default(), a)
+            }
             (r, a) => {
                 return Err(Error::Other(format!(
                     "region {region_id}: raft state present: {}, apply state present: {}; \
