@@ -273,12 +273,20 @@ impl Cluster {
         }
     }
 
-    /// The region containing `key`, as the scheduler knows it.
+    /// The region containing `key`, as the scheduler knows it. Right after a split the
+    /// scheduler may briefly know no region for a key (one half reported, the other not yet):
+    /// this waits up to 10 s for one.
     pub fn get_region(&self, key: &[u8]) -> metapb::Region {
-        self.scheduler
-            .get_region(key)
-            .unwrap_or_else(|e| panic!("no region for key {key:?}: {e}"))
-            .0
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.scheduler.get_region(key) {
+                Ok((region, _)) => return region,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("no region for key {key:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     /// The peer of `region` on `store_id`.

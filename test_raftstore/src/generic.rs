@@ -1,10 +1,12 @@
 //! [`generic_test`]: rounds of client load on a 5-store cluster under chosen faults, with
 //! end-of-round checks and a linearizability check of the whole history.
 //!
-//! Each client owns one key and appends to it: it writes `previous value + "x{client}.{n}y"` and
-//! reads the key back. After a write with an unknown outcome it reads to learn what happened
-//! before appending again. At the end of every round every acknowledged token must be present
-//! exactly once and in order; at the end of the test every key's history must be linearizable.
+//! Each client owns its keys (one, or eight when regions split) and appends to them: it writes
+//! `previous value + "x{client}.{n}y"` and reads the key back. After a write with an unknown
+//! outcome it reads to learn what happened before appending again. At the end of every round
+//! every acknowledged token must be present exactly once and in order; at the end of the test
+//! every key's history must be linearizable. With splits on, regions are a few hundred bytes, so
+//! the keys end up in many regions, which must tile the key space at the end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,20 +42,29 @@ impl History {
     }
 }
 
-/// What a client knows between rounds.
+/// Keys per client when regions split (one otherwise).
+const SPLIT_KEYS_PER_CLIENT: usize = 8;
+
+/// What a client knows about one of its keys between rounds.
 #[derive(Clone, Default)]
-struct ClientState {
-    /// The value the client believes its key holds.
+struct KeyState {
+    /// The value the client believes the key holds.
     last: Vec<u8>,
-    next_token: u64,
     acked: Vec<u64>,
     /// A write with an unknown outcome may still land until a later write is acknowledged
     /// (raft commits a leader's entries in order, and a newer leader's log excludes it).
     uncertain: bool,
 }
 
-fn key_of(client: usize) -> Vec<u8> {
-    format!("client-{client:02}").into_bytes()
+/// What a client knows between rounds.
+#[derive(Clone, Default)]
+struct ClientState {
+    keys: Vec<KeyState>,
+    next_token: u64,
+}
+
+fn key_of(client: usize, i: usize) -> Vec<u8> {
+    format!("client-{client:02}-{i}").into_bytes()
 }
 
 fn token(client: usize, n: u64) -> String {
@@ -64,8 +75,8 @@ fn token(client: usize, n: u64) -> String {
 /// `unreliable` drops and delays messages; `crash` restarts every store between rounds;
 /// `partitions` runs random two-sided partitions; `max_raft_log` turns log GC on with that
 /// count limit and checks after every round that each store keeps at most twice that many
-/// applied entries; `conf_change` removes and adds peers at random all along. `split` comes with
-/// a later stage and must be off.
+/// applied entries; `conf_change` removes and adds peers at random all along (of a random region
+/// each time); `split` makes regions small so they split all along.
 pub fn generic_test(
     clients: usize,
     unreliable: bool,
@@ -75,7 +86,6 @@ pub fn generic_test(
     conf_change: bool,
     split: bool,
 ) {
-    assert!(!split, "split is not implemented yet");
     let seed = std::env::var("TESSERA_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -87,15 +97,25 @@ pub fn generic_test(
     if let Some(limit) = max_raft_log {
         cfg.raft_log_gc_count_limit = limit;
     }
+    let keys_per_client = if split {
+        cfg.region_max_size = 300;
+        cfg.region_split_size = 200;
+        SPLIT_KEYS_PER_CLIENT
+    } else {
+        1
+    };
     let mut cluster = Cluster::new(STORES, cfg);
     cluster.start();
-    let region_id = cluster.get_region(b"").id;
     let cluster = Arc::new(cluster);
     let history = Arc::new(History {
         start: Instant::now(),
         ops: Mutex::new(Vec::new()),
     });
-    let mut states = vec![ClientState::default(); clients];
+    let fresh = ClientState {
+        keys: vec![KeyState::default(); keys_per_client],
+        next_token: 0,
+    };
+    let mut states = vec![fresh; clients];
 
     for round in 0..ROUNDS {
         let done = Arc::new(AtomicBool::new(false));
@@ -127,7 +147,7 @@ pub fn generic_test(
         let confs = conf_change.then(|| {
             let (cluster, done) = (cluster.clone(), done.clone());
             let seed = rng.gen();
-            std::thread::spawn(move || run_conf_changes(&cluster, region_id, &done, seed))
+            std::thread::spawn(move || run_conf_changes(&cluster, &done, seed))
         });
         // The round's workload runs for a fixed time: this is the length of the experiment, not
         // a wait for some condition.
@@ -151,8 +171,12 @@ pub fn generic_test(
         }
         if let Some(limit) = max_raft_log {
             // Log GC runs on a tick; a quiet cluster must get within the bound promptly.
-            cluster.wait_log_bound(region_id, limit, Duration::from_secs(3));
+            cluster.wait_log_bound_all(limit, Duration::from_secs(3));
         }
+    }
+    if split {
+        let regions = cluster.wait_regions(Duration::from_secs(10), |r| r.len() > 1);
+        eprintln!("generic_test: {} regions at the end", regions.len());
     }
     let (delivered, refused) = cluster.snapshot_counts();
     eprintln!("generic_test: snapshots delivered {delivered}, refused {refused}");
@@ -178,16 +202,17 @@ fn run_client(
     done: &AtomicBool,
     seed: u64,
 ) -> ClientState {
-    let key = key_of(c);
     let mut rng = StdRng::seed_from_u64(seed);
     // Each client finds leaders on its own, so one may read through a deposed leader while
     // another writes through the new one: exactly where a stale read would show.
     let leaders = LeaderCache::default();
     while !done.load(Ordering::SeqCst) {
         let dice = rng.gen_range(0..10);
+        let i = rng.gen_range(0..st.keys.len());
+        let key = key_of(c, i);
         if dice >= 8 && clients > 1 {
             // Read another client's key: only the checker can judge what is right here.
-            let other = key_of((c + rng.gen_range(1..clients)) % clients);
+            let other = key_of((c + rng.gen_range(1..clients)) % clients, i);
             let call = history.now();
             if let Ok(v) = cluster.try_get_with(&leaders, &other, OP_TIMEOUT) {
                 history.record(Operation {
@@ -202,7 +227,8 @@ fn run_client(
         } else if dice < 4 {
             let n = st.next_token;
             st.next_token += 1;
-            let mut value = st.last.clone();
+            let ks = &mut st.keys[i];
+            let mut value = ks.last.clone();
             value.extend_from_slice(token(c, n).as_bytes());
             let call = history.now();
             let res = cluster.try_put_with(&leaders, &key, &value, OP_TIMEOUT);
@@ -216,13 +242,13 @@ fn run_client(
                 ret: history.now(),
             });
             if ok {
-                st.last = value;
-                st.acked.push(n);
-                st.uncertain = false;
+                ks.last = value;
+                ks.acked.push(n);
+                ks.uncertain = false;
             } else {
-                st.uncertain = true;
+                ks.uncertain = true;
                 // Unknown outcome: learn what the key holds before appending again.
-                st.last = read_until_known(c, &key, cluster, &leaders, history);
+                ks.last = read_until_known(c, &key, cluster, &leaders, history);
             }
         } else {
             let call = history.now();
@@ -238,13 +264,14 @@ fn run_client(
                 // A read by the key's only writer sees its own last write (the checker proves
                 // this in general; failing here points at the moment).
                 let v = v.unwrap_or_default();
-                if st.uncertain {
-                    st.last = v;
+                let ks = &mut st.keys[i];
+                if ks.uncertain {
+                    ks.last = v;
                 } else {
                     assert_eq!(
                         String::from_utf8_lossy(&v),
-                        String::from_utf8_lossy(&st.last),
-                        "client {c} read back something other than its last write"
+                        String::from_utf8_lossy(&ks.last),
+                        "client {c} read back something other than its last write to key {i}"
                     );
                 }
             }
@@ -277,15 +304,19 @@ fn read_until_known(
     }
 }
 
-/// Removes and adds peers of `region_id` at random, keeping 3 to 5 of them. A change that does
-/// not take effect in time is abandoned (it may still land later).
-fn run_conf_changes(cluster: &Cluster, region_id: u64, done: &AtomicBool, seed: u64) {
+/// Removes and adds peers of a random region at random, keeping 3 to 5 of them. A change that
+/// does not take effect in time is abandoned (it may still land later).
+fn run_conf_changes(cluster: &Cluster, done: &AtomicBool, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let stores = cluster.store_ids();
     let wait = Duration::from_secs(2);
     let (mut changed, mut abandoned) = (0, 0);
     while !done.load(Ordering::SeqCst) {
-        let region = cluster.region_by_id(region_id);
+        let regions = cluster.regions();
+        let Some(region) = regions.get(rng.gen_range(0..regions.len().max(1))).cloned() else {
+            continue;
+        };
+        let region_id = region.id;
         let store = stores[rng.gen_range(0..stores.len())];
         let res = match region.peers.iter().find(|p| p.store_id == store) {
             Some(p) if region.peers.len() > 3 => cluster.try_remove_peer(region_id, *p, wait),
@@ -333,10 +364,23 @@ fn run_partitions(cluster: &Cluster, done: &AtomicBool, seed: u64) {
     }
 }
 
-/// Checks the end of a round: the key holds every acknowledged token exactly once, in order.
+/// Checks the end of a round: each of the client's keys holds every token acknowledged for it
+/// exactly once, in order.
 fn check_round(c: usize, st: &mut ClientState, round: usize, cluster: &Cluster, history: &History) {
-    let key = key_of(c);
-    let value = read_until_known(c, &key, cluster, &LeaderCache::default(), history);
+    for (i, ks) in st.keys.iter_mut().enumerate() {
+        check_key(c, &key_of(c, i), ks, round, cluster, history);
+    }
+}
+
+fn check_key(
+    c: usize,
+    key: &[u8],
+    st: &mut KeyState,
+    round: usize,
+    cluster: &Cluster,
+    history: &History,
+) {
+    let value = read_until_known(c, key, cluster, &LeaderCache::default(), history);
     let text = String::from_utf8_lossy(&value).into_owned();
     let prefix = format!("x{c}.");
     let mut seen = Vec::new();

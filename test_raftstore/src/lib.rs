@@ -17,6 +17,7 @@ mod filter;
 mod generic;
 mod node;
 mod scheduler;
+mod split;
 mod transport;
 
 pub use client::{get_req, put_req, LeaderCache, RequestError};
@@ -28,4 +29,5 @@ pub use filter::{
 pub use generic::generic_test;
 pub use node::{NodeSimulator, Simulator};
 pub use scheduler::MockSchedulerClient;
+pub use split::regions_tile;
 pub use transport::MockTransport;

@@ -1,5 +1,7 @@
 //! [`MockSchedulerClient`]: the scheduler in process — ids, bootstrap, stores, region lookup by
-//! key and id, and recorded heartbeats. Operators arrive with later issues.
+//! key and id, split ids, and recorded heartbeats. Like the real scheduler, a region heartbeat
+//! replaces every region it overlaps that has an older version (the halves of a split report in
+//! any order), and one older than a region it overlaps is refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,7 @@ struct State {
     regions: BTreeMap<u64, (metapb::Region, Option<metapb::Peer>)>,
     store_heartbeats: HashMap<u64, u64>,
     region_heartbeats: HashMap<u64, u64>,
+    sizes: HashMap<u64, u64>,
 }
 
 /// An in-process scheduler client for the test cluster.
@@ -59,10 +62,33 @@ impl MockSchedulerClient {
             .unwrap_or(0)
     }
 
+    /// Every region known, in key order.
+    pub fn regions(&self) -> Vec<metapb::Region> {
+        let mut v: Vec<metapb::Region> = self
+            .state()
+            .regions
+            .values()
+            .map(|(r, _)| r.clone())
+            .collect();
+        v.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        v
+    }
+
+    /// The approximate size last reported for `region_id`.
+    pub fn approximate_size(&self, region_id: u64) -> Option<u64> {
+        self.state().sizes.get(&region_id).copied()
+    }
+
     /// The leader of `region_id` as last reported.
     pub fn reported_leader(&self, region_id: u64) -> Option<metapb::Peer> {
         self.state().regions.get(&region_id).and_then(|(_, l)| *l)
     }
+}
+
+/// Whether two regions' key ranges intersect (an empty end key is unbounded).
+fn overlaps(a: &metapb::Region, b: &metapb::Region) -> bool {
+    let before = |end: &[u8], start: &[u8]| !end.is_empty() && end <= start;
+    !before(&a.end_key, &b.start_key) && !before(&b.end_key, &a.start_key)
 }
 
 fn epoch_of(r: &metapb::Region) -> (u64, u64) {
@@ -157,9 +183,20 @@ impl SchedulerClient for MockSchedulerClient {
             .regions
             .get(&region.id)
             .is_some_and(|(r, _)| epoch_of(r) > epoch_of(&region));
-        if stale {
+        let overlapping: Vec<(u64, u64)> = st
+            .regions
+            .values()
+            .filter(|(r, _)| r.id != region.id && overlaps(r, &region))
+            .map(|(r, _)| (r.id, epoch_of(r).0))
+            .collect();
+        let version = epoch_of(&region).0;
+        if stale || overlapping.iter().any(|&(_, v)| v > version) {
             return Err(Error::StaleRegion(format!("region {}", region.id)));
         }
+        for (id, _) in overlapping {
+            st.regions.remove(&id);
+        }
+        st.sizes.insert(region.id, req.approximate_size);
         st.regions.insert(region.id, (region, req.leader));
         Ok(())
     }

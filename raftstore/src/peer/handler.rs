@@ -114,7 +114,11 @@ impl<'a> PeerMsgHandler<'a> {
             .peers
             .into_iter()
             .filter(|p| p.id != self.peer.meta.id)
-            .filter(|p| raft.prs().get(p.id).is_none_or(|pr| pr.matched() < truncated))
+            .filter(|p| {
+                raft.prs()
+                    .get(p.id)
+                    .is_none_or(|pr| pr.matched() < truncated)
+            })
             .collect()
     }
 

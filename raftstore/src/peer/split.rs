@@ -325,15 +325,28 @@ mod tests {
             new_peer_ids: vec![20, 21],
         };
         let (left, right) = split_regions(&region, &req).unwrap();
-        assert_eq!((left.start_key.as_slice(), left.end_key.as_slice()), (&b"a"[..], &b"m"[..]));
-        assert_eq!((right.start_key.as_slice(), right.end_key.as_slice()), (&b"m"[..], &b"z"[..]));
+        assert_eq!(
+            (left.start_key.as_slice(), left.end_key.as_slice()),
+            (&b"a"[..], &b"m"[..])
+        );
+        assert_eq!(
+            (right.start_key.as_slice(), right.end_key.as_slice()),
+            (&b"m"[..], &b"z"[..])
+        );
         let epoch = RegionEpoch {
             version: 4,
             conf_ver: 7,
         };
-        assert_eq!((left.region_epoch, right.region_epoch), (Some(epoch), Some(epoch)));
+        assert_eq!(
+            (left.region_epoch, right.region_epoch),
+            (Some(epoch), Some(epoch))
+        );
         assert_eq!(right.id, 5);
-        let peers: Vec<_> = right.peers.iter().map(|p| (p.id, p.store_id, p.role)).collect();
+        let peers: Vec<_> = right
+            .peers
+            .iter()
+            .map(|p| (p.id, p.store_id, p.role))
+            .collect();
         assert_eq!(peers, vec![(20, 1, 0), (21, 2, 1)]);
 
         for bad in [&b"a"[..], b"z", b"0", b""] {

@@ -7,3 +7,4 @@ mod multi_region_2b;
 mod node_2b;
 mod scenarios_2b;
 mod snapshot_2c;
+mod split_3b;
