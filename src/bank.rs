@@ -173,7 +173,11 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 struct Counters {
     committed: AtomicU64,
-    aborted: AtomicU64,
+    conflicts: AtomicU64,
+    locked: AtomicU64,
+    rolled_back: AtomicU64,
+    failed: AtomicU64,
+    walked_away: AtomicU64,
     unknown: AtomicU64,
     read_failures: AtomicU64,
     empty: AtomicU64,
@@ -188,6 +192,8 @@ pub struct Progress {
     pub committed: u64,
     /// Transfers that did not commit.
     pub aborted: u64,
+    /// Why they did not.
+    pub why_not: WhyNot,
     /// Transfers whose commit got no answer.
     pub unknown: u64,
     /// Transfers that could not read their accounts (nothing written).
@@ -196,6 +202,21 @@ pub struct Progress {
     pub snapshots: u64,
     /// Snapshots the auditor could not read in full.
     pub snapshot_failures: u64,
+}
+
+/// Why transfers did not commit, as their clients saw it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WhyNot {
+    /// A newer commit on one of its accounts (first committer wins).
+    pub conflicts: u64,
+    /// Another transaction's live lock outlasted the wait.
+    pub locked: u64,
+    /// Its primary was rolled back by someone who found its lock expired.
+    pub rolled_back: u64,
+    /// A request failed (no leader in time, the scheduler, ...).
+    pub failed: u64,
+    /// Its client walked away after the prewrite.
+    pub walked_away: u64,
 }
 
 /// What the workload tasks share.
@@ -215,6 +236,18 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(what);
+    }
+
+    /// Counts a transfer that did not commit, by why.
+    fn not_committed(&self, e: &TxnError) {
+        let c = &self.counters;
+        let counter = match e {
+            TxnError::Conflict { .. } => &c.conflicts,
+            TxnError::Locked { .. } => &c.locked,
+            TxnError::Aborted(_) => &c.rolled_back,
+            _ => &c.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn total(&self) -> u64 {
@@ -259,6 +292,8 @@ pub struct Report {
     pub committed_unacknowledged: usize,
     /// Transfers not committed.
     pub aborted: usize,
+    /// Why, as their clients saw it (those whose client learned nothing are not counted).
+    pub why_not: WhyNot,
     /// Transfers abandoned after their prewrite, and after their primary's commit.
     pub abandoned: (usize, usize),
     /// Transfers that could not read their accounts.
@@ -297,15 +332,22 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  {} transfers: {} committed ({} without their client knowing), {} not committed; \
-             abandoned: {} after prewrite, {} after the primary's commit; {} could not read",
+            "  {} transfers: {} committed ({} without their client knowing), {} not committed \
+             ({} conflicts, {} locked past the wait, {} rolled back by others, {} failed \
+             requests, {} walked away); {} could not read; abandoned: {} after prewrite, {} after \
+             the primary's commit",
             self.transfers,
             self.committed,
             self.committed_unacknowledged,
             self.aborted,
+            self.why_not.conflicts,
+            self.why_not.locked,
+            self.why_not.rolled_back,
+            self.why_not.failed,
+            self.why_not.walked_away,
+            self.read_failures,
             self.abandoned.0,
             self.abandoned.1,
-            self.read_failures
         )?;
         writeln!(
             f,
@@ -473,7 +515,18 @@ fn progress(c: &Counters) -> Progress {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Progress {
         committed: get(&c.committed),
-        aborted: get(&c.aborted),
+        aborted: get(&c.conflicts)
+            + get(&c.locked)
+            + get(&c.rolled_back)
+            + get(&c.failed)
+            + get(&c.walked_away),
+        why_not: WhyNot {
+            conflicts: get(&c.conflicts),
+            locked: get(&c.locked),
+            rolled_back: get(&c.rolled_back),
+            failed: get(&c.failed),
+            walked_away: get(&c.walked_away),
+        },
         unknown: get(&c.unknown),
         read_failures: get(&c.read_failures),
         snapshots: get(&c.snapshots),

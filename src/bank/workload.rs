@@ -104,14 +104,14 @@ async fn transfer(
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(start_ts = t.start_ts, "bank prewrite: {e}");
-            bump(&c.aborted);
+            shared.not_committed(&e);
             return Some(t);
         }
     };
     if abandon == Some(Abandon::AfterPrewrite) {
         // Never committed: its locks stay until someone finds them expired.
         t.abandoned = abandon;
-        bump(&c.aborted);
+        bump(&c.walked_away);
         return Some(t);
     }
     let committed = match prewritten.commit_primary().await {
@@ -122,7 +122,7 @@ async fn transfer(
                 t.outcome = Outcome::Unknown;
                 bump(&c.unknown);
             } else {
-                bump(&c.aborted);
+                shared.not_committed(&e);
             }
             return Some(t);
         }
