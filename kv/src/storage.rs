@@ -5,6 +5,7 @@
 //! `raftstore` crate. Keys here are user keys; how they are laid out in an engine is the
 //! implementation's business.
 
+use proto::errorpb;
 use proto::kvrpcpb::Context;
 
 use crate::engine::{Cf, EngineSnapshot};
@@ -85,11 +86,14 @@ pub trait DbIterator {
 }
 
 /// A [`StorageReader`] over an engine snapshot, limited to the user keys in `[start, end)`
-/// (an empty `end` is unbounded). Standalone storage reads every key; a region reads its range.
+/// (an empty `end` is unbounded). Standalone storage reads every key; a region reads its range,
+/// and a point read of a key outside it is a `KeyNotInRegion` error (the store's copy of another
+/// region's data may be stale), never a silent miss.
 pub struct EngineReader {
     snap: EngineSnapshot,
     lower: Vec<u8>,
     upper: Vec<u8>,
+    region_id: u64,
 }
 
 impl EngineReader {
@@ -99,13 +103,56 @@ impl EngineReader {
             snap,
             lower: keys::data_key(start),
             upper: keys::data_end_key(end),
+            region_id: 0,
         }
+    }
+
+    /// A reader of region `region_id`'s keys `[start, end)`, named in its range errors.
+    pub fn for_region(
+        snap: EngineSnapshot,
+        region_id: u64,
+        start: &[u8],
+        end: &[u8],
+    ) -> EngineReader {
+        EngineReader {
+            region_id,
+            ..EngineReader::new(snap, start, end)
+        }
+    }
+
+    fn check_in_range(&self, key: &[u8], data_key: &[u8]) -> Result<()> {
+        if data_key >= self.lower.as_slice() && data_key < self.upper.as_slice() {
+            return Ok(());
+        }
+        let range = |k: &[u8]| keys::origin_key(k).to_vec();
+        let end = if self.upper == keys::data_end_key(b"") {
+            Vec::new()
+        } else {
+            range(&self.upper)
+        };
+        Err(errorpb::Error {
+            message: format!(
+                "key {:?} is not in region {}",
+                String::from_utf8_lossy(key),
+                self.region_id
+            ),
+            key_not_in_region: Some(errorpb::KeyNotInRegion {
+                key: key.to_vec(),
+                region_id: self.region_id,
+                start_key: range(&self.lower),
+                end_key: end,
+            }),
+            ..Default::default()
+        }
+        .into())
     }
 }
 
 impl StorageReader for EngineReader {
     fn get_cf(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.snap.get_cf(cf, &keys::data_key(key))
+        let dk = keys::data_key(key);
+        self.check_in_range(key, &dk)?;
+        self.snap.get_cf(cf, &dk)
     }
 
     fn iter_cf(&self, cf: Cf) -> Result<Box<dyn DbIterator + '_>> {
@@ -144,6 +191,43 @@ impl DbIterator for EngineIterator<'_> {
     fn next(&mut self) {
         if self.raw.valid() {
             self.raw.next();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engines, WriteBatch};
+
+    #[test]
+    fn region_reader_refuses_point_reads_outside_its_range_3b() {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = Engines::open(dir.path()).unwrap();
+        let mut wb = WriteBatch::new(&engines.kv);
+        for k in [&b"a"[..], b"c", b"x"] {
+            wb.put_cf(Cf::Default, &keys::data_key(k), k).unwrap();
+        }
+        wb.write(false).unwrap();
+        let reader = EngineReader::for_region(EngineSnapshot::new(&engines.kv), 7, b"b", b"m");
+        assert_eq!(reader.get_cf(Cf::Default, b"c").unwrap().as_deref(), Some(&b"c"[..]));
+        for (k, end) in [(&b"a"[..], &b"m"[..]), (b"x", b"m"), (b"m", b"m")] {
+            match reader.get_cf(Cf::Default, k) {
+                Err(crate::Error::Region(e)) => {
+                    let kn = e.key_not_in_region.expect("KeyNotInRegion");
+                    assert_eq!((kn.key.as_slice(), kn.region_id), (k, 7));
+                    assert_eq!((kn.start_key.as_slice(), kn.end_key.as_slice()), (&b"b"[..], end));
+                }
+                other => panic!("read of {k:?} outside the region: {other:?}"),
+            }
+        }
+        let open_end = EngineReader::for_region(EngineSnapshot::new(&engines.kv), 8, b"b", b"");
+        assert!(open_end.get_cf(Cf::Default, b"x").unwrap().is_some());
+        match open_end.get_cf(Cf::Default, b"a") {
+            Err(crate::Error::Region(e)) => {
+                assert!(e.key_not_in_region.expect("KeyNotInRegion").end_key.is_empty())
+            }
+            other => panic!("read of \"a\" outside the region: {other:?}"),
         }
     }
 }

@@ -198,8 +198,9 @@ impl kv::Storage for RaftStorage {
                 region.id
             ))
         })?;
-        Ok(Box::new(EngineReader::new(
+        Ok(Box::new(EngineReader::for_region(
             snap,
+            region.id,
             &region.start_key,
             &region.end_key,
         )))
