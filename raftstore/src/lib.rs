@@ -46,7 +46,7 @@ pub mod bootstrap;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use metrics::StoreMetrics;
-pub use msg::{Callback, CmdResponse, PeerMsg, StoreMsg};
+pub use msg::{Callback, CmdResponse, PeerMsg, SplitRegion, StoreMsg};
 pub use node::{start_raftstore, Node, RaftstoreHandle};
 pub use peer_storage::{
     conf_state_of, initial_apply_state, initial_raft_state, PeerStorage, RAFT_INIT_LOG_INDEX,

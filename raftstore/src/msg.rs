@@ -104,17 +104,21 @@ pub enum PeerMsg {
         /// Number of keys across the column families.
         keys: u64,
     },
-    /// Split the region at `split_key` if it still has `region_epoch`: the leader asks the
-    /// scheduler for ids, then proposes the split. `callback` gets the split's answer (the two
-    /// regions) or why it did not happen.
-    SplitRegion {
-        /// The epoch the split key was chosen under.
-        region_epoch: proto::metapb::RegionEpoch,
-        /// The first key of the new right-hand region.
-        split_key: Vec<u8>,
-        /// Where the answer goes.
-        callback: Callback,
-    },
+    /// Split the region: see [`SplitRegion`].
+    SplitRegion(Box<SplitRegion>),
+}
+
+/// Split the region at `split_key` if it still has `region_epoch`: the leader asks the scheduler
+/// for ids, then proposes the split. `callback` gets the split's answer (the two regions) or why
+/// it did not happen.
+#[derive(Debug)]
+pub struct SplitRegion {
+    /// The epoch the split key was chosen under.
+    pub region_epoch: proto::metapb::RegionEpoch,
+    /// The first key of the new right-hand region.
+    pub split_key: Vec<u8>,
+    /// Where the answer goes.
+    pub callback: Callback,
 }
 
 /// A message for the store itself.

@@ -18,7 +18,7 @@
 use kv::{keys, Cf, EngineSnapshot, Engines};
 use proto::metapb;
 
-use crate::msg::PeerMsg;
+use crate::msg::{PeerMsg, SplitRegion};
 use crate::router::Router;
 use crate::worker::Runnable;
 
@@ -76,11 +76,11 @@ impl Runnable for SplitCheckRunner {
         if let Some(split_key) = found.split_key {
             tracing::info!(region_id = region.id, size = found.size,
                 split_key = ?String::from_utf8_lossy(&split_key), "region over its size; splitting");
-            let msg = PeerMsg::SplitRegion {
+            let msg = PeerMsg::SplitRegion(Box::new(SplitRegion {
                 region_epoch: region.region_epoch.unwrap_or_default(),
                 split_key,
                 callback: crate::Callback::none(),
-            };
+            }));
             let _ = self.router.send(region.id, msg);
         }
     }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use proto::metapb;
-use raftstore::{Callback, PeerMsg};
+use raftstore::{Callback, PeerMsg, SplitRegion};
 
 use crate::client::RequestError;
 use crate::cluster::Cluster;
@@ -84,13 +84,13 @@ impl Cluster {
                 continue;
             };
             let (tx, rx) = crossbeam_channel::bounded(1);
-            let msg = PeerMsg::SplitRegion {
+            let msg = PeerMsg::SplitRegion(Box::new(SplitRegion {
                 region_epoch: region.region_epoch.unwrap_or_default(),
                 split_key: key.to_vec(),
                 callback: Callback::new(move |r| {
                     let _ = tx.send(r);
                 }),
-            };
+            }));
             if router.send(region_id, msg).is_err() {
                 last = "the leader's store has no peer of the region".into();
                 std::thread::sleep(Duration::from_millis(20));

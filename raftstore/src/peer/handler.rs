@@ -36,11 +36,10 @@ impl<'a> PeerMsgHandler<'a> {
                 self.peer.approximate_size = Some(size);
                 self.peer.approximate_keys = Some(keys);
             }
-            PeerMsg::SplitRegion {
-                region_epoch,
-                split_key,
-                callback,
-            } => self.on_split_region(region_epoch, split_key, callback),
+            PeerMsg::SplitRegion(s) => {
+                let s = *s;
+                self.on_split_region(s.region_epoch, s.split_key, s.callback)
+            }
         }
     }
 
