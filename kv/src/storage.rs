@@ -210,13 +210,19 @@ mod tests {
         }
         wb.write(false).unwrap();
         let reader = EngineReader::for_region(EngineSnapshot::new(&engines.kv), 7, b"b", b"m");
-        assert_eq!(reader.get_cf(Cf::Default, b"c").unwrap().as_deref(), Some(&b"c"[..]));
+        assert_eq!(
+            reader.get_cf(Cf::Default, b"c").unwrap().as_deref(),
+            Some(&b"c"[..])
+        );
         for (k, end) in [(&b"a"[..], &b"m"[..]), (b"x", b"m"), (b"m", b"m")] {
             match reader.get_cf(Cf::Default, k) {
                 Err(crate::Error::Region(e)) => {
                     let kn = e.key_not_in_region.expect("KeyNotInRegion");
                     assert_eq!((kn.key.as_slice(), kn.region_id), (k, 7));
-                    assert_eq!((kn.start_key.as_slice(), kn.end_key.as_slice()), (&b"b"[..], end));
+                    assert_eq!(
+                        (kn.start_key.as_slice(), kn.end_key.as_slice()),
+                        (&b"b"[..], end)
+                    );
                 }
                 other => panic!("read of {k:?} outside the region: {other:?}"),
             }
@@ -225,7 +231,11 @@ mod tests {
         assert!(open_end.get_cf(Cf::Default, b"x").unwrap().is_some());
         match open_end.get_cf(Cf::Default, b"a") {
             Err(crate::Error::Region(e)) => {
-                assert!(e.key_not_in_region.expect("KeyNotInRegion").end_key.is_empty())
+                assert!(e
+                    .key_not_in_region
+                    .expect("KeyNotInRegion")
+                    .end_key
+                    .is_empty())
             }
             other => panic!("read of \"a\" outside the region: {other:?}"),
         }
