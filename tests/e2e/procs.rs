@@ -18,7 +18,7 @@ use tokio::task::block_in_place;
 /// Short raft timings (an election within 0.5–1 s), quick heartbeats to the scheduler, and a
 /// raft log compacted every 50 entries: a store that misses a few hundred writes can only catch
 /// up by snapshot.
-const STORE_CONFIG: &str = "\
+pub const STORE_CONFIG: &str = "\
 [raftstore]
 raft_base_tick_interval_ms = 50
 raft_election_timeout_ticks = 10
@@ -206,6 +206,11 @@ impl Drop for Cluster {
 impl Cluster {
     /// Starts the scheduler, then the stores one by one (the first bootstraps the cluster).
     pub fn start() -> Cluster {
+        Cluster::start_with(STORE_CONFIG, STORES)
+    }
+
+    /// As [`Cluster::start`], with `stores` stores configured by `config` (tessera.toml text).
+    pub fn start_with(config: &str, stores: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (sched, lines) = spawn(
             env!("CARGO_BIN_EXE_tessera-scheduler"),
@@ -218,7 +223,7 @@ impl Cluster {
             &dir.path().join("scheduler.log"),
             1,
         );
-        std::fs::write(dir.path().join("tessera.toml"), STORE_CONFIG).unwrap();
+        std::fs::write(dir.path().join("tessera.toml"), config).unwrap();
         let mut cluster = Cluster {
             scheduler: field(&lines[0], "scheduler"),
             scheduler_proc: Some(sched),
@@ -226,20 +231,26 @@ impl Cluster {
             started: Instant::now(),
             dir,
         };
-        for n in 1..=STORES {
-            let name = format!("store{n}");
-            let store = Store {
-                data_dir: cluster.dir.path().join(&name),
-                log: cluster.dir.path().join(format!("{name}.log")),
-                name,
-                grpc: "127.0.0.1:0".to_string(),
-                http: "127.0.0.1:0".parse().unwrap(),
-                proc: None,
-            };
-            cluster.stores.push(store);
-            cluster.run_store(n - 1);
+        for _ in 0..stores {
+            cluster.add_store();
         }
         cluster
+    }
+
+    /// Starts one more store (it joins the cluster through the scheduler); returns its index.
+    pub fn add_store(&mut self) -> usize {
+        let name = format!("store{}", self.stores.len() + 1);
+        self.stores.push(Store {
+            data_dir: self.dir.path().join(&name),
+            log: self.dir.path().join(format!("{name}.log")),
+            name,
+            grpc: "127.0.0.1:0".to_string(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            proc: None,
+        });
+        let i = self.stores.len() - 1;
+        self.run_store(i);
+        i
     }
 
     /// Starts store `i` (again) on its addresses and data. Should another process have taken

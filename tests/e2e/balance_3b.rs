@@ -1,0 +1,173 @@
+//! Splits and scheduling on real processes: with 64 KiB regions, writing a few MB through the
+//! `ClusterClient` splits the key space into many regions (each store's split checks, `AskSplit`
+//! to the scheduler, `Split` through raft); the scheduler spreads leaders within ±20% of the
+//! mean; a fourth store joins and balance-region moves replicas onto it until every store holds
+//! within ±20% of the mean. Every write reads back through the routing client after each step,
+//! so the client follows the splits and the moves.
+//!
+//! ```text
+//!   3 stores, 1 region ─► 8 writers, 2 MB ─► ≥ 12 regions tiling the keys, leaders balanced
+//!     ─► every key reads back ─► a 4th store starts ─► replicas balanced over 4 ─► reads back
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use proto::metapb::PeerRole;
+use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
+use tessera::cluster_client::{ClusterClient, ClusterConfig};
+
+use crate::procs::{Cluster, STORE_CONFIG};
+
+/// Regions split past 64 KiB, checked every 200 ms.
+fn config() -> String {
+    format!(
+        "{STORE_CONFIG}region_max_size = 65536\nregion_split_size = 40960\n\
+         split_region_check_tick_interval_ms = 200\n"
+    )
+}
+
+const WRITERS: usize = 8;
+const KEYS: usize = 2048;
+const VALUE_LEN: usize = 1024;
+/// Bound of the waits for the scheduler to balance.
+const BALANCE_WAIT: Duration = Duration::from_secs(120);
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    let mut v = format!("value-{i:06}-").into_bytes();
+    v.resize(VALUE_LEN, b'.');
+    v
+}
+
+/// The cluster as the scheduler sees it: regions in key order, voters and leaders per store.
+#[derive(Debug, Default)]
+struct Layout {
+    regions: usize,
+    tiles: bool,
+    voters: BTreeMap<u64, usize>,
+    leaders: BTreeMap<u64, usize>,
+}
+
+/// Walks the regions from the first key to the last through the scheduler.
+fn layout(sched: &RpcClient) -> Layout {
+    let mut l = Layout {
+        tiles: true,
+        ..Layout::default()
+    };
+    let mut at = Vec::new();
+    loop {
+        let Ok((region, leader)) = sched.get_region(&at) else {
+            l.tiles = false;
+            return l;
+        };
+        if region.start_key != at {
+            l.tiles = false;
+        }
+        l.regions += 1;
+        for p in &region.peers {
+            if p.role == PeerRole::Voter as i32 {
+                *l.voters.entry(p.store_id).or_default() += 1;
+            }
+        }
+        if let Some(leader) = leader {
+            *l.leaders.entry(leader.store_id).or_default() += 1;
+        }
+        if region.end_key.is_empty() || l.regions > 10_000 {
+            return l;
+        }
+        at = region.end_key;
+    }
+}
+
+/// Whether `stores` stores each have a count within ±20% of the mean.
+fn balanced(counts: &BTreeMap<u64, usize>, stores: usize) -> bool {
+    if counts.len() != stores {
+        return false;
+    }
+    let mean = counts.values().sum::<usize>() as f64 / stores as f64;
+    counts
+        .values()
+        .all(|&c| (c as f64 - mean).abs() <= 0.2 * mean)
+}
+
+/// Polls the layout until `ok` holds, panicking with the last one after `timeout`.
+async fn wait_layout(scheduler: &str, timeout: Duration, ok: impl Fn(&Layout) -> bool) -> Layout {
+    let deadline = Instant::now() + timeout;
+    let addr = scheduler.to_string();
+    let sched = tokio::task::spawn_blocking(move || {
+        RpcClient::connect(&addr, RpcClientConfig::default()).expect("scheduler")
+    })
+    .await
+    .unwrap();
+    let sched = std::sync::Arc::new(sched);
+    loop {
+        let s = sched.clone();
+        let l = tokio::task::spawn_blocking(move || layout(&s))
+            .await
+            .unwrap();
+        if ok(&l) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "layout not reached in {timeout:?}; last: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn read_back(client: &ClusterClient) {
+    for i in 0..KEYS {
+        let got = client.get("default", &key(i)).await.expect("get");
+        assert_eq!(got, Some(value(i)), "key {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regions_split_and_spread_over_stores_3b() {
+    let mut cluster = Cluster::start_with(&config(), 3);
+    cluster.wait_replicas(3).await;
+    cluster.note("3 replicas");
+    let client = ClusterClient::connect(&cluster.scheduler, ClusterConfig::default())
+        .await
+        .expect("cluster client");
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in (w..KEYS).step_by(WRITERS) {
+                    client
+                        .put("default", &key(i), &value(i))
+                        .await
+                        .unwrap_or_else(|e| panic!("put {i}: {e}"));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    cluster.note("2 MB written");
+
+    let l = wait_layout(&cluster.scheduler, BALANCE_WAIT, |l| {
+        l.tiles && l.regions >= 12 && balanced(&l.voters, 3) && balanced(&l.leaders, 3)
+    })
+    .await;
+    cluster.note(&format!("split and balanced over 3 stores: {l:?}"));
+    read_back(&client).await;
+
+    cluster.add_store();
+    cluster.note("store4 started");
+    let l = wait_layout(&cluster.scheduler, BALANCE_WAIT, |l| {
+        l.tiles && balanced(&l.voters, 4) && balanced(&l.leaders, 4)
+    })
+    .await;
+    cluster.note(&format!("balanced over 4 stores: {l:?}"));
+    read_back(&client).await;
+    cluster.stop_all();
+}
