@@ -42,8 +42,12 @@ use rpc::Route;
 const LOCK_TTL_MS: u64 = 3_000;
 /// How long a read or a prewrite keeps retrying around other transactions' locks.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
-/// Pause before asking again about a lock whose transaction is alive.
-const LOCK_BACKOFF: Duration = Duration::from_millis(50);
+/// First pause before asking again about a lock whose transaction is alive; it doubles while
+/// the lock stays, up to `MAX_LOCK_BACKOFF`. Most locks go within a few milliseconds (their
+/// transaction commits), so the first pauses are short.
+const LOCK_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest pause between two looks at a live lock.
+const MAX_LOCK_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Why a transaction failed.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,21 @@ pub struct TxnClient {
     tso: Arc<dyn SchedulerClient>,
     lock_ttl_ms: u64,
     stats: Arc<TxnStats>,
+}
+
+/// One request's wait for other transactions' locks: a deadline and a growing pause.
+struct LockWait {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl LockWait {
+    fn new() -> LockWait {
+        LockWait {
+            deadline: Instant::now() + LOCK_WAIT,
+            pause: LOCK_BACKOFF,
+        }
+    }
 }
 
 /// One transaction: reads at `start_ts`, buffered writes.
@@ -307,19 +326,21 @@ impl TxnClient {
     }
 
     /// Gets `lock` out of the way: resolves it once its transaction is decided, else waits a
-    /// little; past `deadline` a still-live lock is an error.
-    async fn wait_out(&self, lock: &LockInfo, deadline: Instant) -> Result<(), TxnError> {
+    /// little; past the wait's deadline a still-live lock is an error.
+    async fn wait_out(&self, lock: &LockInfo, wait: &mut LockWait) -> Result<(), TxnError> {
         if self.resolve(lock).await? {
+            wait.pause = LOCK_BACKOFF;
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= wait.deadline {
             return Err(TxnError::Locked {
                 key: key_text(&lock.key),
                 lock_ts: lock.lock_version,
             });
         }
         self.stats.lock_waits.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(LOCK_BACKOFF).await;
+        tokio::time::sleep(wait.pause).await;
+        wait.pause = (wait.pause * 2).min(MAX_LOCK_BACKOFF);
         Ok(())
     }
 
@@ -352,7 +373,7 @@ impl Txn {
         if let Some(w) = self.writes.get(key) {
             return Ok(w.clone());
         }
-        let deadline = Instant::now() + LOCK_WAIT;
+        let mut wait = LockWait::new();
         let req = GetRequest {
             key: key.to_vec(),
             version: self.start_ts,
@@ -364,7 +385,7 @@ impl Txn {
                 None => return Ok((!resp.not_found).then_some(resp.value)),
                 Some(KeyError {
                     locked: Some(lock), ..
-                }) => self.client.wait_out(&lock, deadline).await?,
+                }) => self.client.wait_out(&lock, &mut wait).await?,
                 Some(other) => return Err(TxnError::Aborted(format!("{other:?}"))),
             }
         }
@@ -398,11 +419,11 @@ impl Txn {
         let Some(primary) = self.writes.keys().next().cloned() else {
             return Err(TxnError::NoWrites);
         };
-        let deadline = Instant::now() + LOCK_WAIT;
+        let mut wait = LockWait::new();
         let mut sent = Vec::with_capacity(self.writes.len());
         for (key, value) in &self.writes {
             sent.push(key.clone());
-            if let Err(e) = self.prewrite_key(&primary, key, value, deadline).await {
+            if let Err(e) = self.prewrite_key(&primary, key, value, &mut wait).await {
                 // Nothing is committed and nothing will be: take back what may be locked so
                 // that others need not wait for the TTL. What stays is rolled back by whoever
                 // meets it once it expires.
@@ -429,7 +450,7 @@ impl Txn {
         primary: &[u8],
         key: &[u8],
         value: &Option<Vec<u8>>,
-        deadline: Instant,
+        wait: &mut LockWait,
     ) -> Result<(), TxnError> {
         let req = PrewriteRequest {
             mutations: vec![Mutation {
@@ -456,7 +477,7 @@ impl Txn {
             let Some(lock) = err.locked else {
                 return Err(TxnError::Aborted(format!("prewrite: {err:?}")));
             };
-            self.client.wait_out(&lock, deadline).await?;
+            self.client.wait_out(&lock, wait).await?;
         }
     }
 }

@@ -339,7 +339,8 @@ async fn bench_bank(args: &Args, clients: usize, dir: &std::path::Path) -> anyho
     let bank = Bank::open(client, cluster, config).await?;
     let prefix = String::from_utf8_lossy(&bank.keys()[0]).into_owned();
     println!(
-        "bank: {} accounts from {prefix:?}, {clients} transfer clients and an auditor for {} s          against the scheduler at {addr}; lock TTL {} ms, seed {seed}",
+        "bank: {} accounts from {prefix:?}, {clients} transfer clients and an auditor for {} s \
+         against the scheduler at {addr}; lock TTL {} ms, seed {seed}",
         args.accounts, args.secs, args.ttl_ms
     );
     let work = bank.start();
