@@ -40,6 +40,9 @@ enum Cmd {
     /// Run one transaction (timestamps from --scheduler)
     #[command(subcommand)]
     Txn(TxnCmd),
+    /// List the cluster's regions as --scheduler knows them (id, range, version, peers, leader),
+    /// then the voters and leaders of each store
+    Regions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,6 +215,10 @@ async fn run(args: Args) -> Result<u8, Failure> {
             };
             run_raw(&mut client, &args.cf, cmd).await
         }
+        Cmd::Regions => {
+            let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
+            list_regions(scheduler).await
+        }
         Cmd::Txn(cmd) => {
             // Like raw commands: --scheduler alone means the whole cluster; with neither
             // option, the default server and scheduler.
@@ -223,6 +230,77 @@ async fn run(args: Args) -> Result<u8, Failure> {
             run_txn(addr, scheduler, cmd).await
         }
     }
+}
+
+/// Prints every region from the first key to the last, then per-store counts.
+async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
+    let addr = scheduler.to_string();
+    let failed = |reason: String| {
+        Failure::Cluster(ClusterError::Scheduler {
+            addr: addr.clone(),
+            reason,
+        })
+    };
+    let walk = {
+        let addr = addr.clone();
+        move || -> Result<Vec<String>, String> {
+            let config = RpcClientConfig {
+                startup_timeout: std::time::Duration::from_secs(2),
+                ..RpcClientConfig::default()
+            };
+            let client = RpcClient::connect(&addr, config).map_err(|e| e.to_string())?;
+            let mut lines = Vec::new();
+            let mut per_store: std::collections::BTreeMap<u64, (usize, usize)> = Default::default();
+            let mut at = Vec::new();
+            loop {
+                let (region, leader) = client.get_region(&at).map_err(|e| e.to_string())?;
+                let peers: Vec<String> = region
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        let learner = p.role == proto::metapb::PeerRole::Learner as i32;
+                        if !learner {
+                            per_store.entry(p.store_id).or_default().0 += 1;
+                        }
+                        format!(
+                            "{}@{}{}",
+                            p.id,
+                            p.store_id,
+                            if learner { "(learner)" } else { "" }
+                        )
+                    })
+                    .collect();
+                if let Some(l) = leader {
+                    per_store.entry(l.store_id).or_default().1 += 1;
+                }
+                lines.push(format!(
+                    "region {} [{:?}, {:?}) version {} peers {} leader {}",
+                    region.id,
+                    String::from_utf8_lossy(&region.start_key),
+                    String::from_utf8_lossy(&region.end_key),
+                    region.region_epoch.unwrap_or_default().version,
+                    peers.join(" "),
+                    leader.map_or("unknown".to_string(), |l| format!("store {}", l.store_id)),
+                ));
+                if region.end_key.is_empty() || region.end_key <= at {
+                    break;
+                }
+                at = region.end_key;
+            }
+            for (store, (voters, leaders)) in per_store {
+                lines.push(format!("store {store}: {voters} voters, {leaders} leaders"));
+            }
+            Ok(lines)
+        }
+    };
+    let lines = tokio::task::spawn_blocking(walk)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(0)
 }
 
 /// Where raw commands go: one server, or the whole cluster.

@@ -161,6 +161,20 @@ async fn regions_split_and_spread_over_stores_3b() {
     cluster.note(&format!("split and balanced over 3 stores: {l:?}"));
     read_back(&client).await;
 
+    // tessera-ctl lists the regions (at least those seen; more splits may have come since)
+    // and one line per store.
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        crate::util::ctl(&["--scheduler", &cluster.scheduler, "regions"])
+    });
+    assert_eq!(code, 0, "tessera-ctl regions: {err}");
+    let regions = out.lines().filter(|l| l.starts_with("region ")).count();
+    let stores = out.lines().filter(|l| l.starts_with("store ")).count();
+    assert!(
+        regions >= l.regions && stores == 3,
+        "tessera-ctl regions printed:\n{out}"
+    );
+    assert!(out.starts_with("region "), "{out}");
+
     cluster.add_store();
     cluster.note("store4 started");
     let l = wait_layout(&cluster.scheduler, BALANCE_WAIT, |l| {
