@@ -40,8 +40,9 @@ pub struct BankConfig {
     pub max_amount: u64,
     /// Key prefix of the accounts; `None`: `bank-<ts>/`, new for every run.
     pub prefix: Option<String>,
-    /// Every `abandon_every`-th transfer of a client walks away half-way, alternately after
-    /// its prewrite and after committing its primary (0: never).
+    /// A client walks away half-way from one transfer in every `abandon_every`, alternately
+    /// after its prewrite and after committing its primary: the first transfer from the
+    /// `abandon_every`-th on that gets that far (0: never).
     pub abandon_every: u64,
     /// Pause of the auditor between two snapshots.
     pub auditor_pause: Duration,

@@ -21,18 +21,21 @@ pub(super) async fn run_client(shared: Arc<Shared>, id: usize) -> Vec<Transfer> 
     let every = shared.config.abandon_every;
     let mut log = Vec::new();
     let mut count = 0u64;
+    // A walk-away waits for a transfer that gets as far as its stage, so every run that has
+    // enough transfers has some of both kinds.
+    let mut abandon = None;
     while !shared.stop.load(Ordering::SeqCst) {
         count += 1;
         let from = rng.below(n) as usize;
         let to = ((from as u64 + 1 + rng.below(n - 1)) % n) as usize;
-        // The schedule of walk-aways is fixed, so every run has some of both kinds.
-        let abandon = match every {
-            0 => None,
-            e if count % e != 0 => None,
-            e if (count / e) % 2 == 1 => Some(Abandon::AfterPrewrite),
-            _ => Some(Abandon::AfterPrimary),
-        };
-        if let Some(t) = transfer(&shared, &mut rng, from, to, abandon).await {
+        if every > 0 && count % every == 0 {
+            abandon = Some(if (count / every) % 2 == 1 {
+                Abandon::AfterPrewrite
+            } else {
+                Abandon::AfterPrimary
+            });
+        }
+        if let Some(t) = transfer(&shared, &mut rng, from, to, &mut abandon).await {
             log.push(t);
         }
     }
@@ -64,13 +67,14 @@ async fn read(shared: &Shared, txn: &mut crate::txn_client::Txn, i: usize) -> Op
     }
 }
 
-/// One transfer from `from` to `to`; `None` if nothing was written.
+/// One transfer from `from` to `to`; `None` if nothing was written. Walks away at the stage
+/// `abandon` names, if it gets there (and then clears it).
 async fn transfer(
     shared: &Shared,
     rng: &mut Rng,
     from: usize,
     to: usize,
-    abandon: Option<Abandon>,
+    abandon: &mut Option<Abandon>,
 ) -> Option<Transfer> {
     let c = &shared.counters;
     let Ok(mut txn) = shared.client.begin().await else {
@@ -108,9 +112,9 @@ async fn transfer(
             return Some(t);
         }
     };
-    if abandon == Some(Abandon::AfterPrewrite) {
+    if *abandon == Some(Abandon::AfterPrewrite) {
         // Never committed: its locks stay until someone finds them expired.
-        t.abandoned = abandon;
+        t.abandoned = abandon.take();
         bump(&c.walked_away);
         return Some(t);
     }
@@ -129,9 +133,9 @@ async fn transfer(
     };
     t.outcome = Outcome::Committed(committed.commit_ts());
     bump(&c.committed);
-    if abandon == Some(Abandon::AfterPrimary) {
+    if *abandon == Some(Abandon::AfterPrimary) {
         // Committed; the secondary's lock waits for someone to finish it.
-        t.abandoned = abandon;
+        t.abandoned = abandon.take();
         return Some(t);
     }
     match committed.commit_secondaries().await {
