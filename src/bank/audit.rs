@@ -144,7 +144,7 @@ async fn versions(
     loop {
         let start = from.clone();
         let pairs = cluster
-            .call("bank audit scan", key, |mut c, ctx| {
+            .call("bank audit scan", &prefix, |mut c, ctx| {
                 let req = RawScanRequest {
                     context: Some(ctx),
                     start_key: start.clone(),
@@ -215,7 +215,9 @@ async fn read_account(
     let key = &bank.shared.keys[i];
     let what = format!("reading the records of account {i}");
     let cluster = &bank.cluster;
-    let lock = with_retry(deadline, &what, || cluster.get("lock", key)).await?;
+    // Locks are stored under the encoded user key, like the versions.
+    let lock_key = kv::mvcc::key::encode_bytes(key);
+    let lock = with_retry(deadline, &what, || cluster.get("lock", &lock_key)).await?;
     let writes = with_retry(deadline, &what, || versions(cluster, "write", key)).await?;
     let values: HashMap<u64, Vec<u8>> =
         with_retry(deadline, &what, || versions(cluster, "default", key))

@@ -96,8 +96,11 @@ impl Route {
                 }
             }
             Route::Cluster(cluster) => {
+                // Transactional data lives under memcomparable-encoded keys (and regions split
+                // between them), so that is what locates a key's region.
+                let located = kv::mvcc::key::encode_bytes(key);
                 let resp = cluster
-                    .call(R::OP, key, |client, ctx| {
+                    .call(R::OP, &located, |client, ctx| {
                         let mut req = req.clone();
                         req.set_context(ctx);
                         async move {

@@ -170,29 +170,21 @@ fn region_starts(rpc: &RpcClient) -> Vec<String> {
 }
 
 /// The bank on a key space split between its accounts, so that transfers span regions and
-/// locks are resolved across them.
-///
-/// Ignored: it cannot open the accounts. A transactional key keeps its lock under the raw key
-/// (`lock` CF) and its versions under the memcomparable encoding (`default` and `write` CFs),
-/// and the two orders interleave: every raw key `bank/acct-…` sorts before every encoded one
-/// (`bank/acc\xFF…`, byte 8 being the 0xFF group marker), so a split key anywhere in
-/// between, raw or encoded, puts a key's lock in one region and its versions in another. The
-/// prewrite's batch (lock + value) then never fits one region (`KeyNotInRegion` until the
-/// client gives up), and a read routed to the lock's region would find no versions there (a
-/// bounded iterator sees nothing). Raw filler makes it happen at once; transactional data alone
-/// gets there as soon as a split falls inside it. Un-ignore once a key's lock and versions
-/// share one key order (e.g. encoded lock keys, with clients routing by the encoded key).
+/// locks are resolved across them. Transactional data lives under memcomparable-encoded keys
+/// (locks under the encoded key, versions under it plus a timestamp), so the filler that makes
+/// the regions split is written under encoded keys that sort between the accounts', and the
+/// split keys fall between accounts, never between a key's lock and its versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a split separates a key's raw-keyed lock from its encoded versions (see the doc)"]
 async fn bank_transfers_across_split_regions_4c() {
     let mut cluster = block_in_place(|| Cluster::start_with(&split_config(), STORES));
     cluster.wait_replicas(STORES).await;
     let (rpc, routed, client) = clients(&cluster).await;
-    // 48 KiB of raw filler after each account's key: the key space splits between accounts.
+    // 48 KiB of filler after each account's key: the key space splits between accounts.
     for i in 0..8 {
         for j in 0..48 {
-            let key = format!("bank/acct-{i:03}/fill-{j:03}");
-            let put = routed.put("default", key.as_bytes(), &[b'.'; 1024]).await;
+            let key =
+                kv::mvcc::key::encode_bytes(format!("bank/acct-{i:03}/fill-{j:03}").as_bytes());
+            let put = routed.put("default", &key, &[b'.'; 1024]).await;
             put.expect("write the filler");
         }
     }

@@ -13,4 +13,5 @@ mod raft_grpc_2b;
 mod routing_2b;
 mod scheduler_3c;
 mod txn_4c;
+mod txn_regions_4c;
 mod util;

@@ -4,7 +4,7 @@
 //! CF       key                         value
 //! default  encode(key) !start_ts       the value written by the transaction started at start_ts
 //! write    encode(key) !commit_ts      Write { kind: Put|Delete|Rollback|Lock, start_ts }
-//! lock     key (raw)                   Lock { primary, kind, start_ts, ttl }
+//! lock     encoded key                 Lock { primary, kind, start_ts, ttl }
 //! ```
 //! `encode` is a memcomparable, prefix-free encoding and `!ts` the inverted big-endian timestamp
 //! (see [`key`]), so each user key's versions are contiguous and newest first. A rollback record
@@ -20,4 +20,4 @@ mod txn;
 
 pub use record::{Lock, LockKind, Write, WriteKind};
 pub use scanner::{ScanEntry, Scanner};
-pub use txn::{get_lock, get_value, user_key_of, MvccTxn};
+pub use txn::{decode_lock_key, get_lock, get_value, user_key_of, MvccTxn};

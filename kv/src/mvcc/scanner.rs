@@ -14,7 +14,7 @@ use crate::storage::{DbIterator, StorageReader};
 
 use super::key::{append_ts, decode_bytes, encode_bytes, is_version_of, seek_past_versions};
 use super::record::{Lock, Write, WriteKind};
-use super::txn::read_default;
+use super::txn::{decode_lock_key, read_default};
 
 /// One key the scanner met.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl<'r> Scanner<'r> {
         let mut writes = reader.iter_cf(Cf::Write)?;
         writes.seek(&encode_bytes(start));
         let mut locks = reader.iter_cf(Cf::Lock)?;
-        locks.seek(start);
+        locks.seek(&encode_bytes(start));
         Ok(Scanner {
             reader,
             writes,
@@ -57,7 +57,7 @@ impl<'r> Scanner<'r> {
                 None
             };
             let lock_key = if self.locks.valid()? {
-                Some(self.locks.key().to_vec())
+                Some(decode_lock_key(self.locks.key())?)
             } else {
                 None
             };

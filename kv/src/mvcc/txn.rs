@@ -8,7 +8,7 @@ use crate::engine::Cf;
 use crate::error::{Error, Result};
 use crate::storage::{Modify, StorageReader};
 
-use super::key::{decode_key, decode_ts, encode_bytes, encode_key, is_version_of};
+use super::key::{decode_bytes, decode_key, decode_ts, encode_bytes, encode_key, is_version_of};
 use super::record::{Lock, Write, WriteKind};
 
 /// A transaction's view of the MVCC records: a snapshot reader, a start timestamp, and the
@@ -49,11 +49,11 @@ impl MvccTxn {
         self.writes
     }
 
-    /// Buffers a lock on `key`.
+    /// Buffers a lock on `key` (stored under the encoded key, next to its versions).
     pub fn put_lock(&mut self, key: &[u8], lock: &Lock) {
         self.writes.push(Modify::Put {
             cf: Cf::Lock,
-            key: key.to_vec(),
+            key: encode_bytes(key),
             value: lock.to_bytes(),
         });
     }
@@ -62,7 +62,7 @@ impl MvccTxn {
     pub fn delete_lock(&mut self, key: &[u8]) {
         self.writes.push(Modify::Delete {
             cf: Cf::Lock,
-            key: key.to_vec(),
+            key: encode_bytes(key),
         });
     }
 
@@ -138,18 +138,31 @@ impl MvccTxn {
     }
 }
 
-/// The user key a buffered write belongs to: lock keys are raw, version keys are decoded.
+/// The user key a buffered write belongs to: lock keys are encoded user keys, version keys
+/// encoded user keys with a timestamp.
 pub fn user_key_of(modify: &Modify) -> Result<Vec<u8>> {
     match modify.cf() {
-        Cf::Lock => Ok(modify.key().to_vec()),
+        Cf::Lock => decode_lock_key(modify.key()),
         Cf::Default | Cf::Write => decode_key(modify.key()).map(|(key, _)| key),
     }
+}
+
+/// The user key of a lock CF key.
+pub fn decode_lock_key(stored: &[u8]) -> Result<Vec<u8>> {
+    let (key, rest) = decode_bytes(stored)?;
+    if !rest.is_empty() {
+        return Err(Error::Corrupt {
+            what: "lock key",
+            reason: format!("{} bytes after the encoded key", rest.len()),
+        });
+    }
+    Ok(key)
 }
 
 /// The lock on `key` in `reader`, if any.
 pub fn get_lock(reader: &dyn StorageReader, key: &[u8]) -> Result<Option<Lock>> {
     reader
-        .get_cf(Cf::Lock, key)?
+        .get_cf(Cf::Lock, &encode_bytes(key))?
         .map(|bytes| Lock::from_bytes(&bytes))
         .transpose()
 }

@@ -13,7 +13,7 @@ use proto::kvrpcpb::{
 };
 
 use crate::engine::Cf;
-use crate::mvcc::{Lock, MvccTxn, WriteKind};
+use crate::mvcc::{decode_lock_key, Lock, MvccTxn, WriteKind};
 use crate::storage::Storage;
 
 use super::actions::{commit_key, rollback_key};
@@ -132,7 +132,7 @@ impl<S: Storage> TxnApi<S> {
         let mut keys = Vec::new();
         while it.valid()? {
             if Lock::from_bytes(it.value())?.start_ts == start_ts {
-                keys.push(it.key().to_vec());
+                keys.push(decode_lock_key(it.key())?);
             }
             it.next();
         }

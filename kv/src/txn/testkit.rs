@@ -13,7 +13,8 @@ use proto::kvrpcpb::{
 
 use crate::engine::Cf;
 use crate::memory::MemoryStorage;
-use crate::mvcc::key::{decode_key, encode_key};
+use crate::mvcc::decode_lock_key;
+use crate::mvcc::key::{decode_key, encode_bytes, encode_key};
 use crate::mvcc::{Lock, LockKind, Write, WriteKind};
 use crate::storage::{Modify, Storage};
 
@@ -202,7 +203,7 @@ impl<S: Storage> TxnFixture<S> {
     pub fn must_put_lock(&self, key: &[u8], lock: &Lock, value: &[u8]) {
         let mut batch = vec![Modify::Put {
             cf: Cf::Lock,
-            key: key.to_vec(),
+            key: encode_bytes(key),
             value: lock.to_bytes(),
         }];
         if lock.kind == LockKind::Put {
@@ -217,7 +218,7 @@ impl<S: Storage> TxnFixture<S> {
 
     /// The lock on `key`, if any.
     pub fn lock(&self, key: &[u8]) -> Option<Lock> {
-        let raw = self.must_get(Cf::Lock, key);
+        let raw = self.must_get(Cf::Lock, &encode_bytes(key));
         raw.map(|b| Lock::from_bytes(&b).expect("a valid lock"))
     }
 
@@ -244,7 +245,7 @@ impl<S: Storage> TxnFixture<S> {
         let mut out = Vec::new();
         while it.valid().expect("iterating") {
             let (key, ts) = match cf {
-                Cf::Lock => (it.key().to_vec(), 0),
+                Cf::Lock => (decode_lock_key(it.key()).expect("a lock key"), 0),
                 Cf::Default | Cf::Write => decode_key(it.key()).expect("a version key"),
             };
             out.push((key, ts, it.value().to_vec()));

@@ -52,7 +52,8 @@ fn lock_put_get_delete_4a() {
     assert!(s.is_empty());
     assert_eq!(t.writes().len(), 1);
     assert_eq!(t.writes()[0].cf(), Cf::Lock);
-    assert_eq!(t.writes()[0].key(), b"k");
+    // Stored under the encoded user key, so a region holds a key's lock with its versions.
+    assert_eq!(t.writes()[0].key(), kv::mvcc::key::encode_bytes(b"k"));
     apply(&s, t);
 
     let mut t = txn(&s, 10);
@@ -63,7 +64,7 @@ fn lock_put_get_delete_4a() {
         t.writes(),
         &[Modify::Delete {
             cf: Cf::Lock,
-            key: b"k".to_vec()
+            key: kv::mvcc::key::encode_bytes(b"k")
         }]
     );
     apply(&s, t);
@@ -222,7 +223,8 @@ fn corrupt_records_are_errors_not_panics_4a() {
         )
         .unwrap()
     };
-    raw(Cf::Lock, b"k".to_vec(), b"garbage");
+    // Locks are stored under the encoded user key.
+    raw(Cf::Lock, kv::mvcc::key::encode_bytes(b"k"), b"garbage");
     let e = txn(&s, 1).get_lock(b"k").unwrap_err();
     assert!(matches!(e, Error::Corrupt { what: "lock", .. }), "{e}");
 
