@@ -93,9 +93,9 @@ fn split_point(key: &[u8], region: &metapb::Region) -> Option<Vec<u8>> {
         Ok((_, rest)) if rest.len() == 8 => &key[..key.len() - 8],
         _ => key,
     };
-    let inside = key > region.start_key.as_slice()
-        && (region.end_key.is_empty() || key < region.end_key.as_slice());
-    inside.then(|| key.to_vec())
+    crate::util::check_split_key(key, region)
+        .is_ok()
+        .then(|| key.to_vec())
 }
 
 /// Walks `region`'s keys in all CFs of `snap` in key order (a merge of one iterator per CF).

@@ -67,6 +67,29 @@ pub(crate) fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result
     }
 }
 
+/// Checks that `req` carries `region`'s current epoch and that every key it touches lies in
+/// the region: what a command must pass when proposed, applied, and (for reads) served.
+pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
+    check_region_epoch(req, region)?;
+    req.requests
+        .iter()
+        .filter_map(request_key)
+        .try_for_each(|k| check_key_in_region(k, region))
+}
+
+/// Checks that `key` can split `region`: inside it and not its first key.
+pub(crate) fn check_split_key(key: &[u8], region: &metapb::Region) -> Result<()> {
+    check_key_in_region(key, region)?;
+    if key.is_empty() || key == region.start_key.as_slice() {
+        return Err(Error::Other(format!(
+            "region {}: split key {:?} is the region's start",
+            region.id,
+            String::from_utf8_lossy(key)
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `key` lies in `region`.
 pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
     check_key_in_region(key, region).is_ok()

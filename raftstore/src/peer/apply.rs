@@ -21,15 +21,14 @@ use crate::util;
 
 /// What applying a batch of entries did beyond writing data.
 #[derive(Default)]
-struct ApplyEffects {
-    /// The batch must be synced (the raft log is about to lose entries it covers).
-    sync: bool,
+pub(super) struct ApplyEffects {
+    /// The batch must be synced (the raft log is about to lose entries it covers, or a split
+    /// creates a region).
+    pub(super) sync: bool,
     /// The log was compacted up to this index.
     compacted_to: Option<u64>,
     /// Regions split off whose peers on this store are to be created once the batch is written.
-    new_regions: Vec<proto::metapb::Region>,
-    /// A split was applied (the leader reports the shrunk region at once).
-    split: bool,
+    pub(super) new_regions: Vec<proto::metapb::Region>,
 }
 
 impl PeerMsgHandler<'_> {
@@ -82,7 +81,6 @@ impl PeerMsgHandler<'_> {
                 break;
             }
         }
-        let applied_split = effects.split;
         self.write_apply_state(&mut wb, &apply_state, effects.sync);
         if let Some(index) = effects.compacted_to {
             self.peer.raft_group.store().compact_cache_to(index);
@@ -95,9 +93,6 @@ impl PeerMsgHandler<'_> {
         }
         for region in std::mem::take(&mut effects.new_regions) {
             self.create_split_peer(region);
-        }
-        if self.peer.is_leader() && applied_split {
-            self.schedule_region_heartbeat();
         }
         for (cb, resp) in answers {
             cb.invoke(resp);
@@ -156,24 +151,12 @@ impl PeerMsgHandler<'_> {
         };
         if let Some(admin) = &req.admin_request {
             if admin.cmd_type == AdminCmdType::Split as i32 {
-                let (resp, created) = self.exec_split(&req, wb);
-                effects.sync = true;
-                effects.split = true;
-                effects.new_regions.extend(created);
-                return resp;
+                return self.exec_split(&req, wb, effects);
             }
             return self.exec_admin(admin, apply_state, effects);
         }
         let region = self.peer.region();
-        let checked = util::check_region_epoch(&req, &region).and_then(|()| {
-            req.requests
-                .iter()
-                .try_for_each(|r| match util::request_key(r) {
-                    Some(k) => util::check_key_in_region(k, &region),
-                    None => Ok(()),
-                })
-        });
-        if let Err(err) = checked {
+        if let Err(err) = util::check_request(&req, &region) {
             return CmdResponse::from_error(err, self.peer.term());
         }
         let reads = req.requests.iter().any(|r| {

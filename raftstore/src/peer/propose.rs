@@ -57,13 +57,7 @@ impl PeerMsgHandler<'_> {
         if header.term > 0 && self.peer.term() > header.term + 1 {
             return Err(Error::StaleCommand);
         }
-        util::check_region_epoch(req, &region)?;
-        for r in &req.requests {
-            if let Some(key) = util::request_key(r) {
-                util::check_key_in_region(key, &region)?;
-            }
-        }
-        Ok(())
+        util::check_request(req, &region)
     }
 
     pub(super) fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) {

@@ -127,14 +127,7 @@ impl PeerMsgHandler<'_> {
         self.peer.pending_reads = waiting.into();
         for r in ready {
             // A split or conf change may have applied since the read was accepted.
-            let checked = util::check_region_epoch(&r.request, &region).and_then(|()| {
-                r.request
-                    .requests
-                    .iter()
-                    .filter_map(util::request_key)
-                    .try_for_each(|k| util::check_key_in_region(k, &region))
-            });
-            if let Err(e) = checked {
+            if let Err(e) = util::check_request(&r.request, &region) {
                 r.callback.invoke_with_error(e, term);
                 continue;
             }

@@ -22,6 +22,7 @@ use proto::metapb::{self, RegionEpoch};
 use proto::raft_cmdpb::{AdminCmdType, AdminResponse, RaftCmdRequest, SplitRequest, SplitResponse};
 use proto::raft_serverpb::{PeerState, RegionLocalState};
 
+use super::apply::ApplyEffects;
 use super::conf_change::admin_response;
 use super::{Peer, PeerMsgHandler};
 use crate::error::{Error, Result};
@@ -32,25 +33,12 @@ use crate::scheduler_worker::SchedulerTask;
 use crate::split_check::SplitCheckTask;
 use crate::util;
 
-/// Checks that `key` can split `region`: inside it and not its first key.
-fn check_split_key(key: &[u8], region: &metapb::Region) -> Result<()> {
-    util::check_key_in_region(key, region)?;
-    if key.is_empty() || key == region.start_key.as_slice() {
-        return Err(Error::Other(format!(
-            "region {}: split key {:?} is the region's start",
-            region.id,
-            String::from_utf8_lossy(key)
-        )));
-    }
-    Ok(())
-}
-
 /// The two halves of `region` split by `req`: the left keeps the id, the right is new.
 fn split_regions(
     region: &metapb::Region,
     req: &SplitRequest,
 ) -> Result<(metapb::Region, metapb::Region)> {
-    check_split_key(&req.split_key, region)?;
+    util::check_split_key(&req.split_key, region)?;
     if req.new_peer_ids.len() != region.peers.len() || req.new_region_id == 0 {
         return Err(Error::Other(format!(
             "region {}: split needs a new region id and {} peer ids, got {} and {:?}",
@@ -142,7 +130,7 @@ impl PeerMsgHandler<'_> {
             };
             return cb.invoke_with_error(err, term);
         }
-        if let Err(e) = check_split_key(&split_key, &region) {
+        if let Err(e) = util::check_split_key(&split_key, &region) {
             return cb.invoke_with_error(e, term);
         }
         let Some(scheduler) = &self.ctx.scheduler else {
@@ -177,13 +165,15 @@ impl PeerMsgHandler<'_> {
         self.propose_write(req, cb);
     }
 
-    /// Applies a committed `Split`: writes both regions' states into `wb` (the caller syncs it)
-    /// and returns the right region when its peer on this store is to be created.
+    /// Applies a committed `Split`: writes both regions' states into `wb`, has the batch synced,
+    /// and leaves the right region in `effects` when its peer on this store is to be created
+    /// once the batch is written.
     pub(super) fn exec_split(
         &mut self,
         req: &RaftCmdRequest,
         wb: &mut WriteBatch,
-    ) -> (CmdResponse, Option<metapb::Region>) {
+        effects: &mut ApplyEffects,
+    ) -> CmdResponse {
         let term = self.peer.term();
         let region = self.peer.region();
         let split = req
@@ -195,7 +185,7 @@ impl PeerMsgHandler<'_> {
             .and_then(|()| split_regions(&region, &split))
         {
             Ok(halves) => halves,
-            Err(e) => return (CmdResponse::from_error(e, term), None),
+            Err(e) => return CmdResponse::from_error(e, term),
         };
         wb.put_msg(
             &keys::region_state_key(left.id),
@@ -244,14 +234,22 @@ impl PeerMsgHandler<'_> {
         self.peer.approximate_size = None;
         self.peer.approximate_keys = None;
         self.peer.size_diff_hint = 0;
+        effects.sync = true;
+        if create {
+            effects.new_regions.push(right.clone());
+        }
+        if self.peer.is_leader() {
+            // The scheduler hears of the shrunk region at once, not at the next heartbeat.
+            self.schedule_region_heartbeat();
+        }
         let resp = AdminResponse {
             cmd_type: AdminCmdType::Split as i32,
             split: Some(SplitResponse {
-                regions: vec![left, right.clone()],
+                regions: vec![left, right],
             }),
             ..Default::default()
         };
-        (admin_response(term, resp), create.then_some(right))
+        admin_response(term, resp)
     }
 
     /// Creates this store's peer of `region`, born from a split whose batch is written; it
