@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::client::{ClientError, RawClient};
-use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
+use tessera::cluster_client::{walk_regions, ClusterClient, ClusterConfig, ClusterError};
 use tessera::txn_client::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
@@ -249,11 +249,10 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
                 ..RpcClientConfig::default()
             };
             let client = RpcClient::connect(&addr, config).map_err(|e| e.to_string())?;
+            let regions = walk_regions(&client).map_err(|e| e.to_string())?;
             let mut lines = Vec::new();
             let mut per_store: std::collections::BTreeMap<u64, (usize, usize)> = Default::default();
-            let mut at = Vec::new();
-            loop {
-                let (region, leader) = client.get_region(&at).map_err(|e| e.to_string())?;
+            for (region, leader) in regions {
                 let peers: Vec<String> = region
                     .peers
                     .iter()
@@ -282,10 +281,6 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
                     peers.join(" "),
                     leader.map_or("unknown".to_string(), |l| format!("store {}", l.store_id)),
                 ));
-                if region.end_key.is_empty() || region.end_key <= at {
-                    break;
-                }
-                at = region.end_key;
             }
             for (store, (voters, leaders)) in per_store {
                 lines.push(format!("store {store}: {voters} voters, {leaders} leaders"));

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::bank::{Bank, BankConfig};
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
+use tessera::cluster_client::{walk_regions, ClusterClient, ClusterConfig};
 use tessera::txn_client::TxnClient;
 use tokio::task::block_in_place;
 
-use crate::procs::{Cluster, STORES, STORE_CONFIG, WAIT};
+use crate::procs::{small_regions_config, Cluster, STORES, WAIT};
 use crate::util::ctl;
 
 /// Lock TTL: short, so that the locks of abandoned transfers expire within the run.
@@ -147,26 +147,13 @@ async fn bank_transfers_on_store_processes_under_kill_9_4c() {
     block_in_place(|| cluster.stop_all());
 }
 
-/// Regions split past 64 KiB, checked every 200 ms.
-fn split_config() -> String {
-    format!(
-        "{STORE_CONFIG}region_max_size = 65536\nregion_split_size = 40960\n\
-         split_region_check_tick_interval_ms = 200\n"
-    )
-}
-
 /// The start keys of the regions, walked through the scheduler.
 fn region_starts(rpc: &RpcClient) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut at = Vec::new();
-    while let Ok((region, _)) = rpc.get_region(&at) {
-        out.push(String::from_utf8_lossy(&region.start_key).into_owned());
-        if region.end_key.is_empty() || out.len() > 1_000 {
-            break;
-        }
-        at = region.end_key;
-    }
-    out
+    walk_regions(rpc)
+        .unwrap_or_default()
+        .iter()
+        .map(|(r, _)| String::from_utf8_lossy(&r.start_key).into_owned())
+        .collect()
 }
 
 /// The bank on a key space split between its accounts, so that transfers span regions and
@@ -176,7 +163,7 @@ fn region_starts(rpc: &RpcClient) -> Vec<String> {
 /// split keys fall between accounts, never between a key's lock and its versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_transfers_across_split_regions_4c() {
-    let mut cluster = block_in_place(|| Cluster::start_with(&split_config(), STORES));
+    let mut cluster = block_in_place(|| Cluster::start_with(&small_regions_config(), STORES));
     cluster.wait_replicas(STORES).await;
     let (rpc, routed, client) = clients(&cluster).await;
     // 48 KiB of filler after each account's key: the key space splits between accounts.

@@ -18,7 +18,7 @@ use tokio::task::block_in_place;
 /// Short raft timings (an election within 0.5–1 s), quick heartbeats to the scheduler, and a
 /// raft log compacted every 50 entries: a store that misses a few hundred writes can only catch
 /// up by snapshot.
-pub const STORE_CONFIG: &str = "\
+const STORE_CONFIG: &str = "\
 [raftstore]
 raft_base_tick_interval_ms = 50
 raft_election_timeout_ticks = 10
@@ -28,6 +28,14 @@ raft_log_gc_count_limit = 50
 region_heartbeat_interval_ms = 200
 store_heartbeat_interval_ms = 500
 ";
+
+/// [`STORE_CONFIG`] with regions split past 64 KiB, checked every 200 ms.
+pub fn small_regions_config() -> String {
+    format!(
+        "{STORE_CONFIG}region_max_size = 65536\nregion_split_size = 40960\n\
+         split_region_check_tick_interval_ms = 200\n"
+    )
+}
 
 pub const STORES: usize = 3;
 /// Bound of every wait of this test.
