@@ -16,7 +16,8 @@
 #   DATA_DIR        [<repo>/tessera-data]  scheduler/, store1..3/ and logs/ go here
 #   BIN_DIR         [$CARGO_TARGET_DIR/debug, CARGO_TARGET_DIR defaulting to ~/.cache/tessera-target]
 #   SCHEDULER_ADDR  [127.0.0.1:2379]
-#   GRPC_PORT       [20160]  store N serves gRPC on GRPC_PORT+N-1 and HTTP on HTTP_PORT+N-1
+#   GRPC_PORT       [20160]  store N serves clients on GRPC_PORT+N-1, the other stores on
+#   PEER_PORT       [20170]  PEER_PORT+N-1 and HTTP on HTTP_PORT+N-1
 #   HTTP_PORT       [20180]
 #   READY_TIMEOUT   [60]     seconds to wait for the cluster to be ready
 #   STOP_TIMEOUT    [20]     seconds a child gets to stop after SIGTERM
@@ -28,6 +29,7 @@ BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}/debug}
 DATA_DIR=${DATA_DIR:-$ROOT/tessera-data}
 SCHEDULER_ADDR=${SCHEDULER_ADDR:-127.0.0.1:2379}
 GRPC_PORT=${GRPC_PORT:-20160}
+PEER_PORT=${PEER_PORT:-20170}
 HTTP_PORT=${HTTP_PORT:-20180}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 STOP_TIMEOUT=${STOP_TIMEOUT:-20}
@@ -53,7 +55,7 @@ NAMES=()
 LOGS=()
 # Set for the children that exited while the cluster ran (already reported).
 REPORTED=()
-declare -A GRPC HTTP
+declare -A GRPC PEER HTTP
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -173,13 +175,22 @@ echo "Starting tessera-scheduler and $STORES raft stores (data and logs in $DATA
 start scheduler scheduler "$SCHED" --addr "$SCHEDULER_ADDR" --data-dir "$DATA_DIR/scheduler"
 SCHEDULER_ADDR=$(sed -n 's/^scheduler //p' "$LOG_DIR/scheduler.out")
 
+# The stores share a cluster token: their peer ports take raft only from each other. Made once,
+# kept with the data (readable by its owner only).
+TOKEN_FILE=$DATA_DIR/cluster-token
+if [[ ! -s $TOKEN_FILE ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+fi
+
 # The first store alone, so that it, and only it, bootstraps a new cluster.
 for n in $(seq 1 $STORES); do
     name=store$n
     start "$name" http "$SERVER" --engine raft --scheduler "$SCHEDULER_ADDR" \
-        --addr "$HOST:$((GRPC_PORT + n - 1))" --status-addr "$HOST:$((HTTP_PORT + n - 1))" \
-        --data-dir "$DATA_DIR/$name"
+        --addr "$HOST:$((GRPC_PORT + n - 1))" --peer-addr "$HOST:$((PEER_PORT + n - 1))" \
+        --status-addr "$HOST:$((HTTP_PORT + n - 1))" \
+        --cluster-token-file "$TOKEN_FILE" --data-dir "$DATA_DIR/$name"
     GRPC[$name]=$(sed -n 's/^grpc //p' "$LOG_DIR/$name.out")
+    PEER[$name]=$(sed -n 's/^peer //p' "$LOG_DIR/$name.out")
     HTTP[$name]=$(sed -n 's/^http //p' "$LOG_DIR/$name.out")
 done
 
@@ -221,10 +232,11 @@ Tessera cluster ready in $(elapsed "$t0") s: one region, $STORES replicas, leade
   scheduler  $SCHEDULER_ADDR
 EOF
 for n in $(seq 1 $STORES); do
-    printf '  store%d     grpc %s   http %s\n' "$n" "${GRPC[store$n]}" "${HTTP[store$n]}"
+    printf '  store%d     grpc %s   peer %s   http %s\n' "$n" "${GRPC[store$n]}" \
+        "${PEER[store$n]}" "${HTTP[store$n]}"
 done
 cat <<EOF
-  data       $DATA_DIR/{scheduler,store1..$STORES}
+  data       $DATA_DIR/{scheduler,store1..$STORES}, cluster token in $TOKEN_FILE
   logs       $LOG_DIR/*.log
 
 Try, from another shell (any store's HTTP gateway forwards to the leader):

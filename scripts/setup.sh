@@ -6,10 +6,7 @@
 # protoc is not needed: the build uses a vendored one.
 set -euo pipefail
 
-have_libclang() {
-    ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' && return 0
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null
-}
+. "$(dirname "${BASH_SOURCE[0]}")/detect.sh"
 
 if ! have_libclang; then
     if command -v apt-get >/dev/null; then
@@ -18,13 +15,17 @@ if ! have_libclang; then
         [ "$(id -u)" -ne 0 ] && sudo="sudo"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libclang-dev >/dev/null
+        if ! have_libclang; then
+            echo "setup: libclang-dev installed, but no libclang.so that bindgen loads was found" >&2
+            exit 1
+        fi
     else
         echo "setup: libclang not found; install your distribution's libclang development package" >&2
         exit 1
     fi
 fi
 
-if ! cargo nextest --version >/dev/null 2>&1; then
+if ! have_nextest; then
     echo "setup: installing cargo-nextest"
     cargo install cargo-nextest --locked --quiet
 fi

@@ -24,6 +24,10 @@ pub enum ClientError {
     /// A region error (routing is stale; refresh and retry).
     #[error("region error: {0}")]
     Region(String),
+    /// The store's disk is below its free-space reserve: writes are refused until space
+    /// returns.
+    #[error("disk full: {0}")]
+    DiskFull(String),
 }
 
 /// A raw key-value client of one server.
@@ -34,6 +38,9 @@ pub struct RawClient {
 
 fn check(region_error: Option<proto::errorpb::Error>, error: String) -> Result<(), ClientError> {
     if let Some(re) = region_error {
+        if re.disk_full.is_some() {
+            return Err(ClientError::DiskFull(re.message));
+        }
         return Err(ClientError::Region(format!("{re:?}")));
     }
     if !error.is_empty() {

@@ -40,6 +40,10 @@ use cache::{CachedRegion, RegionCache};
 use retry::{is_transport_failure, is_unavailable, Failure, Retry};
 pub use retry::{ClusterError, Reply};
 
+/// The most pairs one scan request asks a server for (servers refuse more than their
+/// `max_scan_limit`, 10 000 by default).
+pub const SCAN_BATCH: u32 = 1_000;
+
 /// Timeouts and backoff of a [`ClusterClient`].
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -267,6 +271,13 @@ impl ClusterClient {
                 }
             };
         }
+        if let Some(df) = e.disk_full {
+            // Not a routing problem, and not over in a retry's time: say so at once.
+            return Failure::Fatal(ClusterError::DiskFull {
+                store_ids: df.store_ids,
+                message: e.message,
+            });
+        }
         if let Some(en) = e.epoch_not_match {
             regions.invalidate(region.id);
             let learned = !en.current_regions.is_empty();
@@ -449,7 +460,8 @@ impl ClusterClient {
         .await
     }
 
-    /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions.
+    /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in
+    /// requests of at most [`SCAN_BATCH`] pairs (servers refuse larger ones).
     pub async fn scan(
         &self,
         cf: &str,
@@ -460,7 +472,7 @@ impl ClusterClient {
         let mut out = Vec::new();
         let mut from = start.to_vec();
         while out.len() < limit as usize {
-            let want = limit - out.len() as u32;
+            let want = (limit - out.len() as u32).min(SCAN_BATCH);
             let mut f = |mut c: TinyKvClient<Channel>, ctx| {
                 let req = RawScanRequest {
                     context: Some(ctx),
@@ -470,15 +482,28 @@ impl ClusterClient {
                 };
                 async move {
                     let r = c.raw_scan(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, r.kvs))
+                    Ok(Reply::raw(r.region_error, r.error, (r.kvs, r.truncated)))
                 }
             };
-            let (pairs, region) = self.call_routed(&mut retry, &from, &mut f).await?;
+            let ((pairs, truncated), region) = self.call_routed(&mut retry, &from, &mut f).await?;
             let got = pairs.len();
+            let last = pairs.last().map(|p| p.key.clone());
             out.extend(pairs.into_iter().map(|p| (p.key, p.value)));
+            if got >= want as usize || truncated {
+                // A full page, or one cut at the server's byte bound: go on right after its
+                // last key (the smallest key greater than it).
+                match last {
+                    Some(mut k) => {
+                        k.push(0);
+                        from = k;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
             // A region answers only from its own range: fewer pairs than asked means it is
             // exhausted, and the scan goes on where the next region starts.
-            if got >= want as usize || region.end_key.is_empty() {
+            if region.end_key.is_empty() {
                 break;
             }
             from = region.end_key;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bytesize::ByteSize;
+
 /// Which storage engine the server runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -20,8 +22,10 @@ pub enum EngineKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// gRPC listen address.
+    /// gRPC listen address for clients.
     pub addr: String,
+    /// gRPC listen address for other stores (raft messages and snapshots; raft engine only).
+    pub peer_addr: String,
     /// HTTP gateway listen address (status, health, `/kv/...`).
     pub status_addr: String,
     /// Where the engines keep their files.
@@ -38,6 +42,41 @@ pub struct Config {
     pub raw: RawConfig,
     /// The raft store (raft engine).
     pub raftstore: RaftstoreConfig,
+    /// Who may speak raft to this store.
+    pub security: SecurityConfig,
+}
+
+/// Who may speak raft to this store.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The cluster's shared secret: the peer port refuses streams that do not carry it, and this
+    /// store presents it to the others. Empty: no check (only for a peer port no one else can
+    /// reach).
+    pub cluster_token: String,
+    /// A file holding the cluster token (its first line); used when `cluster_token` is empty.
+    pub cluster_token_file: Option<PathBuf>,
+}
+
+impl SecurityConfig {
+    /// The cluster token, read from `cluster_token_file` if set.
+    ///
+    /// # Errors
+    /// The token file cannot be read.
+    pub fn token(&self) -> anyhow::Result<String> {
+        if !self.cluster_token.is_empty() {
+            return Ok(self.cluster_token.clone());
+        }
+        match &self.cluster_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the cluster token file {}: {e}", path.display())
+                })?;
+                Ok(text.lines().next().unwrap_or_default().trim().to_string())
+            }
+            None => Ok(String::new()),
+        }
+    }
 }
 
 /// Storage options.
@@ -46,6 +85,10 @@ pub struct Config {
 pub struct StorageConfig {
     /// Fsync the write-ahead log before acknowledging each write.
     pub sync_write: bool,
+    /// Free space the store keeps for itself (raft engine): at or below it, new writes are
+    /// refused with `DiskFull` while reads go on, until space returns. Half of it is held in a
+    /// placeholder file in the data dir. `0` turns the check off.
+    pub reserve_space: ByteSize,
 }
 
 /// Limits on raw requests.
@@ -56,6 +99,10 @@ pub struct RawConfig {
     pub max_key_size: usize,
     /// Largest accepted value, in bytes.
     pub max_value_size: usize,
+    /// Largest accepted scan `limit`, in pairs.
+    pub max_scan_limit: u32,
+    /// Bytes of keys and values past which a scan response stops and says it was truncated.
+    pub max_scan_bytes: ByteSize,
 }
 
 /// The raft store's knobs (raft engine); defaults are `raftstore::Config::default()`. Durations
@@ -83,6 +130,8 @@ pub struct RaftstoreConfig {
     pub region_heartbeat_interval_ms: u64,
     /// Interval between store heartbeats to the scheduler.
     pub store_heartbeat_interval_ms: u64,
+    /// Messages from outside a peer's mailbox holds before refusing more (`ServerIsBusy`).
+    pub mailbox_capacity: usize,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -102,6 +151,7 @@ impl From<&raftstore::Config> for RaftstoreConfig {
             region_split_size: c.region_split_size,
             region_heartbeat_interval_ms: millis(c.region_heartbeat_interval),
             store_heartbeat_interval_ms: millis(c.store_heartbeat_interval),
+            mailbox_capacity: c.mailbox_capacity,
         }
     }
 }
@@ -127,6 +177,7 @@ impl RaftstoreConfig {
             region_split_size: self.region_split_size,
             region_heartbeat_interval: ms(self.region_heartbeat_interval_ms),
             store_heartbeat_interval: ms(self.store_heartbeat_interval_ms),
+            mailbox_capacity: self.mailbox_capacity,
             ..raftstore::Config::default()
         }
     }
@@ -136,6 +187,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: "127.0.0.1:20160".to_string(),
+            peer_addr: "127.0.0.1:20170".to_string(),
             status_addr: "127.0.0.1:20180".to_string(),
             data_dir: PathBuf::from("./tessera-data"),
             engine: EngineKind::Standalone,
@@ -144,13 +196,17 @@ impl Default for Config {
             storage: StorageConfig::default(),
             raw: RawConfig::default(),
             raftstore: RaftstoreConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { sync_write: true }
+        StorageConfig {
+            sync_write: true,
+            reserve_space: ByteSize::mib(512),
+        }
     }
 }
 
@@ -160,6 +216,8 @@ impl Default for RawConfig {
         RawConfig {
             max_key_size: limits.max_key_size,
             max_value_size: limits.max_value_size,
+            max_scan_limit: limits.max_scan_limit,
+            max_scan_bytes: ByteSize(limits.max_scan_bytes as u64),
         }
     }
 }
@@ -170,19 +228,34 @@ impl RawConfig {
         kv::RawLimits {
             max_key_size: self.max_key_size,
             max_value_size: self.max_value_size,
+            max_scan_limit: self.max_scan_limit,
+            max_scan_bytes: usize::try_from(self.max_scan_bytes.0).unwrap_or(usize::MAX),
         }
     }
 }
 
 impl Config {
-    /// The defaults, but listening on free loopback ports (port 0) with data under `dir`: for
-    /// tests and in-process benchmarks.
+    /// The defaults, but listening on free loopback ports (port 0) with data under `dir` and a
+    /// small disk reserve (8 MiB): for tests and in-process benchmarks.
     pub fn loopback(dir: &Path) -> Config {
         Config {
             addr: "127.0.0.1:0".to_string(),
+            peer_addr: "127.0.0.1:0".to_string(),
             status_addr: "127.0.0.1:0".to_string(),
             data_dir: dir.to_path_buf(),
+            storage: StorageConfig {
+                reserve_space: ByteSize::mib(8),
+                ..StorageConfig::default()
+            },
             ..Config::default()
+        }
+    }
+
+    /// The raftstore configuration: the `[raftstore]` knobs plus the disk reserve.
+    pub fn to_raftstore(&self) -> raftstore::Config {
+        raftstore::Config {
+            reserve_space: self.storage.reserve_space.0,
+            ..self.raftstore.to_raftstore()
         }
     }
 

@@ -1,12 +1,13 @@
 //! The HTTP gateway on the status address.
 //!
 //! ```text
-//! GET    /health               200 "ok"
 //! GET    /kv/<key>[?cf=CF]     200 value | 404 key not found
 //! PUT    /kv/<key>[?cf=CF]     204 (body = value) | 413 value over the limit
 //! DELETE /kv/<key>[?cf=CF]     204
-//! errors: 400 bad request (empty key, unknown CF, ...), 503 region/unavailable, 500 engine
+//! errors: 400 bad request (empty key, unknown CF, ...), 503 region/unavailable, 500 engine,
+//!         507 the disk of the store leading the key's region is full (writes only)
 //! ```
+//! The status routes (`/livez`, `/readyz`, `/health`, `/metrics`) are in `crate::status`.
 //!
 //! [`router`] serves from a local storage (the standalone engine). [`cluster_router`] serves a
 //! raft store's gateway: every request goes through a [`ClusterClient`] to the leader of its
@@ -41,7 +42,6 @@ pub struct KvQuery {
 /// The gateway's routes over `raw`; request bodies are limited to `max_value_size` bytes.
 pub fn router<S: Storage>(raw: RawApi<S>, max_value_size: usize) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
         .route(
             "/kv/{*key}",
             get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
@@ -156,7 +156,6 @@ pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
         client: OnceCell::new(),
     });
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
         .route(
             "/kv/{*key}",
             get(cluster_get).put(cluster_put).delete(cluster_delete),
@@ -168,6 +167,7 @@ pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
 fn cluster_error_response(e: ClusterError) -> Response {
     let status = match e {
         ClusterError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ClusterError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         ClusterError::Scheduler { .. } | ClusterError::GaveUp { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
         }

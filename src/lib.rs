@@ -7,14 +7,35 @@
 #![deny(missing_docs)]
 
 pub mod bank;
+pub mod bytesize;
 pub mod client;
 pub mod cluster_client;
 pub mod config;
 pub mod http;
 pub mod local_cluster;
+pub mod peer_service;
 pub mod raft_server;
 pub mod server;
+pub mod status;
 pub mod txn_client;
+
+/// Makes any panic, on any thread, stop the whole process: the panic is reported as usual
+/// (message, location, backtrace if enabled), a last line says the process is stopping, and the
+/// process aborts (SIGABRT, a non-zero exit). A store must never go on with one thread dead —
+/// say its raft worker — while the others keep answering: that is a zombie neither clients nor
+/// the scheduler can tell apart from a live store. Aborting runs no destructors and no exit
+/// handlers, so nothing else gets written; what was acknowledged was already durable.
+pub fn install_fail_stop_hook(process: &'static str) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        eprintln!("{process}: fatal: thread '{name}' panicked; stopping the process");
+        tracing::error!(thread = name, "fatal panic; aborting the process");
+        std::process::abort();
+    }));
+}
 
 /// Installs the tracing subscriber: `RUST_LOG` if set, else `default_filter`.
 pub fn init_tracing(default_filter: &str) {

@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
-use crate::raft_server::{RaftKvService, ServerTransport};
+use crate::peer_service::{ClusterToken, PeerService};
+use crate::raft_server::ServerTransport;
 
 /// How long a stopping store's servers may take to drain before they are cut off.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,6 +72,7 @@ pub struct LocalStore {
     heartbeats: Worker<SchedulerRunner>,
     stop: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    peer: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
@@ -143,17 +145,19 @@ impl LocalCluster {
         let mut listeners = Vec::new();
         for &id in &ids {
             let grpc = TcpListener::bind("127.0.0.1:0").await?;
+            let peer = TcpListener::bind("127.0.0.1:0").await?;
             let http = TcpListener::bind("127.0.0.1:0").await?;
             let store = metapb::Store {
                 id,
                 address: grpc.local_addr()?.to_string(),
                 state: metapb::StoreState::Up as i32,
+                peer_address: peer.local_addr()?.to_string(),
             };
             if id == ids[0] {
                 sched.bootstrap(store.clone(), regions[0].clone())?;
             }
             sched.put_store(store)?;
-            listeners.push((grpc, http));
+            listeners.push((grpc, peer, http));
         }
         let mut this = LocalCluster {
             scheduler: cluster.clone(),
@@ -162,7 +166,7 @@ impl LocalCluster {
             regions: regions.len(),
         };
         let scheduler_addr = this.scheduler_addr().to_string();
-        for (&id, (grpc, http)) in ids.iter().zip(listeners) {
+        for (&id, (grpc, peer, http)) in ids.iter().zip(listeners) {
             let dir = dir.join(format!("store-{id}"));
             let dir = dir.as_path();
             let store = StoreSetup {
@@ -172,7 +176,7 @@ impl LocalCluster {
                 dir,
                 regions: &regions,
             }
-            .start(id, grpc, http)
+            .start(id, grpc, peer, http)
             .await
             .with_context(|| format!("starting store {id}"))?;
             this.stores.push(store);
@@ -261,6 +265,7 @@ impl LocalStore {
             mut heartbeats,
             stop,
             mut grpc,
+            mut peer,
             mut http,
             ..
         } = self;
@@ -276,6 +281,12 @@ impl LocalStore {
             .is_err()
         {
             grpc.abort();
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut peer)
+            .await
+            .is_err()
+        {
+            peer.abort();
         }
         if tokio::time::timeout(DRAIN_TIMEOUT, &mut http)
             .await
@@ -301,11 +312,12 @@ struct StoreSetup<'a> {
 
 impl StoreSetup<'_> {
     /// Bootstraps store `id` over fresh engines with the regions, and starts it serving on
-    /// the two listeners.
+    /// the three listeners (clients, other stores, HTTP).
     async fn start(
         &self,
         id: u64,
         grpc: TcpListener,
+        peer: TcpListener,
         http: TcpListener,
     ) -> anyhow::Result<LocalStore> {
         let (config, cluster, dir, regions) = (self.config, self.cluster, self.dir, self.regions);
@@ -326,6 +338,7 @@ impl StoreSetup<'_> {
         let transport = Arc::new(ServerTransport::new(
             tokio::runtime::Handle::current(),
             sched,
+            ClusterToken::default(),
         ));
         let snap_mgr = snap::SnapManager::open(dir.join("snap"), snap::SnapConfig::default())?;
         let cfg = config.raftstore.clone();
@@ -345,12 +358,14 @@ impl StoreSetup<'_> {
         transport.set_router(handle.router().clone());
         let raw = RawApi::new(Arc::new(handle.storage()), config.raw.clone());
         let (stop, rx) = watch::channel(false);
-        let service = RaftKvService::new(
-            KvService::new(raw),
-            handle.router().clone(),
+        let service = KvService::new(raw);
+        let peer_service = PeerService::new(
+            handle.inbound().clone(),
             snap_mgr,
+            ClusterToken::default(),
             rx.clone(),
         );
+        let peer = crate::peer_service::serve(peer, peer_service, 64 << 20, rx.clone());
         let addr = grpc.local_addr()?;
         let status_addr = http.local_addr()?;
         let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
@@ -359,7 +374,14 @@ impl StoreSetup<'_> {
                 .add_service(TinyKvServer::new(service))
                 .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
         );
-        let app = crate::http::cluster_router(self.scheduler_addr.to_string(), config.raw.clone());
+        let status = crate::status::StatusSource::Raft {
+            store_id: id,
+            health: handle.health().clone(),
+            metrics: handle.metrics().clone(),
+            stopping: rx.clone(),
+        };
+        let app = crate::http::cluster_router(self.scheduler_addr.to_string(), config.raw.clone())
+            .merge(crate::status::routes(status));
         let http = tokio::spawn(
             axum::serve(http, app)
                 .with_graceful_shutdown(stopped(rx))
@@ -373,6 +395,7 @@ impl StoreSetup<'_> {
             heartbeats,
             stop,
             grpc,
+            peer,
             http,
         })
     }

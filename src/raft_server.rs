@@ -1,11 +1,11 @@
-//! The pieces a store needs to talk raft over gRPC: [`ServerTransport`] (outgoing) and
-//! [`RaftKvService`] (incoming, wrapped around the ordinary `TinyKv` service).
+//! [`ServerTransport`]: how a store sends raft messages and snapshots to other stores' peer
+//! ports (the receiving side is [`crate::peer_service::PeerService`]).
 //!
 //! Outgoing: one bounded queue and one `TinyKv.Raft` client stream per remote store. The raft
 //! worker only ever enqueues, so a slow or dead store never blocks it; a full queue or a broken
 //! stream is reported back as a send error, which the store turns into `report_unreachable`.
-//! Store addresses come from the scheduler and are looked up again on every reconnect, so a
-//! store that moved is found.
+//! Store peer addresses come from the scheduler and are looked up again on every reconnect, so
+//! a store that moved is found. Every stream carries the cluster token, when one is set.
 //!
 //! Snapshots travel on their own `TinyKv.Snapshot` client stream per transfer: the raft message
 //! first, then the files in size-bounded chunks. The receiver writes them through its
@@ -17,18 +17,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kv::{KvService, Storage};
-use proto::kvrpcpb::*;
-use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use proto::metapb;
+use proto::raft_serverpb::RaftMessage;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
-use proto::tinykvpb::tiny_kv_server::TinyKv;
 use raftstore::{Router, Transport};
 use scheduler_client::SchedulerClient;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Request;
+
+use crate::peer_service::ClusterToken;
 
 /// Messages queued for one store before sends start failing.
 const QUEUE_PER_STORE: usize = 4096;
@@ -39,17 +38,24 @@ const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 pub struct ServerTransport {
     runtime: Handle,
     scheduler: Arc<dyn SchedulerClient>,
+    token: ClusterToken,
     conns: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
     /// Where the outcome of snapshot transfers is reported; set once the store runs.
     router: OnceLock<Router>,
 }
 
 impl ServerTransport {
-    /// A transport whose connections run on `runtime` and resolve stores through `scheduler`.
-    pub fn new(runtime: Handle, scheduler: Arc<dyn SchedulerClient>) -> ServerTransport {
+    /// A transport whose connections run on `runtime`, resolve stores through `scheduler` and
+    /// present `token` to them.
+    pub fn new(
+        runtime: Handle,
+        scheduler: Arc<dyn SchedulerClient>,
+        token: ClusterToken,
+    ) -> ServerTransport {
         ServerTransport {
             runtime,
             scheduler,
+            token,
             conns: Mutex::new(HashMap::new()),
             router: OnceLock::new(),
         }
@@ -64,8 +70,9 @@ impl ServerTransport {
     fn connect(&self, store_id: u64) -> mpsc::Sender<RaftMessage> {
         let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
         let scheduler = self.scheduler.clone();
+        let token = self.token.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = stream_to(store_id, scheduler, rx).await {
+            if let Err(e) = stream_to(store_id, scheduler, token, rx).await {
                 tracing::debug!(store_id, error = %e, "raft stream to store ended");
             }
         });
@@ -91,12 +98,29 @@ async fn store_channel(address: &str) -> anyhow::Result<tonic::transport::Channe
 async fn stream_to(
     store_id: u64,
     scheduler: Arc<dyn SchedulerClient>,
+    token: ClusterToken,
     rx: mpsc::Receiver<RaftMessage>,
 ) -> anyhow::Result<()> {
-    let store = tokio::task::spawn_blocking(move || scheduler.get_store(store_id)).await??;
-    let mut client = TinyKvClient::new(store_channel(&store.address).await?);
-    client.raft(ReceiverStream::new(rx)).await?;
+    let address = peer_address(store_id, scheduler).await?;
+    let mut client = TinyKvClient::new(store_channel(&address).await?);
+    let mut req = Request::new(ReceiverStream::new(rx));
+    token.attach(&mut req);
+    client.raft(req).await?;
     Ok(())
+}
+
+/// Where store `store_id` takes raft traffic, as the scheduler knows it.
+async fn peer_address(
+    store_id: u64,
+    scheduler: Arc<dyn SchedulerClient>,
+) -> anyhow::Result<String> {
+    let store: metapb::Store =
+        tokio::task::spawn_blocking(move || scheduler.get_store(store_id)).await??;
+    anyhow::ensure!(
+        !store.peer_address.is_empty(),
+        "store {store_id} registered no peer address"
+    );
+    Ok(store.peer_address)
 }
 
 /// Streams one snapshot to `store_id`: the chunks are read from disk on a blocking thread a few
@@ -104,10 +128,11 @@ async fn stream_to(
 async fn stream_snapshot(
     store_id: u64,
     scheduler: Arc<dyn SchedulerClient>,
+    token: ClusterToken,
     reader: snap::ChunkReader,
     msg: RaftMessage,
 ) -> anyhow::Result<()> {
-    let store = tokio::task::spawn_blocking(move || scheduler.get_store(store_id)).await??;
+    let address = peer_address(store_id, scheduler).await?;
     let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_AHEAD);
     let read_error = Arc::new(Mutex::new(None));
     let read_error_w = read_error.clone();
@@ -127,8 +152,10 @@ async fn stream_snapshot(
             }
         }
     });
-    let mut client = TinyKvClient::new(store_channel(&store.address).await?);
-    let sent = client.snapshot(ReceiverStream::new(rx)).await;
+    let mut client = TinyKvClient::new(store_channel(&address).await?);
+    let mut req = Request::new(ReceiverStream::new(rx));
+    token.attach(&mut req);
+    let sent = client.snapshot(req).await;
     producer.await?;
     if let Some(e) = read_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
         anyhow::bail!("reading the snapshot failed: {e}");
@@ -152,9 +179,10 @@ impl Transport for ServerTransport {
         let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
         let region_id = msg.region_id;
         let scheduler = self.scheduler.clone();
+        let token = self.token.clone();
         let router = self.router.get().cloned();
         self.runtime.spawn(async move {
-            let result = stream_snapshot(store_id, scheduler, reader, msg).await;
+            let result = stream_snapshot(store_id, scheduler, token, reader, msg).await;
             if let Err(e) = &result {
                 tracing::warn!(region_id, store_id, %key, error = %e, "snapshot transfer failed");
             }
@@ -188,184 +216,5 @@ impl Transport for ServerTransport {
                 )))
             }
         }
-    }
-}
-
-/// The `TinyKv` service of a raft store: client calls go to the inner service, raft messages to
-/// the store's router.
-pub struct RaftKvService<S> {
-    inner: KvService<S>,
-    router: Router,
-    snap_mgr: snap::SnapManager,
-    stop: watch::Receiver<bool>,
-}
-
-impl<S: Storage> RaftKvService<S> {
-    /// Serves `inner` and delivers incoming raft messages through `router`, receiving
-    /// snapshots into `snap_mgr`. Incoming raft streams end once `stop` turns true: they never
-    /// end by themselves, and a graceful server shutdown waits for every open request.
-    pub fn new(
-        inner: KvService<S>,
-        router: Router,
-        snap_mgr: snap::SnapManager,
-        stop: watch::Receiver<bool>,
-    ) -> RaftKvService<S> {
-        RaftKvService {
-            inner,
-            router,
-            snap_mgr,
-            stop,
-        }
-    }
-
-    /// Receives one snapshot stream into the snapshot manager and returns its raft message.
-    async fn receive_snapshot(
-        &self,
-        mut stream: Streaming<SnapshotChunk>,
-    ) -> Result<RaftMessage, Status> {
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let msg = first
-            .message
-            .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no message"))?;
-        let (key, data) =
-            snap::snapshot_in_message(&msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let meta = data.meta.unwrap_or_default();
-        let mgr = self.snap_mgr.clone();
-        let mut receiver = tokio::task::spawn_blocking(move || mgr.receive(key, &meta))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| match e {
-                snap::Error::Busy { .. } => Status::resource_exhausted(e.to_string()),
-                e => Status::failed_precondition(e.to_string()),
-            })?;
-        let mut pending = first.data;
-        loop {
-            if !pending.is_empty() {
-                let data = std::mem::take(&mut pending);
-                receiver =
-                    tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
-                        .await
-                        .map_err(|e| Status::internal(e.to_string()))?
-                        .map_err(|e| Status::data_loss(e.to_string()))?;
-            }
-            match stream.next().await {
-                Some(chunk) => pending = chunk?.data,
-                None => break,
-            }
-        }
-        tokio::task::spawn_blocking(move || receiver.finish())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::data_loss(e.to_string()))?;
-        Ok(msg)
-    }
-}
-
-#[tonic::async_trait]
-impl<S: Storage> TinyKv for RaftKvService<S> {
-    async fn kv_get(&self, r: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.inner.kv_get(r).await
-    }
-
-    async fn kv_scan(&self, r: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.inner.kv_scan(r).await
-    }
-
-    async fn kv_prewrite(
-        &self,
-        r: Request<PrewriteRequest>,
-    ) -> Result<Response<PrewriteResponse>, Status> {
-        self.inner.kv_prewrite(r).await
-    }
-
-    async fn kv_commit(
-        &self,
-        r: Request<CommitRequest>,
-    ) -> Result<Response<CommitResponse>, Status> {
-        self.inner.kv_commit(r).await
-    }
-
-    async fn kv_check_txn_status(
-        &self,
-        r: Request<CheckTxnStatusRequest>,
-    ) -> Result<Response<CheckTxnStatusResponse>, Status> {
-        self.inner.kv_check_txn_status(r).await
-    }
-
-    async fn kv_batch_rollback(
-        &self,
-        r: Request<BatchRollbackRequest>,
-    ) -> Result<Response<BatchRollbackResponse>, Status> {
-        self.inner.kv_batch_rollback(r).await
-    }
-
-    async fn kv_resolve_lock(
-        &self,
-        r: Request<ResolveLockRequest>,
-    ) -> Result<Response<ResolveLockResponse>, Status> {
-        self.inner.kv_resolve_lock(r).await
-    }
-
-    async fn raw_get(&self, r: Request<RawGetRequest>) -> Result<Response<RawGetResponse>, Status> {
-        self.inner.raw_get(r).await
-    }
-
-    async fn raw_put(&self, r: Request<RawPutRequest>) -> Result<Response<RawPutResponse>, Status> {
-        self.inner.raw_put(r).await
-    }
-
-    async fn raw_delete(
-        &self,
-        r: Request<RawDeleteRequest>,
-    ) -> Result<Response<RawDeleteResponse>, Status> {
-        self.inner.raw_delete(r).await
-    }
-
-    async fn raw_scan(
-        &self,
-        r: Request<RawScanRequest>,
-    ) -> Result<Response<RawScanResponse>, Status> {
-        self.inner.raw_scan(r).await
-    }
-
-    async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
-        let mut stream = r.into_inner();
-        let mut stop = self.stop.clone();
-        loop {
-            let msg = tokio::select! {
-                m = stream.next() => m,
-                _ = stop.wait_for(|s| *s) => None,
-            };
-            let Some(msg) = msg else { break };
-            let msg = msg?;
-            // A message for a region this store does not know yet goes to the store, which
-            // creates the peer; a stopped store ends the stream and the sender reconnects later.
-            if let Err(e) = self.router.send_raft_message(msg) {
-                return Err(Status::unavailable(format!(
-                    "store is not accepting messages: {e}"
-                )));
-            }
-        }
-        Ok(Response::new(Done {}))
-    }
-
-    async fn snapshot(
-        &self,
-        r: Request<Streaming<SnapshotChunk>>,
-    ) -> Result<Response<Done>, Status> {
-        let msg = self
-            .receive_snapshot(r.into_inner())
-            .await
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, "incoming snapshot refused");
-            })?;
-        // The files are complete and verified: raft may have the message now.
-        self.router
-            .send_raft_message(msg)
-            .map_err(|e| Status::unavailable(format!("store is not accepting messages: {e}")))?;
-        Ok(Response::new(Done {}))
     }
 }

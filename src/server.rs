@@ -1,5 +1,10 @@
-//! Assembles a running `tessera-server`: storage, the gRPC service and the HTTP gateway, with a
+//! Assembles a running `tessera-server`: storage, the client gRPC service, the peer gRPC service
+//! (raft engine), the HTTP gateway with its status routes and the gRPC health service, with a
 //! clean shutdown that flushes the engine.
+//!
+//! Fail-stop: a raft store whose raft worker ends without being asked (it died) stops the whole
+//! server with an error, so the process exits non-zero instead of answering as a zombie. (The
+//! binary also turns any panic into an abort: see `tessera-server`.)
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -15,15 +20,21 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, EngineKind};
-use crate::raft_server::{RaftKvService, ServerTransport};
+use crate::peer_service::{self, ClusterToken, PeerService};
+use crate::raft_server::ServerTransport;
+use crate::status::{StatusSource, LIVENESS_TIMEOUT};
 
 /// Room for the key and the request framing on top of the largest value.
 const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
+/// How often the fail-stop watchdog looks at the raft worker.
+const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A server started by [`start`]; stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {
-    /// The bound gRPC address.
+    /// The bound client gRPC address.
     pub addr: SocketAddr,
+    /// The bound peer gRPC address (raft engine only).
+    pub peer_addr: Option<SocketAddr>,
     /// The bound HTTP gateway address.
     pub status_addr: SocketAddr,
     stop: Arc<watch::Sender<bool>>,
@@ -94,8 +105,14 @@ fn open_standalone(config: &Config) -> anyhow::Result<Arc<StandaloneStorage>> {
 }
 
 /// Connects to the scheduler and starts this store's raftstore, bootstrapping the store (and
-/// the cluster, for the first store) on first start. `addr` is what other stores dial.
-async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<raftstore::Node> {
+/// the cluster, for the first store) on first start. Clients dial `addr`, other stores
+/// `peer_addr`, presenting `token`.
+async fn start_raft_node(
+    config: &Config,
+    addr: SocketAddr,
+    peer_addr: SocketAddr,
+    token: ClusterToken,
+) -> anyhow::Result<raftstore::Node> {
     let sched_addr = config.scheduler_addr.clone();
     let client = tokio::task::spawn_blocking(move || {
         RpcClient::connect(&sched_addr, RpcClientConfig::default())
@@ -105,16 +122,22 @@ async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<ra
     let client: Arc<dyn SchedulerClient> = Arc::new(client);
     let dir = config.data_dir.join("store");
     let snap_dir = dir.join("snap");
+    let snap_config = snap::SnapConfig {
+        // An incoming snapshot must leave the store's reserve free.
+        keep_free: config.storage.reserve_space.0,
+        ..snap::SnapConfig::default()
+    };
     let snap_mgr = tokio::task::spawn_blocking(move || {
-        snap::SnapManager::open(&snap_dir, snap::SnapConfig::default())
+        snap::SnapManager::open(&snap_dir, snap_config)
             .with_context(|| format!("cannot open snapshots in {}", snap_dir.display()))
     })
     .await??;
     let transport = Arc::new(ServerTransport::new(
         tokio::runtime::Handle::current(),
         client.clone(),
+        token,
     ));
-    let raft_cfg = config.raftstore.to_raftstore();
+    let raft_cfg = config.to_raftstore();
     let node_transport = transport.clone();
     let node = tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
         let engines = Engines::open(&dir)
@@ -126,6 +149,7 @@ async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<ra
             node_transport,
             client,
             addr.to_string(),
+            peer_addr.to_string(),
         )
         .context("cannot start the raftstore")?;
         Ok(node)
@@ -135,61 +159,107 @@ async fn start_raft_node(config: &Config, addr: SocketAddr) -> anyhow::Result<ra
     Ok(node)
 }
 
-/// Opens the storage, binds both listeners and starts serving.
+/// Opens the storage, binds the listeners and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let grpc = TcpListener::bind(&config.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.addr))?;
-    let http = TcpListener::bind(&config.status_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.status_addr))?;
+    let grpc = bind(&config.addr).await?;
+    let http = bind(&config.status_addr).await?;
     let addr = grpc.local_addr()?;
     let status_addr = http.local_addr()?;
     let (stop, rx) = watch::channel(false);
     let stop = Arc::new(stop);
 
-    let (backend, grpc_task, http_task) = match config.engine {
+    let mut peer_task = None;
+    let mut peer_addr = None;
+    let (backend, status, grpc_task, http_task) = match config.engine {
         EngineKind::Standalone => {
             let storage = open_standalone(config)?;
             let raw = RawApi::new(storage.clone(), config.raw.limits());
-            let service = KvService::new(raw.clone());
-            let app = crate::http::router(raw, config.raw.max_value_size);
-            let (g, h) = serve(config, service, app, grpc, http, &rx);
-            (Backend::Standalone(storage), g, h)
+            let status = StatusSource::Standalone {
+                stopping: rx.clone(),
+            };
+            let app = crate::http::router(raw.clone(), config.raw.max_value_size)
+                .merge(crate::status::routes(status.clone()));
+            let service = KvService::new(raw);
+            let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
+            (Backend::Standalone(storage), status, g, h)
         }
         EngineKind::Raft => {
-            let node = start_raft_node(config, addr).await?;
-            let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
-            let service = RaftKvService::new(
-                KvService::new(raw.clone()),
-                node.raftstore().router().clone(),
-                node.raftstore().snap_manager().clone(),
+            let peer = bind(&config.peer_addr).await?;
+            let bound_peer = peer.local_addr()?;
+            let token = ClusterToken::new(&config.security.token()?);
+            if !token.is_set() {
+                tracing::warn!(peer_addr = %bound_peer,
+                    "no cluster token: the peer port takes raft traffic from anyone who can \
+                     reach it (set security.cluster_token or --cluster-token-file)");
+            }
+            let node = start_raft_node(config, addr, bound_peer, token.clone()).await?;
+            let rs = node.raftstore();
+            let peer_service = PeerService::new(
+                rs.inbound().clone(),
+                rs.snap_manager().clone(),
+                token,
                 rx.clone(),
             );
+            let max_peer_message = peer_message_limit(config);
+            peer_task = Some(peer_service::serve(
+                peer,
+                peer_service,
+                max_peer_message,
+                rx.clone(),
+            ));
+            peer_addr = Some(bound_peer);
+            let status = StatusSource::Raft {
+                store_id: node.store_id(),
+                health: rs.health().clone(),
+                metrics: rs.metrics().clone(),
+                stopping: rx.clone(),
+            };
+            let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
             // Any store's gateway serves every key: it forwards to the region leaders.
             let app =
-                crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits());
-            let (g, h) = serve(config, service, app, grpc, http, &rx);
-            (Backend::Raft(Box::new(node)), g, h)
+                crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits())
+                    .merge(crate::status::routes(status.clone()));
+            let service = KvService::new(raw);
+            let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
+            (Backend::Raft(Box::new(node)), status, g, h)
         }
     };
-    tracing::info!(%addr, %status_addr, engine = ?config.engine,
+    tracing::info!(%addr, peer_addr = ?peer_addr, %status_addr, engine = ?config.engine,
         data_dir = %config.data_dir.display(), "tessera-server started");
 
     let stop_all = stop.clone();
     let task = tokio::spawn(async move {
-        let grpc_result = grpc_task.await;
-        // Whichever way the gRPC server ended, the gateway stops with it.
+        let mut grpc_task = grpc_task;
+        let fault = tokio::select! {
+            r = &mut grpc_task => Err(r),
+            fault = watchdog(status, rx.clone()) => Ok(fault),
+        };
+        // Whichever way it ended, every listener stops with it.
         let _ = stop_all.send(true);
+        let (grpc_result, fault) = match fault {
+            Err(r) => (r, None),
+            Ok(f) => (grpc_task.await, f),
+        };
         let http_result = http_task.await;
-        // Both servers have stopped: no request can write any more.
+        let peer_result = match peer_task {
+            Some(t) => Some(t.await),
+            None => None,
+        };
+        // Every server has stopped: no request can write any more.
         tokio::task::spawn_blocking(move || backend.close())
             .await
             .context("closing the storage")??;
         tracing::info!("storage closed, server stopped");
+        if let Some(fault) = fault {
+            anyhow::bail!("stopped: {fault}");
+        }
         grpc_result
             .context("gRPC server task")?
             .context("gRPC server")?;
+        if let Some(r) = peer_result {
+            r.context("peer gRPC server task")?
+                .context("peer gRPC server")?;
+        }
         http_result
             .context("HTTP server task")?
             .context("HTTP server")?;
@@ -197,15 +267,62 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     });
     Ok(RunningServer {
         addr,
+        peer_addr,
         status_addr,
         stop,
         task,
     })
 }
 
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The largest message the peer port takes: a raft append of entries up to the largest value,
+/// or a snapshot chunk.
+fn peer_message_limit(config: &Config) -> usize {
+    let entries = usize::try_from(config.raftstore.to_raftstore().raft_max_size_per_msg)
+        .unwrap_or(usize::MAX);
+    let value = config.raw.max_value_size + config.raw.max_key_size;
+    entries
+        .max(value)
+        .max(snap::DEFAULT_CHUNK_SIZE)
+        .saturating_add(GRPC_MESSAGE_OVERHEAD)
+}
+
+/// Resolves with why the store cannot go on, if it ever cannot: its raft worker ended while the
+/// server was not stopping (it died). Never resolves for a standalone server, nor once the
+/// server is stopping.
+async fn watchdog(status: StatusSource, mut stopping: watch::Receiver<bool>) -> Option<String> {
+    if matches!(status, StatusSource::Standalone { .. }) {
+        return std::future::pending().await;
+    }
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(WATCHDOG_INTERVAL) => false,
+            _ = stopping.wait_for(|s| *s) => true,
+        };
+        if stop {
+            return std::future::pending().await;
+        }
+        if let StatusSource::Raft { health, .. } = &status {
+            if let Err(e @ raftstore::NotLive::WorkerGone) = health.check_live(LIVENESS_TIMEOUT) {
+                let stopping_now = *stopping.borrow();
+                if !stopping_now {
+                    tracing::error!(error = %e, "fatal: the store cannot go on; stopping");
+                    return Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
 type ServeTask<E> = JoinHandle<Result<(), E>>;
 
-/// Serves `service` (gRPC) and the HTTP gateway `app` until `rx` says stop.
+/// Serves `service` (gRPC, with the standard health service) and the HTTP gateway `app` until
+/// `rx` says stop.
 fn serve<T: TinyKv>(
     config: &Config,
     service: T,
@@ -213,18 +330,31 @@ fn serve<T: TinyKv>(
     grpc: TcpListener,
     http: TcpListener,
     rx: &watch::Receiver<bool>,
+    status: StatusSource,
 ) -> (
     ServeTask<tonic::transport::Error>,
     ServeTask<std::io::Error>,
 ) {
     let max_message = config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
+    // A response holds at most one value, or one scan page (its byte bound plus the pair that
+    // crosses it).
+    let max_response = usize::try_from(config.raw.max_scan_bytes.0)
+        .unwrap_or(usize::MAX)
+        .saturating_add(max_message);
     let service = TinyKvServer::new(service)
         .max_decoding_message_size(max_message)
-        .max_encoding_message_size(usize::MAX);
+        .max_encoding_message_size(max_response);
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(crate::status::report_grpc_health(
+        status,
+        reporter,
+        rx.clone(),
+    ));
     // Small request/response RPCs must not wait on Nagle's algorithm.
     let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
     );

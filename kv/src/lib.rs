@@ -3,6 +3,7 @@
 //! - [`engine`]: the RocksDB engines ([`Engines`]: `kv` with CFs default/lock/write, and `raft`),
 //!   write batches spanning CFs, snapshots.
 //! - [`keys`]: the key layout of both engines.
+//! - [`disk`]: free space, and the reserve a store keeps ([`disk::DiskReserve`]).
 //! - [`Storage`]: the abstraction services run on, with [`StandaloneStorage`] (RocksDB) and
 //!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one.
 //! - [`mvcc`] and [`txn`]: MVCC records and Percolator transactions ([`TxnApi`]) over any storage.
@@ -10,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod disk;
 pub mod engine;
 mod error;
 pub mod keys;
@@ -24,7 +26,7 @@ pub mod txn;
 pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;
-pub use raw::{RawApi, RawLimits};
+pub use raw::{RawApi, RawLimits, ScanPage};
 pub use server::KvService;
 pub use standalone::StandaloneStorage;
 pub use storage::{DbIterator, EngineReader, Modify, Storage, StorageReader};

@@ -22,6 +22,11 @@ pub struct RawLimits {
     pub max_key_size: usize,
     /// Largest accepted value, in bytes.
     pub max_value_size: usize,
+    /// Largest accepted scan `limit`, in pairs; a larger one is refused (`InvalidArgument`).
+    pub max_scan_limit: u32,
+    /// Bytes of keys and values past which a scan response stops (it always holds at least
+    /// one pair) and says it was truncated; the caller goes on from its last key.
+    pub max_scan_bytes: usize,
 }
 
 impl Default for RawLimits {
@@ -29,8 +34,19 @@ impl Default for RawLimits {
         RawLimits {
             max_key_size: 64 * 1024,
             max_value_size: 8 * 1024 * 1024,
+            max_scan_limit: 10_000,
+            max_scan_bytes: 4 * 1024 * 1024,
         }
     }
+}
+
+/// One page of a raw scan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The pairs, in key order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The page stopped at the byte bound: more pairs may follow its last key.
+    pub truncated: bool,
 }
 
 /// The raw API over a storage.
@@ -102,7 +118,8 @@ impl<S: Storage> RawApi<S> {
         self.storage.write(ctx, vec![Modify::Delete { cf, key }])
     }
 
-    /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order.
+    /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order; see
+    /// [`RawApi::scan_page`] for the bounds (a truncated page is returned as is).
     pub fn scan(
         &self,
         ctx: &Context,
@@ -110,18 +127,43 @@ impl<S: Storage> RawApi<S> {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_page(ctx, cf, start, limit).map(|p| p.pairs)
+    }
+
+    /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order, within
+    /// the limits: a `limit` over `max_scan_limit` is refused, and the page stops once its keys
+    /// and values reach `max_scan_bytes` (with at least one pair), marked `truncated`.
+    pub fn scan_page(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<ScanPage> {
         let cf = Cf::from_name(cf)?;
-        let mut pairs = Vec::new();
+        if limit > self.limits.max_scan_limit as usize {
+            return Err(Error::InvalidArgument(format!(
+                "scan limit {limit} exceeds the maximum of {} pairs",
+                self.limits.max_scan_limit
+            )));
+        }
+        let mut page = ScanPage::default();
         if limit == 0 {
-            return Ok(pairs);
+            return Ok(page);
         }
         let reader = self.storage.reader(ctx)?;
         let mut it = reader.iter_cf(cf)?;
         it.seek(start);
-        while pairs.len() < limit && it.valid()? {
-            pairs.push((it.key().to_vec(), it.value().to_vec()));
+        let mut bytes = 0usize;
+        while page.pairs.len() < limit && it.valid()? {
+            if bytes >= self.limits.max_scan_bytes {
+                page.truncated = true;
+                break;
+            }
+            bytes += it.key().len() + it.value().len();
+            page.pairs.push((it.key().to_vec(), it.value().to_vec()));
             it.next();
         }
-        Ok(pairs)
+        Ok(page)
     }
 }

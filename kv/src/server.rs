@@ -159,12 +159,14 @@ impl<S: Storage> TinyKv for KvService<S> {
         let ctx = req.context.unwrap_or_default();
         let limit = req.limit as usize;
         let out = self
-            .blocking(move || raw.scan(&ctx, &req.cf, &req.start_key, limit))
+            .blocking(move || raw.scan_page(&ctx, &req.cf, &req.start_key, limit))
             .await?;
         let mut resp = RawScanResponse::default();
         match out {
-            Ok(pairs) => {
-                resp.kvs = pairs
+            Ok(page) => {
+                resp.truncated = page.truncated;
+                resp.kvs = page
+                    .pairs
                     .into_iter()
                     .map(|(key, value)| KvPair {
                         key,

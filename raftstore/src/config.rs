@@ -45,6 +45,15 @@ pub struct Config {
     pub entry_cache_limit: usize,
     /// How long `RaftStorage` waits for a command before giving up with a timeout.
     pub command_timeout: Duration,
+    /// Messages from outside the store (other stores' raft messages, client commands) a peer's
+    /// mailbox holds before refusing more: raft messages are dropped, commands answered
+    /// `ServerIsBusy`.
+    pub mailbox_capacity: usize,
+    /// Free space the store keeps for itself: below it, new writes are refused with
+    /// `DiskFull` until space returns (0: no reserve). See `kv::disk`.
+    pub reserve_space: u64,
+    /// Interval of the free-space check.
+    pub disk_check_interval: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +77,9 @@ impl Default for Config {
             max_batch_size: 256,
             entry_cache_limit: 1024,
             command_timeout: Duration::from_secs(5),
+            mailbox_capacity: 4096,
+            reserve_space: 0,
+            disk_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -107,6 +119,9 @@ impl Config {
         }
         if self.max_batch_size == 0 {
             return invalid("max_batch_size must be positive");
+        }
+        if self.mailbox_capacity == 0 {
+            return invalid("mailbox_capacity must be positive");
         }
         if self.region_split_size > self.region_max_size {
             return invalid("region_split_size must not exceed region_max_size");

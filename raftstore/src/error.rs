@@ -48,9 +48,19 @@ pub enum Error {
         /// This store.
         actual_store_id: u64,
     },
-    /// A message for a peer that cannot be delivered (its mailbox is gone or full).
+    /// A message for a peer that cannot be delivered (its mailbox is gone).
     #[error("region {0}: mailbox closed")]
     Disconnected(u64),
+    /// The store's disk is below its free-space reserve: it takes no new writes (reads and
+    /// raft traffic go on) until space returns.
+    #[error("store {store_id}: disk full (free space below the reserve); writes refused")]
+    DiskFull {
+        /// The store whose disk is full.
+        store_id: u64,
+    },
+    /// The peer's mailbox is full (the store is behind); retry after a pause.
+    #[error("region {0}: server is busy, mailbox full")]
+    Busy(u64),
     /// A transport could not deliver a message.
     #[error("transport: {0}")]
     Transport(String),
@@ -114,6 +124,18 @@ impl Error {
                 e.store_not_match = Some(errorpb::StoreNotMatch {
                     request_store_id,
                     actual_store_id,
+                });
+            }
+            Error::Busy(_) => {
+                e.server_is_busy = Some(errorpb::ServerIsBusy {
+                    reason: "mailbox full".to_string(),
+                    backoff_ms: 20,
+                });
+            }
+            Error::DiskFull { store_id } => {
+                e.disk_full = Some(errorpb::DiskFull {
+                    store_ids: vec![store_id],
+                    reason: "the store's free space is below its reserve".to_string(),
                 });
             }
             Error::Raft(raft::Error::ProposalDropped) => {

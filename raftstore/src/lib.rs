@@ -24,7 +24,10 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod config;
+mod disk_monitor;
 mod error;
+mod health;
+mod inbound;
 mod metrics;
 mod msg;
 mod node;
@@ -45,6 +48,8 @@ pub mod bootstrap;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use health::{NotLive, StoreHealth};
+pub use inbound::{check_raft_message, DeliverError, DropReason, Inbound, Refused, Stream};
 pub use metrics::StoreMetrics;
 pub use msg::{Callback, CmdResponse, PeerMsg, SplitRegion, StoreMsg};
 pub use node::{start_raftstore, Node, RaftstoreHandle};

@@ -1,7 +1,10 @@
-//! Per-store counters of the raft worker, kept apart from the handlers that bump them. Tests read
-//! them to check group commit; an exporter can later publish them.
+//! Per-store counters of the raft worker and of its inbound door, kept apart from the handlers
+//! that bump them. Tests read them (group commit, dropped messages); the server publishes them on
+//! its status port.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::inbound::DropReason;
 
 /// Counters of one store's raft worker.
 #[derive(Debug, Default)]
@@ -10,6 +13,10 @@ pub struct StoreMetrics {
     raft_engine_syncs: AtomicU64,
     persisted_readies: AtomicU64,
     max_readies_per_write: AtomicU64,
+    /// Raft messages from other stores dropped, by [`DropReason`].
+    dropped_messages: [AtomicU64; DropReason::ALL.len()],
+    /// Commands refused because a peer's mailbox was full.
+    busy_commands: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -22,6 +29,26 @@ impl StoreMetrics {
         self.persisted_readies.fetch_add(readies, Ordering::Relaxed);
         self.max_readies_per_write
             .fetch_max(readies, Ordering::Relaxed);
+    }
+
+    /// Records a raft message from another store dropped for `reason`.
+    pub(crate) fn on_dropped_message(&self, reason: DropReason) {
+        self.dropped_messages[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a command refused with `ServerIsBusy` (its peer's mailbox was full).
+    pub(crate) fn on_busy_command(&self) {
+        self.busy_commands.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Raft messages from other stores dropped for `reason` so far.
+    pub fn dropped_messages(&self, reason: DropReason) -> u64 {
+        self.dropped_messages[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Commands refused because their peer's mailbox was full, so far.
+    pub fn busy_commands(&self) -> u64 {
+        self.busy_commands.load(Ordering::Relaxed)
     }
 
     /// Raft-engine writes so far.

@@ -108,6 +108,14 @@ pub enum PeerMsg {
     SplitRegion(Box<SplitRegion>),
 }
 
+impl PeerMsg {
+    /// Whether the message comes from outside the store (another store's raft message, a
+    /// client's command): those are refused when the mailbox is full; the store's own never.
+    pub fn from_outside(&self) -> bool {
+        matches!(self, PeerMsg::RaftMessage(_) | PeerMsg::RaftCommand { .. })
+    }
+}
+
 /// Split the region at `split_key` if it still has `region_epoch`: the leader asks the scheduler
 /// for ids, then proposes the split. `callback` gets the split's answer (the two regions) or why
 /// it did not happen.

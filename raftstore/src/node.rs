@@ -26,7 +26,10 @@ use snap::SnapManager;
 
 use crate::bootstrap;
 use crate::config::Config;
+use crate::disk_monitor::DiskMonitor;
 use crate::error::{Error, Result};
+use crate::health::StoreHealth;
+use crate::inbound::{DeliverError, DropLog, Inbound, Stream};
 use crate::metrics::StoreMetrics;
 use crate::msg::Callback;
 use crate::peer::Peer;
@@ -48,11 +51,14 @@ pub struct RaftstoreHandle {
     store_meta: Arc<RwLock<StoreMeta>>,
     storage: RaftStorage,
     metrics: Arc<StoreMetrics>,
+    health: Arc<StoreHealth>,
+    inbound: Inbound,
     snap_mgr: SnapManager,
     thread: Option<JoinHandle<()>>,
     region_worker: Worker<RegionRunner>,
     raftlog_gc: Worker<RaftLogGcRunner>,
     split_checker: Worker<SplitCheckRunner>,
+    disk_monitor: Worker<DiskMonitor>,
 }
 
 impl RaftstoreHandle {
@@ -76,6 +82,16 @@ impl RaftstoreHandle {
         &self.metrics
     }
 
+    /// The store's health: raft worker liveness, disk state.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
+    /// The door for raft messages from other stores: checks, then delivers.
+    pub fn inbound(&self) -> &Inbound {
+        &self.inbound
+    }
+
     /// The snapshot manager of this store.
     pub fn snap_manager(&self) -> &SnapManager {
         &self.snap_mgr
@@ -86,12 +102,13 @@ impl RaftstoreHandle {
         &self.store_meta
     }
 
-    /// Delivers a raft message received from another store.
+    /// Delivers a raft message received from another store on its raft stream, after the
+    /// checks of [`Inbound::deliver`].
     ///
     /// # Errors
-    /// [`Error::Disconnected`] once the store has stopped.
-    pub fn deliver(&self, msg: RaftMessage) -> Result<()> {
-        self.router.send_raft_message(msg)
+    /// See [`Inbound::deliver`].
+    pub fn deliver(&self, msg: RaftMessage) -> std::result::Result<(), DeliverError> {
+        self.inbound.deliver(msg, Stream::Raft)
     }
 
     /// Stops the raft worker and waits for it. Pending commands get no answer: their callers
@@ -104,6 +121,7 @@ impl RaftstoreHandle {
         self.region_worker.stop();
         self.raftlog_gc.stop();
         self.split_checker.stop();
+        self.disk_monitor.stop();
     }
 }
 
@@ -142,7 +160,7 @@ pub fn start_raftstore(
         }
     }
     let cfg = Arc::new(cfg);
-    let (router, receivers) = Router::new();
+    let (router, receivers) = Router::new(cfg.mailbox_capacity);
     let store_meta = Arc::new(RwLock::new(StoreMeta::default()));
     let spawn_err = |e: std::io::Error| Error::Other(format!("cannot spawn a worker: {e}"));
     let region_worker = Worker::start(
@@ -161,6 +179,24 @@ pub fn start_raftstore(
         &format!("split-check-{store_id}"),
         SplitCheckRunner::new(engines.clone(), router.clone()),
         None,
+    )
+    .map_err(spawn_err)?;
+    let health = Arc::new(StoreHealth::default());
+    let store_dir = engines
+        .kv_path
+        .parent()
+        .unwrap_or(&engines.kv_path)
+        .to_path_buf();
+    let reserve = kv::disk::DiskReserve::new(&store_dir, cfg.reserve_space).map_err(|e| {
+        Error::Other(format!(
+            "cannot check the free space of {}: {e}",
+            store_dir.display()
+        ))
+    })?;
+    let disk_monitor = Worker::start(
+        &format!("disk-{store_id}"),
+        DiskMonitor::new(reserve, health.clone()),
+        Some(cfg.disk_check_interval),
     )
     .map_err(spawn_err)?;
     let snap_ctx = SnapContext {
@@ -206,13 +242,16 @@ pub fn start_raftstore(
         peers.insert(region.id, PeerFsm { peer, mailbox });
     }
     tracing::info!(store_id, peers = peers.len(), "starting raftstore");
+    let metrics = Arc::new(StoreMetrics::default());
     let storage = RaftStorage::new(
         store_id,
         router.clone(),
         store_meta.clone(),
         cfg.command_timeout,
+        metrics.clone(),
     );
-    let metrics = Arc::new(StoreMetrics::default());
+    let drops = Arc::new(DropLog::default());
+    let inbound = Inbound::new(store_id, router.clone(), metrics.clone(), drops.clone());
     let mut worker = RaftWorker {
         ctx: PollContext {
             store_id,
@@ -227,6 +266,8 @@ pub fn start_raftstore(
             scheduler,
             router: router.clone(),
             metrics: metrics.clone(),
+            health: health.clone(),
+            drops,
             new_peers: Vec::new(),
         },
         peers,
@@ -235,6 +276,8 @@ pub fn start_raftstore(
     for region_id in applying {
         worker.resume_applying_snapshot(region_id);
     }
+    // Live from now: the thread marks itself gone when it ends, however it ends.
+    health.set_worker_running(true);
     let thread = std::thread::Builder::new()
         .name(format!("raft-{store_id}"))
         .spawn(move || worker.run())
@@ -245,11 +288,14 @@ pub fn start_raftstore(
         store_meta,
         storage,
         metrics,
+        health,
+        inbound,
         snap_mgr,
         thread: Some(thread),
         region_worker,
         raftlog_gc,
         split_checker,
+        disk_monitor,
     })
 }
 
@@ -261,8 +307,9 @@ pub struct Node {
 
 impl Node {
     /// Starts a store over `engines`: bootstraps the store (and the cluster, when this is the
-    /// first store) through `client` if the engines are new, registers the store at `address`,
-    /// starts heartbeats and the raftstore.
+    /// first store) through `client` if the engines are new, registers the store with its
+    /// client `address` and its `peer_address` (where other stores send raft), starts
+    /// heartbeats and the raftstore.
     ///
     /// # Errors
     /// Scheduler and engine failures, an invalid config.
@@ -273,6 +320,7 @@ impl Node {
         transport: Arc<dyn Transport>,
         client: Arc<dyn SchedulerClient>,
         address: String,
+        peer_address: String,
     ) -> Result<Node> {
         let sched_err = |e: scheduler_client::Error| Error::Scheduler(e.to_string());
         let store_id = match bootstrap::load_store_ident(&engines)? {
@@ -283,14 +331,14 @@ impl Node {
                 id
             }
         };
-        maybe_bootstrap_cluster(&engines, store_id, &address, client.as_ref())?;
-        client
-            .put_store(metapb::Store {
-                id: store_id,
-                address,
-                state: metapb::StoreState::Up as i32,
-            })
-            .map_err(sched_err)?;
+        let store = metapb::Store {
+            id: store_id,
+            address,
+            state: metapb::StoreState::Up as i32,
+            peer_address,
+        };
+        maybe_bootstrap_cluster(&engines, &store, client.as_ref())?;
+        client.put_store(store).map_err(sched_err)?;
         let scheduler_worker = Worker::start(
             &format!("sched-{store_id}"),
             SchedulerRunner::new(store_id, client.clone()),
@@ -336,11 +384,11 @@ impl Node {
         self.raftstore.storage()
     }
 
-    /// Delivers a raft message received from another store.
+    /// Delivers a raft message received from another store on its raft stream.
     ///
     /// # Errors
-    /// [`Error::Disconnected`] once the store has stopped.
-    pub fn deliver(&self, msg: RaftMessage) -> Result<()> {
+    /// See [`Inbound::deliver`].
+    pub fn deliver(&self, msg: RaftMessage) -> std::result::Result<(), DeliverError> {
         self.raftstore.deliver(msg)
     }
 
@@ -389,10 +437,10 @@ fn operator_command(resp: &RegionHeartbeatResponse) -> Option<RaftCmdRequest> {
 /// a bootstrap a crash interrupted.
 fn maybe_bootstrap_cluster(
     engines: &Engines,
-    store_id: u64,
-    address: &str,
+    store: &metapb::Store,
     client: &dyn SchedulerClient,
 ) -> Result<()> {
+    let store_id = store.id;
     let sched_err = |e: scheduler_client::Error| Error::Scheduler(e.to_string());
     let prepared = bootstrap::load_prepared_region(engines)?;
     if client.is_bootstrapped().map_err(sched_err)? {
@@ -421,12 +469,7 @@ fn maybe_bootstrap_cluster(
             region
         }
     };
-    let store = metapb::Store {
-        id: store_id,
-        address: address.to_string(),
-        state: metapb::StoreState::Up as i32,
-    };
-    match client.bootstrap(store, region.clone()) {
+    match client.bootstrap(store.clone(), region.clone()) {
         Ok(()) => bootstrap::clear_prepare_bootstrap_key(engines),
         Err(scheduler_client::Error::AlreadyBootstrapped) => {
             bootstrap::clear_prepare_bootstrap(engines, region.id)

@@ -29,6 +29,7 @@ use proto::raft_cmdpb::{
 };
 
 use crate::error::Error;
+use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, CmdResponse};
 use crate::router::Router;
 use crate::store::StoreMeta;
@@ -41,6 +42,7 @@ pub struct RaftStorage {
     router: Router,
     store_meta: Arc<RwLock<StoreMeta>>,
     timeout: Duration,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl RaftStorage {
@@ -49,12 +51,14 @@ impl RaftStorage {
         router: Router,
         store_meta: Arc<RwLock<StoreMeta>>,
         timeout: Duration,
+        metrics: Arc<StoreMetrics>,
     ) -> RaftStorage {
         RaftStorage {
             store_id,
             router,
             store_meta,
             timeout,
+            metrics,
         }
     }
 
@@ -105,12 +109,15 @@ impl RaftStorage {
         let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
         let (tx, rx) = crossbeam_channel::bounded(1);
         // The router answers the callback itself when it cannot deliver.
-        let _ = self.router.send_command(
+        let sent = self.router.send_command(
             req,
             Callback::new(move |r| {
                 let _ = tx.send(r);
             }),
         );
+        if let Err(Error::Busy(_)) = sent {
+            self.metrics.on_busy_command();
+        }
         let stopped = || {
             kv::Error::Unavailable(format!(
                 "region {region_id}: the store stopped before answering; the outcome is unknown"

@@ -19,6 +19,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv::{Engines, WriteBatch};
 
 use crate::config::Config;
+use crate::health::{StoreHealth, WorkerAlive};
+use crate::inbound::DropLog;
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, StoreMsg};
 use crate::peer::{Peer, PeerMsgHandler};
@@ -45,6 +47,9 @@ pub(crate) struct PollContext {
     pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,
     pub(crate) router: Router,
     pub(crate) metrics: Arc<StoreMetrics>,
+    pub(crate) health: Arc<StoreHealth>,
+    /// Counts and logs raft messages peers drop.
+    pub(crate) drops: Arc<DropLog>,
     /// Peers created by splits this round; the worker adopts them at the end of the round.
     pub(crate) new_peers: Vec<PeerFsm>,
 }
@@ -75,12 +80,15 @@ pub(crate) struct RaftWorker {
 impl RaftWorker {
     /// Runs until the router asks it to stop or every sender is gone.
     pub(crate) fn run(mut self) {
+        let health = self.ctx.health.clone();
+        let _alive = WorkerAlive(&health);
         let tick = self.ctx.cfg.raft_base_tick_interval;
         let store_hb = self.ctx.cfg.store_heartbeat_interval;
         let mut next_tick = Instant::now() + tick;
         let mut next_store_hb = Instant::now();
         let mut more_ready = false;
         loop {
+            health.on_worker_turn();
             let mut active = BTreeSet::new();
             let mut store_pending = false;
             let wait = if more_ready {

@@ -3,6 +3,12 @@
 //! Every mailbox is drained by the raft worker. Senders push into the mailbox and then post a
 //! [`Notify`] on the worker's single wake-up channel, so the worker sleeps on one channel yet
 //! drains per-region queues in batches.
+//!
+//! Back-pressure: what arrives from outside the store (raft messages from other stores, client
+//! commands) is refused once a mailbox holds `capacity` messages — a raft message is dropped
+//! (raft retransmits), a command is answered `ServerIsBusy`. The store's own messages (a
+//! snapshot applied, a split to propose, ...) are never refused: losing one would wedge the peer,
+//! and their number is bounded by the work the store itself scheduled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,6 +32,8 @@ pub(crate) enum Notify {
 
 struct RouterInner {
     mailboxes: RwLock<HashMap<u64, Sender<PeerMsg>>>,
+    /// Messages from outside the store a mailbox (and the store's own) may hold.
+    capacity: usize,
     store: Sender<StoreMsg>,
     notify: Sender<Notify>,
 }
@@ -49,12 +57,14 @@ pub(crate) struct RouterReceivers {
 }
 
 impl Router {
-    pub(crate) fn new() -> (Router, RouterReceivers) {
+    /// A router whose mailboxes refuse outside messages past `capacity` queued messages.
+    pub(crate) fn new(capacity: usize) -> (Router, RouterReceivers) {
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let (notify_tx, notify_rx) = crossbeam_channel::unbounded();
         let router = Router {
             inner: Arc::new(RouterInner {
                 mailboxes: RwLock::new(HashMap::new()),
+                capacity: capacity.max(1),
                 store: store_tx,
                 notify: notify_tx,
             }),
@@ -101,6 +111,7 @@ impl Router {
     ///
     /// # Errors
     /// [`Error::RegionNotFound`] with the message handed back when no such peer is registered,
+    /// [`Error::Busy`] when the message comes from outside the store and the mailbox is full,
     /// [`Error::Disconnected`] when the worker has stopped.
     pub fn send(&self, region_id: u64, msg: PeerMsg) -> std::result::Result<(), (Error, PeerMsg)> {
         let tx = {
@@ -114,6 +125,9 @@ impl Router {
                 None => return Err((Error::RegionNotFound(region_id), msg)),
             }
         };
+        if msg.from_outside() && tx.len() >= self.inner.capacity {
+            return Err((Error::Busy(region_id), msg));
+        }
         if let Err(e) = tx.send(msg) {
             return Err((Error::Disconnected(region_id), e.0));
         }
@@ -140,6 +154,7 @@ impl Router {
             Err((err, PeerMsg::RaftCommand { callback, .. })) => {
                 let copy = match &err {
                     Error::RegionNotFound(id) => Error::RegionNotFound(*id),
+                    Error::Busy(id) => Error::Busy(*id),
                     _ => Error::Disconnected(region_id),
                 };
                 callback.invoke_with_error(copy, 0);
@@ -153,6 +168,7 @@ impl Router {
     /// region has no peer here yet (the store may create one).
     ///
     /// # Errors
+    /// [`Error::Busy`] when the mailbox is full (the message is dropped),
     /// [`Error::Disconnected`] when the node has stopped.
     pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
         let region_id = msg.region_id;
@@ -174,8 +190,13 @@ impl Router {
     /// Sends `msg` to the store mailbox.
     ///
     /// # Errors
+    /// [`Error::Busy`] when a raft message finds the store mailbox full,
     /// [`Error::Disconnected`] when the node has stopped.
     pub fn send_store(&self, msg: StoreMsg) -> Result<()> {
+        if matches!(msg, StoreMsg::RaftMessage(_)) && self.inner.store.len() >= self.inner.capacity
+        {
+            return Err(Error::Busy(0));
+        }
         self.inner
             .store
             .send(msg)
@@ -198,7 +219,7 @@ mod tests {
 
     #[test]
     fn unknown_region_messages_reach_the_store_mailbox_2b() {
-        let (router, rx) = Router::new();
+        let (router, rx) = Router::new(16);
         let mailbox = router.register(7);
         router
             .send_raft_message(RaftMessage {
@@ -220,7 +241,7 @@ mod tests {
 
     #[test]
     fn undeliverable_commands_are_answered_2b() {
-        let (router, _rx) = Router::new();
+        let (router, _rx) = Router::new(16);
         let (tx, answered) = crossbeam_channel::bounded(1);
         let mut req = proto::raft_cmdpb::RaftCmdRequest::default();
         req.header = Some(proto::raft_cmdpb::RaftRequestHeader {
@@ -232,5 +253,45 @@ mod tests {
         let resp = answered.try_recv().unwrap();
         let err = resp.response.header.unwrap().error.unwrap();
         assert_eq!(err.region_not_found.unwrap().region_id, 9);
+    }
+
+    #[test]
+    fn full_mailboxes_refuse_outside_messages_only_2b() {
+        let (router, rx) = Router::new(2);
+        let _mailbox = router.register(7);
+        let raft = || PeerMsg::RaftMessage(Box::default());
+        router.send(7, raft()).unwrap();
+        router.send(7, raft()).unwrap();
+        assert!(matches!(router.send(7, raft()), Err((Error::Busy(7), _))));
+        // The store's own messages still go in: dropping one could wedge the peer.
+        let own = PeerMsg::SnapshotApplied {
+            index: 5,
+            result: Ok(()),
+        };
+        router.send(7, own).unwrap();
+        // A refused command is answered ServerIsBusy.
+        let (tx, answered) = crossbeam_channel::bounded(1);
+        let mut req = proto::raft_cmdpb::RaftCmdRequest::default();
+        req.header = Some(proto::raft_cmdpb::RaftRequestHeader {
+            region_id: 7,
+            ..Default::default()
+        });
+        let res = router.send_command(req, Callback::new(move |r| tx.send(r).unwrap()));
+        assert!(matches!(res, Err(Error::Busy(7))));
+        let err = answered.try_recv().unwrap().response.header.unwrap().error;
+        assert!(err.unwrap().server_is_busy.is_some());
+        // The store mailbox is bounded the same way for raft messages.
+        router
+            .send_store(StoreMsg::RaftMessage(Box::default()))
+            .unwrap();
+        router
+            .send_store(StoreMsg::RaftMessage(Box::default()))
+            .unwrap();
+        assert!(matches!(
+            router.send_store(StoreMsg::RaftMessage(Box::default())),
+            Err(Error::Busy(0))
+        ));
+        router.send_store(StoreMsg::HeartbeatTick).unwrap();
+        drop(rx);
     }
 }

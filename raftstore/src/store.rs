@@ -123,6 +123,10 @@ impl<'a> StoreMsgHandler<'a> {
                 .map(|()| region_id);
         }
         if !self.maybe_create_peer(&msg) {
+            // A snapshot nobody here will take: its files must not stay behind.
+            if let Ok((key, _)) = snap::snapshot_in_message(&msg) {
+                let _ = self.ctx.snap_mgr.delete(snap::SnapKind::Received, key);
+            }
             return None;
         }
         let _ = self.ctx.router.send_raft_message(msg);

@@ -90,6 +90,17 @@ pub enum Error {
         /// Total size announced by the meta.
         expected: u64,
     },
+    /// An incoming snapshot announces more bytes than this store accepts, or than its disk can
+    /// take while keeping its reserve free. Refused before any byte is written.
+    #[error("snapshot {key}: {size} bytes refused: {reason}")]
+    TooLarge {
+        /// The snapshot.
+        key: SnapKey,
+        /// Total size announced by the meta.
+        size: u64,
+        /// Which limit it passes.
+        reason: String,
+    },
     /// A receiver is used again after it reported an error; drop it and start over.
     #[error("snapshot {key}: receive already failed")]
     Aborted {

@@ -46,6 +46,11 @@ pub struct SnapConfig {
     pub max_concurrent_sends: usize,
     /// Concurrent incoming transfers; more is [`Error::Busy`].
     pub max_concurrent_recvs: usize,
+    /// Largest snapshot a store receives, in bytes; larger is [`Error::TooLarge`].
+    pub max_snapshot_size: u64,
+    /// Free space an incoming snapshot must leave on the disk, in bytes: one that would eat
+    /// into it is [`Error::TooLarge`] (the store's disk reserve).
+    pub keep_free: u64,
 }
 
 impl Default for SnapConfig {
@@ -53,6 +58,8 @@ impl Default for SnapConfig {
         SnapConfig {
             max_concurrent_sends: 4,
             max_concurrent_recvs: 4,
+            max_snapshot_size: 4 << 30,
+            keep_free: 0,
         }
     }
 }
@@ -166,6 +173,32 @@ impl Inner {
 }
 
 impl SnapManager {
+    /// Whether an incoming snapshot of `size` bytes may be received: within
+    /// `max_snapshot_size`, and leaving `keep_free` bytes free on the disk.
+    pub(crate) fn check_room(&self, key: SnapKey, size: u64) -> Result<()> {
+        let config = &self.inner.config;
+        if size > config.max_snapshot_size {
+            return Err(Error::TooLarge {
+                key,
+                size,
+                reason: format!("over max_snapshot_size ({})", config.max_snapshot_size),
+            });
+        }
+        let available = kv::disk::available_space(&self.inner.dir)
+            .map_err(io_err("statvfs", &self.inner.dir))?;
+        if size.saturating_add(config.keep_free) > available {
+            return Err(Error::TooLarge {
+                key,
+                size,
+                reason: format!(
+                    "{available} bytes free, and {} must stay free",
+                    config.keep_free
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Opens (creating if needed) the snapshot directory `dir` and removes what a crash left
     /// behind: `.tmp` and `.ingest` files, and CF files of snapshots without a complete meta.
     /// Complete snapshots are kept: a peer that crashed while applying one needs it again.

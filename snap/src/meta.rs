@@ -65,7 +65,10 @@ pub(crate) fn cf_file(cf: Cf, size: u64, checksum: [u8; 16]) -> SnapshotCfFile {
 
 /// Total size of the CF files `meta` lists.
 pub fn meta_total_size(meta: &SnapshotMeta) -> u64 {
-    meta.cf_files.iter().map(|f| f.size).sum()
+    // Sizes come from the network: a forged meta must not overflow the sum.
+    meta.cf_files
+        .iter()
+        .fold(0u64, |total, f| total.saturating_add(f.size))
 }
 
 /// Lowercase hex of a digest, for error messages and logs.

@@ -309,8 +309,11 @@ impl SnapManager {
 
     /// Starts receiving snapshot `key` described by `meta` (from the first chunk's message):
     /// registers it as `Receiving` ([`Error::Busy`] past the limit) and replaces any idle
-    /// received snapshot with the same key.
+    /// received snapshot with the same key. A snapshot over `max_snapshot_size`, or one the
+    /// disk cannot take while keeping `keep_free` bytes free, is [`Error::TooLarge`] before a
+    /// byte is written.
     pub fn receive(&self, key: SnapKey, meta: &SnapshotMeta) -> Result<SnapReceiver> {
+        self.check_room(key, meta_total_size(meta))?;
         let entries = validate(key, meta)?
             .into_iter()
             .filter(|e| e.size > 0)

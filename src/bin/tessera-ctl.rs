@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success, 1 key not found (`get`), 2 bad usage, 3 the server rejected the
 //! request (or the transaction conflicted or was aborted), 4 the server or the scheduler could
-//! not be reached or the RPC failed.
+//! not be reached or the RPC failed, 5 the store's disk is full (writes refused until space
+//! returns).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -91,6 +92,8 @@ impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Client(e) | Failure::Txn(TxnError::Client(e)) => exit_code(e),
+            Failure::Cluster(ClusterError::DiskFull { .. })
+            | Failure::Txn(TxnError::Cluster(ClusterError::DiskFull { .. })) => 5,
             Failure::Cluster(ClusterError::Server(_)) => 3,
             Failure::Cluster(_) => 4,
             Failure::Txn(TxnError::Cluster(ClusterError::Server(_))) => 3,
@@ -186,6 +189,7 @@ async fn run_txn(addr: Option<&str>, scheduler: &str, cmd: TxnCmd) -> Result<u8,
 fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::Server(_) | ClientError::Region(_) => 3,
+        ClientError::DiskFull(_) => 5,
         ClientError::Connect { .. } | ClientError::Rpc(_) => 4,
     }
 }

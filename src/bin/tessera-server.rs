@@ -1,4 +1,8 @@
 //! `tessera-server`: serves the TinyKv gRPC API and the HTTP gateway over a storage engine.
+//!
+//! It prints the addresses it listens on, one per line on stdout, once it serves:
+//! `grpc ADDR`, then `peer ADDR` (raft engine only), then `http ADDR`. Any panic stops the
+//! process (see [`tessera::install_fail_stop_hook`]); so does a store that cannot go on.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,9 +14,16 @@ use tessera::config::{Config, EngineKind};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// gRPC listen address [default: 127.0.0.1:20160]
+    /// gRPC listen address for clients [default: 127.0.0.1:20160]
     #[arg(long)]
     addr: Option<String>,
+    /// gRPC listen address for the other stores: raft and snapshots (raft engine)
+    /// [default: 127.0.0.1:20170]
+    #[arg(long)]
+    peer_addr: Option<String>,
+    /// File holding the cluster token every store of the cluster shares (first line)
+    #[arg(long)]
+    cluster_token_file: Option<PathBuf>,
     /// HTTP gateway listen address [default: 127.0.0.1:20180]
     #[arg(long)]
     status_addr: Option<String>,
@@ -38,6 +49,13 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     if let Some(v) = args.addr {
         config.addr = v;
     }
+    if let Some(v) = args.peer_addr {
+        config.peer_addr = v;
+    }
+    if let Some(v) = args.cluster_token_file {
+        config.security.cluster_token = String::new();
+        config.security.cluster_token_file = Some(v);
+    }
     if let Some(v) = args.status_addr {
         config.status_addr = v;
     }
@@ -57,11 +75,15 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
 async fn main() -> anyhow::Result<()> {
     let config = load_config(Args::parse())?;
     tessera::init_tracing(&config.log_level);
+    tessera::install_fail_stop_hook("tessera-server");
     let server = tessera::server::start(&config).await?;
     // Scripts (make run, tests) read these two lines to find the bound addresses. A closed
     // stdout must not take the server down, so write errors are ignored.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "grpc {}", server.addr);
+    if let Some(peer) = server.peer_addr {
+        let _ = writeln!(out, "peer {peer}");
+    }
     let _ = writeln!(out, "http {}", server.status_addr);
     let _ = out.flush();
     let stopper = server.stopper();

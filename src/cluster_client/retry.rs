@@ -29,6 +29,15 @@ pub enum ClusterError {
     /// A store rejected the request (bad input, engine error); retrying would not help.
     #[error("server error: {0}")]
     Server(String),
+    /// The region's leader is on a store whose disk is below its free-space reserve: writes are
+    /// refused until space returns (reads still work).
+    #[error("disk full on store(s) {store_ids:?}: {message}")]
+    DiskFull {
+        /// The stores that refused.
+        store_ids: Vec<u64>,
+        /// The store's message.
+        message: String,
+    },
     /// No store served the request before the deadline.
     #[error(
         "{op} {key:?}: gave up after {attempts} attempts in {elapsed:.1?}; last tried: {tried}"

@@ -121,6 +121,7 @@ impl Cluster {
             id,
             address: format!("store-{id}"),
             state: metapb::StoreState::Up as i32,
+            peer_address: format!("store-{id}-peer"),
         };
         self.scheduler
             .bootstrap(store(ids[0]), regions[0].clone())

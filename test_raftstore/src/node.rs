@@ -93,6 +93,7 @@ impl Simulator for NodeSimulator {
             Arc::new(self.transport.clone()),
             self.scheduler.clone(),
             format!("store-{store_id}"),
+            format!("store-{store_id}-peer"),
         )?;
         assert_eq!(node.store_id(), store_id, "engines belong to another store");
         self.transport.register(

@@ -12,6 +12,7 @@ mod raft_engine_2b;
 mod raft_grpc_2b;
 mod routing_2b;
 mod scheduler_3c;
+mod setup_1;
 mod txn_4c;
 mod txn_regions_4c;
 mod util;

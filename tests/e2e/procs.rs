@@ -19,6 +19,9 @@ use tokio::task::block_in_place;
 /// raft log compacted every 50 entries: a store that misses a few hundred writes can only catch
 /// up by snapshot.
 const STORE_CONFIG: &str = "\
+[storage]
+reserve_space = \"16MiB\"
+
 [raftstore]
 raft_base_tick_interval_ms = 50
 raft_election_timeout_ticks = 10
@@ -146,6 +149,8 @@ pub struct Store {
     data_dir: PathBuf,
     log: PathBuf,
     grpc: String,
+    /// Where other stores send it raft messages and snapshots (with the cluster token).
+    pub peer: String,
     pub http: SocketAddr,
     proc: Option<Proc>,
 }
@@ -232,6 +237,16 @@ impl Cluster {
             1,
         );
         std::fs::write(dir.path().join("tessera.toml"), config).unwrap();
+        // Unguessable enough for a test: the process id and the time.
+        let token = format!(
+            "test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        std::fs::write(dir.path().join("cluster-token"), token).unwrap();
         let mut cluster = Cluster {
             scheduler: field(&lines[0], "scheduler"),
             scheduler_proc: Some(sched),
@@ -253,6 +268,7 @@ impl Cluster {
             log: self.dir.path().join(format!("{name}.log")),
             name,
             grpc: "127.0.0.1:0".to_string(),
+            peer: "127.0.0.1:0".to_string(),
             http: "127.0.0.1:0".parse().unwrap(),
             proc: None,
         });
@@ -267,9 +283,10 @@ impl Cluster {
     /// up again.
     pub fn run_store(&mut self, i: usize) {
         let config = self.dir.path().join("tessera.toml");
+        let token = self.token_file();
         let s = &mut self.stores[i];
         assert!(s.proc.is_none(), "{} already runs", s.name);
-        let args = |grpc: &str, http: &str| -> Vec<String> {
+        let args = |grpc: &str, peer: &str, http: &str| -> Vec<String> {
             [
                 "--config",
                 &config.display().to_string(),
@@ -279,8 +296,12 @@ impl Cluster {
                 &self.scheduler,
                 "--addr",
                 grpc,
+                "--peer-addr",
+                peer,
                 "--status-addr",
                 http,
+                "--cluster-token-file",
+                &token.display().to_string(),
                 "--data-dir",
                 &s.data_dir.display().to_string(),
             ]
@@ -289,20 +310,37 @@ impl Cluster {
             .collect()
         };
         let bin = env!("CARGO_BIN_EXE_tessera-server");
-        let (proc, lines) = match try_spawn(bin, &args(&s.grpc, &s.http.to_string()), &s.log, 2) {
+        let addrs = args(&s.grpc, &s.peer, &s.http.to_string());
+        let (proc, lines) = match try_spawn(bin, &addrs, &s.log, 3) {
             Ok(started) => started,
             Err(e) if e.contains("cannot listen") => {
                 eprintln!(
                     "{}: its address was taken, moving to new ports: {e}",
                     s.name
                 );
-                spawn(bin, &args("127.0.0.1:0", "127.0.0.1:0"), &s.log, 2)
+                spawn(
+                    bin,
+                    &args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"),
+                    &s.log,
+                    3,
+                )
             }
             Err(e) => panic!("{e}"),
         };
         s.grpc = field(&lines[0], "grpc");
-        s.http = field(&lines[1], "http").parse().unwrap();
+        s.peer = field(&lines[1], "peer");
+        s.http = field(&lines[2], "http").parse().unwrap();
         s.proc = Some(proc);
+    }
+
+    /// The file holding the cluster token every store of this cluster is started with.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.path().join("cluster-token")
+    }
+
+    /// The cluster token every store of this cluster is started with.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file()).expect("read the cluster token")
     }
 
     /// SIGKILL to store `i`.

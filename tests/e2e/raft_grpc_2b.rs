@@ -1,5 +1,6 @@
 //! Three raftstores that talk only over gRPC on loopback: `ServerTransport` carries their raft
-//! messages, `RaftKvService` receives them. Writes go through the leader; after the leader
+//! messages to each other's peer ports, where `PeerService` receives them; clients use the
+//! client ports. Writes go through the leader; after the leader
 //! stops, the other two elect a new one that serves every acknowledged write.
 
 use std::path::Path;
@@ -12,7 +13,8 @@ use proto::tinykvpb::tiny_kv_server::TinyKvServer;
 use raftstore::RaftstoreHandle;
 use scheduler_client::SchedulerClient;
 use tessera::client::{ClientError, RawClient};
-use tessera::raft_server::{RaftKvService, ServerTransport};
+use tessera::peer_service::{ClusterToken, PeerService};
+use tessera::raft_server::ServerTransport;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -20,19 +22,22 @@ use tonic::transport::server::TcpIncoming;
 struct Store {
     id: u64,
     addr: String,
+    peer_addr: String,
     /// The store's engines, shared with its raftstore, for inspection.
     engines: Engines,
     handle: RaftstoreHandle,
     _never: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    peer_server: tokio::task::JoinHandle<()>,
 }
 
-/// Starts bootstrapped store `id` from its directory under `dir`, serving on `listener`.
+/// Starts bootstrapped store `id` from its directory under `dir`, serving clients on
+/// `listener` and other stores on `peer_listener`.
 fn start_store(
     dir: &Path,
     id: u64,
     cfg: raftstore::Config,
-    listener: TcpListener,
+    (listener, peer_listener): (TcpListener, TcpListener),
     sched: &Arc<dyn SchedulerClient>,
 ) -> Store {
     let engines = Engines::open(&dir.join(format!("store-{id}"))).unwrap();
@@ -41,6 +46,7 @@ fn start_store(
     let transport = Arc::new(ServerTransport::new(
         tokio::runtime::Handle::current(),
         sched.clone(),
+        ClusterToken::default(),
     ));
     let handle = raftstore::start_raftstore(
         cfg,
@@ -55,7 +61,22 @@ fn start_store(
     let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
     // Never set: these stores stop by crashing (see stop_store).
     let (_never, stop) = watch::channel(false);
-    let service = RaftKvService::new(KvService::new(raw), handle.router().clone(), snap_mgr, stop);
+    let service = KvService::new(raw);
+    let peer_service = PeerService::new(
+        handle.inbound().clone(),
+        snap_mgr,
+        ClusterToken::default(),
+        stop,
+    );
+    let peer_addr = peer_listener.local_addr().unwrap().to_string();
+    let peer_incoming = TcpIncoming::from(peer_listener).with_nodelay(Some(true));
+    let peer_server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TinyKvServer::new(peer_service))
+            .serve_with_incoming(peer_incoming)
+            .await
+            .expect("store peer server");
+    });
     let addr = listener.local_addr().unwrap().to_string();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(async move {
@@ -68,9 +89,11 @@ fn start_store(
     Store {
         id,
         addr,
+        peer_addr,
         engines,
         handle,
         server,
+        peer_server,
         _never,
     }
 }
@@ -97,16 +120,18 @@ async fn start_cluster(
     let mut listeners = Vec::new();
     for &id in &ids {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let store = metapb::Store {
             id,
             address: listener.local_addr().unwrap().to_string(),
             state: metapb::StoreState::Up as i32,
+            peer_address: peer_listener.local_addr().unwrap().to_string(),
         };
         if id == ids[0] {
             sched.bootstrap(store.clone(), region.clone()).unwrap();
         }
         sched.put_store(store).unwrap();
-        listeners.push(listener);
+        listeners.push((listener, peer_listener));
     }
     let mut stores = Vec::new();
     for (&id, listener) in ids.iter().zip(listeners) {
@@ -183,7 +208,9 @@ async fn stop_store(s: Store) {
         .await
         .unwrap();
     s.server.abort();
+    s.peer_server.abort();
     let _ = s.server.await;
+    let _ = s.peer_server.await;
 }
 
 /// A follower down while the log is compacted catches up through a snapshot streamed over
@@ -202,7 +229,7 @@ async fn follower_catches_up_by_snapshot_over_grpc_2c() {
     let leader = put_via_leader(&stores, b"k000000", b"v000000", deadline).await;
     let follower = (leader + 1) % stores.len();
     let down = stores.remove(follower);
-    let (id, addr) = (down.id, down.addr.clone());
+    let (id, addr, peer_addr) = (down.id, down.addr.clone(), down.peer_addr.clone());
     let region_id = down
         .handle
         .store_meta()
@@ -245,7 +272,8 @@ async fn follower_catches_up_by_snapshot_over_grpc_2c() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let listener = TcpListener::bind(&addr).await.unwrap();
-    let back = start_store(dir.path(), id, cfg, listener, &sched);
+    let peer_listener = TcpListener::bind(&peer_addr).await.unwrap();
+    let back = start_store(dir.path(), id, cfg, (listener, peer_listener), &sched);
     let deadline = Instant::now() + Duration::from_secs(20 + writes / 1000);
     loop {
         let have = (0..writes).all(|i| {

@@ -6,9 +6,13 @@ use proto::raft_serverpb::RaftMessage;
 use protobuf::Message as _;
 
 use super::Peer;
+use crate::inbound::DropReason;
 use crate::msg::PeerMsg;
 use crate::raft_worker::PollContext;
 use crate::scheduler_worker::SchedulerTask;
+
+/// Senders outside the region's peer list a peer remembers at most (peers being added).
+const MAX_EXTRA_PEERS: usize = 8;
 
 /// Handles messages for one peer within one raft worker batch.
 pub(crate) struct PeerMsgHandler<'a> {
@@ -50,46 +54,86 @@ impl<'a> PeerMsgHandler<'a> {
             .as_ref()
             .is_some_and(|p| p.id == peer_id && p.store_id == self.ctx.store_id);
         if !to_ok {
-            let newer = msg
-                .to_peer
-                .as_ref()
-                .is_some_and(|p| p.store_id == self.ctx.store_id && p.id > peer_id);
-            if newer && self.peer.applying_snapshot.is_none() {
-                // The region has a newer peer on this store: this one was removed without
-                // learning it. Make way; the next message creates the new peer.
-                tracing::info!(region_id, peer_id, to = ?msg.to_peer, "stale peer; destroying");
+            if self.proves_stale(&msg) && self.peer.applying_snapshot.is_none() {
+                // The region moved on to a newer membership with another peer on this store:
+                // this one was removed without learning it. Make way; the next message creates
+                // the new peer.
+                tracing::info!(region_id, peer_id, to = ?msg.to_peer, epoch = ?msg.region_epoch,
+                    "stale peer; destroying");
                 self.destroy();
                 return;
             }
-            tracing::warn!(region_id, peer_id, to = ?msg.to_peer, "raft message for another peer; dropped");
+            self.drop_message(
+                DropReason::WrongPeer,
+                &format!("for peer {:?}, this store's peer is {peer_id}", msg.to_peer),
+            );
             return;
         }
         if msg.is_tombstone {
-            // Peer destruction arrives with conf change (next issue); until then a tombstone
-            // message can only be stale.
+            // No store sends tombstones yet: removed peers learn it from newer messages.
             return;
         }
         let m = match eraftpb::Message::parse_from_bytes(&msg.message) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(region_id, peer_id, error = %e, "undecodable raft message; dropped");
+                self.drop_message(DropReason::BadRaftMessage, &e.to_string());
                 return;
             }
         };
-        if m.get_msg_type() == eraftpb::MessageType::MsgSnapshot
-            && !self.check_incoming_snapshot(&msg)
-        {
-            return;
-        }
-        if let Some(from) = msg.from_peer {
-            // Replies must reach a sender the region does not list yet (a peer being added).
-            if self.peer.find_peer(from.id).is_none() {
-                self.peer.extra_peers.push(from);
+        if m.get_msg_type() == eraftpb::MessageType::MsgSnapshot {
+            if let Err(why) = self.check_incoming_snapshot(&msg, &m) {
+                self.drop_message(DropReason::BadSnapshot, &why);
+                self.discard_received_snapshot(&msg);
+                return;
             }
         }
-        if let Err(e) = self.peer.raft_group.step(m) {
-            tracing::debug!(region_id, peer_id, error = %e, "raft refused a message");
+        if let Some(from) = msg.from_peer {
+            self.maybe_remember_sender(from, &msg);
         }
+        if let Err(e) = self.peer.raft_group.step(m) {
+            self.drop_message(DropReason::RaftRefused, &e.to_string());
+        }
+    }
+
+    /// Whether `msg`, addressed to another peer of this region on this store, proves this peer
+    /// stale: it comes from a membership newer than the one this peer knows (a greater
+    /// `conf_ver`) in which this store holds a different, newer peer. A region has at most one
+    /// peer per store, so that membership excludes this one. A peer id alone proves nothing.
+    fn proves_stale(&self, msg: &RaftMessage) -> bool {
+        let Some(to) = msg.to_peer else {
+            return false;
+        };
+        if to.store_id != self.ctx.store_id || to.id <= self.peer.meta.id {
+            return false;
+        }
+        let local = self.peer.region().region_epoch.unwrap_or_default();
+        let theirs = msg.region_epoch.unwrap_or_default();
+        theirs.conf_ver > local.conf_ver
+    }
+
+    /// Remembers a sender the region does not list yet (a peer being added), so replies reach
+    /// it. Only for a membership at least as new as ours, and only a few: what arrives here
+    /// passed the store's checks but still comes from the network.
+    fn maybe_remember_sender(&mut self, from: proto::metapb::Peer, msg: &RaftMessage) {
+        if self.peer.find_peer(from.id).is_some() {
+            return;
+        }
+        let local = self.peer.region().region_epoch.unwrap_or_default();
+        let theirs = msg.region_epoch.unwrap_or_default();
+        if theirs.conf_ver < local.conf_ver {
+            return;
+        }
+        if self.peer.extra_peers.len() >= MAX_EXTRA_PEERS {
+            self.peer.extra_peers.remove(0);
+        }
+        self.peer.extra_peers.push(from);
+    }
+
+    /// Counts and (rate-limited) logs a raft message this peer drops.
+    pub(super) fn drop_message(&self, reason: DropReason, detail: &str) {
+        self.ctx
+            .drops
+            .record(&self.ctx.metrics, self.peer.region_id, reason, detail);
     }
 
     fn on_tick(&mut self) {

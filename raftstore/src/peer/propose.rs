@@ -1,6 +1,7 @@
 //! Proposing commands: the checks a command must pass on the leader (store, peer, leadership,
-//! term, epoch, key range), writes proposed as log entries, and reads started as ReadIndex
-//! requests that never touch the log.
+//! term, epoch, key range), writes proposed as log entries (refused with `DiskFull` while the
+//! store's disk is below its reserve), and reads started as ReadIndex requests that never touch
+//! the log.
 
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
@@ -23,6 +24,14 @@ impl PeerMsgHandler<'_> {
         }
         if util::is_read_only(&req) {
             self.propose_read(req, cb);
+        } else if self.ctx.health.disk_full() {
+            // Reads and admin commands (log compaction frees space) go on; new data waits.
+            cb.invoke_with_error(
+                Error::DiskFull {
+                    store_id: self.ctx.store_id,
+                },
+                term,
+            );
         } else {
             self.propose_write(&req, cb);
         }

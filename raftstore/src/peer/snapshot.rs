@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use kv::{keys, WriteBatch};
 use prost::Message as _;
-use proto::metapb;
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
 };
 use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use proto::{eraftpb, metapb};
 use raft::{ProgressState, SnapshotStatus};
 use snap::{SnapKey, SnapKind};
 
@@ -45,31 +45,82 @@ pub(crate) fn compact_target(
 }
 
 impl PeerMsgHandler<'_> {
-    /// Whether an incoming snapshot message may reach raft.
-    pub(super) fn check_incoming_snapshot(&self, msg: &RaftMessage) -> bool {
+    /// Whether an incoming snapshot message `m` (in `msg`) may reach raft. A snapshot replaces
+    /// the replica's data, so it is taken only when it is what a leader this peer follows would
+    /// send: from the leader raft knows at the current term (a snapshot is never how a new
+    /// leader makes itself known: its heartbeats come first, and a dropped snapshot is simply
+    /// sent again), for this region and this peer, of a region epoch no older than ours, with
+    /// its files here and verified, and overlapping no other region of this store. Raft then
+    /// refuses one that is not newer than what it has committed.
+    ///
+    /// # Errors
+    /// Why the snapshot is refused.
+    pub(super) fn check_incoming_snapshot(
+        &self,
+        msg: &RaftMessage,
+        m: &eraftpb::Message,
+    ) -> Result<(), String> {
         let region_id = self.peer.region_id;
-        let (key, data) = match snap::snapshot_in_message(msg) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(region_id, error = %e, "bad snapshot message; dropped");
-                return false;
-            }
-        };
-        if !self.ctx.snap_mgr.exists(SnapKind::Received, key) {
-            tracing::warn!(region_id, %key, "snapshot message without its files; dropped");
-            return false;
+        let (key, data) = snap::snapshot_in_message(msg).map_err(|e| e.to_string())?;
+        let raft = self.peer.raft_group.raft();
+        if m.term != raft.term() || m.from != raft.leader_id() || m.from == raft::INVALID_ID {
+            return Err(format!(
+                "snapshot {key} from peer {} at term {}, but this peer follows {} at term {}",
+                m.from,
+                m.term,
+                raft.leader_id(),
+                raft.term()
+            ));
         }
         let region = data.region.unwrap_or_default();
+        if region.id != region_id {
+            return Err(format!("snapshot {key} holds region {}", region.id));
+        }
+        let me = self.peer.meta;
+        if !region
+            .peers
+            .iter()
+            .any(|p| p.id == me.id && p.store_id == me.store_id)
+        {
+            return Err(format!(
+                "snapshot {key} of a membership without this peer ({:?})",
+                region.peers
+            ));
+        }
+        let local = self.peer.region().region_epoch.unwrap_or_default();
+        let theirs = region.region_epoch.unwrap_or_default();
+        if theirs.conf_ver < local.conf_ver || theirs.version < local.version {
+            return Err(format!(
+                "snapshot {key} has epoch {theirs:?}, older than ours {local:?}"
+            ));
+        }
+        if !self.ctx.snap_mgr.exists(SnapKind::Received, key) {
+            return Err(format!("snapshot {key} without its files"));
+        }
         let meta = self
             .ctx
             .store_meta
             .read()
             .unwrap_or_else(|e| e.into_inner());
         if meta.overlaps(region_id, &region.start_key, &region.end_key) {
-            tracing::info!(region_id, %key, "snapshot overlaps another region here; dropped");
-            return false;
+            return Err(format!("snapshot {key} overlaps another region here"));
         }
-        true
+        Ok(())
+    }
+
+    /// Deletes the files of a refused incoming snapshot, unless they are the ones this peer is
+    /// applying (a refused copy must not pull them from under a retried apply).
+    pub(super) fn discard_received_snapshot(&self, msg: &RaftMessage) {
+        let Ok((key, _)) = snap::snapshot_in_message(msg) else {
+            return;
+        };
+        if self.peer.applying_snapshot == Some(key) {
+            return;
+        }
+        if let Err(e) = self.ctx.snap_mgr.delete(SnapKind::Received, key) {
+            tracing::debug!(region_id = key.region_id, %key, error = %e,
+                "refused snapshot not deleted; gc will");
+        }
     }
 
     /// Hands an installed snapshot's data to the region worker.

@@ -138,6 +138,7 @@ fn concurrent_sends_and_receives_are_bounded_2c() {
     let store = Store::with_config(SnapConfig {
         max_concurrent_sends: 2,
         max_concurrent_recvs: 3,
+        ..SnapConfig::default()
     });
     fill(&store, "c", 10, 10, 52);
     let keys: Vec<SnapKey> = (1..=3).map(|i| SnapKey::new(i, 1, 5)).collect();
@@ -315,4 +316,50 @@ fn restart_and_gc_remove_crash_leftovers_2c() {
     std::fs::copy(&real_sst, store.cf_file(GEN, orphan, Cf::Default)).unwrap();
     assert_eq!(store.mgr.gc(|_, _| false).unwrap(), vec![(GEN, orphan)]);
     assert_eq!(store.snap_files(), expected);
+}
+
+#[test]
+fn oversized_or_unfitting_snapshots_are_refused_before_a_byte_is_written_2c() {
+    use proto::raft_serverpb::{SnapshotCfFile, SnapshotMeta};
+    let announce = |size: u64| SnapshotMeta {
+        cf_files: vec![SnapshotCfFile {
+            cf: "default".into(),
+            size,
+            checksum: vec![0; 16],
+        }],
+    };
+    let store = Store::with_config(SnapConfig {
+        max_snapshot_size: 1 << 20,
+        ..SnapConfig::default()
+    });
+    let key = SnapKey::new(9, 5, 100);
+    // 1 TiB announced: refused outright, nothing on disk, nothing registered.
+    let err = store.mgr.receive(key, &announce(1 << 40)).err().unwrap();
+    assert!(
+        matches!(err, Error::TooLarge { size, .. } if size == 1 << 40),
+        "{err}"
+    );
+    // Sizes that overflow when added up are refused too, not wrapped around.
+    let mut twice = announce(u64::MAX);
+    twice.cf_files.push(SnapshotCfFile {
+        cf: "write".into(),
+        size: 2,
+        checksum: vec![0; 16],
+    });
+    assert!(matches!(
+        store.mgr.receive(key, &twice),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(std::fs::read_dir(store.snap_dir()).unwrap().count(), 0);
+    assert_eq!(store.mgr.state(SnapKind::Received, key), None);
+    // Within the size limit, but the disk must keep more free than it has.
+    let store = Store::with_config(SnapConfig {
+        keep_free: u64::MAX / 2,
+        ..SnapConfig::default()
+    });
+    let err = store.mgr.receive(key, &announce(1024)).err().unwrap();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    // A snapshot that fits is taken.
+    let store = Store::with_config(SnapConfig::default());
+    assert!(store.mgr.receive(key, &announce(1024)).is_ok());
 }

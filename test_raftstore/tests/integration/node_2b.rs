@@ -26,6 +26,7 @@ fn start(dir: &std::path::Path, sched: &Arc<MockSchedulerClient>, t: &MockTransp
         Arc::new(t.clone()),
         sched.clone(),
         "127.0.0.1:0".to_string(),
+        "127.0.0.1:0".to_string(),
     )
     .unwrap();
     t.register(node.store_id(), node.raftstore().router().clone(), snap_mgr);

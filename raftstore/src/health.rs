@@ -1,0 +1,160 @@
+//! [`StoreHealth`]: what the status endpoints report about a store, kept by the store itself.
+//!
+//! - Liveness: the raft worker stamps the time at every turn of its loop (it turns at least once
+//!   a raft tick), and marks itself gone when its thread ends, however it ends. A worker that
+//!   stopped turning — gone, or stuck — makes the store not live.
+//! - Disk: whether the store's free space is below its reserve (see `disk`), in which case it
+//!   refuses new writes.
+//!
+//! Apply runs in the raft worker, so one stamp covers both.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Shared health of one store.
+#[derive(Debug)]
+pub struct StoreHealth {
+    start: Instant,
+    /// Milliseconds since `start` at the raft worker's last turn.
+    last_turn_ms: AtomicU64,
+    worker_running: AtomicBool,
+    disk_full: AtomicBool,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            start: Instant::now(),
+            last_turn_ms: AtomicU64::new(0),
+            worker_running: AtomicBool::new(false),
+            disk_full: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Why a store is not live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotLive {
+    /// The raft worker thread has ended (stopped, or died).
+    WorkerGone,
+    /// The raft worker has not turned its loop for this long.
+    WorkerStuck(Duration),
+}
+
+impl std::fmt::Display for NotLive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotLive::WorkerGone => f.write_str("the raft worker has stopped"),
+            NotLive::WorkerStuck(d) => write!(f, "the raft worker has not run for {d:?}"),
+        }
+    }
+}
+
+impl StoreHealth {
+    /// The raft worker turned its loop.
+    pub(crate) fn on_worker_turn(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_turn_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The raft worker started (`true`) or its thread is ending (`false`).
+    pub(crate) fn set_worker_running(&self, running: bool) {
+        if running {
+            self.on_worker_turn();
+        }
+        self.worker_running.store(running, Ordering::Release);
+    }
+
+    /// Records whether the disk is below its reserve.
+    pub fn set_disk_full(&self, full: bool) {
+        self.disk_full.store(full, Ordering::Release);
+    }
+
+    /// Whether the disk is below its reserve (new writes are refused).
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
+    }
+
+    /// Whether the raft worker runs and turned its loop within `stuck_after`.
+    ///
+    /// # Errors
+    /// [`NotLive`] saying what is wrong.
+    pub fn check_live(&self, stuck_after: Duration) -> Result<(), NotLive> {
+        if !self.worker_running.load(Ordering::Acquire) {
+            return Err(NotLive::WorkerGone);
+        }
+        let now = self.start.elapsed().as_millis() as u64;
+        let idle =
+            Duration::from_millis(now.saturating_sub(self.last_turn_ms.load(Ordering::Relaxed)));
+        if idle > stuck_after {
+            return Err(NotLive::WorkerStuck(idle));
+        }
+        Ok(())
+    }
+}
+
+/// Marks the raft worker gone when dropped: at the end of its thread, by return or by panic.
+pub(crate) struct WorkerAlive<'a>(pub(crate) &'a StoreHealth);
+
+impl Drop for WorkerAlive<'_> {
+    fn drop(&mut self) {
+        self.0.set_worker_running(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_follows_the_worker_2b() {
+        let h = StoreHealth::default();
+        assert_eq!(
+            h.check_live(Duration::from_secs(1)),
+            Err(NotLive::WorkerGone)
+        );
+        {
+            h.set_worker_running(true);
+            let _alive = WorkerAlive(&h);
+            assert_eq!(h.check_live(Duration::from_secs(1)), Ok(()));
+        }
+        assert_eq!(
+            h.check_live(Duration::from_secs(1)),
+            Err(NotLive::WorkerGone)
+        );
+    }
+
+    #[test]
+    fn a_worker_that_stops_turning_is_stuck_2b() {
+        let start = Instant::now()
+            .checked_sub(Duration::from_secs(10))
+            .expect("the monotonic clock has run for more than 10 s");
+        let h = StoreHealth {
+            start,
+            ..StoreHealth::default()
+        };
+        h.set_worker_running(true);
+        assert_eq!(h.check_live(Duration::from_secs(1)), Ok(()));
+        h.last_turn_ms.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            h.check_live(Duration::from_secs(1)),
+            Err(NotLive::WorkerStuck(d)) if d >= Duration::from_secs(9)
+        ));
+    }
+
+    #[test]
+    fn a_panicking_worker_is_not_live_2b() {
+        let h = std::sync::Arc::new(StoreHealth::default());
+        let h2 = h.clone();
+        let t = std::thread::spawn(move || {
+            h2.set_worker_running(true);
+            let _alive = WorkerAlive(&h2);
+            panic!("worker dies");
+        });
+        assert!(t.join().is_err());
+        assert_eq!(
+            h.check_live(Duration::from_secs(60)),
+            Err(NotLive::WorkerGone)
+        );
+    }
+}
