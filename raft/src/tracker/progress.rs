@@ -40,6 +40,10 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     pub(crate) ins: Inflights,
     pub(crate) is_learner: bool,
+    /// The follower holds no configuration (an empty joiner: it refused the
+    /// base of the leader's log), so only a snapshot, which carries one, can
+    /// catch it up — even when the leader's log still starts at index 1.
+    pub(crate) needs_snapshot: bool,
 }
 
 impl Progress {
@@ -54,6 +58,7 @@ impl Progress {
             recent_active: false,
             ins: Inflights::new(ins_size),
             is_learner: false,
+            needs_snapshot: false,
         }
     }
 
@@ -135,6 +140,8 @@ impl Progress {
         let updated = self.matched < n;
         if updated {
             self.matched = n;
+            // An acknowledged index proves the follower holds a configuration.
+            self.needs_snapshot = false;
             self.resume();
         }
         self.next_idx = self.next_idx.max(n + 1);

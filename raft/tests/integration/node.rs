@@ -142,9 +142,7 @@ impl Node {
     }
 
     fn snapshot_base(&self) -> u64 {
-        self.storage
-            .snapshot(0, 0)
-            .map_or(0, |s| s.get_metadata().index)
+        self.storage.last_snapshot().get_metadata().index
     }
 
     pub fn step(&mut self, m: Message) -> raft::Result<()> {
@@ -173,7 +171,20 @@ impl Node {
                 self.raw.advance_apply_to(e.index);
             }
         }
+        self.maybe_make_requested_snapshot();
         out
+    }
+
+    /// Makes the snapshot a leader asked the storage for, at the applied
+    /// index (what a real store's snapshot worker does in the background).
+    pub fn maybe_make_requested_snapshot(&mut self) {
+        if self.storage.snapshot_requested() {
+            let data = encode(&self.applied);
+            let idx = self.applied_index();
+            let _ = self
+                .storage
+                .create_snapshot(idx, self.conf_state.clone(), data);
+        }
     }
 
     fn apply_snapshot(&mut self, snap: Snapshot) {

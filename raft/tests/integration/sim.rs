@@ -91,13 +91,9 @@ impl SimNode {
                 self.raw.advance_apply_to(e.index);
             }
         }
-        // Like a real store, keep a recent snapshot for lagging followers (a
-        // stale one may predate a follower's own addition, which it refuses).
-        let snap_index = self
-            .storage
-            .snapshot(0, 0)
-            .map_or(0, |s| s.get_metadata().index);
-        if self.applied_index() > snap_index {
+        // Make the snapshot a leader asked for (a real store's snapshot
+        // worker does it in the background).
+        if self.storage.snapshot_requested() {
             let data = encode(&self.applied);
             let _ =
                 self.storage
