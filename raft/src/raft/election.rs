@@ -125,6 +125,11 @@ impl<S: Storage> Raft<S> {
         } else {
             resp.term = self.term;
             resp.reject = true;
+            if resp.term == 0 {
+                // Only a log ahead of its own term (a storage written by hand)
+                // refuses in term 0; a term-0 answer would read as local.
+                return;
+            }
         }
         self.send(resp);
     }

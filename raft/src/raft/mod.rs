@@ -13,6 +13,7 @@ mod replication;
 mod snapshot;
 mod step;
 mod transfer;
+mod validate;
 
 use raft_proto::eraftpb::{HardState, Message, MessageType};
 

@@ -12,12 +12,14 @@ use crate::tracker::ProgressState;
 impl<S: Storage> Raft<S> {
     /// Appends a proposal's entries to the leader's log and replicates them.
     pub(crate) fn handle_propose(&mut self, mut m: Message) -> Result<()> {
-        assert!(
-            !m.get_entries().is_empty(),
-            "[{}] stepped empty MsgPropose in term {}",
-            self.id,
-            self.term
-        );
+        if m.get_entries().is_empty() {
+            // Validated away for peers; a local caller proposing nothing.
+            return Err(Error::InvalidMessage {
+                msg_type: MessageType::MsgPropose,
+                from: m.from,
+                reason: "proposal without entries",
+            });
+        }
         if self.prs.get(self.id).is_none() {
             // Removed from the configuration: no longer a leader anyone follows.
             return Err(Error::ProposalDropped);

@@ -10,7 +10,9 @@ use crate::storage::Storage;
 use crate::util::{CAMPAIGN_TRANSFER, INVALID_ID};
 
 impl<S: Storage> Raft<S> {
-    /// Processes one message, local (term 0) or from a peer.
+    /// Processes one message, local (term 0) or from a peer. It trusts its
+    /// input: messages from the network go through [`crate::RawNode::step`],
+    /// which validates them first.
     ///
     /// # Errors
     /// [`Error::ProposalDropped`] when a proposal cannot be accepted.
