@@ -9,6 +9,7 @@
 
 mod conf_change;
 mod election;
+mod fuzz;
 mod hostile;
 mod joiner;
 #[allow(dead_code)]
