@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use raft::eraftpb::ConfState;
 use raft::{StateRole, Storage};
 
 use crate::network::Rng;
@@ -25,6 +26,22 @@ struct Checker {
     commit_at_term: BTreeMap<u64, u64>,
     /// index → (term, data) of every applied entry.
     applied: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// applied index → the configuration any node had after applying it.
+    confs: BTreeMap<u64, ConfState>,
+}
+
+/// A configuration with its member lists sorted, for comparing.
+fn normalized(cs: &ConfState) -> ConfState {
+    let mut cs = cs.clone();
+    for v in [
+        &mut cs.voters,
+        &mut cs.learners,
+        &mut cs.voters_outgoing,
+        &mut cs.learners_next,
+    ] {
+        v.sort_unstable();
+    }
+    cs
 }
 
 /// The terms of a node's log from its dummy entry to its last entry.
@@ -126,6 +143,35 @@ impl Checker {
                 }
             }
         }
+        for n in &sim.nodes {
+            let r = n.raw.raft();
+            let id = n.config.id;
+            // A node without a configuration (an empty joiner not yet caught
+            // up) accepts no entries: it could not tell who its voters are.
+            if !r.has_configuration() {
+                assert_eq!(
+                    r.raft_log().last_index(),
+                    0,
+                    "node {id} holds entries without a configuration"
+                );
+                assert_ne!(
+                    r.state(),
+                    StateRole::Leader,
+                    "node {id} leads without a configuration"
+                );
+            }
+            // Every node that applied the same prefix has the same configuration
+            // (an empty joiner replaying "add me" onto nothing would not).
+            let at = n.applied_index();
+            if at > 0 {
+                let cs = normalized(&n.conf_state);
+                let want = self.confs.entry(at).or_insert_with(|| cs.clone());
+                assert_eq!(
+                    *want, cs,
+                    "node {id} has another configuration after applying {at}"
+                );
+            }
+        }
         // Leader Completeness: a leader holds every entry committed in earlier
         // terms (compacted entries were committed and applied by it).
         for (k, n) in sim.nodes.iter().enumerate() {
@@ -187,10 +233,26 @@ fn dump(sim: &Sim) {
     }
 }
 
-fn run_seed(seed: u64) {
+/// What the seeds exercised, summed over a run.
+#[derive(Debug, Default)]
+struct Figures {
+    seeds: u64,
+    steps: u64,
+    leader_terms: u64,
+    /// Conf changes applied (by the node that applied most) and how many
+    /// entered a joint configuration.
+    changes: u64,
+    joints: u64,
+    /// Nodes started empty, and how many of them ended with a configuration.
+    joiners: u64,
+    joiners_caught_up: u64,
+}
+
+fn run_seed(seed: u64) -> Figures {
     let mut pick = Rng::new(seed ^ 0xA5A5_5A5A);
-    let n = 3 + pick.below(5);
-    let total = (n + pick.below(3)).min(7);
+    // 3–6 initial voters and at least one more node that may be added.
+    let n = 3 + pick.below(4);
+    let total = (n + 1 + pick.below(2)).min(7);
     let mut sim = Sim::new(seed, n, total);
     let mut checker = Checker::default();
     let steps = 1500 + pick.below(1500);
@@ -225,6 +287,29 @@ fn run_seed(seed: u64) {
         dump(&sim);
         panic!("no progress after healing: committed {before:?} -> {after:?}");
     }
+    let figures = Figures {
+        seeds: 1,
+        steps,
+        leader_terms: checker.leaders.len() as u64,
+        changes: sim
+            .nodes
+            .iter()
+            .map(|n| n.changes_applied)
+            .max()
+            .unwrap_or(0),
+        joints: sim
+            .nodes
+            .iter()
+            .map(|n| n.joints_entered)
+            .max()
+            .unwrap_or(0),
+        joiners: sim.nodes.iter().filter(|n| n.started_empty).count() as u64,
+        joiners_caught_up: sim
+            .nodes
+            .iter()
+            .filter(|n| n.started_empty && n.raw.raft().has_configuration())
+            .count() as u64,
+    };
     if std::env::var("RAFT_PROPTEST_VERBOSE").is_ok() {
         let terms = checker.leaders.len();
         let leader = sim.leaders()[0].0;
@@ -243,6 +328,7 @@ fn run_seed(seed: u64) {
             cs.voters_outgoing
         );
     }
+    figures
 }
 
 /// Seeds to run: `RAFT_PROPTEST_SEED` replays one seed; otherwise
@@ -261,8 +347,19 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn random_safety_2c() {
     let mut failed = Vec::new();
+    let mut total = Figures::default();
     for seed in seeds() {
-        if catch_unwind(|| run_seed(seed)).is_err() {
+        let r = catch_unwind(|| run_seed(seed));
+        if let Ok(f) = &r {
+            total.seeds += f.seeds;
+            total.steps += f.steps;
+            total.leader_terms += f.leader_terms;
+            total.changes += f.changes;
+            total.joints += f.joints;
+            total.joiners += f.joiners;
+            total.joiners_caught_up += f.joiners_caught_up;
+        }
+        if r.is_err() {
             eprintln!("random_safety: seed {seed} FAILED (replay with RAFT_PROPTEST_SEED={seed})");
             failed.push(seed);
             if failed.len() >= 5 {
@@ -270,5 +367,6 @@ fn random_safety_2c() {
             }
         }
     }
+    eprintln!("random_safety: {total:?}, failed {failed:?}");
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
