@@ -384,6 +384,18 @@ impl Sim {
             };
             c.set_change_type(ty);
             c.node_id = self.random_id();
+            if ty != ConfChangeType::RemoveNode && self.rng.below(3) != 0 {
+                // Mostly grow the group with nodes outside it (empty joiners
+                // among them), rather than re-adding members.
+                let outside: Vec<u64> = self
+                    .ids()
+                    .into_iter()
+                    .filter(|i| !cs.voters.contains(i) && !cs.learners.contains(i))
+                    .collect();
+                if !outside.is_empty() {
+                    c.node_id = outside[self.rng.below(outside.len() as u64) as usize];
+                }
+            }
             match ty {
                 ConfChangeType::AddNode => voters.insert(c.node_id),
                 _ => voters.remove(&c.node_id),
