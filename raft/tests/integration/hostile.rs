@@ -298,3 +298,26 @@ fn heartbeat_commit_beyond_log_clamped_2ac() {
     assert_eq!(n.raw.raft().raft_log().committed(), 2);
     n.handle_ready();
 }
+
+/// A follower forwards only its own requests: one a peer forwarded to it
+/// (taking it for the leader) is dropped, so two nodes that each believe the
+/// other leads — a forged heartbeat can cause it — cannot bounce a request
+/// between them forever (the fuzz test found that livelock).
+#[test]
+fn forwarded_request_not_forwarded_again_2ac() {
+    let mut net = cluster(1);
+    let prop = with_entries(msg(3, 2, MessageType::MsgPropose), vec![Entry::default()]);
+    let read = with_entries(msg(3, 2, MessageType::MsgReadIndex), vec![Entry::default()]);
+    for m in [prop, read] {
+        assert_eq!(net.node_mut(2).step(m), Err(Error::ProposalDropped));
+        assert!(net.node_mut(2).handle_ready().is_empty());
+    }
+    let mut transfer = msg(3, 2, MessageType::MsgTransferLeader);
+    transfer.term = 1;
+    net.node_mut(2).step(transfer).unwrap();
+    assert!(net.node_mut(2).handle_ready().is_empty());
+    // Its own requests still go to the leader.
+    net.propose(2, b"own").unwrap();
+    assert_eq!(net.committed(2), net.committed(1));
+    assert_eq!(&net.node(1).applied.last().unwrap().data[..], b"own");
+}
