@@ -110,7 +110,7 @@ impl<S: Storage> RaftLog<S> {
     /// held one counts: its term is kept). An index outside the log matches
     /// nothing, whatever `term()` reports for it.
     pub fn match_term(&self, idx: u64, term: u64) -> bool {
-        if idx + 1 < self.first_index() || idx > self.last_index() {
+        if idx < self.first_index() - 1 || idx > self.last_index() {
             return false;
         }
         self.term(idx).is_ok_and(|t| t == term)

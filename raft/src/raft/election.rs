@@ -22,6 +22,11 @@ impl<S: Storage> Raft<S> {
         if self.has_unapplied_conf_changes() {
             return;
         }
+        if self.term == u64::MAX {
+            // No next term to campaign in (validation keeps peers' terms far
+            // below; only a hand-written hard state gets here).
+            return;
+        }
         if self.pre_vote && !transfer {
             self.campaign_pre_election();
         } else {

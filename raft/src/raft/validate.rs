@@ -21,6 +21,11 @@ use crate::errors::{Error, Result};
 use crate::storage::Storage;
 use crate::util::{is_local_msg, is_response_msg, INVALID_ID};
 
+/// The largest term or log index a message may carry. No honest group gets
+/// near it (2^62 entries at a billion a second take over a century); a forged
+/// one would bring the node to where `term + 1` or `index + 1` overflow.
+const LIMIT: u64 = 1 << 62;
+
 /// A refusal of `m` for `reason`.
 fn invalid(m: &Message, reason: &'static str) -> Result<()> {
     Err(Error::InvalidMessage {
@@ -110,6 +115,9 @@ impl<S: Storage> Raft<S> {
         if !forwarded && m.term == 0 {
             return invalid(m, "no term");
         }
+        if m.term > LIMIT || m.index > LIMIT {
+            return invalid(m, "term or index beyond any real log");
+        }
         if is_response_msg(ty) && self.prs.get(m.from).is_none() {
             return Err(Error::StepPeerNotFound);
         }
@@ -194,6 +202,9 @@ impl<S: Storage> Raft<S> {
         let meta = m.get_snapshot().get_metadata();
         if meta.index == 0 {
             return invalid(m, "snapshot at index 0");
+        }
+        if meta.index > LIMIT {
+            return invalid(m, "snapshot beyond any real log");
         }
         if meta.term == 0 {
             return invalid(m, "snapshot of term 0");

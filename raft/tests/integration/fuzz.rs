@@ -19,7 +19,8 @@
 //! grant, an acknowledgement, a commit index) is a forgery no Raft node can
 //! tell from the real thing (Raft does not tolerate Byzantine faults).
 //!
-//! Cases: `RAFT_FUZZ_CASES` (default 500, about a second), seed `RAFT_FUZZ_SEED` (printed on
+//! Cases: `RAFT_FUZZ_CASES` (default 500, about a second); `RAFT_FUZZ_SECS`
+//! repeats batches of them from successive seeds for that long, seed `RAFT_FUZZ_SEED` (printed on
 //! failure); proptest shrinks a failing case to a minimal one.
 
 use std::collections::BTreeMap;
@@ -54,15 +55,16 @@ const ROLES: [Role; 6] = [
 ];
 
 /// A number drawn relative to the node's state: small, near a base (its term
-/// or last index), or anything.
+/// or last index), near `u64::MAX`, or anything.
 #[derive(Debug, Clone, Copy)]
 struct Num(u8, u64);
 
 impl Num {
     fn get(self, base: u64) -> u64 {
-        match self.0 % 3 {
+        match self.0 % 4 {
             0 => self.1 % 4,
-            1 => (base + self.1 % 5).saturating_sub(2),
+            1 => base.saturating_add(self.1 % 5).saturating_sub(2),
+            2 => u64::MAX - self.1 % 3,
             _ => self.1,
         }
     }
@@ -638,10 +640,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
-fn fuzz_step_every_role_2ac() {
-    let cases = env_u64("RAFT_FUZZ_CASES", 500) as u32;
-    let seed = env_u64("RAFT_FUZZ_SEED", 0x7E55_E7A0);
+/// Runs `cases` cases from `seed`; panics with the minimal failing case.
+fn fuzz_batch(seed: u64, cases: u32) {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = PtConfig {
@@ -656,13 +656,33 @@ fn fuzz_step_every_role_2ac() {
         run_case(&c);
         Ok(())
     });
-    if std::env::var("RAFT_FUZZ_VERBOSE").is_ok() {
-        eprintln!(
-            "fuzz: seed {seed}, {cases} cases: {:?}",
-            STATS.lock().unwrap()
-        );
-    }
     if let Err(e) = result {
         panic!("fuzz failed (replay with RAFT_FUZZ_SEED={seed} RAFT_FUZZ_CASES={cases}): {e}");
+    }
+}
+
+/// `RAFT_FUZZ_CASES` cases from `RAFT_FUZZ_SEED`; with `RAFT_FUZZ_SECS`,
+/// batches of that many cases from successive seeds until the time is up.
+#[test]
+fn fuzz_step_every_role_2ac() {
+    let cases = env_u64("RAFT_FUZZ_CASES", 500) as u32;
+    let seed = env_u64("RAFT_FUZZ_SEED", 0x7E55_E7A0);
+    let secs = env_u64("RAFT_FUZZ_SECS", 0);
+    let start = std::time::Instant::now();
+    let mut batches = 0u64;
+    loop {
+        fuzz_batch(seed + batches, cases);
+        batches += 1;
+        if start.elapsed().as_secs() >= secs {
+            break;
+        }
+    }
+    if std::env::var("RAFT_FUZZ_VERBOSE").is_ok() {
+        eprintln!(
+            "fuzz: seeds {seed}..{}, {batches} batches of {cases} cases in {:.0?}: {:?}",
+            seed + batches,
+            start.elapsed(),
+            STATS.lock().unwrap()
+        );
     }
 }

@@ -212,6 +212,18 @@ fn malformed_append_entries_refused_2ac() {
     for m in cases {
         assert_invalid(net.node_mut(2), m);
     }
+    // Terms and indexes beyond any real log (where + 1 would overflow).
+    let far = [
+        append(1, 2, u64::MAX, last, 1, vec![]),
+        append(1, 2, 1, u64::MAX, 1, vec![]),
+        append(1, 2, 1, (1 << 62) + 1, 1, vec![]),
+    ];
+    for m in far {
+        assert_invalid(net.node_mut(2), m);
+    }
+    let mut vote = msg(3, 2, MessageType::MsgRequestVote);
+    vote.term = u64::MAX;
+    assert_invalid(net.node_mut(2), vote);
 }
 
 fn snapshot_msg(index: u64, term: u64, cs: ConfState) -> Message {
@@ -240,6 +252,7 @@ fn malformed_snapshot_refused_2c() {
         snapshot_msg(20, 2, conf_state(&[], &[])),
         snapshot_msg(20, 2, conf_state(&[], &[2])),
         snapshot_msg(20, 2, overlapping),
+        snapshot_msg(u64::MAX, 2, voters.clone()),
         // Index 1 is committed with term 1 here.
         snapshot_msg(1, 2, voters),
     ];
