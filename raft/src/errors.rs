@@ -4,6 +4,7 @@
 //! Expected conditions (a proposal without a leader, a compacted log) are errors;
 //! a broken invariant (a commit index beyond the log) panics instead.
 
+use raft_proto::eraftpb::MessageType;
 use thiserror::Error;
 
 /// Conditions a [`crate::Storage`] implementation reports to the raft core.
@@ -40,6 +41,20 @@ pub enum Error {
     /// A response came from a peer that is not in the current configuration.
     #[error("raft: cannot step as peer not found")]
     StepPeerNotFound,
+    /// A message from the network was refused by [`crate::RawNode::step`]: it
+    /// cannot be right (no term on a message that needs one, entries out of
+    /// order, an append rewriting committed entries, an impossible snapshot,
+    /// ...). The node is unchanged. `reason` is a short fixed text a caller
+    /// can log or count by.
+    #[error("raft: invalid {msg_type:?} from {from}: {reason}")]
+    InvalidMessage {
+        /// The type of the refused message.
+        msg_type: MessageType,
+        /// Its claimed sender.
+        from: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The [`crate::Config`] is invalid; the string says why.
     #[error("raft: invalid config: {0}")]
     ConfigInvalid(String),

@@ -79,11 +79,25 @@
 //! applied (report them with [`RawNode::advance_apply_to`]). A leader counts its
 //! own log towards the commit quorum only once it is durable.
 //!
+//! # Messages from the network
+//!
+//! [`RawNode::step`] checks every message before it acts on it; one that
+//! cannot be right is refused with [`Error::InvalidMessage`] (or
+//! [`Error::StepLocalMsg`], [`Error::StepPeerNotFound`]) and changes nothing.
+//! No input makes it panic.
+//!
 //! # Storage contract
 //!
 //! [`Storage::snapshot`] must return a snapshot whose configuration contains the
 //! requesting peer `to` (a peer refuses a snapshot of a configuration it is not
 //! part of); generating it at the current applied index satisfies this.
+//!
+//! # Joining empty
+//!
+//! A node may start with empty storage and be added by a conf change. Until a
+//! snapshot gives it a configuration it never campaigns, refuses appends
+//! (which makes the leader send a snapshot) and still grants votes; see the
+//! crate README.
 #![deny(missing_docs)]
 // Protobuf messages carry private bookkeeping fields, so they are built with
 // `default()` and then assigned field by field.

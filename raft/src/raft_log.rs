@@ -14,7 +14,7 @@ use raft_proto::eraftpb::{Entry, Snapshot};
 
 use crate::errors::{Error, Result, StorageError};
 use crate::log_unstable::Unstable;
-use crate::storage::Storage;
+use crate::storage::{conf_holds, Storage};
 use crate::util::{limit_size, NO_LIMIT};
 
 /// The replicated log of one node.
@@ -106,8 +106,13 @@ impl<S: Storage> RaftLog<S> {
         self.store.term(idx)
     }
 
-    /// Whether entry `idx` exists with term `term`.
+    /// Whether entry `idx` exists with term `term` (the entry before the first
+    /// held one counts: its term is kept). An index outside the log matches
+    /// nothing, whatever `term()` reports for it.
     pub fn match_term(&self, idx: u64, term: u64) -> bool {
+        if idx < self.first_index() - 1 || idx > self.last_index() {
+            return false;
+        }
         self.term(idx).is_ok_and(|t| t == term)
     }
 
@@ -368,7 +373,8 @@ impl<S: Storage> RaftLog<S> {
     /// The storage's error, e.g. `SnapshotTemporarilyUnavailable`.
     pub(crate) fn snapshot(&self, request_index: u64, to: u64) -> Result<Snapshot> {
         if let Some(s) = &self.unstable.snapshot {
-            if s.get_metadata().index >= request_index {
+            let meta = s.get_metadata();
+            if meta.index >= request_index && conf_holds(meta.get_conf_state(), to) {
                 return Ok(s.clone());
             }
         }

@@ -28,12 +28,12 @@ use raft_proto::eraftpb::{
 use raft_proto::ConfChangeI;
 
 use crate::config::Config;
-use crate::errors::{Error, Result};
+use crate::errors::Result;
 use crate::raft::{new_message, Raft, SoftState, StateRole};
 use crate::read_only::ReadState;
 use crate::storage::Storage;
 use crate::tracker::Progress;
-use crate::util::{is_local_msg, is_response_msg, NO_LIMIT};
+use crate::util::NO_LIMIT;
 
 /// The outcome of sending a snapshot, reported with [`RawNode::report_snapshot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,19 +213,22 @@ impl<S: Storage> RawNode<S> {
         self.raft.apply_conf_change(&v2)
     }
 
-    /// Steps a message received from a peer.
+    /// Steps a message received from a peer. Every message is checked first
+    /// (it is hostile until then): one that cannot be right is refused with an
+    /// error and changes nothing. It never panics, whatever the message.
+    ///
+    /// Only forwarded requests (`MsgPropose`, `MsgReadIndex`) travel without a
+    /// term; any other message of term 0 is refused, as are the types only a
+    /// node generates for itself (`MsgHup`, `MsgBeat`, `MsgUnreachable`,
+    /// `MsgSnapStatus`, `MsgCheckQuorum`: use the matching methods).
     ///
     /// # Errors
     /// [`Error::StepLocalMsg`] for a local message type,
-    /// [`Error::StepPeerNotFound`] for a response from a non-member, or the
-    /// error of the step itself.
+    /// [`Error::StepPeerNotFound`] for a response from a non-member,
+    /// [`Error::InvalidMessage`] for any other malformed or impossible message,
+    /// or the error of the step itself (e.g. [`Error::ProposalDropped`]).
     pub fn step(&mut self, m: Message) -> Result<()> {
-        if is_local_msg(m.get_msg_type()) {
-            return Err(Error::StepLocalMsg);
-        }
-        if is_response_msg(m.get_msg_type()) && self.raft.prs().get(m.from).is_none() {
-            return Err(Error::StepPeerNotFound);
-        }
+        self.raft.validate(&m)?;
         self.raft.step(m)
     }
 

@@ -35,7 +35,9 @@ impl ReadOnly {
     /// Queues a request made when the commit index was `index`. A request whose
     /// context is already pending is ignored.
     pub(crate) fn add_request(&mut self, index: u64, req: Message, self_id: u64) {
-        let ctx = req.get_entries()[0].data.to_vec();
+        let Some(ctx) = req.get_entries().first().map(|e| e.data.to_vec()) else {
+            return;
+        };
         if self.pending.contains_key(&ctx) {
             return;
         }

@@ -60,12 +60,16 @@ pub trait Storage {
     /// The index of the last entry held.
     fn last_index(&self) -> Result<u64>;
 
-    /// The most recent snapshot. `request_index` is the least index the snapshot
-    /// should cover; `to` is the peer it is for.
+    /// A snapshot to send to peer `to`, covering at least `request_index`.
+    ///
+    /// Its configuration must hold `to`: a peer refuses a snapshot of a
+    /// configuration it is not part of (it could not tell who its leader's
+    /// voters are). A snapshot taken before `to` was added does not qualify;
+    /// make a new one at the current applied index instead.
     ///
     /// # Errors
     /// [`StorageError::SnapshotTemporarilyUnavailable`] when no suitable snapshot is
-    /// ready yet; the leader retries later.
+    /// ready yet (e.g. one is being made); the leader retries later.
     fn snapshot(&self, request_index: u64, to: u64) -> Result<Snapshot>;
 }
 
@@ -82,6 +86,9 @@ struct MemStorageCore {
     entries: Vec<Entry>,
     /// Test switch: answer `snapshot()` with `SnapshotTemporarilyUnavailable`.
     snapshot_unavailable: bool,
+    /// A leader asked for a snapshot the held one cannot serve; cleared when
+    /// the application makes a new one.
+    snapshot_requested: bool,
 }
 
 impl MemStorageCore {
@@ -97,6 +104,14 @@ impl MemStorageCore {
         self.dummy.0 + self.entries.len() as u64
     }
 
+    /// Whether the held snapshot may be sent to `to` for `request_index`: it is
+    /// a real one (index 0 is only the bootstrap configuration) and its
+    /// configuration holds `to`.
+    fn snapshot_serves(&self, request_index: u64, to: u64) -> bool {
+        let meta = self.snapshot.get_metadata();
+        meta.index > 0 && meta.index >= request_index && conf_holds(meta.get_conf_state(), to)
+    }
+
     fn term_of(&self, idx: u64) -> u64 {
         if idx == self.dummy.0 {
             self.dummy.1
@@ -106,8 +121,27 @@ impl MemStorageCore {
     }
 }
 
+/// Whether `id` is a member (voter or learner, in either half) of `cs`.
+pub(crate) fn conf_holds(cs: &ConfState, id: u64) -> bool {
+    cs.voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next)
+        .any(|&v| v == id)
+}
+
 /// An in-memory [`Storage`]. Clones share the same state, so a test can keep a
 /// handle to write what a `Ready` hands out while the node reads through another.
+///
+/// Snapshots: `MemStorage` holds no state machine, so it cannot make a
+/// snapshot by itself. When a leader asks for one that the held snapshot
+/// cannot serve (none yet, or taken before the requesting peer was added), it
+/// answers `SnapshotTemporarilyUnavailable` and raises
+/// [`MemStorage::snapshot_requested`]; the application then makes one at its
+/// applied index with [`MemStorage::create_snapshot`], as a real store's
+/// snapshot worker would, and the leader's next attempt (on the follower's
+/// next heartbeat response) sends it.
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     core: Arc<RwLock<MemStorageCore>>,
@@ -150,6 +184,20 @@ impl MemStorage {
     /// Records the configuration the application reached by applying a conf change.
     pub fn set_conf_state(&self, cs: ConfState) {
         self.wl().conf_state = cs;
+    }
+
+    /// The snapshot last created or applied (index 0 when there is none: a
+    /// bootstrapped storage holds only its initial configuration there).
+    pub fn last_snapshot(&self) -> Snapshot {
+        self.rl().snapshot.clone()
+    }
+
+    /// Whether a leader asked for a snapshot the held one cannot serve. The
+    /// application answers by making a new one with
+    /// [`MemStorage::create_snapshot`] at its applied index, which clears the
+    /// request.
+    pub fn snapshot_requested(&self) -> bool {
+        self.rl().snapshot_requested
     }
 
     /// Makes `snapshot()` fail with `SnapshotTemporarilyUnavailable` (for tests of
@@ -244,6 +292,8 @@ impl MemStorage {
         meta.term = term;
         meta.set_conf_state(cs);
         core.snapshot.data = data;
+        // A leader that still needs another asks again on its next attempt.
+        core.snapshot_requested = false;
         Ok(core.snapshot.clone())
     }
 
@@ -263,6 +313,7 @@ impl MemStorage {
         core.dummy = (meta.index, meta.term);
         core.entries.clear();
         core.snapshot = snapshot;
+        core.snapshot_requested = false;
         Ok(())
     }
 }
@@ -312,11 +363,20 @@ impl Storage for MemStorage {
         Ok(self.rl().last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> Result<Snapshot> {
-        let core = self.rl();
-        if core.snapshot_unavailable || core.snap_index() < request_index {
-            return Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+    fn snapshot(&self, request_index: u64, to: u64) -> Result<Snapshot> {
+        let unavailable = Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        if self.rl().snapshot_unavailable {
+            return unavailable;
         }
-        Ok(core.snapshot.clone())
+        {
+            let core = self.rl();
+            if core.snapshot_serves(request_index, to) {
+                return Ok(core.snapshot.clone());
+            }
+        }
+        // The held snapshot predates `to` (or there is none): ask the
+        // application for a new one at its applied state.
+        self.wl().snapshot_requested = true;
+        unavailable
     }
 }

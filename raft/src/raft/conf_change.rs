@@ -10,7 +10,7 @@ use raft_proto::ConfChangeI;
 
 use super::{new_message, Raft, StateRole};
 use crate::confchange::Changer;
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 use crate::storage::Storage;
 use crate::tracker::Progress;
 use crate::util::INVALID_ID;
@@ -46,6 +46,14 @@ impl<S: Storage> Raft<S> {
     /// [`crate::Error::ConfChangeInvalid`] when the change does not apply to the
     /// current configuration; nothing changes then.
     pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
+        if !self.has_configuration() {
+            // Changes are relative to a configuration; applied to none, "add
+            // me" would make this node the only voter of a group of its own.
+            // An empty node learns its configuration from a snapshot.
+            return Err(Error::ConfChangeInvalid(
+                "this node has no configuration to change yet".to_string(),
+            ));
+        }
         let changer = Changer::new(&self.prs, self.raft_log.last_index());
         let (cfg, prs) = if cc.leave_joint() {
             changer.leave_joint()?

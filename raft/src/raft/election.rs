@@ -22,6 +22,11 @@ impl<S: Storage> Raft<S> {
         if self.has_unapplied_conf_changes() {
             return;
         }
+        if self.term == u64::MAX {
+            // No next term to campaign in (validation keeps peers' terms far
+            // below; only a hand-written hard state gets here).
+            return;
+        }
         if self.pre_vote && !transfer {
             self.campaign_pre_election();
         } else {
@@ -125,6 +130,11 @@ impl<S: Storage> Raft<S> {
         } else {
             resp.term = self.term;
             resp.reject = true;
+            if resp.term == 0 {
+                // Only a log ahead of its own term (a storage written by hand)
+                // refuses in term 0; a term-0 answer would read as local.
+                return;
+            }
         }
         self.send(resp);
     }

@@ -13,6 +13,7 @@ mod replication;
 mod snapshot;
 mod step;
 mod transfer;
+mod validate;
 
 use raft_proto::eraftpb::{HardState, Message, MessageType};
 
@@ -247,8 +248,17 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Whether this node may become leader: it is a voter of its configuration.
+    /// A node without a configuration (an empty joiner) never is, so it never
+    /// campaigns nor counts itself towards a quorum.
     pub fn promotable(&self) -> bool {
         self.prs.get(self.id).is_some() && !self.is_learner
+    }
+
+    /// Whether this node knows a configuration: it was bootstrapped with one,
+    /// or installed a snapshot carrying one. A node created empty to join a
+    /// group has none until its first snapshot.
+    pub fn has_configuration(&self) -> bool {
+        !self.prs.conf.voters.incoming.is_empty() || self.prs.conf.voters.is_joint()
     }
 
     /// Puts `m` in the outbox, stamping sender and term. Messages that promise

@@ -11,6 +11,12 @@ use crate::read_only::ReadState;
 use crate::storage::Storage;
 use crate::util::INVALID_ID;
 
+/// The context of a ReadIndex request: its first entry's data (validation
+/// refuses requests without one).
+fn request_ctx(m: &Message) -> Option<Vec<u8>> {
+    m.get_entries().first().map(|e| e.data.to_vec())
+}
+
 impl<S: Storage> Raft<S> {
     pub(crate) fn handle_read_index_leader(&mut self, m: Message) {
         if self.prs.is_singleton() {
@@ -31,7 +37,9 @@ impl<S: Storage> Raft<S> {
         let index = self.raft_log.committed;
         match self.read_only_option {
             ReadOnlyOption::Safe => {
-                let ctx = m.get_entries()[0].data.to_vec();
+                let Some(ctx) = request_ctx(&m) else {
+                    return;
+                };
                 self.read_only.add_request(index, m, self.id);
                 self.bcast_heartbeat_with_ctx(Some(ctx));
             }
@@ -73,8 +81,9 @@ impl<S: Storage> Raft<S> {
 
     fn respond_read_index(&mut self, mut req: Message, index: u64) {
         if req.from == INVALID_ID || req.from == self.id {
-            let request_ctx = req.get_entries()[0].data.to_vec();
-            self.read_states.push(ReadState { index, request_ctx });
+            if let Some(request_ctx) = request_ctx(&req) {
+                self.read_states.push(ReadState { index, request_ctx });
+            }
             return;
         }
         let mut resp = new_message(req.from, MessageType::MsgReadIndexResp);

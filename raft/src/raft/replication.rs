@@ -12,12 +12,14 @@ use crate::tracker::ProgressState;
 impl<S: Storage> Raft<S> {
     /// Appends a proposal's entries to the leader's log and replicates them.
     pub(crate) fn handle_propose(&mut self, mut m: Message) -> Result<()> {
-        assert!(
-            !m.get_entries().is_empty(),
-            "[{}] stepped empty MsgPropose in term {}",
-            self.id,
-            self.term
-        );
+        if m.get_entries().is_empty() {
+            // Validated away for peers; a local caller proposing nothing.
+            return Err(Error::InvalidMessage {
+                msg_type: MessageType::MsgPropose,
+                from: m.from,
+                reason: "proposal without entries",
+            });
+        }
         if self.prs.get(self.id).is_none() {
             // Removed from the configuration: no longer a leader anyone follows.
             return Err(Error::ProposalDropped);
@@ -132,6 +134,9 @@ impl<S: Storage> Raft<S> {
         if pr.is_paused() {
             return false;
         }
+        if pr.needs_snapshot {
+            return self.maybe_send_snapshot(to);
+        }
         let next = pr.next_idx;
         let prev_term = self.raft_log.term(next - 1);
         let ents = self.raft_log.entries(next, self.max_msg_size);
@@ -168,6 +173,20 @@ impl<S: Storage> Raft<S> {
     /// Follower side of an append: the consistency check of §5.3 and, on a
     /// mismatch, a hint that lets the leader skip a whole term per round trip.
     pub(crate) fn handle_append_entries(&mut self, m: &Message) {
+        if !self.has_configuration() {
+            // An empty joiner: the leader's log is only meaningful on top of
+            // the configuration it starts from (its storage's, or its
+            // snapshot's), which this node does not have. Replaying the conf
+            // changes after it ("add me") would leave this node believing it
+            // is the only voter. Refuse everything, down to index 0, which a
+            // node with a configuration always accepts: a rejection there
+            // tells the leader to send a snapshot.
+            let mut resp = new_message(m.from, MessageType::MsgAppendResponse);
+            resp.index = m.index;
+            resp.reject = true;
+            self.send(resp);
+            return;
+        }
         let committed = self.raft_log.committed;
         if m.index < committed {
             // Already committed here: tell the leader where to continue.
@@ -201,6 +220,26 @@ impl<S: Storage> Raft<S> {
             return;
         };
         pr.recent_active = true;
+        if m.reject && pr.state == ProgressState::Snapshot {
+            if m.index == pr.pending_snapshot {
+                // The follower refused the snapshot (its configuration does not
+                // hold the follower): start over, asking the storage for one
+                // that does.
+                pr.snapshot_failure();
+                pr.become_probe();
+                self.send_append(from);
+            }
+            // Anything else is a stale rejection of an append sent earlier.
+            return;
+        }
+        if m.reject && m.index == 0 {
+            // Only a follower without a configuration rejects the base of the
+            // log (index 0, term 0): it needs a snapshot.
+            pr.needs_snapshot = true;
+            pr.resume();
+            self.send_append(from);
+            return;
+        }
         if m.reject {
             // The follower's log has no entry matching (m.index, ...). With its hint
             // (the last index whose term is <= log_term), skip every entry of ours

@@ -10,7 +10,9 @@ use crate::storage::Storage;
 use crate::util::{CAMPAIGN_TRANSFER, INVALID_ID};
 
 impl<S: Storage> Raft<S> {
-    /// Processes one message, local (term 0) or from a peer.
+    /// Processes one message, local (term 0) or from a peer. It trusts its
+    /// input: messages from the network go through [`crate::RawNode::step`],
+    /// which validates them first.
     ///
     /// # Errors
     /// [`Error::ProposalDropped`] when a proposal cannot be accepted.
@@ -138,10 +140,25 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// Whether a request to forward to the leader was made here (by the
+    /// application) rather than forwarded by a peer that took this node for
+    /// the leader. Only the former are forwarded: one hop at most, so two
+    /// nodes that each believe the other leads (which honest nodes never do at
+    /// the same time, but a forged message can cause) cannot bounce a request
+    /// between them forever.
+    fn is_own_request(&self, m: &Message) -> bool {
+        match m.get_msg_type() {
+            // A transfer names its transferee in `from`; the application's
+            // carries no term yet.
+            MessageType::MsgTransferLeader => m.term == 0,
+            _ => m.from == INVALID_ID || m.from == self.id,
+        }
+    }
+
     fn step_follower(&mut self, mut m: Message) -> Result<()> {
         match m.get_msg_type() {
             MessageType::MsgPropose => {
-                if self.leader_id == INVALID_ID {
+                if self.leader_id == INVALID_ID || !self.is_own_request(&m) {
                     return Err(Error::ProposalDropped);
                 }
                 m.to = self.leader_id;
@@ -162,13 +179,15 @@ impl<S: Storage> Raft<S> {
                 self.leader_id = m.from;
                 self.handle_snapshot(m);
             }
-            MessageType::MsgTransferLeader if self.leader_id != INVALID_ID => {
+            MessageType::MsgTransferLeader
+                if self.leader_id != INVALID_ID && self.is_own_request(&m) =>
+            {
                 m.to = self.leader_id;
                 self.send(m);
             }
             MessageType::MsgTimeoutNow => self.handle_timeout_now(),
             MessageType::MsgReadIndex => {
-                if self.leader_id == INVALID_ID {
+                if self.leader_id == INVALID_ID || !self.is_own_request(&m) {
                     return Err(Error::ProposalDropped);
                 }
                 m.to = self.leader_id;

@@ -40,6 +40,10 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     pub(crate) ins: Inflights,
     pub(crate) is_learner: bool,
+    /// The follower holds no configuration (an empty joiner: it refused the
+    /// base of the leader's log), so only a snapshot, which carries one, can
+    /// catch it up — even when the leader's log still starts at index 1.
+    pub(crate) needs_snapshot: bool,
 }
 
 impl Progress {
@@ -54,6 +58,7 @@ impl Progress {
             recent_active: false,
             ins: Inflights::new(ins_size),
             is_learner: false,
+            needs_snapshot: false,
         }
     }
 
@@ -135,6 +140,8 @@ impl Progress {
         let updated = self.matched < n;
         if updated {
             self.matched = n;
+            // An acknowledged index proves the follower holds a configuration.
+            self.needs_snapshot = false;
             self.resume();
         }
         self.next_idx = self.next_idx.max(n + 1);
@@ -157,8 +164,12 @@ impl Progress {
             self.next_idx = self.matched + 1;
             return true;
         }
-        // In Probe only the last probe's rejection is current.
-        if self.next_idx == 0 || self.next_idx - 1 != rejected {
+        // In Probe only the last probe's rejection is current, and never one
+        // at or below the match point: that is a late answer to an older
+        // probe, or a follower contradicting its own acknowledgement (a
+        // forged one, or a lost disk). Probing it again would get the same
+        // answer at once, forever.
+        if self.next_idx == 0 || self.next_idx - 1 != rejected || rejected <= self.matched {
             return false;
         }
         self.next_idx = rejected.min(match_hint + 1).max(self.matched + 1);
@@ -252,9 +263,13 @@ mod tests {
             (ProgressState::Probe, 0, 10, 5, 5, false, 10),
             (ProgressState::Probe, 0, 10, 9, 9, true, 9),
             (ProgressState::Probe, 0, 2, 1, 1, true, 1),
-            (ProgressState::Probe, 0, 1, 0, 0, true, 1),
+            // Index 0 is rejected only by a node without a configuration, which
+            // the leader answers with a snapshot instead.
+            (ProgressState::Probe, 0, 1, 0, 0, false, 1),
             (ProgressState::Probe, 0, 10, 9, 2, true, 3),
             (ProgressState::Probe, 0, 10, 9, 0, true, 1),
+            // At the match point: stale or contradicting, never probed again.
+            (ProgressState::Probe, 5, 6, 5, 0, false, 6),
         ];
         for (i, (st, m, n, rej, hint, wok, wn)) in cases.into_iter().enumerate() {
             let mut p = progress(st, m, n);

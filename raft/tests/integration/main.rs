@@ -9,6 +9,9 @@
 
 mod conf_change;
 mod election;
+mod fuzz;
+mod hostile;
+mod joiner;
 #[allow(dead_code)]
 mod network;
 #[allow(dead_code)]

@@ -198,7 +198,8 @@ fn follower_check_msg_append_2ab() {
     for (i, (log_term, index, windex, wreject, whint)) in cases.into_iter().enumerate() {
         let mut n = Node::with_log(1, &[1, 2, 3], &ents, hard_state(2, 1, 0));
         let mut m = msg(2, 1, MessageType::MsgAppend);
-        m.term = 2;
+        // A leader of term 3: its prev entry may be of term 3 (the last case).
+        m.term = 3;
         m.log_term = log_term;
         m.index = index;
         n.step(m).unwrap();

@@ -31,12 +31,24 @@ pub struct SimNode {
     pub config: Config,
     pub applied: Vec<Applied>,
     pub conf_state: ConfState,
+    /// Started with empty storage (no log, no configuration): an empty joiner.
+    pub started_empty: bool,
+    /// Conf changes this node applied successfully, and how many of them
+    /// entered a joint configuration.
+    pub changes_applied: u64,
+    pub joints_entered: u64,
     pending: Vec<PendingWrite>,
 }
 
 impl SimNode {
+    /// A node bootstrapped with `voters`, or, with `voters` empty, an empty
+    /// joiner that waits to be added and caught up by a snapshot.
     fn new(config: Config, voters: &[u64]) -> SimNode {
-        let storage = MemStorage::new_with_conf_state(conf_state(voters, &[]));
+        let storage = if voters.is_empty() {
+            MemStorage::new()
+        } else {
+            MemStorage::new_with_conf_state(conf_state(voters, &[]))
+        };
         let raw = RawNode::new(&config, storage.clone()).unwrap();
         SimNode {
             raw,
@@ -44,6 +56,9 @@ impl SimNode {
             config,
             applied: Vec::new(),
             conf_state: conf_state(voters, &[]),
+            started_empty: voters.is_empty(),
+            changes_applied: 0,
+            joints_entered: 0,
             pending: Vec::new(),
         }
     }
@@ -91,13 +106,9 @@ impl SimNode {
                 self.raw.advance_apply_to(e.index);
             }
         }
-        // Like a real store, keep a recent snapshot for lagging followers (a
-        // stale one may predate a follower's own addition, which it refuses).
-        let snap_index = self
-            .storage
-            .snapshot(0, 0)
-            .map_or(0, |s| s.get_metadata().index);
-        if self.applied_index() > snap_index {
+        // Make the snapshot a leader asked for (a real store's snapshot
+        // worker does it in the background).
+        if self.storage.snapshot_requested() {
             let data = encode(&self.applied);
             let _ =
                 self.storage
@@ -116,6 +127,10 @@ impl SimNode {
         };
         if let Some(cc) = cc {
             if let Ok(cs) = self.raw.apply_conf_change(&cc) {
+                self.changes_applied += 1;
+                if !cs.voters_outgoing.is_empty() && self.conf_state.voters_outgoing.is_empty() {
+                    self.joints_entered += 1;
+                }
                 self.storage.set_conf_state(cs.clone());
                 self.conf_state = cs;
             }
@@ -165,7 +180,9 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// `n` initial voters, `total` nodes in all (the others may be added).
+    /// `n` initial voters, `total` nodes in all: the others may be added, and
+    /// each starts either empty (an empty joiner) or with the bootstrap
+    /// configuration.
     pub fn new(seed: u64, n: u64, total: u64) -> Sim {
         let mut rng = Rng::new(seed);
         let pre_vote = rng.below(2) == 0;
@@ -178,6 +195,7 @@ impl Sim {
         };
         let election_tick = 3 + rng.below(6) as usize;
         let voters: Vec<u64> = (1..=n).collect();
+        let empty: Vec<bool> = (1..=total).map(|id| id > n && rng.below(3) != 0).collect();
         let nodes = (1..=total)
             .map(|id| {
                 let cfg = Config {
@@ -191,7 +209,12 @@ impl Sim {
                     seed: seed.wrapping_mul(31).wrapping_add(id),
                     ..Config::default()
                 };
-                SimNode::new(cfg, &voters)
+                let boot: &[u64] = if empty[(id - 1) as usize] {
+                    &[]
+                } else {
+                    &voters
+                };
+                SimNode::new(cfg, boot)
             })
             .collect();
         let drop_rate = [0.0, 0.05, 0.2][rng.below(3) as usize];
@@ -287,7 +310,7 @@ impl Sim {
                 self.node_mut(id).persist(&mut out);
                 self.inflight.extend(out);
             }
-            85..=91 => {
+            85..=90 => {
                 let id = self.random_id();
                 self.next_value += 1;
                 let v = self.next_value.to_be_bytes().to_vec();
@@ -295,7 +318,7 @@ impl Sim {
                     let _ = n.raw.propose(vec![], v);
                 });
             }
-            92..=93 => self.propose_conf_change(),
+            91..=93 => self.propose_conf_change(),
             94 => {
                 let id = self.random_id();
                 self.node_mut(id).crash_restart();
@@ -328,16 +351,58 @@ impl Sim {
         }
     }
 
+    /// Proposes a random membership change at a random node (a follower
+    /// forwards it): add or remove a voter, add a learner, promote a learner,
+    /// demote a voter, or a joint change of two or three of these (leaving
+    /// automatically or explicitly), or leaving a joint configuration. Targets
+    /// include empty joiners and removed nodes.
     fn propose_conf_change(&mut self) {
         let id = self.random_id();
-        let target = self.random_id();
-        let ty = [
+        let cs = self.node(id).conf_state.clone();
+        let kind = self.rng.below(6);
+        if kind == 5 {
+            // Leave the joint configuration (refused unless joint).
+            self.on_node(id, |n| {
+                let _ = n.raw.propose_conf_change(vec![], ConfChangeV2::default());
+            });
+            return;
+        }
+        let types = [
             ConfChangeType::AddNode,
             ConfChangeType::AddLearnerNode,
             ConfChangeType::RemoveNode,
-        ][self.rng.below(3) as usize];
-        let voters = self.node(id).conf_state.voters.len();
-        if ty != ConfChangeType::AddNode && voters <= 3 {
+        ];
+        let count = if kind >= 3 { 2 + self.rng.below(2) } else { 1 };
+        let mut changes = Vec::new();
+        let mut voters: BTreeSet<u64> = cs.voters.iter().copied().collect();
+        for _ in 0..count {
+            let mut c = ConfChangeSingle::default();
+            let ty = if kind < 3 {
+                types[kind as usize]
+            } else {
+                types[self.rng.below(3) as usize]
+            };
+            c.set_change_type(ty);
+            c.node_id = self.random_id();
+            if ty != ConfChangeType::RemoveNode && self.rng.below(3) != 0 {
+                // Mostly grow the group with nodes outside it (empty joiners
+                // among them), rather than re-adding members.
+                let outside: Vec<u64> = self
+                    .ids()
+                    .into_iter()
+                    .filter(|i| !cs.voters.contains(i) && !cs.learners.contains(i))
+                    .collect();
+                if !outside.is_empty() {
+                    c.node_id = outside[self.rng.below(outside.len() as u64) as usize];
+                }
+            }
+            match ty {
+                ConfChangeType::AddNode => voters.insert(c.node_id),
+                _ => voters.remove(&c.node_id),
+            };
+            changes.push(c);
+        }
+        if voters.len() < 3 {
             // Keep at least three voters. Safety does not need it, but liveness
             // does: with configurations applied (not appended), a two-voter
             // group whose leader demotes itself and crashes before handing over
@@ -345,28 +410,25 @@ impl Sim {
             // longer log refuses.
             return;
         }
-        if self.rng.below(3) == 0 {
-            let other = self.random_id();
-            let mut a = ConfChangeSingle::default();
-            a.set_change_type(ty);
-            a.node_id = target;
-            let mut b = ConfChangeSingle::default();
-            b.set_change_type(ConfChangeType::AddNode);
-            b.node_id = other;
-            let mut cc = ConfChangeV2::default();
-            cc.set_changes(vec![a, b].into());
-            cc.set_transition(ConfChangeTransition::Auto);
-            self.on_node(id, |n| {
-                let _ = n.raw.propose_conf_change(vec![], cc);
-            });
-        } else {
+        if kind < 3 {
             let mut cc = ConfChange::default();
-            cc.set_change_type(ty);
-            cc.node_id = target;
+            cc.set_change_type(changes[0].get_change_type());
+            cc.node_id = changes[0].node_id;
             self.on_node(id, |n| {
                 let _ = n.raw.propose_conf_change(vec![], cc);
             });
+            return;
         }
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(changes.into());
+        cc.set_transition(if kind == 3 {
+            ConfChangeTransition::Auto
+        } else {
+            ConfChangeTransition::Explicit
+        });
+        self.on_node(id, |n| {
+            let _ = n.raw.propose_conf_change(vec![], cc);
+        });
     }
 
     /// Heals the network and runs with reliable delivery until a leader of the

@@ -209,9 +209,9 @@ fn memstorage_term_entries_compact_2c() {
         Err(Error::Store(StorageError::Compacted))
     );
     assert_eq!(s.compact(4), Err(Error::Store(StorageError::Compacted)));
-    assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 3);
+    assert_eq!(s.snapshot(0, 1).unwrap().get_metadata().index, 3);
     assert_eq!(
-        s.snapshot(4, 2),
+        s.snapshot(4, 1),
         Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable))
     );
     assert_eq!(
@@ -242,4 +242,36 @@ fn memstorage_entries_size_limit_2c() {
     assert_eq!(s.entries(1, 6, Some(0)).unwrap().len(), 1);
     assert_eq!(s.entries(1, 6, Some(250)).unwrap().len(), 2);
     assert_eq!(s.entries(1, 6, None).unwrap().len(), 5);
+}
+
+/// `MemStorage::snapshot(request_index, to)` serves only a real snapshot whose
+/// configuration holds `to`; otherwise it asks the application for a new one
+/// and answers `SnapshotTemporarilyUnavailable` meanwhile.
+#[test]
+fn memstorage_snapshot_holds_requester_2c() {
+    let unavailable = Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+    let s = MemStorage::new_with_conf_state(conf_state(&[1, 2, 3], &[]));
+    s.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    // The bootstrap configuration at index 0 is not a snapshot to send.
+    assert_eq!(s.snapshot(0, 2), unavailable);
+    assert!(s.snapshot_requested());
+    s.create_snapshot(3, conf_state(&[1, 2, 3], &[]), vec![].into())
+        .unwrap();
+    assert!(!s.snapshot_requested());
+    assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 3);
+    // Node 4 was added after that snapshot.
+    assert_eq!(s.snapshot(0, 4), unavailable);
+    assert!(s.snapshot_requested());
+    s.create_snapshot(5, conf_state(&[1, 2, 3, 4], &[]), vec![].into())
+        .unwrap();
+    let snap = s.snapshot(0, 4).unwrap();
+    assert_eq!(snap.get_metadata().index, 5);
+    assert!(snap.get_metadata().get_conf_state().voters.contains(&4));
+    // Learners and outgoing voters are members too.
+    s.create_snapshot(5, conf_state(&[1, 2, 3], &[4]), vec![].into())
+        .unwrap();
+    assert!(s.snapshot(0, 4).is_ok());
+    assert_eq!(s.snapshot(0, 9), unavailable);
+    assert_eq!(s.last_snapshot().get_metadata().index, 5);
 }
