@@ -25,6 +25,12 @@ const STORES: usize = 5;
 const ROUNDS: usize = 3;
 const ROUND_TIME: Duration = Duration::from_millis(1500);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client may go without a successful read of a key whose value it must learn. A
+/// correct cluster elects a leader and answers within a few election timeouts once the faults
+/// of the moment pass (partitions last under a second, and every filter is gone between
+/// rounds); running out of this means a region lost liveness, and the test fails with the
+/// region's state instead of hanging.
+const KNOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A history shared by the clients, with times in microseconds since the test began.
 struct History {
@@ -61,6 +67,8 @@ struct KeyState {
 struct ClientState {
     keys: Vec<KeyState>,
     next_token: u64,
+    /// Writes acknowledged in the current round.
+    acked_this_round: u64,
 }
 
 fn key_of(client: usize, i: usize) -> Vec<u8> {
@@ -114,6 +122,7 @@ pub fn generic_test(
     let fresh = ClientState {
         keys: vec![KeyState::default(); keys_per_client],
         next_token: 0,
+        acked_this_round: 0,
     };
     let mut states = vec![fresh; clients];
 
@@ -154,14 +163,16 @@ pub fn generic_test(
         std::thread::sleep(ROUND_TIME);
         done.store(true, Ordering::SeqCst);
         if let Some(c) = chaos {
-            c.join().expect("chaos thread panicked");
+            join_or_panic(c, "the partition thread", seed);
         }
         if let Some(c) = confs {
-            c.join().expect("conf change thread panicked");
+            join_or_panic(c, "the conf change thread", seed);
         }
         for (c, w) in workers.into_iter().enumerate() {
-            states[c] = w.join().expect("client thread panicked");
+            states[c] = join_or_panic(w, &format!("client {c}"), seed);
         }
+        let acked: Vec<u64> = states.iter().map(|s| s.acked_this_round).collect();
+        eprintln!("generic_test: round {round}: writes acknowledged per client {acked:?}");
         cluster.clear_filters();
         if crash {
             cluster.restart_all();
@@ -203,6 +214,7 @@ fn run_client(
     seed: u64,
 ) -> ClientState {
     let mut rng = StdRng::seed_from_u64(seed);
+    st.acked_this_round = 0;
     // Each client finds leaders on its own, so one may read through a deposed leader while
     // another writes through the new one: exactly where a stale read would show.
     let leaders = LeaderCache::default();
@@ -245,6 +257,7 @@ fn run_client(
                 ks.last = value;
                 ks.acked.push(n);
                 ks.uncertain = false;
+                st.acked_this_round += 1;
             } else {
                 ks.uncertain = true;
                 // Unknown outcome: learn what the key holds before appending again.
@@ -280,7 +293,8 @@ fn run_client(
     st
 }
 
-/// Reads until a read succeeds (recording every attempt that answered).
+/// Reads until a read succeeds (recording every attempt that answered); panics with the last
+/// error and the state of the key's region when none does within [`KNOWN_DEADLINE`].
 fn read_until_known(
     c: usize,
     key: &[u8],
@@ -288,20 +302,48 @@ fn read_until_known(
     leaders: &LeaderCache,
     history: &History,
 ) -> Vec<u8> {
+    let deadline = Instant::now() + KNOWN_DEADLINE;
+    let mut attempts = 0;
     loop {
         let call = history.now();
-        if let Ok(v) = cluster.try_get_with(leaders, key, OP_TIMEOUT) {
-            history.record(Operation {
-                client: c,
-                key: key.to_vec(),
-                input: Input::Get,
-                output: Some(Output::Value(v.clone())),
-                call,
-                ret: history.now(),
-            });
-            return v.unwrap_or_default();
+        attempts += 1;
+        match cluster.try_get_with(leaders, key, OP_TIMEOUT) {
+            Ok(v) => {
+                history.record(Operation {
+                    client: c,
+                    key: key.to_vec(),
+                    input: Input::Get,
+                    output: Some(Output::Value(v.clone())),
+                    call,
+                    ret: history.now(),
+                });
+                return v.unwrap_or_default();
+            }
+            Err(e) if Instant::now() >= deadline => {
+                let region = cluster.get_region(key);
+                panic!(
+                    "client {c}: no read of {:?} succeeded in {KNOWN_DEADLINE:?} ({attempts} \
+                     attempts); last error: {}\n{}",
+                    String::from_utf8_lossy(key),
+                    e.0,
+                    cluster.describe_region(region.id)
+                );
+            }
+            Err(_) => {}
         }
     }
+}
+
+/// Joins a thread of the test, re-raising its panic with the seed that replays the schedule.
+fn join_or_panic<T>(handle: std::thread::JoinHandle<T>, what: &str, seed: u64) -> T {
+    handle.join().unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        panic!("seed {seed}: {what} panicked: {msg}")
+    })
 }
 
 /// Removes and adds peers of a random region at random, keeping 3 to 5 of them. A change that

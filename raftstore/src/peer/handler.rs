@@ -65,8 +65,10 @@ impl<'a> PeerMsgHandler<'a> {
             return;
         }
         if msg.is_tombstone {
-            // Peer destruction arrives with conf change (next issue); until then a tombstone
-            // message can only be stale.
+            self.on_tombstone(&msg);
+            return;
+        }
+        if self.maybe_gc_stale_sender(&msg) {
             return;
         }
         let m = match eraftpb::Message::parse_from_bytes(&msg.message) {
