@@ -43,6 +43,12 @@ fn peers_text(region: &metapb::Region) -> String {
     )
 }
 
+/// Whether two regions' key ranges intersect (an empty end key is unbounded).
+fn ranges_overlap(a: &metapb::Region, b: &metapb::Region) -> bool {
+    let before = |end: &[u8], start: &[u8]| !end.is_empty() && end <= start;
+    !before(&a.end_key, &b.start_key) && !before(&b.end_key, &a.start_key)
+}
+
 impl Cluster {
     /// A multi-line account of `region_id` across the cluster: see the module doc.
     pub fn describe_region(&self, region_id: u64) -> String {
@@ -60,14 +66,47 @@ impl Cluster {
                 let _ = writeln!(out, "region {region_id}: unknown to the scheduler ({e})");
             }
         }
+        let range = self
+            .scheduler()
+            .get_region_by_id(region_id)
+            .ok()
+            .map(|(r, _)| r);
         for store in self.read_sim().running_stores() {
             let _ = writeln!(
                 out,
                 "  store {store}: {}",
                 self.describe_peer(store, region_id)
             );
+            // A peer this store cannot create or initialise is usually kept out by another
+            // region here whose range overlaps (a stale peer that missed a split or removal).
+            let Some(range) = &range else { continue };
+            for (id, state) in self.region_states_on_store(store) {
+                let r = state.region.clone().unwrap_or_default();
+                if id != region_id && !r.peers.is_empty() && ranges_overlap(&r, range) {
+                    let _ = writeln!(
+                        out,
+                        "    overlapping region {id}: state {} {}",
+                        state.state,
+                        peers_text(&r)
+                    );
+                }
+            }
         }
         out
+    }
+
+    /// The region states store `store_id` holds (Tombstones included), by region id.
+    fn region_states_on_store(&self, store_id: u64) -> Vec<(u64, RegionLocalState)> {
+        let Some(engines) = self.engines(store_id) else {
+            return Vec::new();
+        };
+        self.region_ids_on_store(store_id)
+            .into_iter()
+            .filter_map(|id| {
+                let state = kv::engine::get_msg(&engines.kv, &keys::region_state_key(id));
+                Some((id, state.ok().flatten()?))
+            })
+            .collect()
     }
 
     /// [`Cluster::describe_region`] of every region the scheduler knows and of every region a
