@@ -25,6 +25,17 @@ const STORES: usize = 5;
 const ROUNDS: usize = 3;
 const ROUND_TIME: Duration = Duration::from_millis(1500);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Progress floors: without them a cluster that acknowledges nothing passes, since an empty
+/// history is trivially linearizable and every end-of-round check holds. Measured on a 2-core
+/// machine running the whole suite beside three more generic tests and busy loops, the fewest
+/// writes one client got acknowledged were 9 in a round without partitions (20 clients), 0 in a
+/// round with partitions (a first round that elected no lasting leader while the sides changed
+/// every few hundred milliseconds), and 35 over a whole test. The floors sit well below.
+///
+/// Per client per round, in fault mixes without partitions.
+const MIN_ACKED_PER_CLIENT_ROUND: u64 = 2;
+/// Per client over the whole test, in every fault mix.
+const MIN_ACKED_PER_CLIENT_TEST: usize = 5;
 /// How long a client may go without a successful read of a key whose value it must learn. A
 /// correct cluster elects a leader and answers within a few election timeouts once the faults
 /// of the moment pass (partitions last under a second, and every filter is gone between
@@ -173,6 +184,16 @@ pub fn generic_test(
         }
         let acked: Vec<u64> = states.iter().map(|s| s.acked_this_round).collect();
         eprintln!("generic_test: round {round}: writes acknowledged per client {acked:?}");
+        if !partitions {
+            if let Some(c) = acked.iter().position(|&n| n < MIN_ACKED_PER_CLIENT_ROUND) {
+                panic!(
+                    "seed {seed}: round {round}: client {c} had {} writes acknowledged, under the \
+                     floor of {MIN_ACKED_PER_CLIENT_ROUND} per client per round (all: {acked:?})\n{}",
+                    acked[c],
+                    cluster.describe_cluster()
+                );
+            }
+        }
         cluster.clear_filters();
         if crash {
             cluster.restart_all();
@@ -184,6 +205,18 @@ pub fn generic_test(
             // Log GC runs on a tick; a quiet cluster must get within the bound promptly.
             cluster.wait_log_bound_all(limit, Duration::from_secs(3));
         }
+    }
+    let totals: Vec<usize> = states
+        .iter()
+        .map(|s| s.keys.iter().map(|k| k.acked.len()).sum())
+        .collect();
+    if let Some(c) = totals.iter().position(|&n| n < MIN_ACKED_PER_CLIENT_TEST) {
+        panic!(
+            "seed {seed}: client {c} had {} writes acknowledged in the whole test, under the floor \
+             of {MIN_ACKED_PER_CLIENT_TEST} (all: {totals:?})\n{}",
+            totals[c],
+            cluster.describe_cluster()
+        );
     }
     if split {
         let regions = cluster.wait_regions(Duration::from_secs(10), |r| r.len() > 1);
