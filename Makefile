@@ -5,7 +5,7 @@
 #   make run-standalone  start a single standalone server instead
 #   make test       everything CI runs
 #   make projectN   one graded stage (project1, project2a|2b|2c, project3a|3b|3c, project4a|4b|4c)
-#   make fmt / lint / bench / soak-raft
+#   make fmt / lint / bench / soak-raft / soak-3b
 
 # Build outside the checkout so clones share one build of RocksDB; override to build elsewhere.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera-target
@@ -15,7 +15,7 @@ DATA_DIR ?= $(CURDIR)/tessera-data
 ADDR ?= 127.0.0.1:20160
 STATUS_ADDR ?= 127.0.0.1:20180
 
-.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft \
+.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft soak-3b \
 	project1 project2a project2b project2c project3a project3b project3c project4a project4b project4c
 
 setup:
@@ -79,4 +79,14 @@ project4c: setup
 
 # The raft property test over many more seeds than `make test` runs.
 soak-raft: setup
-	RAFT_PROPTEST_SEEDS=$${RAFT_PROPTEST_SEEDS:-20000} $(CARGO) nextest run -p raft --release -E 'test(random_safety_2c)'
+	RAFT_PROPTEST_SEEDS=$${RAFT_PROPTEST_SEEDS:-20000} $(CARGO) nextest run --profile soak-raft -p raft --release -E 'test(random_safety_2c)'
+
+# The generic scenarios (clients under faults, histories checked for linearizability): the 3B
+# split and conf change ones, and the 2B/2C ones, each run SOAK_RUNS times (nextest stress runs;
+# a hung run is killed by the slow-timeout of .config/nextest.toml).
+SOAK_RUNS ?= 10
+SOAK_FILTER = binary(integration) & (test(/^split_3b::split_(recover|unreliable|conf_change)/) \
+	| test(/^conf_change_3b::conf_change_(recover|unreliable|snapshot)/) \
+	| test(/^scenarios_2b::/) | test(/^snapshot_2c::snapshot_(recover|unreliable)/))
+soak-3b: setup
+	$(CARGO) nextest run -p test_raftstore --no-fail-fast --stress-count $(SOAK_RUNS) -E '$(SOAK_FILTER)'

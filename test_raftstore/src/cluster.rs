@@ -323,8 +323,12 @@ impl Cluster {
                 return;
             }
             if Instant::now() >= deadline {
+                let region = self
+                    .scheduler
+                    .get_region(key)
+                    .map_or_else(|e| format!("{e}\n"), |(r, _)| self.describe_region(r.id));
                 panic!(
-                    "store {store_id}: key {:?} is {:?} after {timeout:?}, expected {:?}",
+                    "store {store_id}: key {:?} is {:?} after {timeout:?}, expected {:?}\n{region}",
                     String::from_utf8_lossy(key),
                     seen.map(|v| String::from_utf8_lossy(&v).into_owned()),
                     expected.map(|v| String::from_utf8_lossy(v).into_owned()),

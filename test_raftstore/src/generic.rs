@@ -25,6 +25,26 @@ const STORES: usize = 5;
 const ROUNDS: usize = 3;
 const ROUND_TIME: Duration = Duration::from_millis(1500);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Progress floors: without them a cluster that acknowledges nothing passes, since an empty
+/// history is trivially linearizable and every end-of-round check holds. Measured on a 2-core
+/// machine running the whole suite (beside three more generic tests and busy loops, or alone),
+/// the fewest writes one client got acknowledged were: 9 in a typical round without partitions,
+/// but once 1 for every client in a round of `conf_change_unreliable_3b` that stalled as a whole
+/// (seed 1139816729382846904, not reproduced on replay); 0 in a round with partitions (a first
+/// round that elected no lasting leader while the sides changed every few hundred milliseconds);
+/// and 35 over a whole test. So every round without partitions must acknowledge something for
+/// each client, and every client must get well more than that over the test.
+///
+/// Per client per round, in fault mixes without partitions.
+const MIN_ACKED_PER_CLIENT_ROUND: u64 = 1;
+/// Per client over the whole test, in every fault mix.
+const MIN_ACKED_PER_CLIENT_TEST: usize = 5;
+/// How long a client may go without a successful read of a key whose value it must learn. A
+/// correct cluster elects a leader and answers within a few election timeouts once the faults
+/// of the moment pass (partitions last under a second, and every filter is gone between
+/// rounds); running out of this means a region lost liveness, and the test fails with the
+/// region's state instead of hanging.
+const KNOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A history shared by the clients, with times in microseconds since the test began.
 struct History {
@@ -61,6 +81,8 @@ struct KeyState {
 struct ClientState {
     keys: Vec<KeyState>,
     next_token: u64,
+    /// Writes acknowledged in the current round.
+    acked_this_round: u64,
 }
 
 fn key_of(client: usize, i: usize) -> Vec<u8> {
@@ -114,6 +136,7 @@ pub fn generic_test(
     let fresh = ClientState {
         keys: vec![KeyState::default(); keys_per_client],
         next_token: 0,
+        acked_this_round: 0,
     };
     let mut states = vec![fresh; clients];
 
@@ -154,13 +177,25 @@ pub fn generic_test(
         std::thread::sleep(ROUND_TIME);
         done.store(true, Ordering::SeqCst);
         if let Some(c) = chaos {
-            c.join().expect("chaos thread panicked");
+            join_or_panic(c, "the partition thread", seed);
         }
         if let Some(c) = confs {
-            c.join().expect("conf change thread panicked");
+            join_or_panic(c, "the conf change thread", seed);
         }
         for (c, w) in workers.into_iter().enumerate() {
-            states[c] = w.join().expect("client thread panicked");
+            states[c] = join_or_panic(w, &format!("client {c}"), seed);
+        }
+        let acked: Vec<u64> = states.iter().map(|s| s.acked_this_round).collect();
+        eprintln!("generic_test: round {round}: writes acknowledged per client {acked:?}");
+        if !partitions {
+            if let Some(c) = acked.iter().position(|&n| n < MIN_ACKED_PER_CLIENT_ROUND) {
+                panic!(
+                    "seed {seed}: round {round}: client {c} had {} writes acknowledged, under the \
+                     floor of {MIN_ACKED_PER_CLIENT_ROUND} per client per round (all: {acked:?})\n{}",
+                    acked[c],
+                    cluster.describe_cluster()
+                );
+            }
         }
         cluster.clear_filters();
         if crash {
@@ -173,6 +208,18 @@ pub fn generic_test(
             // Log GC runs on a tick; a quiet cluster must get within the bound promptly.
             cluster.wait_log_bound_all(limit, Duration::from_secs(3));
         }
+    }
+    let totals: Vec<usize> = states
+        .iter()
+        .map(|s| s.keys.iter().map(|k| k.acked.len()).sum())
+        .collect();
+    if let Some(c) = totals.iter().position(|&n| n < MIN_ACKED_PER_CLIENT_TEST) {
+        panic!(
+            "seed {seed}: client {c} had {} writes acknowledged in the whole test, under the floor \
+             of {MIN_ACKED_PER_CLIENT_TEST} (all: {totals:?})\n{}",
+            totals[c],
+            cluster.describe_cluster()
+        );
     }
     if split {
         let regions = cluster.wait_regions(Duration::from_secs(10), |r| r.len() > 1);
@@ -203,6 +250,7 @@ fn run_client(
     seed: u64,
 ) -> ClientState {
     let mut rng = StdRng::seed_from_u64(seed);
+    st.acked_this_round = 0;
     // Each client finds leaders on its own, so one may read through a deposed leader while
     // another writes through the new one: exactly where a stale read would show.
     let leaders = LeaderCache::default();
@@ -245,6 +293,7 @@ fn run_client(
                 ks.last = value;
                 ks.acked.push(n);
                 ks.uncertain = false;
+                st.acked_this_round += 1;
             } else {
                 ks.uncertain = true;
                 // Unknown outcome: learn what the key holds before appending again.
@@ -280,7 +329,8 @@ fn run_client(
     st
 }
 
-/// Reads until a read succeeds (recording every attempt that answered).
+/// Reads until a read succeeds (recording every attempt that answered); panics with the last
+/// error and the state of the key's region when none does within [`KNOWN_DEADLINE`].
 fn read_until_known(
     c: usize,
     key: &[u8],
@@ -288,20 +338,48 @@ fn read_until_known(
     leaders: &LeaderCache,
     history: &History,
 ) -> Vec<u8> {
+    let deadline = Instant::now() + KNOWN_DEADLINE;
+    let mut attempts = 0;
     loop {
         let call = history.now();
-        if let Ok(v) = cluster.try_get_with(leaders, key, OP_TIMEOUT) {
-            history.record(Operation {
-                client: c,
-                key: key.to_vec(),
-                input: Input::Get,
-                output: Some(Output::Value(v.clone())),
-                call,
-                ret: history.now(),
-            });
-            return v.unwrap_or_default();
+        attempts += 1;
+        match cluster.try_get_with(leaders, key, OP_TIMEOUT) {
+            Ok(v) => {
+                history.record(Operation {
+                    client: c,
+                    key: key.to_vec(),
+                    input: Input::Get,
+                    output: Some(Output::Value(v.clone())),
+                    call,
+                    ret: history.now(),
+                });
+                return v.unwrap_or_default();
+            }
+            Err(e) if Instant::now() >= deadline => {
+                let region = cluster.get_region(key);
+                panic!(
+                    "client {c}: no read of {:?} succeeded in {KNOWN_DEADLINE:?} ({attempts} \
+                     attempts); last error: {}\n{}",
+                    String::from_utf8_lossy(key),
+                    e.0,
+                    cluster.describe_region(region.id)
+                );
+            }
+            Err(_) => {}
         }
     }
+}
+
+/// Joins a thread of the test, re-raising its panic with the seed that replays the schedule.
+fn join_or_panic<T>(handle: std::thread::JoinHandle<T>, what: &str, seed: u64) -> T {
+    handle.join().unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        panic!("seed {seed}: {what} panicked: {msg}")
+    })
 }
 
 /// Removes and adds peers of a random region at random, keeping 3 to 5 of them. A change that

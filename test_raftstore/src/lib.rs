@@ -15,6 +15,7 @@ mod client;
 mod cluster;
 mod filter;
 mod generic;
+mod inspect;
 mod node;
 mod scheduler;
 mod split;

@@ -8,6 +8,9 @@
 //!                 RegionLocalState goes into the same kv batch as the apply state
 //! removed self    RegionLocalState Tombstone in that batch; then the peer's data, raft log
 //!                 and states are deleted, pending commands answered, mailbox closed
+//! removed unaware a member gets a message from a peer absent from the region and behind its
+//!                 conf_ver: it answers with a tombstone message (region epoch = its own), and
+//!                 the removed peer destroys itself as above
 //! ```
 //! A leader never removes itself: asked to, it hands leadership to the most up-to-date voter
 //! and answers `NotLeader`, so the request is retried on the new leader. (Removing itself
@@ -21,7 +24,7 @@ use proto::raft_cmdpb::{
     AdminCmdType, AdminResponse, ChangePeerResponse, RaftCmdRequest, RaftCmdResponse,
     RaftResponseHeader, TransferLeaderResponse,
 };
-use proto::raft_serverpb::{PeerState, RegionLocalState};
+use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use protobuf::Message as _;
 use protobuf::ProtobufEnum as _;
 use raft::StateRole;
@@ -241,6 +244,65 @@ impl PeerMsgHandler<'_> {
             ..Default::default()
         };
         admin_response(term, resp)
+    }
+
+    /// Answers a message from a peer this region removed with a tombstone message, instead of
+    /// stepping it; returns whether it did. Such a peer missed its removal (it was cut off when
+    /// it committed) and nobody else will tell it: while it lives, its stale range keeps this
+    /// store's peers of regions split off since from being created. The sender counts as removed
+    /// when it is initialised, absent from the region, and behind its membership: a peer being
+    /// added is either in the region or ahead of it.
+    pub(super) fn maybe_gc_stale_sender(&mut self, msg: &RaftMessage) -> bool {
+        let region = self.peer.region();
+        let (Some(from), Some(theirs)) = (msg.from_peer, msg.region_epoch) else {
+            return false;
+        };
+        let ours = region.region_epoch.unwrap_or_default();
+        if region.peers.is_empty()
+            || region.peers.iter().any(|p| p.id == from.id)
+            || theirs.conf_ver >= ours.conf_ver
+        {
+            return false;
+        }
+        tracing::info!(
+            region_id = region.id,
+            peer_id = self.peer.meta.id,
+            stale = from.id,
+            their_conf_ver = theirs.conf_ver,
+            conf_ver = ours.conf_ver,
+            "message from a removed peer; telling it to make way"
+        );
+        let gc = RaftMessage {
+            region_id: region.id,
+            from_peer: Some(self.peer.meta),
+            to_peer: Some(from),
+            region_epoch: region.region_epoch,
+            is_tombstone: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.ctx.transport.send(gc) {
+            tracing::debug!(region_id = region.id, error = %e, "tombstone message not sent");
+        }
+        true
+    }
+
+    /// A tombstone message: a peer of the region whose membership is newer than this peer's
+    /// says this peer was removed. It destroys itself, unless a snapshot is being applied (the
+    /// region worker owns its data until then; the sender repeats the news).
+    pub(super) fn on_tombstone(&mut self, msg: &RaftMessage) {
+        let ours = self.peer.region().region_epoch.unwrap_or_default();
+        let theirs = msg.region_epoch.unwrap_or_default();
+        if theirs.conf_ver <= ours.conf_ver || self.peer.applying_snapshot.is_some() {
+            return;
+        }
+        tracing::info!(
+            region_id = self.peer.region_id,
+            peer_id = self.peer.meta.id,
+            conf_ver = ours.conf_ver,
+            their_conf_ver = theirs.conf_ver,
+            "removed from the region while cut off; destroying"
+        );
+        self.destroy();
     }
 
     /// Destroys this peer after its removal was applied: answers everything pending, deletes

@@ -70,7 +70,10 @@ impl<'a> PeerMsgHandler<'a> {
             return;
         }
         if msg.is_tombstone {
-            // No store sends tombstones yet: removed peers learn it from newer messages.
+            self.on_tombstone(&msg);
+            return;
+        }
+        if self.maybe_gc_stale_sender(&msg) {
             return;
         }
         let m = match eraftpb::Message::parse_from_bytes(&msg.message) {

@@ -200,3 +200,55 @@ fn split_conf_change_snapshot_unreliable_recover_3b() {
 fn split_conf_change_snapshot_unreliable_recover_partition_3b() {
     generic_test(5, true, true, true, Some(100), true, true);
 }
+
+/// A store cut off through a split and then removed from the left half keeps a stale peer of
+/// the whole old range. Its right-half peer is still a member of the right region, but the
+/// store cannot create it while the stale peer's range overlaps. The stale peer must learn
+/// that it was removed and make way, or the right region runs with one member short for ever
+/// (and loses its quorum as soon as one more store is down).
+#[test]
+fn stale_peer_after_split_makes_way_3b() {
+    let mut cluster = Cluster::new(3, Config::test());
+    cluster.start();
+    let region = cluster.get_region(b"");
+    let leader = cluster.wait_leader(region.id, WAIT);
+    cluster.must_put(b"a", b"1");
+    let stale = cluster
+        .store_ids()
+        .into_iter()
+        .find(|s| *s != leader.store_id)
+        .expect("a follower");
+    cluster.wait_value_on_store(stale, b"a", Some(b"1"), WAIT);
+    let others: Vec<u64> = cluster
+        .store_ids()
+        .into_iter()
+        .filter(|s| *s != stale)
+        .collect();
+
+    // While `stale` hears nothing: split, then remove its peer from the left half.
+    cluster.add_filter(Arc::new(PartitionFilter::new(&[stale], &others)));
+    cluster.must_split(region.id, b"m");
+    let regions = cluster.wait_regions(WAIT, |r| r.len() == 2);
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    let removed = *left
+        .peers
+        .iter()
+        .find(|p| p.store_id == stale)
+        .expect("the left half has a peer on the cut-off store");
+    cluster.must_remove_peer(left.id, removed);
+    assert!(right.peers.iter().any(|p| p.store_id == stale));
+    cluster.clear_filters();
+
+    // The right half reaches its peer on `stale`, which holds its data only once the stale
+    // peer of the old range is gone (and took the left half's data with it).
+    cluster.must_put(b"x", b"2");
+    cluster.wait_value_on_store(stale, b"x", Some(b"2"), WAIT);
+    cluster.wait_value_on_store(stale, b"a", None, WAIT);
+
+    // With that peer live, the right half keeps its quorum when another store stops.
+    let stopped = others[0];
+    cluster.stop_node(stopped);
+    cluster.must_put(b"y", b"3");
+    assert_eq!(cluster.must_get(b"x").as_deref(), Some(&b"2"[..]));
+    cluster.wait_value_on_store(stale, b"y", Some(b"3"), WAIT);
+}
