@@ -41,11 +41,16 @@ impl Topology {
         let addr = cluster.scheduler.clone();
         let (region, stores) = tokio::task::spawn_blocking(move || {
             let c = RpcClient::connect(&addr, RpcClientConfig::default()).expect("scheduler");
-            let (region, _) = c.get_region(b"").expect("the scheduler knows the first region");
+            let (region, _) = c
+                .get_region(b"")
+                .expect("the scheduler knows the first region");
             let stores: Vec<metapb::Store> = region
                 .peers
                 .iter()
-                .map(|p| c.get_store(p.store_id).expect("the scheduler knows the store"))
+                .map(|p| {
+                    c.get_store(p.store_id)
+                        .expect("the scheduler knows the store")
+                })
                 .collect();
             (region, stores)
         })
@@ -58,10 +63,8 @@ impl Topology {
                 let at = stores
                     .iter()
                     .position(|st| st.address == s.grpc_addr())
-                    .unwrap_or_else(|| {
-                        panic!("no peer of {region:?} on {} ({stores:?})", s.name)
-                    });
-                region.peers[at].clone()
+                    .unwrap_or_else(|| panic!("no peer of {region:?} on {} ({stores:?})", s.name));
+                region.peers[at]
             })
             .collect();
         let leader = cluster.wait_leader().await;
@@ -75,11 +78,6 @@ impl Topology {
     /// A follower's store index (the one after the leader).
     pub fn follower(&self) -> usize {
         (self.leader + 1) % self.peers.len()
-    }
-
-    /// The voters' peer ids.
-    pub fn voter_ids(&self) -> Vec<u64> {
-        self.region.peers.iter().map(|p| p.id).collect()
     }
 }
 
@@ -113,8 +111,8 @@ pub fn forge_raft(
     m.set_to(to.id);
     RaftMessage {
         region_id: region.id,
-        from_peer: Some(from.clone()),
-        to_peer: Some(to.clone()),
+        from_peer: Some(*from),
+        to_peer: Some(*to),
         message: m.write_to_bytes().expect("encode a raft message"),
         region_epoch: region.region_epoch,
         is_tombstone: false,

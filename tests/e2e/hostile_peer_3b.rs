@@ -14,24 +14,20 @@ use proto::eraftpb::MessageType;
 use proto::metapb;
 use tokio::task::block_in_place;
 
-use crate::forge::{forge_raft, raft_msg, Topology};
+use crate::forge::{forge_raft, raft_msg};
 use crate::hostile::send_raft;
-use crate::procs::{Cluster, STORES};
-use crate::survive::{must_all_run, must_keep_serving, Acked};
+use crate::procs::STORES;
+use crate::survive::{cluster_with_writes, must_all_run, must_keep_serving};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_larger_peer_id_destroys_no_peer_3b() {
-    let mut cluster = block_in_place(Cluster::start);
-    cluster.wait_replicas(STORES).await;
-    let mut acked = Acked::connect(&cluster).await;
-    acked.must_write(&cluster, 20, "before the attack").await;
-    let topo = Topology::read(&cluster).await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(20).await;
 
     for target in 0..STORES {
         let local = &topo.peers[target];
         let newer = metapb::Peer {
             id: local.id + 1,
-            ..local.clone()
+            ..*local
         };
         // A heartbeat from another member at term 1, below every term the region reached:
         // were it stepped, raft would ignore it. Only the peer id it is addressed to is new.
@@ -45,7 +41,7 @@ async fn forged_larger_peer_id_destroys_no_peer_3b() {
             cluster.stores[target].name, newer.id, local.id
         ));
     }
-    must_keep_serving(&mut cluster, 0, &mut acked).await;
+    must_keep_serving(&mut cluster, 0, topo.leader, &mut acked).await;
 
     // Whatever a store did in memory, its disk must still hold the region: restart them all.
     for i in 0..STORES {

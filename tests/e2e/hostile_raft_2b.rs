@@ -10,32 +10,15 @@
 //! ```
 
 use proto::eraftpb::MessageType;
-use tokio::task::block_in_place;
 
-use crate::forge::{entry, forge_raft, raft_msg, Topology, FUTURE_TERM};
+use crate::forge::{entry, forge_raft, raft_msg, FUTURE_TERM};
 use crate::hostile::send_raft;
 use crate::procs::{Cluster, STORES};
-use crate::survive::{must_keep_serving, Acked};
+use crate::survive::{cluster_with_writes, must_keep_serving};
 
 /// Writes acknowledged before the attack: fewer than the store's log-GC count limit, so the
 /// log still holds the region's first entries when the forged messages arrive.
 const BEFORE: usize = 20;
-
-/// A cluster with a 3-voter region, some acknowledged writes, and its topology.
-async fn cluster_with_writes() -> (Cluster, Acked, Topology) {
-    let cluster = block_in_place(Cluster::start);
-    cluster.wait_replicas(STORES).await;
-    let mut acked = Acked::connect(&cluster).await;
-    acked
-        .must_write(&cluster, BEFORE, "before the attack")
-        .await;
-    let topo = Topology::read(&cluster).await;
-    cluster.note(&format!(
-        "region {} led by {}, {BEFORE} writes acknowledged",
-        topo.region.id, cluster.stores[topo.leader].name
-    ));
-    (cluster, acked, topo)
-}
 
 /// Sends `msgs` to store `target` and notes how it answered (a store may refuse the stream or
 /// take it and drop the messages: either is fine, the check that follows is what counts).
@@ -56,26 +39,32 @@ async fn attack(
 /// unchecked one reaches the leader's raft, which requires entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_empty_propose_leaves_every_store_serving_2b() {
-    let (mut cluster, mut acked, topo) = cluster_with_writes().await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
     let target = topo.follower();
     let other = (target + 1) % STORES;
     let m = raft_msg(MessageType::MsgPropose);
     let msg = forge_raft(&topo.region, &topo.peers[other], &topo.peers[target], m);
     attack(&cluster, target, "an empty MsgPropose", vec![msg]).await;
-    must_keep_serving(&mut cluster, target, &mut acked).await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }
 
 /// A `MsgReadIndex` without entries (the read's context travels in the first entry), to the
 /// leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_read_index_without_entries_leaves_every_store_serving_2b() {
-    let (mut cluster, mut acked, topo) = cluster_with_writes().await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
     let target = topo.leader;
     let from = topo.follower();
     let m = raft_msg(MessageType::MsgReadIndex);
     let msg = forge_raft(&topo.region, &topo.peers[from], &topo.peers[target], m);
-    attack(&cluster, target, "a MsgReadIndex without entries", vec![msg]).await;
-    must_keep_serving(&mut cluster, target, &mut acked).await;
+    attack(
+        &cluster,
+        target,
+        "a MsgReadIndex without entries",
+        vec![msg],
+    )
+    .await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }
 
 /// A `MsgAppend` from a "leader" of a later term whose previous index lies past the end of the
@@ -83,14 +72,19 @@ async fn forged_read_index_without_entries_leaves_every_store_serving_2b() {
 /// at index 6 — already committed with another term — instead of the entry after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_append_conflicting_with_committed_leaves_every_store_serving_2b() {
-    let (mut cluster, mut acked, topo) = cluster_with_writes().await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
     let target = topo.follower();
     let mut m = raft_msg(MessageType::MsgAppend);
     m.set_term(FUTURE_TERM);
     m.set_index(1 << 20);
     m.set_log_term(0);
     m.mut_entries().push(entry(6, FUTURE_TERM));
-    let msg = forge_raft(&topo.region, &topo.peers[topo.leader], &topo.peers[target], m);
+    let msg = forge_raft(
+        &topo.region,
+        &topo.peers[topo.leader],
+        &topo.peers[target],
+        m,
+    );
     attack(
         &cluster,
         target,
@@ -98,21 +92,26 @@ async fn forged_append_conflicting_with_committed_leaves_every_store_serving_2b(
         vec![msg],
     )
     .await;
-    must_keep_serving(&mut cluster, target, &mut acked).await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }
 
 /// A `MsgAppend` at term 0 (the term raft reserves for a node's own local messages, so no term
 /// check stops it) past the end of the log, committing up to 2^40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_append_with_term_zero_leaves_every_store_serving_2b() {
-    let (mut cluster, mut acked, topo) = cluster_with_writes().await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
     let target = topo.follower();
     let mut m = raft_msg(MessageType::MsgAppend);
     m.set_term(0);
     m.set_index(1 << 40);
     m.set_log_term(0);
     m.set_commit(1 << 40);
-    let msg = forge_raft(&topo.region, &topo.peers[topo.leader], &topo.peers[target], m);
+    let msg = forge_raft(
+        &topo.region,
+        &topo.peers[topo.leader],
+        &topo.peers[target],
+        m,
+    );
     attack(
         &cluster,
         target,
@@ -120,7 +119,7 @@ async fn forged_append_with_term_zero_leaves_every_store_serving_2b() {
         vec![msg],
     )
     .await;
-    must_keep_serving(&mut cluster, target, &mut acked).await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }
 
 /// `MsgRequestVote`s at term 0 with a log "ahead" of everyone's, to the leader, one from each
@@ -128,7 +127,7 @@ async fn forged_append_with_term_zero_leaves_every_store_serving_2b() {
 /// response carries term 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_vote_with_term_zero_leaves_every_store_serving_2b() {
-    let (mut cluster, mut acked, topo) = cluster_with_writes().await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
     let target = topo.leader;
     let msgs = topo
         .peers
@@ -142,5 +141,5 @@ async fn forged_vote_with_term_zero_leaves_every_store_serving_2b() {
         })
         .collect();
     attack(&cluster, target, "MsgRequestVotes at term 0", msgs).await;
-    must_keep_serving(&mut cluster, target, &mut acked).await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }

@@ -11,24 +11,12 @@ use proto::metapb;
 use proto::raft_serverpb::SnapshotChunk;
 use tokio::task::block_in_place;
 
-use crate::forge::{empty_snapshot_meta, snapshot_head, snapshot_meta, Topology, EMPTY_MD5};
-use crate::forge::FUTURE_TERM;
+use crate::forge::{empty_snapshot_meta, snapshot_head, snapshot_meta, EMPTY_MD5, FUTURE_TERM};
 use crate::hostile::{open_snapshot, send_snapshot};
-use crate::procs::{Cluster, STORES};
-use crate::survive::{must_run, Acked};
+use crate::survive::{cluster_with_writes, must_run};
 
 /// A raft index no test cluster reaches.
 const FUTURE_INDEX: u64 = 1 << 20;
-
-/// A cluster with a 3-voter region, some acknowledged writes, and its topology.
-async fn cluster_with_writes() -> (Cluster, Acked, Topology) {
-    let cluster = block_in_place(Cluster::start);
-    cluster.wait_replicas(STORES).await;
-    let mut acked = Acked::connect(&cluster).await;
-    acked.must_write(&cluster, 20, "before the attack").await;
-    let topo = Topology::read(&cluster).await;
-    (cluster, acked, topo)
-}
 
 /// The snapshot files in `dir` whose names start with `prefix` (e.g. `rev_<region>_`), with
 /// their sizes; `.tmp` files being written count.
@@ -51,7 +39,7 @@ fn snapshot_files(dir: &Path, prefix: &str) -> Vec<(String, u64)> {
 /// up-to-date candidate: once the leader dies it wins and hands the empty snapshot on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_empty_snapshot_loses_no_acknowledged_write_2c() {
-    let (mut cluster, mut acked, topo) = cluster_with_writes().await;
+    let (mut cluster, mut acked, topo) = cluster_with_writes(20).await;
     let (leader, target) = (topo.leader, topo.follower());
     let head = snapshot_head(
         &topo.region,
@@ -88,7 +76,7 @@ async fn forged_empty_snapshot_loses_no_acknowledged_write_2c() {
 /// range overlaps the store's region): the message is dropped, and its files must go with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_for_unknown_region_leaves_no_files_2c() {
-    let (mut cluster, _acked, topo) = cluster_with_writes().await;
+    let (mut cluster, _acked, topo) = cluster_with_writes(20).await;
     let target = topo.follower();
     let other = &topo.peers[topo.leader];
     // Ids far above any the scheduler has handed out in a fresh cluster.
@@ -111,7 +99,7 @@ async fn snapshot_for_unknown_region_leaves_no_files_2c() {
             conf_ver: 1,
             version: 1,
         }),
-        peers: vec![from.clone(), to.clone()],
+        peers: vec![from, to],
     };
     let head = snapshot_head(&region, &from, &to, 6, 10, empty_snapshot_meta());
     let answer = send_snapshot(&cluster.stores[target], vec![head]).await;
@@ -154,7 +142,7 @@ const PACE: Duration = Duration::from_millis(25);
 /// [`WRITTEN_BOUND`] of it (no store has room for 1 TiB; taking it would fill the disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_declaring_a_tebibyte_is_refused_early_2c() {
-    let (mut cluster, _acked, topo) = cluster_with_writes().await;
+    let (mut cluster, _acked, topo) = cluster_with_writes(20).await;
     let target = topo.follower();
     let meta = snapshot_meta(&[
         ("default", 1 << 40, [0x5a; 16]),

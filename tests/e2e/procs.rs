@@ -426,7 +426,12 @@ impl Cluster {
 
     /// Waits until store `i` holds the region and has heard from its leader (or leads).
     pub async fn wait_in_touch(&self, i: usize) {
-        let deadline = Instant::now() + WAIT;
+        self.wait_in_touch_within(i, WAIT).await
+    }
+
+    /// [`Cluster::wait_in_touch`] with its own bound.
+    pub async fn wait_in_touch_within(&self, i: usize, bound: Duration) {
+        let deadline = Instant::now() + bound;
         loop {
             let role = probe(&self.stores[i].grpc).await;
             if matches!(role, Role::Leader | Role::Follower { knows_leader: true }) {
@@ -434,8 +439,9 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} not in touch with a leader within {WAIT:?}: {role:?}",
-                self.stores[i].name
+                "{} not in touch with a leader within {bound:?}: {role:?}\n{}",
+                self.stores[i].name,
+                self.panics()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

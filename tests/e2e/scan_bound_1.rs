@@ -37,7 +37,10 @@ fn small_key(i: usize) -> Vec<u8> {
 
 /// Every key the test writes, in key order.
 fn all_keys() -> Vec<Vec<u8>> {
-    (0..BIG).map(big_key).chain((0..SMALL).map(small_key)).collect()
+    (0..BIG)
+        .map(big_key)
+        .chain((0..SMALL).map(small_key))
+        .collect()
 }
 
 fn value_of(key: &[u8]) -> Vec<u8> {
@@ -73,7 +76,10 @@ async fn load(addr: &str) {
 /// One scan from `start` with `limit = u32::MAX`; checks its bounds and that it is the next
 /// run of keys after `start`.
 async fn scan_is_bounded(addr: &str, start: &[u8]) {
-    let mut c = RawClient::connect(addr).await.expect("connect").into_inner();
+    let mut c = RawClient::connect(addr)
+        .await
+        .expect("connect")
+        .into_inner();
     let resp = c
         .raw_scan(RawScanRequest {
             start_key: start.to_vec(),
@@ -122,7 +128,8 @@ async fn scan_is_bounded(addr: &str, start: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_scan_with_max_limit_is_bounded_1() {
     // Unsynced writes: the test is about reads, and 12,000 fsyncs would dominate it.
-    let server = tokio::task::block_in_place(|| Standalone::start("[storage]\nsync_write = false\n"));
+    let server =
+        tokio::task::block_in_place(|| Standalone::start("[storage]\nsync_write = false\n"));
     load(&server.grpc).await;
     // From the start: 10 MiB of big values first, so the byte bound must stop the scan.
     scan_is_bounded(&server.grpc, b"").await;

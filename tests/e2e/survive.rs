@@ -6,7 +6,7 @@
 //! requires fresh writes and every earlier acknowledged write to go through then.
 //!
 //! ```text
-//!   attacked A, others B, C:  all running, /health 200
+//!   attacked A, others B, C (C led at the attack):  all running, /health 200, all in touch
 //!     kill -9 B ─► write fresh keys, read every acknowledged key (quorum {A, C}) ─► restart B
 //!     kill -9 C ─► write fresh keys, read every acknowledged key (quorum {A, B}) ─► restart C
 //! ```
@@ -16,11 +16,32 @@ use std::time::Duration;
 use tessera::cluster_client::{ClusterClient, ClusterConfig};
 use tokio::task::block_in_place;
 
-use crate::procs::Cluster;
+use crate::forge::Topology;
+use crate::procs::{Cluster, STORES};
 use crate::util::http;
 
 /// Fresh keys written in each step of the check.
 const FRESH: usize = 5;
+/// Bound of the wait for every peer to be in touch with a leader after the attack: an election
+/// or two.
+const IN_TOUCH: Duration = Duration::from_secs(15);
+
+/// A fresh cluster whose region has a voter on every store, `writes` acknowledged writes, and
+/// its topology: the starting point of every hostile test.
+pub async fn cluster_with_writes(writes: usize) -> (Cluster, Acked, Topology) {
+    let cluster = block_in_place(Cluster::start);
+    cluster.wait_replicas(STORES).await;
+    let mut acked = Acked::connect(&cluster).await;
+    acked
+        .must_write(&cluster, writes, "before the attack")
+        .await;
+    let topo = Topology::read(&cluster).await;
+    cluster.note(&format!(
+        "region {} led by {}, {writes} writes acknowledged",
+        topo.region.id, cluster.stores[topo.leader].name
+    ));
+    (cluster, acked, topo)
+}
 
 /// Keys written through the cluster client and acknowledged, with their values.
 pub struct Acked {
@@ -114,14 +135,29 @@ pub async fn must_all_run(cluster: &mut Cluster, what: &str) {
     }
 }
 
-/// After an attack on store `attacked`: every store still runs and answers `/health`, and the
+/// After an attack on store `attacked`, sent while store `leader` led the region: every store
+/// still runs and answers `/health`, every store's peer is in touch with a leader, and the
 /// cluster keeps taking writes and serving every acknowledged one with `attacked` in every
 /// quorum (see the module doc). Ends with all stores running again.
-pub async fn must_keep_serving(cluster: &mut Cluster, attacked: usize, acked: &mut Acked) {
+pub async fn must_keep_serving(
+    cluster: &mut Cluster,
+    attacked: usize,
+    leader: usize,
+    acked: &mut Acked,
+) {
     must_all_run(cluster, "after the attack").await;
-    let others: Vec<usize> = (0..cluster.stores.len())
+    // A store whose raft worker died answers for its region with errors: every peer must be
+    // back in touch with a leader (the attack may have forced an election).
+    for i in 0..cluster.stores.len() {
+        cluster.wait_in_touch_within(i, IN_TOUCH).await;
+    }
+    // A kill and restart also revives a store whose raft worker died. The store that led at
+    // the attack goes last, so a leader disabled by a message forwarded to it is still part of
+    // the first quorum tried.
+    let mut others: Vec<usize> = (0..cluster.stores.len())
         .filter(|&i| i != attacked)
         .collect();
+    others.sort_by_key(|&i| i == leader);
     for other in others {
         let what = format!(
             "with {} killed (quorum through attacked {})",
