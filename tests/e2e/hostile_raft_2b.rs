@@ -143,3 +143,22 @@ async fn forged_vote_with_term_zero_leaves_every_store_serving_2b() {
     attack(&cluster, target, "MsgRequestVotes at term 0", msgs).await;
     must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }
+
+/// The control: a heartbeat from an earlier term, which a correct store ignores (it answers
+/// with its own term at most). The same check as above must pass, so a failure of the tests
+/// above is the attack's doing, not the check's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_heartbeat_leaves_every_store_serving_2b() {
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
+    let target = topo.follower();
+    let mut m = raft_msg(MessageType::MsgHeartbeat);
+    m.set_term(1);
+    let msg = forge_raft(
+        &topo.region,
+        &topo.peers[topo.leader],
+        &topo.peers[target],
+        m,
+    );
+    attack(&cluster, target, "a heartbeat at term 1", vec![msg]).await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
+}
