@@ -151,8 +151,47 @@ pub struct Store {
     grpc: String,
     /// Where other stores send it raft messages and snapshots (with the cluster token).
     pub peer: String,
+    /// The cluster token it demands on its peer port.
+    pub token: String,
     pub http: SocketAddr,
     proc: Option<Proc>,
+}
+
+impl Store {
+    /// The gRPC address it listens on (what other stores dial).
+    pub fn grpc_addr(&self) -> &str {
+        &self.grpc
+    }
+
+    /// Where its snapshot manager keeps snapshot files.
+    pub fn snap_dir(&self) -> PathBuf {
+        self.data_dir.join("store").join("snap")
+    }
+
+    /// Whether its process runs: false once killed, and once it exited by itself.
+    pub fn is_running(&mut self) -> bool {
+        self.proc
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// Every panic its log reports (the `panicked at` line and the message after it), for
+    /// failure messages: a panic in a worker thread leaves the process running.
+    pub fn panics(&self) -> Vec<String> {
+        panics_in(&self.log)
+    }
+}
+
+/// The `panicked at` lines of a log, each with the line that follows (the message).
+fn panics_in(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("panicked at"))
+        .map(|(i, l)| format!("{l} {}", lines.get(i + 1).unwrap_or(&"")))
+        .collect()
 }
 
 /// What a store says when asked directly for a key of the (only) region.
@@ -269,6 +308,7 @@ impl Cluster {
             name,
             grpc: "127.0.0.1:0".to_string(),
             peer: "127.0.0.1:0".to_string(),
+            token: self.token(),
             http: "127.0.0.1:0".parse().unwrap(),
             proc: None,
         });
@@ -354,6 +394,20 @@ impl Cluster {
         eprintln!("[{:6.2}s] {what}", self.started.elapsed().as_secs_f64());
     }
 
+    /// Every panic the stores' logs report, by store, or "no panic" (for failure messages).
+    pub fn panics(&self) -> String {
+        let found: Vec<String> = self
+            .stores
+            .iter()
+            .flat_map(|s| s.panics().into_iter().map(|p| format!("{}: {p}", s.name)))
+            .collect();
+        if found.is_empty() {
+            "no panic in any store log".to_string()
+        } else {
+            found.join("\n")
+        }
+    }
+
     /// Waits until the scheduler knows the first region with `n` voters on `n` stores and a
     /// leader.
     pub async fn wait_replicas(&self, n: usize) {
@@ -413,7 +467,12 @@ impl Cluster {
 
     /// Waits until store `i` holds the region and has heard from its leader (or leads).
     pub async fn wait_in_touch(&self, i: usize) {
-        let deadline = Instant::now() + WAIT;
+        self.wait_in_touch_within(i, WAIT).await
+    }
+
+    /// [`Cluster::wait_in_touch`] with its own bound.
+    pub async fn wait_in_touch_within(&self, i: usize, bound: Duration) {
+        let deadline = Instant::now() + bound;
         loop {
             let role = probe(&self.stores[i].grpc).await;
             if matches!(role, Role::Leader | Role::Follower { knows_leader: true }) {
@@ -421,8 +480,9 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} not in touch with a leader within {WAIT:?}: {role:?}",
-                self.stores[i].name
+                "{} not in touch with a leader within {bound:?}: {role:?}\n{}",
+                self.stores[i].name,
+                self.panics()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -439,5 +499,52 @@ impl Cluster {
         let sched = self.scheduler_proc.take().expect("scheduler runs");
         let status = block_in_place(|| terminate(sched, "scheduler"));
         assert!(status.success(), "scheduler exit after SIGTERM: {status}");
+    }
+}
+
+/// One `tessera-server` on the standalone engine (no scheduler, no raft), configured by
+/// tessera.toml text; on a failed test, prints the end of its log.
+pub struct Standalone {
+    _proc: Proc,
+    log: PathBuf,
+    /// The gRPC address it printed.
+    pub grpc: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    pub fn start(config: &str) -> Standalone {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("tessera.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path().join("standalone.log");
+        let args: Vec<String> = [
+            "--config",
+            &config_path.display().to_string(),
+            "--addr",
+            "127.0.0.1:0",
+            "--status-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let (proc, lines) = spawn(env!("CARGO_BIN_EXE_tessera-server"), &args, &log, 2);
+        Standalone {
+            _proc: proc,
+            grpc: field(&lines[0], "grpc"),
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- standalone server log ---\n{}", tail(&self.log, 40));
+        }
     }
 }
