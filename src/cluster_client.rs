@@ -40,7 +40,7 @@ use cache::{CachedRegion, RegionCache};
 use retry::{is_transport_failure, is_unavailable, Failure, Retry};
 pub use retry::{ClusterError, Reply};
 
-/// The most pairs one scan request asks a server for (servers refuse more than their
+/// The most pairs one scan request asks a server for (a server answers at most its
 /// `max_scan_limit`, 10 000 by default).
 pub const SCAN_BATCH: u32 = 1_000;
 
@@ -461,7 +461,7 @@ impl ClusterClient {
     }
 
     /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in
-    /// requests of at most [`SCAN_BATCH`] pairs (servers refuse larger ones).
+    /// requests of at most [`SCAN_BATCH`] pairs.
     pub async fn scan(
         &self,
         cf: &str,

@@ -99,9 +99,10 @@ pub struct RawConfig {
     pub max_key_size: usize,
     /// Largest accepted value, in bytes.
     pub max_value_size: usize,
-    /// Largest accepted scan `limit`, in pairs.
+    /// The most pairs one scan response holds (a larger `limit` gets a truncated page).
     pub max_scan_limit: u32,
-    /// Bytes of keys and values past which a scan response stops and says it was truncated.
+    /// The most bytes of keys and values one scan response holds (at least one pair); a page
+    /// cut there says it was truncated.
     pub max_scan_bytes: ByteSize,
 }
 

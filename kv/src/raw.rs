@@ -22,10 +22,11 @@ pub struct RawLimits {
     pub max_key_size: usize,
     /// Largest accepted value, in bytes.
     pub max_value_size: usize,
-    /// Largest accepted scan `limit`, in pairs; a larger one is refused (`InvalidArgument`).
+    /// The most pairs one scan page holds; a larger `limit` is served up to it, and the page
+    /// says it was truncated.
     pub max_scan_limit: u32,
-    /// Bytes of keys and values past which a scan response stops (it always holds at least
-    /// one pair) and says it was truncated; the caller goes on from its last key.
+    /// The most bytes of keys and values one scan page holds (a page always holds at least one
+    /// pair, however large); a page cut there says it was truncated.
     pub max_scan_bytes: usize,
 }
 
@@ -35,7 +36,7 @@ impl Default for RawLimits {
             max_key_size: 64 * 1024,
             max_value_size: 8 * 1024 * 1024,
             max_scan_limit: 10_000,
-            max_scan_bytes: 4 * 1024 * 1024,
+            max_scan_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -130,9 +131,10 @@ impl<S: Storage> RawApi<S> {
         self.scan_page(ctx, cf, start, limit).map(|p| p.pairs)
     }
 
-    /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order, within
-    /// the limits: a `limit` over `max_scan_limit` is refused, and the page stops once its keys
-    /// and values reach `max_scan_bytes` (with at least one pair), marked `truncated`.
+    /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order, as one
+    /// page within the limits: at most `max_scan_limit` pairs and `max_scan_bytes` of keys and
+    /// values (but at least one pair). A page cut short by a limit while more pairs follow is
+    /// marked `truncated`; the caller goes on after its last key.
     pub fn scan_page(
         &self,
         ctx: &Context,
@@ -141,26 +143,26 @@ impl<S: Storage> RawApi<S> {
         limit: usize,
     ) -> Result<ScanPage> {
         let cf = Cf::from_name(cf)?;
-        if limit > self.limits.max_scan_limit as usize {
-            return Err(Error::InvalidArgument(format!(
-                "scan limit {limit} exceeds the maximum of {} pairs",
-                self.limits.max_scan_limit
-            )));
-        }
         let mut page = ScanPage::default();
         if limit == 0 {
             return Ok(page);
         }
+        let max_pairs = limit.min(self.limits.max_scan_limit.max(1) as usize);
         let reader = self.storage.reader(ctx)?;
         let mut it = reader.iter_cf(cf)?;
         it.seek(start);
         let mut bytes = 0usize;
-        while page.pairs.len() < limit && it.valid()? {
-            if bytes >= self.limits.max_scan_bytes {
-                page.truncated = true;
+        while it.valid()? {
+            let size = it.key().len() + it.value().len();
+            let full = page.pairs.len() >= max_pairs
+                || (!page.pairs.is_empty() && bytes + size > self.limits.max_scan_bytes);
+            if full {
+                // Only the server's bounds make a page short of what was asked while more
+                // pairs follow.
+                page.truncated = page.pairs.len() < limit;
                 break;
             }
-            bytes += it.key().len() + it.value().len();
+            bytes += size;
             page.pairs.push((it.key().to_vec(), it.value().to_vec()));
             it.next();
         }

@@ -99,12 +99,7 @@ pub async fn open_snapshot(store: &Store) -> Result<SnapshotStream, Status> {
     // One chunk in flight: what the test has sent is what the store could have read.
     let (tx, rx) = mpsc::channel(1);
     let req = peer_request(store, ReceiverStream::new(rx));
-    let call = tokio::spawn(async move {
-        client
-            .snapshot(req)
-            .await
-            .map(|_| ())
-    });
+    let call = tokio::spawn(async move { client.snapshot(req).await.map(|_| ()) });
     Ok(SnapshotStream { tx: Some(tx), call })
 }
 

@@ -16,9 +16,9 @@ use crate::procs::Standalone;
 
 /// `raw.max_scan_limit`'s default: the most pairs one scan response carries.
 const MAX_SCAN_LIMIT: usize = 10_000;
-/// The response byte bound's default, as key + value bytes: tonic's default decoding limit
-/// (4 MiB), so a client with default settings can read any scan answer.
-const MAX_SCAN_BYTES: usize = 4 << 20;
+/// `raw.max_scan_bytes`'s default, as key + value bytes: well under tonic's default decoding
+/// limit (4 MiB), so a client with default settings can read any scan page of small values.
+const MAX_SCAN_BYTES: usize = 2 << 20;
 
 const BIG: usize = 160;
 const BIG_VALUE: usize = 64 << 10;
@@ -109,8 +109,14 @@ async fn scan_is_bounded(addr: &str, start: &[u8]) {
         "scan from {from:?} with limit u32::MAX returned {bytes} bytes in {pairs} pairs; the \
          response bound is {MAX_SCAN_BYTES} bytes"
     );
-    // Bounded, but not empty, and exactly the keys that follow `start`: a client can go on.
+    // Bounded, but not empty, and exactly the keys that follow `start`: a client can go on,
+    // and is told to.
     assert!(pairs > 0, "scan from {from:?} returned nothing");
+    assert!(
+        resp.truncated,
+        "scan from {from:?} stopped at a server bound ({pairs} pairs, {bytes} bytes) without \
+         saying so"
+    );
     let expected: Vec<Vec<u8>> = all_keys()
         .into_iter()
         .filter(|k| k.as_slice() >= start)

@@ -80,3 +80,51 @@ fn raw_bad_input_is_an_error_1() {
     a.put(&ctx, "", b"k".to_vec(), b"1234".to_vec()).unwrap();
     assert_eq!(a.scan(&ctx, "", b"", 10).unwrap().len(), 1);
 }
+
+#[test]
+fn scan_pages_stop_at_the_bounds_and_say_so_1() {
+    let storage = std::sync::Arc::new(kv::MemoryStorage::new());
+    let limits = RawLimits {
+        max_scan_limit: 3,
+        max_scan_bytes: 25,
+        ..RawLimits::default()
+    };
+    let a = RawApi::new(storage, limits);
+    let ctx = Default::default();
+    for i in 0..6u8 {
+        a.put(&ctx, "default", vec![b'k', i], vec![i; 8]).unwrap();
+    }
+    // Byte bound first: asked for everything, two 10-byte pairs fit in 25 bytes.
+    let p = a.scan_page(&ctx, "default", b"", usize::MAX).unwrap();
+    assert_eq!(
+        p.pairs.len(),
+        2,
+        "two 10-byte pairs fit in 25 bytes, a third does not"
+    );
+    assert!(p.truncated);
+    let p = a
+        .scan_page(&ctx, "default", &[b'k', 4], usize::MAX)
+        .unwrap();
+    assert_eq!(p.pairs.len(), 2);
+    assert!(!p.truncated, "the end of the keys is not a truncation");
+    // Exactly what was asked is not a truncation either.
+    let p = a.scan_page(&ctx, "default", b"", 1).unwrap();
+    assert_eq!((p.pairs.len(), p.truncated), (1, false));
+    // One pair larger than the byte bound is still served, alone.
+    a.put(&ctx, "default", b"a".to_vec(), vec![0; 100]).unwrap();
+    let p = a.scan_page(&ctx, "default", b"", 10).unwrap();
+    assert_eq!((p.pairs.len(), p.truncated), (1, true));
+    // Pair bound with small pairs.
+    let small = RawApi::new(
+        std::sync::Arc::new(kv::MemoryStorage::new()),
+        RawLimits {
+            max_scan_limit: 3,
+            ..RawLimits::default()
+        },
+    );
+    for i in 0..6u8 {
+        small.put(&ctx, "default", vec![b'k', i], vec![i]).unwrap();
+    }
+    let p = small.scan_page(&ctx, "default", b"", 100).unwrap();
+    assert_eq!((p.pairs.len(), p.truncated), (3, true));
+}
