@@ -11,6 +11,7 @@ mod hostile_peer_3b;
 mod hostile_raft_2b;
 mod hostile_snapshot_2c;
 mod http_1;
+mod peer_port_2b;
 mod process_1;
 mod procs;
 mod raft_engine_2b;
