@@ -54,7 +54,9 @@ fn error_response(e: Error) -> Response {
     let status = match e {
         Error::InvalidArgument(_) | Error::UnknownCf(_) => StatusCode::BAD_REQUEST,
         Error::Region(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Engine(_) | Error::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Engine(_) | Error::Io(_) | Error::Corrupt { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     (status, format!("{e}\n")).into_response()
 }

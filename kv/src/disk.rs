@@ -5,11 +5,15 @@
 //!
 //! ```text
 //!   S = available + placeholder held        (the placeholder is the store's own, so it counts)
-//!   S <= R          -> Full:   new writes refused; the placeholder is deleted, giving raft,
+//!   S <= R + R/16   -> Full:   new writes refused; the placeholder is deleted, giving raft,
 //!                              compaction and log GC room to work in
 //!   S >  R + R/8    -> Normal: writes accepted; the placeholder (R/2) is made again
 //!   in between      -> the state does not change (no flapping at the threshold)
 //! ```
+//!
+//! The store also limits what it writes between two checks to half of `S - R` (see the
+//! raftstore's disk monitor), so writes slow down as `S` nears `R`; the sixteenth above `R`
+//! makes sure they end in Full rather than creeping ever closer to `R` in smaller steps.
 //!
 //! The placeholder (`space_placeholder_file`, allocated for real with `posix_fallocate`, not
 //! sparse) makes sure another process filling the disk cannot take the store's last R/2: it is
@@ -123,6 +127,25 @@ impl DiskReserve {
         self.state
     }
 
+    /// The reserve in bytes (0: no reserve).
+    pub fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
+    /// The state as of the last check, with the free space and placeholder now; changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// The free space cannot be read.
+    pub fn status(&self) -> io::Result<DiskStatus> {
+        let placeholder = std::fs::metadata(self.placeholder_path()).map_or(0, |m| m.len());
+        Ok(DiskStatus {
+            state: self.state,
+            available: available_space(&self.dir)?,
+            placeholder,
+        })
+    }
+
     /// Looks at the free space, moves between Normal and Full, and deletes or recreates the
     /// placeholder accordingly.
     ///
@@ -141,7 +164,7 @@ impl DiskReserve {
         let held = std::fs::metadata(&path).map_or(0, |m| m.len());
         let available = available_space(&self.dir)?;
         let total = available.saturating_add(held);
-        if total <= self.reserve {
+        if total <= self.reserve + self.reserve / 16 {
             if self.state == DiskState::Normal {
                 tracing::error!(dir = %self.dir.display(), available, reserve = self.reserve,
                     "disk almost full: refusing new writes until space returns");

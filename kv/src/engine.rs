@@ -8,6 +8,7 @@ use prost::Message;
 use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, ReadOptions, Snapshot, DB};
 
 use crate::error::{Error, Result};
+use crate::fault::check_disk;
 
 /// A column family of the kv engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +90,7 @@ impl Engines {
 
     /// Flushes memtables and the WAL of both engines to disk.
     pub fn flush(&self) -> Result<()> {
+        check_disk()?;
         for db in [&self.kv, &self.raft] {
             db.flush_wal(true)?;
             db.flush()?;
@@ -104,11 +106,13 @@ fn cf_handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily> {
 
 /// Reads a value from `cf`.
 pub fn get_cf(db: &DB, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    check_disk()?;
     Ok(db.get_cf(cf_handle(db, cf)?, key)?)
 }
 
 /// Reads and decodes a protobuf message stored in the default CF.
 pub fn get_msg<M: Message + Default>(db: &DB, key: &[u8]) -> Result<Option<M>> {
+    check_disk()?;
     match db.get(key)? {
         None => Ok(None),
         Some(bytes) => decode_msg(&bytes).map(Some),
@@ -189,6 +193,7 @@ impl WriteBatch {
     /// Writes the batch atomically; with `sync` the WAL is fsynced before returning. The batch is
     /// left empty for reuse.
     pub fn write(&mut self, sync: bool) -> Result<()> {
+        check_disk()?;
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(sync);
         let batch = std::mem::take(&mut self.inner);
@@ -220,11 +225,13 @@ impl EngineSnapshot {
 
     /// Reads a value from `cf` as of the snapshot.
     pub fn get_cf(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        check_disk()?;
         Ok(self.snap.get_cf(cf_handle(&self.db, cf)?, key)?)
     }
 
     /// Reads and decodes a protobuf message from the default CF as of the snapshot.
     pub fn get_msg<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
+        check_disk()?;
         match self.snap.get(key)? {
             None => Ok(None),
             Some(bytes) => decode_msg(&bytes).map(Some),
@@ -233,6 +240,7 @@ impl EngineSnapshot {
 
     /// A raw iterator over `cf` restricted to `[lower, upper)`.
     pub fn iter_cf(&self, cf: Cf, lower: Vec<u8>, upper: Vec<u8>) -> Result<DBRawIterator<'_>> {
+        check_disk()?;
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(lower);
         opts.set_iterate_upper_bound(upper);

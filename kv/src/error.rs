@@ -8,6 +8,9 @@ pub enum Error {
     /// RocksDB failed (I/O error, corruption, a full disk).
     #[error("engine: {0}")]
     Engine(#[from] rocksdb::Error),
+    /// The disk failed under the engine (see [`crate::fault`]).
+    #[error("disk: {0}")]
+    Io(String),
     /// A column family name that is not `default`, `lock` or `write`.
     #[error("unknown column family {0:?}")]
     UnknownCf(String),

@@ -3,6 +3,7 @@
 //! - [`engine`]: the RocksDB engines ([`Engines`]: `kv` with CFs default/lock/write, and `raft`),
 //!   write batches spanning CFs, snapshots.
 //! - [`keys`]: the key layout of both engines.
+//! - [`fault`]: disk fault injection for tests.
 //! - [`disk`]: free space, and the reserve a store keeps ([`disk::DiskReserve`]).
 //! - [`Storage`]: the abstraction services run on, with [`StandaloneStorage`] (RocksDB) and
 //!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one.
@@ -14,6 +15,7 @@
 pub mod disk;
 pub mod engine;
 mod error;
+pub mod fault;
 pub mod keys;
 mod memory;
 pub mod mvcc;

@@ -1,10 +1,16 @@
 //! The disk monitor: a worker that checks the store's free space against its reserve every
 //! `disk_check_interval` and records the outcome in [`StoreHealth`], which the raft worker reads
 //! before proposing a write (see `kv::disk` for the reserve and its placeholder file).
+//!
+//! Between two checks the store may propose at most half the free space above the reserve
+//! (the write budget): every proposed byte is written at least twice (raft log, then kv engine),
+//! so however fast the writes come, one interval can take the store to its reserve but not
+//! through it. A write over the budget is refused as `DiskFull` until the next check: only a
+//! store close to its reserve, or taking more than that per interval, ever sees one.
 
 use std::sync::Arc;
 
-use kv::disk::{DiskReserve, DiskState};
+use kv::disk::{DiskReserve, DiskState, DiskStatus};
 
 use crate::health::StoreHealth;
 use crate::worker::Runnable;
@@ -29,6 +35,21 @@ impl DiskMonitor {
     }
 }
 
+/// The bytes a store may propose until its next disk check, after a check that saw `st`:
+/// unlimited without a reserve, nothing while full, else half the free space above `reserve`.
+fn write_budget(st: &DiskStatus, reserve: u64) -> u64 {
+    if reserve == 0 {
+        return u64::MAX;
+    }
+    match st.state {
+        DiskState::Full => 0,
+        DiskState::Normal => {
+            let total = st.available.saturating_add(st.placeholder);
+            total.saturating_sub(reserve) / 2
+        }
+    }
+}
+
 impl Runnable for DiskMonitor {
     type Task = ();
 
@@ -39,6 +60,8 @@ impl Runnable for DiskMonitor {
             Ok(st) => {
                 self.failing = false;
                 self.health.set_disk_full(st.state == DiskState::Full);
+                self.health
+                    .set_write_budget(write_budget(&st, self.reserve.reserve()));
             }
             Err(e) => {
                 // The state stays what it was: a statvfs failure says nothing about the space.
@@ -48,5 +71,33 @@ impl Runnable for DiskMonitor {
                 self.failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn status(state: DiskState, available: u64, placeholder: u64) -> DiskStatus {
+        DiskStatus {
+            state,
+            available,
+            placeholder,
+        }
+    }
+
+    #[test]
+    fn the_budget_is_half_the_room_above_the_reserve_2b() {
+        let normal = status(DiskState::Normal, 40 * MIB, 8 * MIB);
+        assert_eq!(write_budget(&normal, 16 * MIB), 16 * MIB);
+        let tight = status(DiskState::Normal, 10 * MIB, 8 * MIB);
+        assert_eq!(write_budget(&tight, 16 * MIB), MIB);
+        let edge = status(DiskState::Normal, 9 * MIB, 8 * MIB);
+        assert_eq!(write_budget(&edge, 16 * MIB), MIB / 2);
+        let full = status(DiskState::Full, 100 * MIB, 0);
+        assert_eq!(write_budget(&full, 16 * MIB), 0);
+        assert_eq!(write_budget(&full, 0), u64::MAX, "no reserve: no limit");
     }
 }

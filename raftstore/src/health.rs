@@ -4,11 +4,12 @@
 //!   a raft tick), and marks itself gone when its thread ends, however it ends. A worker that
 //!   stopped turning — gone, or stuck — makes the store not live.
 //! - Disk: whether the store's free space is below its reserve (see `disk`), in which case it
-//!   refuses new writes.
+//!   refuses new writes; and the write budget, the bytes the store may still propose before its
+//!   disk is checked again, so a burst of writes between two checks cannot eat the reserve.
 //!
 //! Apply runs in the raft worker, so one stamp covers both.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Shared health of one store.
@@ -19,6 +20,8 @@ pub struct StoreHealth {
     last_turn_ms: AtomicU64,
     worker_running: AtomicBool,
     disk_full: AtomicBool,
+    /// Bytes of writes the store may still propose until the next disk check.
+    write_budget: AtomicI64,
 }
 
 impl Default for StoreHealth {
@@ -28,6 +31,7 @@ impl Default for StoreHealth {
             last_turn_ms: AtomicU64::new(0),
             worker_running: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
+            write_budget: AtomicI64::new(i64::MAX),
         }
     }
 }
@@ -70,6 +74,23 @@ impl StoreHealth {
         self.disk_full.store(full, Ordering::Release);
     }
 
+    /// Sets the bytes of writes the store may propose until the next disk check.
+    pub fn set_write_budget(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.write_budget.store(bytes, Ordering::Release);
+    }
+
+    /// Takes `bytes` from the write budget; `false` (and nothing taken) when it does not hold
+    /// them: the write must wait for the next disk check.
+    pub(crate) fn take_write_budget(&self, bytes: u64) -> bool {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.write_budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left >= bytes).then(|| left - bytes)
+            })
+            .is_ok()
+    }
+
     /// Whether the disk is below its reserve (new writes are refused).
     pub fn disk_full(&self) -> bool {
         self.disk_full.load(Ordering::Acquire)
@@ -105,6 +126,19 @@ impl Drop for WorkerAlive<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_take_the_budget_and_stop_at_its_end_2b() {
+        let h = StoreHealth::default();
+        assert!(h.take_write_budget(u64::MAX), "no check yet: no limit");
+        h.set_write_budget(100);
+        assert!(h.take_write_budget(60));
+        assert!(!h.take_write_budget(41), "41 bytes over a budget of 40");
+        assert!(h.take_write_budget(40), "a refused write takes nothing");
+        assert!(!h.take_write_budget(1));
+        h.set_write_budget(10);
+        assert!(h.take_write_budget(10), "the next check refills it");
+    }
 
     #[test]
     fn liveness_follows_the_worker_2b() {

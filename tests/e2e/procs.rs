@@ -18,7 +18,7 @@ use tokio::task::block_in_place;
 /// Short raft timings (an election within 0.5–1 s), quick heartbeats to the scheduler, and a
 /// raft log compacted every 50 entries: a store that misses a few hundred writes can only catch
 /// up by snapshot.
-const STORE_CONFIG: &str = "\
+pub const STORE_CONFIG: &str = "\
 [storage]
 reserve_space = \"16MiB\"
 
@@ -69,6 +69,7 @@ fn tail(log: &Path, n: usize) -> String {
 fn try_spawn(
     bin: &str,
     args: &[String],
+    env: &[(String, String)],
     log: &Path,
     lines: usize,
 ) -> Result<(Proc, Vec<String>), String> {
@@ -80,6 +81,7 @@ fn try_spawn(
         .expect("open log");
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -114,7 +116,7 @@ fn try_spawn(
 }
 
 fn spawn(bin: &str, args: &[String], log: &Path, lines: usize) -> (Proc, Vec<String>) {
-    try_spawn(bin, args, log, lines).unwrap_or_else(|e| panic!("{e}"))
+    try_spawn(bin, args, &[], log, lines).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `line` without `prefix ` in front.
@@ -154,6 +156,8 @@ pub struct Store {
     /// The cluster token it demands on its peer port.
     pub token: String,
     pub http: SocketAddr,
+    /// Environment variables it is started with (on top of the test's own).
+    pub env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
@@ -166,6 +170,28 @@ impl Store {
     /// Where its snapshot manager keeps snapshot files.
     pub fn snap_dir(&self) -> PathBuf {
         self.data_dir.join("store").join("snap")
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `bound` for its process to exit by itself; returns how it exited, or `None`
+    /// if it still runs (or was not running).
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + bound;
+        loop {
+            let proc = self.proc.as_mut()?;
+            if let Some(status) = proc.child.try_wait().expect("wait") {
+                self.proc = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether its process runs: false once killed, and once it exited by itself.
@@ -263,6 +289,16 @@ impl Cluster {
 
     /// As [`Cluster::start`], with `stores` stores configured by `config` (tessera.toml text).
     pub fn start_with(config: &str, stores: usize) -> Cluster {
+        let mut cluster = Cluster::start_scheduler(config);
+        for _ in 0..stores {
+            cluster.add_store();
+        }
+        cluster
+    }
+
+    /// Starts the scheduler only; stores configured by `config` join with
+    /// [`Cluster::add_store`].
+    pub fn start_scheduler(config: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (sched, lines) = spawn(
             env!("CARGO_BIN_EXE_tessera-scheduler"),
@@ -286,21 +322,34 @@ impl Cluster {
                 .as_nanos()
         );
         std::fs::write(dir.path().join("cluster-token"), token).unwrap();
-        let mut cluster = Cluster {
+        Cluster {
             scheduler: field(&lines[0], "scheduler"),
             scheduler_proc: Some(sched),
             stores: Vec::new(),
             started: Instant::now(),
             dir,
-        };
-        for _ in 0..stores {
-            cluster.add_store();
         }
-        cluster
+    }
+
+    /// The data directory the next [`Cluster::add_store`] uses (to be made beforehand, e.g. as
+    /// a link to a filesystem made by the test; created by the store otherwise).
+    pub fn next_store_dir(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("store{}", self.stores.len() + 1))
+    }
+
+    /// As [`Cluster::add_store`], with environment variables `env` for the store's process.
+    pub fn add_store_with_env(&mut self, env: Vec<(String, String)>) -> usize {
+        self.add_store_as(env)
     }
 
     /// Starts one more store (it joins the cluster through the scheduler); returns its index.
     pub fn add_store(&mut self) -> usize {
+        self.add_store_as(Vec::new())
+    }
+
+    fn add_store_as(&mut self, env: Vec<(String, String)>) -> usize {
         let name = format!("store{}", self.stores.len() + 1);
         self.stores.push(Store {
             data_dir: self.dir.path().join(&name),
@@ -310,6 +359,7 @@ impl Cluster {
             peer: "127.0.0.1:0".to_string(),
             token: self.token(),
             http: "127.0.0.1:0".parse().unwrap(),
+            env,
             proc: None,
         });
         let i = self.stores.len() - 1;
@@ -351,19 +401,21 @@ impl Cluster {
         };
         let bin = env!("CARGO_BIN_EXE_tessera-server");
         let addrs = args(&s.grpc, &s.peer, &s.http.to_string());
-        let (proc, lines) = match try_spawn(bin, &addrs, &s.log, 3) {
+        let (proc, lines) = match try_spawn(bin, &addrs, &s.env, &s.log, 3) {
             Ok(started) => started,
             Err(e) if e.contains("cannot listen") => {
                 eprintln!(
                     "{}: its address was taken, moving to new ports: {e}",
                     s.name
                 );
-                spawn(
+                try_spawn(
                     bin,
                     &args("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"),
+                    &s.env,
                     &s.log,
                     3,
                 )
+                .unwrap_or_else(|e| panic!("{e}"))
             }
             Err(e) => panic!("{e}"),
         };

@@ -43,6 +43,17 @@ pub async fn cluster_with_writes(writes: usize) -> (Cluster, Acked, Topology) {
     (cluster, acked, topo)
 }
 
+/// A cluster client with a deadline per request that covers an election and a store restart.
+pub async fn patient_client(cluster: &Cluster) -> ClusterClient {
+    let config = ClusterConfig {
+        timeout: Duration::from_secs(15),
+        ..ClusterConfig::default()
+    };
+    ClusterClient::connect(&cluster.scheduler, config)
+        .await
+        .expect("scheduler reachable")
+}
+
 /// Keys written through the cluster client and acknowledged, with their values.
 pub struct Acked {
     client: ClusterClient,
@@ -50,18 +61,10 @@ pub struct Acked {
 }
 
 impl Acked {
-    /// A cluster client with a deadline per request that covers an election and a store
-    /// restart, and nothing acknowledged yet.
+    /// A [`patient_client`], and nothing acknowledged yet.
     pub async fn connect(cluster: &Cluster) -> Acked {
-        let config = ClusterConfig {
-            timeout: Duration::from_secs(15),
-            ..ClusterConfig::default()
-        };
-        let client = ClusterClient::connect(&cluster.scheduler, config)
-            .await
-            .expect("scheduler reachable");
         Acked {
-            client,
+            client: patient_client(cluster).await,
             pairs: Vec::new(),
         }
     }

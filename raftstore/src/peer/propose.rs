@@ -24,7 +24,9 @@ impl PeerMsgHandler<'_> {
         }
         if util::is_read_only(&req) {
             self.propose_read(req, cb);
-        } else if self.ctx.health.disk_full() {
+        } else if self.ctx.health.disk_full()
+            || !self.ctx.health.take_write_budget(req.encoded_len() as u64)
+        {
             // Reads and admin commands (log compaction frees space) go on; new data waits.
             cb.invoke_with_error(
                 Error::DiskFull {
