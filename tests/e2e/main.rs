@@ -5,6 +5,7 @@ mod bank_process_4c;
 mod cluster_process_2b;
 mod ctl_1;
 mod forge;
+mod fuzz_found;
 mod grpc_1;
 mod hostile;
 mod hostile_peer_3b;
