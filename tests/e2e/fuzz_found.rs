@@ -2,10 +2,16 @@
 //! 3-store cluster: it used to take a store down or lose its data; now the store must refuse
 //! it and keep serving ([`must_keep_serving`]).
 
+use proto::eraftpb::MessageType;
 use proto::kvrpcpb::{Context, RawPutRequest};
+use proto::metapb;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
+use tokio::task::block_in_place;
 
-use crate::survive::{cluster_with_writes, must_keep_serving};
+use crate::forge::{forge_raft, raft_msg};
+use crate::hostile::send_raft;
+use crate::procs::STORES;
+use crate::survive::{cluster_with_writes, must_all_run, must_keep_serving};
 
 /// A raw write whose context names term `u64::MAX`, to the leader. The leader refuses a command
 /// of a term older than its own with one term of slack, and computed `term + 1`: an overflow
@@ -30,4 +36,57 @@ async fn client_term_u64_max_leaves_every_store_serving_2b() {
     let answer = client.raw_put(req).await;
     cluster.note(&format!("a raw put at term u64::MAX: {answer:?}"));
     must_keep_serving(&mut cluster, leader, leader, &mut acked).await;
+}
+
+/// Two messages to every store claiming its peer was removed from the region: a tombstone from
+/// a membership one conf change newer, and a heartbeat for a newer peer of the region on that
+/// store, also one conf change newer. Each is only its sender's word; believed, they destroyed
+/// the region's peer on every store, and every acknowledged write with it (seed 1, within 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_removal_destroys_no_peer_3b() {
+    let (mut cluster, mut acked, topo) = cluster_with_writes(20).await;
+    let epoch = topo.region.region_epoch.unwrap_or_default();
+    let newer = metapb::RegionEpoch {
+        conf_ver: epoch.conf_ver + 1,
+        ..epoch
+    };
+    for target in 0..STORES {
+        let local = topo.peers[target];
+        let from = topo.peers[(target + 1) % STORES];
+        // Heartbeats at term 1, below every term the region reached: raft would ignore them.
+        let heartbeat = || {
+            let mut m = raft_msg(MessageType::MsgHeartbeat);
+            m.set_term(1);
+            m
+        };
+        let mut tombstone = forge_raft(&topo.region, &from, &local, heartbeat());
+        tombstone.is_tombstone = true;
+        tombstone.region_epoch = Some(newer);
+        let replacement = metapb::Peer {
+            id: local.id + 100,
+            ..local
+        };
+        let mut replaced = forge_raft(&topo.region, &from, &replacement, heartbeat());
+        replaced.region_epoch = Some(newer);
+        let answer = send_raft(&cluster.stores[target], vec![tombstone, replaced]).await;
+        cluster.note(&format!(
+            "told {} its peer {} was removed (conf_ver {}): {answer:?}",
+            cluster.stores[target].name, local.id, newer.conf_ver
+        ));
+    }
+    must_keep_serving(&mut cluster, 0, topo.leader, &mut acked).await;
+
+    // Whatever a store did in memory, its disk must still hold the region: restart them all.
+    for i in 0..STORES {
+        block_in_place(|| cluster.kill(i));
+    }
+    for i in 0..STORES {
+        block_in_place(|| cluster.run_store(i));
+    }
+    cluster.note("every store killed and restarted");
+    must_all_run(&mut cluster, "after restarting every store").await;
+    cluster.wait_leader().await;
+    acked
+        .must_read_all(&cluster, "after restarting every store")
+        .await;
 }
