@@ -90,3 +90,22 @@ async fn forged_removal_destroys_no_peer_3b() {
         .must_read_all(&cluster, "after restarting every store")
         .await;
 }
+
+/// A `MsgPropose` (term 0, as a follower forwards one) to the leader, with one entry of bytes
+/// that are no command. Raft appends what a leader is proposed; once committed, every store
+/// panicked applying an entry it could not decode, and again after each restart (seed 2, within
+/// 20 s). A store proposes only where it leads, so no proposal travels between stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_proposal_leaves_every_store_serving_2b() {
+    let (mut cluster, mut acked, topo) = cluster_with_writes(5).await;
+    let leader = topo.leader;
+    let from = topo.follower();
+    let mut m = raft_msg(MessageType::MsgPropose);
+    let mut e = proto::eraftpb::Entry::default();
+    e.set_data(bytes::Bytes::from_static(b"\xff\xff not a command"));
+    m.mut_entries().push(e);
+    let msg = forge_raft(&topo.region, &topo.peers[from], &topo.peers[leader], m);
+    let answer = send_raft(&cluster.stores[leader], vec![msg]).await;
+    cluster.note(&format!("a forged proposal to the leader: {answer:?}"));
+    must_keep_serving(&mut cluster, leader, leader, &mut acked).await;
+}
