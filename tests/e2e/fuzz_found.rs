@@ -109,3 +109,24 @@ async fn forged_proposal_leaves_every_store_serving_2b() {
     cluster.note(&format!("a forged proposal to the leader: {answer:?}"));
     must_keep_serving(&mut cluster, leader, leader, &mut acked).await;
 }
+
+/// A heartbeat at term 2^62 "from the leader" to a follower. Raft takes terms up to 2^62 from
+/// the network (beyond, `term + 1` could overflow), so the follower adopts it, the leader steps
+/// down on its answer, and every election after is at 2^62 + 1, which every peer refuses: the
+/// region never has a leader again. Not found by `make fuzz`, whose terms stay 2^40 below the
+/// limit (`crate::fuzz_gen`), but while choosing them. Any absolute bound has the same edge;
+/// what would close it is a bound on how far a message's term may run ahead of the node's own
+/// (terms grow by one per election, and PreVote keeps a cut-off node from running ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open: a forged term at raft's limit leaves no room for another election"]
+async fn forged_term_at_limit_leaves_region_electable_2b() {
+    let (mut cluster, mut acked, topo) = cluster_with_writes(5).await;
+    let target = topo.follower();
+    let mut m = raft_msg(MessageType::MsgHeartbeat);
+    m.set_term(1 << 62);
+    let from = &topo.peers[topo.leader];
+    let msg = forge_raft(&topo.region, from, &topo.peers[target], m);
+    let answer = send_raft(&cluster.stores[target], vec![msg]).await;
+    cluster.note(&format!("a heartbeat at term 2^62: {answer:?}"));
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
+}
