@@ -57,27 +57,44 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Counts per kind of case: sent, and of those, answered with an error or not at all.
+/// How a case ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Answered without error.
+    Taken,
+    /// Answered with an error, or the connection was refused or broken.
+    Refused,
+    /// No answer within [`CASE_TIMEOUT`].
+    Unanswered,
+}
+
+/// Counts per kind of case: sent, and of those, refused and unanswered.
 #[derive(Default)]
 struct Figures {
     sent: BTreeMap<&'static str, u64>,
-    failed: BTreeMap<&'static str, u64>,
+    refused: BTreeMap<&'static str, u64>,
+    unanswered: BTreeMap<&'static str, u64>,
 }
 
 impl Figures {
-    fn count(&mut self, kind: &'static str, n: u64, ok: bool) {
+    fn count(&mut self, kind: &'static str, n: u64, outcome: Outcome) {
         *self.sent.entry(kind).or_default() += n;
-        if !ok {
-            *self.failed.entry(kind).or_default() += n;
+        match outcome {
+            Outcome::Taken => {}
+            Outcome::Refused => *self.refused.entry(kind).or_default() += n,
+            Outcome::Unanswered => *self.unanswered.entry(kind).or_default() += n,
         }
     }
 
     fn report(&self) -> String {
+        let of = |m: &BTreeMap<&'static str, u64>, kind| m.get(kind).copied().unwrap_or(0);
         self.sent
             .iter()
             .map(|(kind, n)| {
-                let failed = self.failed.get(kind).copied().unwrap_or(0);
-                format!("  {kind:<16} {n:>8} sent, {failed:>8} refused or failed")
+                let (refused, unanswered) = (of(&self.refused, kind), of(&self.unanswered, kind));
+                format!(
+                    "  {kind:<16} {n:>8} sent, {refused:>8} refused, {unanswered:>5} unanswered"
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -121,12 +138,16 @@ impl Conn {
     }
 }
 
-/// Runs `call` within [`CASE_TIMEOUT`]; whether it answered without error.
-async fn bounded<T, E>(call: impl std::future::Future<Output = Result<T, E>>) -> bool {
-    matches!(tokio::time::timeout(CASE_TIMEOUT, call).await, Ok(Ok(_)))
+/// Runs `call` within [`CASE_TIMEOUT`].
+async fn bounded<T, E>(call: impl std::future::Future<Output = Result<T, E>>) -> Outcome {
+    match tokio::time::timeout(CASE_TIMEOUT, call).await {
+        Ok(Ok(_)) => Outcome::Taken,
+        Ok(Err(_)) => Outcome::Refused,
+        Err(_) => Outcome::Unanswered,
+    }
 }
 
-async fn send_raw(c: &mut TinyKvClient<Channel>, req: RawReq) -> bool {
+async fn send_raw(c: &mut TinyKvClient<Channel>, req: RawReq) -> Outcome {
     match req {
         RawReq::Get(r) => bounded(c.raw_get(r)).await,
         RawReq::Put(r) => bounded(c.raw_put(r)).await,
@@ -135,7 +156,7 @@ async fn send_raw(c: &mut TinyKvClient<Channel>, req: RawReq) -> bool {
     }
 }
 
-async fn send_txn(c: &mut TinyKvClient<Channel>, req: TxnReq) -> bool {
+async fn send_txn(c: &mut TinyKvClient<Channel>, req: TxnReq) -> Outcome {
     match req {
         TxnReq::Get(r) => bounded(c.kv_get(r)).await,
         TxnReq::Scan(r) => bounded(c.kv_scan(r)).await,
@@ -148,8 +169,8 @@ async fn send_txn(c: &mut TinyKvClient<Channel>, req: TxnReq) -> bool {
 }
 
 /// Writes `bytes` on a fresh TCP connection to `addr`, reads what comes back for a moment,
-/// closes; whether the connection was taken at all.
-async fn send_bytes(addr: &str, bytes: &[u8]) -> bool {
+/// closes: refused if the connection was not taken or broke while writing.
+async fn send_bytes(addr: &str, bytes: &[u8]) -> Outcome {
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         s.write_all(bytes).await?;
@@ -202,9 +223,9 @@ impl Fuzzer {
                 let ty = g.dice.chance(0.2).then_some(MessageType::MsgAppend);
                 let msgs: Vec<_> = (0..n).map(|_| g.raft_message(store, ty)).collect();
                 let req = c.with_token(tokio_stream::iter(msgs));
-                let ok = bounded(c.peer.raft(req)).await;
-                self.figures.count("raft streams", 1, ok);
-                self.figures.count("raft messages", n as u64, ok);
+                let outcome = bounded(c.peer.raft(req)).await;
+                self.figures.count("raft streams", 1, outcome);
+                self.figures.count("raft messages", n as u64, outcome);
             }
             40..=49 => {
                 let mut g = PeerGen {
@@ -213,9 +234,9 @@ impl Fuzzer {
                 };
                 let chunks = g.snapshot_stream(store);
                 let cut = g.dice.chance(0.1).then(|| g.dice.below(chunks.len() + 1));
-                self.figures
-                    .count("snapshot chunks", chunks.len() as u64, true);
-                let ok = match cut {
+                let n = chunks.len() as u64;
+                self.figures.count("snapshot chunks", n, Outcome::Taken);
+                let outcome = match cut {
                     // The stream breaks off: the call is dropped after `keep` chunks.
                     Some(keep) => {
                         let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -223,29 +244,29 @@ impl Fuzzer {
                         let req = c.with_token(tokio_stream::wrappers::ReceiverStream::new(rx));
                         let call = tokio::spawn(async move { client.snapshot(req).await });
                         for chunk in chunks.into_iter().take(keep) {
-                            if !bounded(tx.send(chunk)).await {
+                            if bounded(tx.send(chunk)).await != Outcome::Taken {
                                 break;
                             }
                         }
                         call.abort();
-                        false
+                        Outcome::Refused
                     }
                     None => {
                         let req = c.with_token(tokio_stream::iter(chunks));
                         bounded(c.peer.snapshot(req)).await
                     }
                 };
-                self.figures.count("snapshot streams", 1, ok);
+                self.figures.count("snapshot streams", 1, outcome);
             }
             50..=69 => {
                 let req = self.clients.raw(d, &self.target);
-                let ok = send_raw(&mut c.client, req).await;
-                self.figures.count("raw requests", 1, ok);
+                let outcome = send_raw(&mut c.client, req).await;
+                self.figures.count("raw requests", 1, outcome);
             }
             70..=84 => {
                 let req = self.clients.txn(d, &self.target);
-                let ok = send_txn(&mut c.client, req).await;
-                self.figures.count("txn requests", 1, ok);
+                let outcome = send_txn(&mut c.client, req).await;
+                self.figures.count("txn requests", 1, outcome);
             }
             85..=92 => {
                 let port = d.pick(&[Port::Client, Port::Peer, Port::Http]);
@@ -255,13 +276,13 @@ impl Fuzzer {
                     Port::Peer => c.peer_addr.clone(),
                     Port::Http => c.http.to_string(),
                 };
-                let ok = send_bytes(&addr, &bytes).await;
-                self.figures.count("tcp garbage", 1, ok);
+                let outcome = send_bytes(&addr, &bytes).await;
+                self.figures.count("tcp garbage", 1, outcome);
             }
             _ => {
                 let req = self.clients.http(d);
-                let ok = send_bytes(&c.http.to_string(), &req).await;
-                self.figures.count("http requests", 1, ok);
+                let outcome = send_bytes(&c.http.to_string(), &req).await;
+                self.figures.count("http requests", 1, outcome);
             }
         }
     }
