@@ -6,6 +6,8 @@
 #   make test       everything CI runs
 #   make projectN   one graded stage (project1, project2a|2b|2c, project3a|3b|3c, project4a|4b|4c)
 #   make fmt / lint / bench / soak-raft / soak-3b
+#   make fuzz       fuzz a running 3-store cluster on every port for 10 minutes
+#                   (TESSERA_FUZZ_SECS, TESSERA_FUZZ_SEED)
 
 # Build outside the checkout so clones share one build of RocksDB; override to build elsewhere.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera-target
@@ -15,7 +17,7 @@ DATA_DIR ?= $(CURDIR)/tessera-data
 ADDR ?= 127.0.0.1:20160
 STATUS_ADDR ?= 127.0.0.1:20180
 
-.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft soak-3b \
+.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft soak-3b fuzz \
 	project1 project2a project2b project2c project3a project3b project3c project4a project4b project4c
 
 setup:
@@ -90,3 +92,12 @@ SOAK_FILTER = binary(integration) & (test(/^split_3b::split_(recover|unreliable|
 	| test(/^scenarios_2b::/) | test(/^snapshot_2c::snapshot_(recover|unreliable)/))
 soak-3b: setup
 	$(CARGO) nextest run -p test_raftstore --no-fail-fast --stress-count $(SOAK_RUNS) -E '$(SOAK_FILTER)'
+
+# A running 3-store cluster fed random and near-valid raft messages, snapshot streams, client
+# requests and bytes on every port for TESSERA_FUZZ_SECS (default 600) while a client writes:
+# no store may panic or exit, no acknowledged write may be lost (tests/e2e/fuzz_store.rs; `make
+# test` runs it for 10 s). It prints its seed first and its figures at the end; TESSERA_FUZZ_SEED
+# replays a seed's inputs.
+fuzz: setup
+	TESSERA_FUZZ_SECS=$${TESSERA_FUZZ_SECS:-600} $(CARGO) nextest run --profile fuzz -p tessera --test e2e \
+		--no-capture -E 'test(=fuzz_store::fuzz_store_2b)'

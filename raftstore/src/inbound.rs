@@ -1,8 +1,8 @@
 //! [`Inbound`]: the one door raft traffic from other stores comes in by. Every `RaftMessage` is
 //! hostile until checked: [`check_raft_message`] refuses what cannot be right whatever the
 //! store's state (a message for another store, a peer id of 0, a raft message that does not
-//! decode or that names other peers than its envelope, a type only a node itself may generate, a
-//! snapshot outside the snapshot stream). What needs the peer's state (epochs, the leader it
+//! decode or that names other peers than its envelope, a type that never travels between stores,
+//! a snapshot outside the snapshot stream). What needs the peer's state (epochs, the leader it
 //! follows, the raft log) is checked by the peer, and the raft library validates the rest.
 //!
 //! A refused message is dropped and counted by [`DropReason`] in [`StoreMetrics`], with a log
@@ -28,7 +28,10 @@ pub enum DropReason {
     BadEnvelope,
     /// The raft message does not decode, or names other peers than its envelope.
     BadRaftMessage,
-    /// A message type only a node itself generates (`MsgHup`, `MsgBeat`, ...).
+    /// A message type that never travels between stores: one only a node itself generates
+    /// (`MsgHup`, `MsgBeat`, ...), or a request a store makes of its own raft node only
+    /// (`MsgPropose`, `MsgReadIndex` and its answer: a store proposes and reads only where it
+    /// leads, so its raft never forwards one).
     LocalMessageType,
     /// A snapshot outside the snapshot stream, or something else on it.
     SnapshotMisrouted,
@@ -153,6 +156,11 @@ pub fn check_raft_message(store_id: u64, msg: &RaftMessage, stream: Stream) -> R
             | MessageType::MsgUnreachable
             | MessageType::MsgSnapStatus
             | MessageType::MsgCheckQuorum
+            // A forwarded proposal would be appended as it is, checked by no one: its
+            // entries, committed, are applied by every store.
+            | MessageType::MsgPropose
+            | MessageType::MsgReadIndex
+            | MessageType::MsgReadIndexResp
     ) {
         return Err(refuse(LocalMessageType, format!("{ty:?}")));
     }
@@ -380,6 +388,9 @@ mod tests {
             MessageType::MsgUnreachable,
             MessageType::MsgSnapStatus,
             MessageType::MsgCheckQuorum,
+            MessageType::MsgPropose,
+            MessageType::MsgReadIndex,
+            MessageType::MsgReadIndexResp,
         ] {
             let m = message(ty, 11, 12);
             assert_eq!(

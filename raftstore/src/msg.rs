@@ -106,6 +106,17 @@ pub enum PeerMsg {
     },
     /// Split the region: see [`SplitRegion`].
     SplitRegion(Box<SplitRegion>),
+    /// The scheduler's answer to a claim that peer `peer_id` was removed from the region, asked
+    /// while the peer knew the membership `conf_ver`: `removed` when the scheduler's region is
+    /// newer and lacks the peer.
+    StalePeerChecked {
+        /// The peer the claim was about.
+        peer_id: u64,
+        /// The membership the peer knew when it asked.
+        conf_ver: u64,
+        /// Whether the scheduler confirms the removal.
+        removed: bool,
+    },
 }
 
 impl PeerMsg {

@@ -11,7 +11,7 @@ use proto::schedulerpb::{RegionHeartbeatRequest, StoreStats};
 use scheduler_client::SchedulerClient;
 
 use crate::error::Error;
-use crate::msg::Callback;
+use crate::msg::{Callback, PeerMsg};
 use crate::router::Router;
 use crate::worker::Runnable;
 
@@ -43,6 +43,19 @@ pub enum SchedulerTask {
         /// Gets the split's answer.
         callback: Callback,
         /// Where the split command goes.
+        router: Router,
+    },
+    /// A message claimed that `peer` was removed from region `region_id` in a membership newer
+    /// than `conf_ver`: ask the scheduler, and tell the peer through `router` whether it
+    /// agrees ([`PeerMsg::StalePeerChecked`]).
+    CheckStalePeer {
+        /// The region.
+        region_id: u64,
+        /// This store's peer of it.
+        peer: metapb::Peer,
+        /// The membership the peer knows.
+        conf_ver: u64,
+        /// Where the answer goes.
         router: Router,
     },
     /// The store reports its statistics.
@@ -127,6 +140,33 @@ impl Runnable for SchedulerRunner {
                     }),
                 };
                 let _ = router.send_command(req, callback);
+            }
+            SchedulerTask::CheckStalePeer {
+                region_id,
+                peer,
+                conf_ver,
+                router,
+            } => {
+                // The scheduler learns each membership from the region's leader: a newer one
+                // without this peer is a removal the region committed.
+                let removed = match self.client.get_region_by_id(region_id) {
+                    Ok((region, _)) => {
+                        let theirs = region.region_epoch.unwrap_or_default().conf_ver;
+                        theirs > conf_ver && !region.peers.iter().any(|p| p.id == peer.id)
+                    }
+                    Err(e) => {
+                        tracing::info!(store_id, region_id, error = %e,
+                            "cannot ask the scheduler whether a peer was removed");
+                        false
+                    }
+                };
+                let answer = PeerMsg::StalePeerChecked {
+                    peer_id: peer.id,
+                    conf_ver,
+                    removed,
+                };
+                // A peer destroyed meanwhile has no mailbox: nothing to tell.
+                let _ = router.send(region_id, answer);
             }
             SchedulerTask::StoreHeartbeat { stats } => {
                 if let Err(e) = self.client.store_heartbeat(stats) {

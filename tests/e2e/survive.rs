@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
+use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
 use tokio::task::block_in_place;
 
 use crate::forge::Topology;
@@ -88,6 +88,18 @@ impl Acked {
             }
             self.pairs.push((key, value));
         }
+    }
+
+    /// Writes the next fresh key once (the client retries to its deadline) and records it if
+    /// acknowledged: for a writer running beside faults, where a write may fail.
+    pub async fn try_write(&mut self) -> Result<(), ClusterError> {
+        let i = self.pairs.len();
+        let (key, value) = (format!("acked-{i:05}"), format!("value of {i}"));
+        self.client
+            .put("default", key.as_bytes(), value.as_bytes())
+            .await?;
+        self.pairs.push((key, value));
+        Ok(())
     }
 
     /// Reads back every acknowledged key: each must hold its value.

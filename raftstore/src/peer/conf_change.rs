@@ -9,12 +9,15 @@
 //! removed self    RegionLocalState Tombstone in that batch; then the peer's data, raft log
 //!                 and states are deleted, pending commands answered, mailbox closed
 //! removed unaware a member gets a message from a peer absent from the region and behind its
-//!                 conf_ver: it answers with a tombstone message (region epoch = its own), and
-//!                 the removed peer destroys itself as above
+//!                 conf_ver: it answers with a tombstone message (region epoch = its own); the
+//!                 removed peer asks the scheduler and, once it confirms, destroys itself as
+//!                 above (a tombstone is only its sender's word)
 //! ```
 //! A leader never removes itself: asked to, it hands leadership to the most up-to-date voter
 //! and answers `NotLeader`, so the request is retried on the new leader. (Removing itself
 //! would leave a two-voter region's follower unable to learn that the removal committed.)
+
+use std::time::{Duration, Instant};
 
 use kv::{keys, Cf, WriteBatch};
 use prost::Message as _;
@@ -32,7 +35,11 @@ use raft::StateRole;
 use super::{PeerMsgHandler, Proposal};
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
+use crate::scheduler_worker::SchedulerTask;
 use crate::util;
+
+/// How often a peer told it was removed may ask the scheduler whether it was.
+const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The answer to an admin command: `resp` under a header with `term`.
 pub(super) fn admin_response(term: u64, resp: AdminResponse) -> CmdResponse {
@@ -287,12 +294,11 @@ impl PeerMsgHandler<'_> {
     }
 
     /// A tombstone message: a peer of the region whose membership is newer than this peer's
-    /// says this peer was removed. It destroys itself, unless a snapshot is being applied (the
-    /// region worker owns its data until then; the sender repeats the news).
+    /// says this peer was removed ([`Self::on_removal_claim`] checks the claim).
     pub(super) fn on_tombstone(&mut self, msg: &RaftMessage) {
         let ours = self.peer.region().region_epoch.unwrap_or_default();
         let theirs = msg.region_epoch.unwrap_or_default();
-        if theirs.conf_ver <= ours.conf_ver || self.peer.applying_snapshot.is_some() {
+        if theirs.conf_ver <= ours.conf_ver {
             return;
         }
         tracing::info!(
@@ -300,7 +306,79 @@ impl PeerMsgHandler<'_> {
             peer_id = self.peer.meta.id,
             conf_ver = ours.conf_ver,
             their_conf_ver = theirs.conf_ver,
-            "removed from the region while cut off; destroying"
+            "tombstone message: removed from the region while cut off?"
+        );
+        self.on_removal_claim();
+    }
+
+    /// A message says this peer was removed from the region: a tombstone, or a message for a
+    /// newer peer of the region on this store. It is only its sender's word, and believing a
+    /// forged one would destroy the region's data here (everywhere, for a sender that tells
+    /// every store). An uninitialised peer holds no data and makes way at once. An initialised
+    /// one asks the scheduler, which learns every membership from the region's leader, at most
+    /// once per [`STALE_CHECK_INTERVAL`], and is destroyed only if the scheduler's region is
+    /// newer and lacks it ([`Self::on_stale_peer_checked`]). Without a scheduler it stays.
+    /// Nothing happens while a snapshot is applied: the region worker owns the data until
+    /// then, and a real removal is told again.
+    pub(super) fn on_removal_claim(&mut self) {
+        if self.peer.applying_snapshot.is_some() || self.peer.pending_destroy {
+            return;
+        }
+        let region = self.peer.region();
+        if region.peers.is_empty() {
+            tracing::info!(
+                region_id = region.id,
+                peer_id = self.peer.meta.id,
+                "uninitialised peer told it was removed; destroying"
+            );
+            self.destroy();
+            return;
+        }
+        let Some(scheduler) = &self.ctx.scheduler else {
+            return;
+        };
+        if self
+            .peer
+            .stale_check_at
+            .is_some_and(|t| t.elapsed() < STALE_CHECK_INTERVAL)
+        {
+            return;
+        }
+        let task = SchedulerTask::CheckStalePeer {
+            region_id: region.id,
+            peer: self.peer.meta,
+            conf_ver: region.region_epoch.unwrap_or_default().conf_ver,
+            router: self.ctx.router.clone(),
+        };
+        if scheduler.schedule(task).is_ok() {
+            self.peer.stale_check_at = Some(Instant::now());
+        }
+    }
+
+    /// The scheduler's answer to [`Self::on_removal_claim`]: the peer is destroyed if the
+    /// scheduler confirms the removal and the peer still knows the membership it asked about.
+    pub(super) fn on_stale_peer_checked(&mut self, peer_id: u64, conf_ver: u64, removed: bool) {
+        let region = self.peer.region();
+        let ours = region.region_epoch.unwrap_or_default().conf_ver;
+        if !removed
+            || peer_id != self.peer.meta.id
+            || conf_ver != ours
+            || self.peer.applying_snapshot.is_some()
+            || self.peer.pending_destroy
+        {
+            tracing::info!(
+                region_id = region.id,
+                peer_id = self.peer.meta.id,
+                removed,
+                "the scheduler does not confirm this peer's removal; keeping it"
+            );
+            return;
+        }
+        tracing::info!(
+            region_id = region.id,
+            peer_id,
+            conf_ver,
+            "the scheduler confirms this peer was removed; destroying"
         );
         self.destroy();
     }

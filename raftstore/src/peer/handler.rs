@@ -44,6 +44,11 @@ impl<'a> PeerMsgHandler<'a> {
                 let s = *s;
                 self.on_split_region(s.region_epoch, s.split_key, s.callback)
             }
+            PeerMsg::StalePeerChecked {
+                peer_id,
+                conf_ver,
+                removed,
+            } => self.on_stale_peer_checked(peer_id, conf_ver, removed),
         }
     }
 
@@ -54,14 +59,13 @@ impl<'a> PeerMsgHandler<'a> {
             .as_ref()
             .is_some_and(|p| p.id == peer_id && p.store_id == self.ctx.store_id);
         if !to_ok {
-            if self.proves_stale(&msg) && self.peer.applying_snapshot.is_none() {
-                // The region moved on to a newer membership with another peer on this store:
-                // this one was removed without learning it. Make way; the next message creates
-                // the new peer.
+            if self.claims_stale(&msg) {
+                // The region may have moved on to a newer membership with another peer on this
+                // store, this one removed without learning it: then it makes way, and the next
+                // message creates the new peer. The message itself is dropped either way.
                 tracing::info!(region_id, peer_id, to = ?msg.to_peer, epoch = ?msg.region_epoch,
-                    "stale peer; destroying");
-                self.destroy();
-                return;
+                    "message for a newer peer of the region on this store");
+                self.on_removal_claim();
             }
             self.drop_message(
                 DropReason::WrongPeer,
@@ -98,11 +102,12 @@ impl<'a> PeerMsgHandler<'a> {
         }
     }
 
-    /// Whether `msg`, addressed to another peer of this region on this store, proves this peer
+    /// Whether `msg`, addressed to another peer of this region on this store, claims this peer
     /// stale: it comes from a membership newer than the one this peer knows (a greater
     /// `conf_ver`) in which this store holds a different, newer peer. A region has at most one
-    /// peer per store, so that membership excludes this one. A peer id alone proves nothing.
-    fn proves_stale(&self, msg: &RaftMessage) -> bool {
+    /// peer per store, so that membership would exclude this one. A peer id alone claims
+    /// nothing; the claim is checked before it counts ([`Self::on_removal_claim`]).
+    fn claims_stale(&self, msg: &RaftMessage) -> bool {
         let Some(to) = msg.to_peer else {
             return false;
         };

@@ -79,6 +79,8 @@ pub(crate) struct Peer {
     snapshot_sent: HashMap<u64, Instant>,
     /// This peer's removal was applied; it is destroyed once the apply batch is written.
     pending_destroy: bool,
+    /// When this peer last asked the scheduler whether it was removed.
+    stale_check_at: Option<Instant>,
     /// Destroyed: the raft worker drops it.
     pub(crate) destroyed: bool,
     /// Ticks since the last split check.
@@ -121,6 +123,7 @@ impl Peer {
             snapshot_apply_failed: false,
             snapshot_sent: HashMap::new(),
             pending_destroy: false,
+            stale_check_at: None,
             destroyed: false,
             ticks_since_split_check: 0,
             size_diff_hint: 0,

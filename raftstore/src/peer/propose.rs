@@ -65,7 +65,8 @@ impl PeerMsgHandler<'_> {
             });
         }
         // One term of slack: a client that just learnt of the leader may lag a term behind.
-        if header.term > 0 && self.peer.term() > header.term + 1 {
+        // The term comes from the client's request: any u64.
+        if header.term > 0 && self.peer.term() > header.term.saturating_add(1) {
             return Err(Error::StaleCommand);
         }
         util::check_request(req, &region)
