@@ -6,12 +6,11 @@ use proto::eraftpb::MessageType;
 use proto::kvrpcpb::{Context, RawPutRequest};
 use proto::metapb;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
-use tokio::task::block_in_place;
 
 use crate::forge::{forge_raft, raft_msg};
 use crate::hostile::send_raft;
 use crate::procs::STORES;
-use crate::survive::{cluster_with_writes, must_all_run, must_keep_serving};
+use crate::survive::{cluster_with_writes, must_keep_serving, must_survive_restart_of_all};
 
 /// A raw write whose context names term `u64::MAX`, to the leader. The leader refuses a command
 /// of a term older than its own with one term of slack, and computed `term + 1`: an overflow
@@ -76,19 +75,8 @@ async fn forged_removal_destroys_no_peer_3b() {
     }
     must_keep_serving(&mut cluster, 0, topo.leader, &mut acked).await;
 
-    // Whatever a store did in memory, its disk must still hold the region: restart them all.
-    for i in 0..STORES {
-        block_in_place(|| cluster.kill(i));
-    }
-    for i in 0..STORES {
-        block_in_place(|| cluster.run_store(i));
-    }
-    cluster.note("every store killed and restarted");
-    must_all_run(&mut cluster, "after restarting every store").await;
-    cluster.wait_leader().await;
-    acked
-        .must_read_all(&cluster, "after restarting every store")
-        .await;
+    // Whatever a store did in memory, its disk must still hold the region.
+    must_survive_restart_of_all(&mut cluster, &acked).await;
 }
 
 /// A `MsgPropose` (term 0, as a follower forwards one) to the leader, with one entry of bytes

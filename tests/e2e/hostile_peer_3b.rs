@@ -12,12 +12,11 @@
 
 use proto::eraftpb::MessageType;
 use proto::metapb;
-use tokio::task::block_in_place;
 
 use crate::forge::{forge_raft, raft_msg};
 use crate::hostile::send_raft;
 use crate::procs::STORES;
-use crate::survive::{cluster_with_writes, must_all_run, must_keep_serving};
+use crate::survive::{cluster_with_writes, must_keep_serving, must_survive_restart_of_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_larger_peer_id_destroys_no_peer_3b() {
@@ -43,19 +42,8 @@ async fn forged_larger_peer_id_destroys_no_peer_3b() {
     }
     must_keep_serving(&mut cluster, 0, topo.leader, &mut acked).await;
 
-    // Whatever a store did in memory, its disk must still hold the region: restart them all.
-    for i in 0..STORES {
-        block_in_place(|| cluster.kill(i));
-    }
-    for i in 0..STORES {
-        block_in_place(|| cluster.run_store(i));
-    }
-    cluster.note("every store killed and restarted");
-    must_all_run(&mut cluster, "after restarting every store").await;
-    cluster.wait_leader().await;
-    acked
-        .must_read_all(&cluster, "after restarting every store")
-        .await;
+    // Whatever a store did in memory, its disk must still hold the region.
+    must_survive_restart_of_all(&mut cluster, &acked).await;
     acked
         .must_write(&cluster, 5, "after restarting every store")
         .await;

@@ -188,3 +188,21 @@ pub async fn must_keep_serving(
     }
     must_all_run(cluster, "after the check").await;
 }
+
+/// Kills every store with SIGKILL and restarts them all: whatever a store did in memory, its
+/// disk must still hold every acknowledged write. Every store must run again, a leader be
+/// elected and every acknowledged key read back.
+pub async fn must_survive_restart_of_all(cluster: &mut Cluster, acked: &Acked) {
+    for i in 0..cluster.stores.len() {
+        block_in_place(|| cluster.kill(i));
+    }
+    for i in 0..cluster.stores.len() {
+        block_in_place(|| cluster.run_store(i));
+    }
+    cluster.note("every store killed and restarted");
+    must_all_run(cluster, "after restarting every store").await;
+    cluster.wait_leader().await;
+    acked
+        .must_read_all(cluster, "after restarting every store")
+        .await;
+}
