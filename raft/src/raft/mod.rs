@@ -76,6 +76,8 @@ pub struct Raft<S: Storage> {
     pub(crate) msgs: Vec<Message>,
     /// Messages that may be sent only once the log and hard state are durable.
     pub(crate) msgs_after_append: Vec<Message>,
+    /// How far a message may still raise the term (see [`step::TERM_BUDGET`]).
+    term_budget: u64,
     election_elapsed: usize,
     heartbeat_elapsed: usize,
     election_timeout: usize,
@@ -127,6 +129,7 @@ impl<S: Storage> Raft<S> {
             pending_read_index_messages: Vec::new(),
             msgs: Vec::new(),
             msgs_after_append: Vec::new(),
+            term_budget: step::TERM_BUDGET,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             election_timeout: config.election_tick,
@@ -296,6 +299,7 @@ impl<S: Storage> Raft<S> {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        self.term_budget = (self.term_budget + step::TERM_STEP_PER_TICK).min(step::TERM_BUDGET);
         match self.state {
             StateRole::Leader => self.tick_heartbeat(),
             _ => self.tick_election(),

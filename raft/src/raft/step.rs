@@ -9,6 +9,16 @@ use crate::errors::{Error, Result};
 use crate::storage::Storage;
 use crate::util::{CAMPAIGN_TRANSFER, INVALID_ID};
 
+/// How far messages may raise a node's term per tick, and at most at once:
+/// the term climbs through a budget of [`TERM_BUDGET`] refilled by
+/// [`TERM_STEP_PER_TICK`] each tick. Only elections raise an honest term, far
+/// slower; messages may carry terms up to 2^62, and forged ones would need
+/// 2^46 ticks to bring a group there, where no election could be held.
+/// After forged terms stop, the honest nodes catch up with each other in
+/// about as many ticks as the forging lasted.
+pub(crate) const TERM_STEP_PER_TICK: u64 = 1 << 16;
+pub(crate) const TERM_BUDGET: u64 = 1 << 20;
+
 impl<S: Storage> Raft<S> {
     /// Processes one message, local (term 0) or from a peer. It trusts its
     /// input: messages from the network go through [`crate::RawNode::step`],
@@ -60,6 +70,25 @@ impl<S: Storage> Raft<S> {
             if !force && in_lease {
                 return false;
             }
+        }
+        let adopts = match t {
+            MessageType::MsgRequestPreVote => false,
+            MessageType::MsgRequestPreVoteResponse => m.reject,
+            _ => true,
+        };
+        if adopts {
+            let gap = m.term - self.term;
+            if gap > self.term_budget {
+                // Climb what the budget allows and drop the message: an
+                // honest sender this far ahead repeats itself (heartbeats,
+                // retried votes) and is reached a few ticks later.
+                let step = std::mem::take(&mut self.term_budget);
+                if step > 0 {
+                    self.become_follower(self.term + step, INVALID_ID);
+                }
+                return false;
+            }
+            self.term_budget -= gap;
         }
         match t {
             // A pre-vote does not change the receiver's term.

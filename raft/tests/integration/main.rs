@@ -25,4 +25,5 @@ mod replication;
 #[allow(dead_code)]
 mod sim;
 mod snapshot;
+mod term_jump;
 mod transfer;
