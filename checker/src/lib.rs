@@ -197,6 +197,15 @@ fn history_at(ops: &[Operation], t: u64) -> Vec<Operation> {
         .collect()
 }
 
+/// The value `op` writes (put, cas) or saw (a read, a cas's previous value), if any.
+fn value_of(op: &Operation) -> Option<Vec<u8>> {
+    match (&op.input, &op.output) {
+        (Input::Put(v), _) | (Input::Cas { new: v, .. }, _) => Some(v.clone()),
+        (Input::Get, Some(Output::Value(v))) => v.clone(),
+        _ => None,
+    }
+}
+
 /// Whether `op` may change the key.
 fn is_write(op: &Operation) -> bool {
     !matches!(op.input, Input::Get)
@@ -205,8 +214,9 @@ fn is_write(op: &Operation) -> bool {
 /// A short explanation of a failure. If the history seen at time `t` is not linearizable, no
 /// later one is (a linearization of the later history restricts to one of the earlier), so a
 /// binary search finds the first return after which no linearization exists. The evidence is
-/// that operation, the operations running alongside it, and the last writes completed before
-/// it started.
+/// that operation, the operations running alongside it, the last three writes completed before
+/// it started, and every operation since the first of those (the reads among them pin down the
+/// order).
 fn evidence(ops: &[Operation]) -> Vec<Operation> {
     let mut rets: Vec<u64> = ops
         .iter()
@@ -230,18 +240,34 @@ fn evidence(ops: &[Operation]) -> Vec<Operation> {
     let Some(culprit) = ops.iter().find(|o| o.output.is_some() && o.ret == t) else {
         return ops.to_vec();
     };
-    let mut out: Vec<Operation> = ops
-        .iter()
-        .filter(|o| o.call <= t && (o.output.is_none() || o.ret >= culprit.call))
-        .cloned()
-        .collect();
     let mut before: Vec<&Operation> = ops
         .iter()
         .filter(|o| is_write(o) && o.output.is_some() && o.ret < culprit.call)
         .collect();
     before.sort_by_key(|o| o.ret);
-    out.extend(before.into_iter().rev().take(3).cloned());
-    out.sort_by_key(|o| o.call);
+    before.reverse();
+    before.truncate(3);
+    // Everything from the first of those writes on: the reads in between pin down the order.
+    let from = before
+        .iter()
+        .map(|o| o.call)
+        .min()
+        .unwrap_or(culprit.call)
+        .min(culprit.call);
+    let mut out: Vec<Operation> = ops
+        .iter()
+        .filter(|o| o.call <= t && (o.output.is_none() || o.ret >= from))
+        .cloned()
+        .collect();
+    // And every earlier operation that wrote or saw a value these write or see: a value seen
+    // both before and after an overwrite shows up this way.
+    let values: Vec<Vec<u8>> = out.iter().filter_map(value_of).collect();
+    out.extend(
+        ops.iter()
+            .filter(|o| o.call <= t && value_of(o).is_some_and(|v| values.contains(&v)))
+            .cloned(),
+    );
+    out.sort_by_key(|o| (o.call, o.client, o.ret));
     out.dedup();
     out
 }

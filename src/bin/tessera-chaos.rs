@@ -66,6 +66,10 @@ struct Args {
     /// Keep each run's directory (data and logs)
     #[arg(long)]
     keep: bool,
+    /// Print every seed's details (reasons for failed and unknown outcomes, the nemesis's log),
+    /// also when it passed
+    #[arg(long)]
+    verbose: bool,
 }
 
 fn kinds(spec: &str) -> Result<Vec<String>, String> {
@@ -172,10 +176,12 @@ async fn main() -> ExitCode {
         );
         match chaos::run_seed(config).await {
             Ok(report) => {
-                if report.passed() {
+                if report.passed() && !args.verbose {
                     println!("{}", report.summary());
                 } else {
                     println!("{}", report.details(config));
+                }
+                if !report.passed() {
                     failed.push(config.seed);
                 }
             }

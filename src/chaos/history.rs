@@ -142,6 +142,23 @@ pub struct Counts {
     pub by_via: BTreeMap<Via, usize>,
     /// All operations.
     pub total: usize,
+    /// Why operations failed or ended unknown: (outcome, reason with digits masked) → count.
+    pub reasons: BTreeMap<(&'static str, String), usize>,
+}
+
+/// A reason without its numbers (ids, addresses, times), so alike reasons count together.
+fn reason_class(why: &str) -> String {
+    let masked: String = why
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    let mut out = String::new();
+    for c in masked.chars() {
+        if !(c == '#' && out.ends_with('#')) {
+            out.push(c);
+        }
+    }
+    out.chars().take(160).collect()
 }
 
 impl Counts {
@@ -149,10 +166,16 @@ impl Counts {
     pub fn of(records: &[Record]) -> Counts {
         let mut c = Counts::default();
         for r in records {
-            let outcome = match r.outcome {
+            let outcome = match &r.outcome {
                 Outcome::Ok(_) => "ok",
-                Outcome::Failed(_) => "failed",
-                Outcome::Unknown(_) => "unknown",
+                Outcome::Failed(why) => {
+                    *c.reasons.entry(("failed", reason_class(why))).or_default() += 1;
+                    "failed"
+                }
+                Outcome::Unknown(why) => {
+                    *c.reasons.entry(("unknown", reason_class(why))).or_default() += 1;
+                    "unknown"
+                }
             };
             *c.by_kind.entry((kind(&r.input), outcome)).or_default() += 1;
             *c.by_via.entry(r.via).or_default() += 1;
@@ -194,6 +217,18 @@ impl fmt::Display for Counts {
             .map(|(v, n)| format!("{v:?} {n}").to_lowercase())
             .collect();
         write!(f, " (via {})", via.join(", "))
+    }
+}
+
+impl Counts {
+    /// The most common reasons for failed and unknown outcomes, one per line.
+    pub fn top_reasons(&self, n: usize) -> String {
+        let mut all: Vec<(&(&'static str, String), &usize)> = self.reasons.iter().collect();
+        all.sort_by(|a, b| b.1.cmp(a.1));
+        all.iter()
+            .take(n)
+            .map(|((outcome, why), count)| format!("  {count:5} {outcome}: {why}\n"))
+            .collect()
     }
 }
 

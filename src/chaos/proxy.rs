@@ -217,3 +217,101 @@ async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tokio::net::TcpSocket;
+
+    /// An echo server on 127.0.0.1.
+    async fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A connection to `to` from `ip`.
+    async fn dial(ip: &str, to: SocketAddr) -> TcpStream {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    /// Sends `msg` and waits up to `bound` for it to come back; `None` if it does not.
+    async fn round_trip(c: &mut TcpStream, msg: &[u8], bound: Duration) -> Option<Vec<u8>> {
+        c.write_all(msg).await.ok()?;
+        let mut got = vec![0u8; msg.len()];
+        match tokio::time::timeout(bound, c.read_exact(&mut got)).await {
+            Ok(Ok(_)) => Some(got),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn links_act_per_sender_ip_3b() {
+        let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        proxy.set_target(echo().await);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let short = Duration::from_millis(300);
+        let mut from_a = dial("127.0.0.2", proxy.addr()).await;
+        let mut from_b = dial("127.0.0.3", proxy.addr()).await;
+        assert_eq!(
+            round_trip(&mut from_a, b"hi", short).await.as_deref(),
+            Some(&b"hi"[..])
+        );
+
+        // Blackhole A: its bytes vanish, B's still pass.
+        proxy.set_link(a, Link::Blackhole);
+        assert_eq!(round_trip(&mut from_a, b"lost", short).await, None);
+        assert_eq!(
+            round_trip(&mut from_b, b"ok", short).await.as_deref(),
+            Some(&b"ok"[..])
+        );
+        // A new connection from A is held open but silent.
+        let mut again = dial("127.0.0.2", proxy.addr()).await;
+        assert_eq!(round_trip(&mut again, b"x", short).await, None);
+        // Healed: the corrupt connections are closed, a new one passes.
+        proxy.heal();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(2), from_a.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        let mut fresh = dial("127.0.0.2", proxy.addr()).await;
+        assert_eq!(
+            round_trip(&mut fresh, b"back", short).await.as_deref(),
+            Some(&b"back"[..])
+        );
+
+        // Delay: bytes arrive, late.
+        proxy.set_link(a, Link::Delay(Duration::from_millis(200)));
+        let t = Instant::now();
+        assert!(round_trip(&mut fresh, b"slow", Duration::from_secs(2))
+            .await
+            .is_some());
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+
+        // Reject: open connections from A are closed at once, new ones too.
+        proxy.set_link(a, Link::Reject);
+        let closed = tokio::time::timeout(Duration::from_secs(2), fresh.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        let mut refused = dial("127.0.0.2", proxy.addr()).await;
+        let closed = tokio::time::timeout(Duration::from_secs(2), refused.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert_eq!(
+            round_trip(&mut from_b, b"b", short).await.as_deref(),
+            Some(&b"b"[..])
+        );
+    }
+}

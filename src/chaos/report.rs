@@ -118,6 +118,8 @@ impl SeedReport {
         for u in &self.unread {
             let _ = writeln!(s, "\nUNREAD {u}");
         }
+        let _ = writeln!(s, "\nmost common failed/unknown reasons:");
+        s.push_str(&self.counts.top_reasons(12));
         let _ = writeln!(s, "\nnemesis plan (seed {}):", self.seed);
         for step in &self.plan {
             let _ = writeln!(s, "  {step}");

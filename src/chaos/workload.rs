@@ -9,10 +9,12 @@
 //! Result classification, conservatively:
 //! - gRPC write: `ClusterClient::call` with an attempt function that refuses to resend once an
 //!   attempt's outcome is unknown (so an acknowledged write was applied exactly once). An attempt
-//!   is without effect only if it never left (connection refused) or was answered with a region
+//!   is without effect only if it never left (no connection could be made) or was answered with a region
 //!   error raised before proposing or at apply time without applying: `NotLeader`,
 //!   `EpochNotMatch`, `ServerIsBusy`, `DiskFull`, `StoreNotMatch`, `KeyNotInRegion`. Anything
-//!   else (`StaleCommand`, `RegionNotFound`, a timeout, an `Unavailable` error, a reset
+//!   else (even `StaleCommand`, which the raftstore sends only for entries that lost their
+//!   index, is taken as unknown here: the harness checks that claim rather than trust it;
+//!   `RegionNotFound`, a timeout, an `Unavailable` error, a reset
 //!   connection) leaves the outcome unknown. A write fails only if every attempt was without
 //!   effect; `GaveUp` after an unknown attempt is unknown.
 //! - HTTP write: 204 is ok; a connection that could not be made is failed; anything else
@@ -31,7 +33,7 @@ use tokio::net::TcpStream;
 use tonic::Status;
 
 use super::history::{Outcome, Record, Recorder, Via};
-use crate::cluster_client::{ClusterClient, ClusterConfig, Reply};
+use crate::cluster_client::{never_sent, ClusterClient, ClusterConfig, Reply};
 
 /// The text of the error an attempt function returns instead of resending.
 const NOT_RESENT: &str = "not resent: an earlier attempt's outcome is unknown";
@@ -97,20 +99,6 @@ impl Keys {
         }
         key
     }
-}
-
-/// Whether a failed RPC provably never reached a store: its connection was refused.
-fn never_sent(status: &Status) -> bool {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(err) = e {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        e = err.source();
-    }
-    false
 }
 
 /// Why a write's answer leaves its outcome unknown; `None` if it was applied (no error) or
