@@ -305,6 +305,8 @@ pub async fn run_client(mut c: ClientCtx) {
             _ => grpc_write(&c.client, &key, &input).await,
         };
         let ret = c.recorder.now();
+        // A store that is down refuses at once: pause a moment rather than spin on it.
+        let refused = matches!(&outcome, Outcome::Failed(why) if why.starts_with("connect "));
         c.recorder.push(Record {
             client: c.id,
             via: c.via,
@@ -314,6 +316,9 @@ pub async fn run_client(mut c: ClientCtx) {
             ret,
             outcome,
         });
+        if refused {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
