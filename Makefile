@@ -5,6 +5,7 @@
 #   make run-standalone  start a single standalone server instead
 #   make test       everything CI runs
 #   make projectN   one graded stage (project1, project2a|2b|2c, project3a|3b|3c, project4a|4b|4c)
+#   make chaos      checked chaos on real processes: SEEDS seeds × SECS seconds (default 5 × 60)
 #   make fmt / lint / bench / soak-raft / soak-3b
 #   make fuzz       fuzz a running 3-store cluster on every port for 10 minutes
 #                   (TESSERA_FUZZ_SECS, TESSERA_FUZZ_SEED)
@@ -17,7 +18,7 @@ DATA_DIR ?= $(CURDIR)/tessera-data
 ADDR ?= 127.0.0.1:20160
 STATUS_ADDR ?= 127.0.0.1:20180
 
-.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft soak-3b fuzz \
+.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft soak-3b fuzz chaos \
 	project1 project2a project2b project2c project3a project3b project3c project4a project4b project4c
 
 setup:
@@ -101,3 +102,18 @@ soak-3b: setup
 fuzz: setup
 	TESSERA_FUZZ_SECS=$${TESSERA_FUZZ_SECS:-600} $(CARGO) nextest run --profile fuzz -p tessera --test e2e \
 		--no-capture -E 'test(=fuzz_store::fuzz_store_2b)'
+
+# Checked chaos on real processes (tessera-chaos): seeds FIRST_SEED.. (SEEDS of them), SECS seconds
+# of clients each, under the nemesis kinds of NEMESIS (comma-separated, or all); CHAOS_ARGS adds
+# flags (e.g. --stores 5). Exits non-zero on any violation, lost write, panic or unexpected exit;
+# the evidence of a failed seed goes to $(CARGO_TARGET_DIR)/chaos/seed-N/. Replay one seed with
+# `tessera-chaos --seed N --secs S` (the failing run prints the whole command line).
+SEEDS ?= 5
+SECS ?= 60
+FIRST_SEED ?= 1
+NEMESIS ?= all
+CHAOS_ARGS ?=
+chaos: setup
+	$(CARGO) build --bins
+	$(CARGO_TARGET_DIR)/debug/tessera-chaos --first-seed $(FIRST_SEED) --seeds $(SEEDS) --secs $(SECS) \
+		--nemesis $(NEMESIS) --out-dir $(CARGO_TARGET_DIR)/chaos $(CHAOS_ARGS)

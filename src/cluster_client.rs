@@ -16,6 +16,13 @@
 //!   transport error        ─► avoid that store for this request, try another peer
 //! ```
 //!
+//! A write (`put`, `delete`, [`ClusterClient::call_write`]) is resent only after attempts that
+//! provably did not apply (refused before proposing, or never sent). Once an attempt's outcome is
+//! unknown — a timeout, a connection lost after it was made, `RegionNotFound`, `Unavailable`, a
+//! proposal overtaken by a snapshot — the write gives up instead ([`ClusterError::maybe_applied`]):
+//! resent, it could be applied twice, the second time after other clients' writes (found by
+//! `tessera-chaos`).
+//!
 //! Every request retries under one deadline (a scan: one deadline for all its regions), with
 //! capped exponential backoff between attempts that learned nothing new; giving up reports the
 //! attempts and what each of the last ones ran into. A scan that reaches the end of a region
@@ -37,8 +44,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use cache::{CachedRegion, RegionCache};
-use retry::{is_transport_failure, is_unavailable, Failure, Retry};
-pub use retry::{ClusterError, Reply};
+use retry::{is_transport_failure, is_unavailable, not_applied, Failure, Retry};
+pub use retry::{never_sent, ClusterError, Reply};
 
 /// The most pairs one scan request asks a server for (a server answers at most its
 /// `max_scan_limit`, 10 000 by default).
@@ -347,7 +354,11 @@ impl ClusterClient {
                 retry.avoid.insert(peer.store_id);
                 // The store may have moved: look its address up again next time.
                 lock(&self.inner.stores).remove(&peer.store_id);
-                return Err(Failure::backoff(format!("{at}: {}", status.message())));
+                let note = format!("{at}: {}", status.message());
+                if never_sent(&status) {
+                    return Err(Failure::backoff(note));
+                }
+                return Err(retry.after_unknown(note));
             }
             Ok(Err(status)) => {
                 return Err(Failure::Fatal(ClusterError::Server(format!(
@@ -356,14 +367,24 @@ impl ClusterClient {
             }
             Err(_) => {
                 retry.avoid.insert(peer.store_id);
-                return Err(Failure::backoff(format!("{at}: no answer in {budget:?}")));
+                return Err(retry.after_unknown(format!("{at}: no answer in {budget:?}")));
             }
         };
         match reply {
             Reply::Ok(t) => Ok((t, region)),
-            Reply::Error(e) if is_unavailable(&e) => Err(Failure::backoff(format!("{at}: {e}"))),
+            // A read timed out on the store; a write's outcome is unknown there.
+            Reply::Error(e) if is_unavailable(&e) => Err(retry.after_unknown(format!("{at}: {e}"))),
             Reply::Error(e) => Err(Failure::Fatal(ClusterError::Server(e))),
-            Reply::RegionError(e) => Err(self.on_region_error(*e, &region, peer, &mut retry.avoid)),
+            Reply::RegionError(e) => {
+                let applied_maybe = !not_applied(&e);
+                let failure = self.on_region_error(*e, &region, peer, &mut retry.avoid);
+                match failure {
+                    Failure::Retry { note, .. } if applied_maybe && retry.write => {
+                        Err(retry.after_unknown(note))
+                    }
+                    other => Err(other),
+                }
+            }
         }
     }
 
@@ -410,6 +431,30 @@ impl ClusterClient {
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
+    /// As [`ClusterClient::call`], for a command that changes data: once an attempt may have
+    /// been applied (a timeout, a lost connection, an answer that does not rule it out), it is
+    /// not resent — a second copy could apply after other clients' writes — and the call fails
+    /// with [`ClusterError::GaveUp`], whose outcome is then unknown. Attempts refused before
+    /// being proposed (`NotLeader`, `EpochNotMatch`, `ServerIsBusy`, ...) or that never reached
+    /// a store are retried as usual.
+    ///
+    /// # Errors
+    /// As [`ClusterClient::call`].
+    pub async fn call_write<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        mut f: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnMut(TinyKvClient<Channel>, Context) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, Status>>,
+    {
+        let mut retry = Retry::new(op, key, &self.inner.config);
+        retry.write = true;
+        Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
+    }
+
     /// The value at `key` in `cf`, or `None`.
     pub async fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
         self.call("get", key, |mut c, ctx| {
@@ -429,7 +474,7 @@ impl ClusterClient {
 
     /// Puts `value` at `key` in `cf`.
     pub async fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
-        self.call("put", key, |mut c, ctx| {
+        self.call_write("put", key, |mut c, ctx| {
             let req = RawPutRequest {
                 context: Some(ctx),
                 key: key.to_vec(),
@@ -446,7 +491,7 @@ impl ClusterClient {
 
     /// Deletes `key` from `cf`.
     pub async fn delete(&self, cf: &str, key: &[u8]) -> Result<(), ClusterError> {
-        self.call("delete", key, |mut c, ctx| {
+        self.call_write("delete", key, |mut c, ctx| {
             let req = RawDeleteRequest {
                 context: Some(ctx),
                 key: key.to_vec(),

@@ -25,7 +25,11 @@ pub struct Config {
     /// gRPC listen address for clients.
     pub addr: String,
     /// gRPC listen address for other stores (raft messages and snapshots; raft engine only).
+    /// This store also sends its raft traffic from this address's IP, when it names one.
     pub peer_addr: String,
+    /// The peer address other stores are told to dial, when it differs from `peer_addr` (a store
+    /// behind NAT or a port-forwarding proxy). Empty: the bound `peer_addr`.
+    pub advertise_peer_addr: String,
     /// HTTP gateway listen address (status, health, `/kv/...`).
     pub status_addr: String,
     /// Where the engines keep their files.
@@ -189,6 +193,7 @@ impl Default for Config {
         Config {
             addr: "127.0.0.1:20160".to_string(),
             peer_addr: "127.0.0.1:20170".to_string(),
+            advertise_peer_addr: String::new(),
             status_addr: "127.0.0.1:20180".to_string(),
             data_dir: PathBuf::from("./tessera-data"),
             engine: EngineKind::Standalone,

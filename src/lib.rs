@@ -1,13 +1,15 @@
 //! Tessera: a multi-raft, region-sharded, transactional key-value store.
 //!
-//! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`) and the
-//! pieces they share: configuration, server assembly, the HTTP gateway, a raw client, a
-//! transaction client, and the bank workload of the transaction tests and `tessera-bench`.
+//! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`,
+//! `tessera-chaos`) and the pieces they share: configuration, server assembly, the HTTP gateway,
+//! a raw client, a transaction client, the bank workload of the transaction tests and
+//! `tessera-bench`, and the chaos harness.
 
 #![deny(missing_docs)]
 
 pub mod bank;
 pub mod bytesize;
+pub mod chaos;
 pub mod client;
 pub mod cluster_client;
 pub mod config;

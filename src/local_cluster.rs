@@ -339,6 +339,7 @@ impl StoreSetup<'_> {
             tokio::runtime::Handle::current(),
             sched,
             ClusterToken::default(),
+            None,
         ));
         let snap_mgr = snap::SnapManager::open(dir.join("snap"), snap::SnapConfig::default())?;
         let cfg = config.raftstore.clone();

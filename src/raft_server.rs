@@ -14,6 +14,7 @@
 //! retries with a new snapshot.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -39,23 +40,27 @@ pub struct ServerTransport {
     runtime: Handle,
     scheduler: Arc<dyn SchedulerClient>,
     token: ClusterToken,
+    /// The local IP connections to other stores leave from (`None`: the system picks).
+    source_ip: Option<IpAddr>,
     conns: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
     /// Where the outcome of snapshot transfers is reported; set once the store runs.
     router: OnceLock<Router>,
 }
 
 impl ServerTransport {
-    /// A transport whose connections run on `runtime`, resolve stores through `scheduler` and
-    /// present `token` to them.
+    /// A transport whose connections run on `runtime`, leave from `source_ip` if given, resolve
+    /// stores through `scheduler` and present `token` to them.
     pub fn new(
         runtime: Handle,
         scheduler: Arc<dyn SchedulerClient>,
         token: ClusterToken,
+        source_ip: Option<IpAddr>,
     ) -> ServerTransport {
         ServerTransport {
             runtime,
             scheduler,
             token,
+            source_ip,
             conns: Mutex::new(HashMap::new()),
             router: OnceLock::new(),
         }
@@ -71,8 +76,9 @@ impl ServerTransport {
         let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
         let scheduler = self.scheduler.clone();
         let token = self.token.clone();
+        let source_ip = self.source_ip;
         self.runtime.spawn(async move {
-            if let Err(e) = stream_to(store_id, scheduler, token, rx).await {
+            if let Err(e) = stream_to(store_id, scheduler, token, source_ip, rx).await {
                 tracing::debug!(store_id, error = %e, "raft stream to store ended");
             }
         });
@@ -82,9 +88,13 @@ impl ServerTransport {
 
 /// A channel to another store that gives up on an address that does not answer: a connect
 /// timeout, and HTTP/2 keepalive so a peer that stops answering breaks the stream (and the next
-/// send reconnects, looking the address up again).
-async fn store_channel(address: &str) -> anyhow::Result<tonic::transport::Channel> {
+/// send reconnects, looking the address up again). It leaves from `source_ip` when given.
+async fn store_channel(
+    address: &str,
+    source_ip: Option<IpAddr>,
+) -> anyhow::Result<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .local_address(source_ip)
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -99,10 +109,11 @@ async fn stream_to(
     store_id: u64,
     scheduler: Arc<dyn SchedulerClient>,
     token: ClusterToken,
+    source_ip: Option<IpAddr>,
     rx: mpsc::Receiver<RaftMessage>,
 ) -> anyhow::Result<()> {
     let address = peer_address(store_id, scheduler).await?;
-    let mut client = TinyKvClient::new(store_channel(&address).await?);
+    let mut client = TinyKvClient::new(store_channel(&address, source_ip).await?);
     let mut req = Request::new(ReceiverStream::new(rx));
     token.attach(&mut req);
     client.raft(req).await?;
@@ -129,6 +140,7 @@ async fn stream_snapshot(
     store_id: u64,
     scheduler: Arc<dyn SchedulerClient>,
     token: ClusterToken,
+    source_ip: Option<IpAddr>,
     reader: snap::ChunkReader,
     msg: RaftMessage,
 ) -> anyhow::Result<()> {
@@ -152,7 +164,7 @@ async fn stream_snapshot(
             }
         }
     });
-    let mut client = TinyKvClient::new(store_channel(&address).await?);
+    let mut client = TinyKvClient::new(store_channel(&address, source_ip).await?);
     let mut req = Request::new(ReceiverStream::new(rx));
     token.attach(&mut req);
     let sent = client.snapshot(req).await;
@@ -180,9 +192,10 @@ impl Transport for ServerTransport {
         let region_id = msg.region_id;
         let scheduler = self.scheduler.clone();
         let token = self.token.clone();
+        let source_ip = self.source_ip;
         let router = self.router.get().cloned();
         self.runtime.spawn(async move {
-            let result = stream_snapshot(store_id, scheduler, token, reader, msg).await;
+            let result = stream_snapshot(store_id, scheduler, token, source_ip, reader, msg).await;
             if let Err(e) = &result {
                 tracing::warn!(region_id, store_id, %key, error = %e, "snapshot transfer failed");
             }

@@ -106,13 +106,21 @@ fn open_standalone(config: &Config) -> anyhow::Result<Arc<StandaloneStorage>> {
 
 /// Connects to the scheduler and starts this store's raftstore, bootstrapping the store (and
 /// the cluster, for the first store) on first start. Clients dial `addr`, other stores
-/// `peer_addr`, presenting `token`.
+/// `peer_addr` (the advertised peer address, if set), presenting `token`. Raft traffic to other
+/// stores leaves from `peer_addr`'s IP when it names one, so a store is seen from the one
+/// address it takes raft on.
 async fn start_raft_node(
     config: &Config,
     addr: SocketAddr,
     peer_addr: SocketAddr,
     token: ClusterToken,
 ) -> anyhow::Result<raftstore::Node> {
+    let advertised = if config.advertise_peer_addr.is_empty() {
+        peer_addr.to_string()
+    } else {
+        config.advertise_peer_addr.clone()
+    };
+    let source_ip = (!peer_addr.ip().is_unspecified()).then_some(peer_addr.ip());
     let sched_addr = config.scheduler_addr.clone();
     let client = tokio::task::spawn_blocking(move || {
         RpcClient::connect(&sched_addr, RpcClientConfig::default())
@@ -136,6 +144,7 @@ async fn start_raft_node(
         tokio::runtime::Handle::current(),
         client.clone(),
         token,
+        source_ip,
     ));
     let raft_cfg = config.to_raftstore();
     let node_transport = transport.clone();
@@ -149,7 +158,7 @@ async fn start_raft_node(
             node_transport,
             client,
             addr.to_string(),
-            peer_addr.to_string(),
+            advertised,
         )
         .context("cannot start the raftstore")?;
         Ok(node)

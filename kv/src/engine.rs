@@ -8,7 +8,7 @@ use prost::Message;
 use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, ReadOptions, Snapshot, DB};
 
 use crate::error::{Error, Result};
-use crate::fault::check_disk;
+use crate::fault::{check_disk, maybe_slow_sync};
 
 /// A column family of the kv engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -194,6 +194,9 @@ impl WriteBatch {
     /// left empty for reuse.
     pub fn write(&mut self, sync: bool) -> Result<()> {
         check_disk()?;
+        if sync {
+            maybe_slow_sync();
+        }
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(sync);
         let batch = std::mem::take(&mut self.inner);

@@ -40,6 +40,19 @@ pub enum Error {
     /// The proposal was overwritten by a newer leader's entry, or its term passed.
     #[error("stale command")]
     StaleCommand,
+    /// A snapshot covered the proposal's entry before this peer applied it: the entry may or may
+    /// not have committed (a snapshot does not say which entries it holds), so the outcome of
+    /// the command is unknown. Not to be resent blindly: it may have been applied.
+    #[error(
+        "region {region_id}: the proposal at index {index} was overtaken by a snapshot before \
+         it was applied here; its outcome is unknown"
+    )]
+    ProposalInSnapshot {
+        /// The region.
+        region_id: u64,
+        /// The proposal's log index.
+        index: u64,
+    },
     /// The request was for another store.
     #[error("store not match: request for store {request_store_id}, this is {actual_store_id}")]
     StoreNotMatch {

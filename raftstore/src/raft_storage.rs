@@ -5,7 +5,8 @@
 //! A write waits for its proposal's outcome however long that takes, and returns only once the
 //! batch is applied or can no longer be: the raftstore answers every proposal exactly once
 //! (applied; `StaleCommand` when another leader's entry took its place; a region error before
-//! proposing), and a stopping store drops the answer, which ends the wait with `Unavailable`
+//! proposing; an error saying the outcome is unknown when a snapshot covered its entry before
+//! this peer applied it), and a stopping store drops the answer, which ends the wait with `Unavailable`
 //! (the entry may still commit elsewhere, but nothing runs on this store's state any more).
 //! The transaction layer keeps a command's latches for as long as the write call lasts, so a
 //! deadline here would let the next command on the same keys decide on a snapshot lacking a

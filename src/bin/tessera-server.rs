@@ -21,6 +21,9 @@ struct Args {
     /// [default: 127.0.0.1:20170]
     #[arg(long)]
     peer_addr: Option<String>,
+    /// The peer address other stores dial, when not --peer-addr (behind NAT or a proxy)
+    #[arg(long)]
+    advertise_peer_addr: Option<String>,
     /// File holding the cluster token every store of the cluster shares (first line)
     #[arg(long)]
     cluster_token_file: Option<PathBuf>,
@@ -51,6 +54,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.peer_addr {
         config.peer_addr = v;
+    }
+    if let Some(v) = args.advertise_peer_addr {
+        config.advertise_peer_addr = v;
     }
     if let Some(v) = args.cluster_token_file {
         config.security.cluster_token = String::new();

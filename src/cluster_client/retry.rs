@@ -38,7 +38,10 @@ pub enum ClusterError {
         /// The store's message.
         message: String,
     },
-    /// No store served the request before the deadline.
+    /// No store served the request before the deadline; or, for a write, an attempt's outcome
+    /// became unknown (a timeout, a lost connection, a store that could not say) and it was not
+    /// resent, since a second copy could apply after other clients' writes. A write that gave
+    /// up may or may not have been applied.
     #[error(
         "{op} {key:?}: gave up after {attempts} attempts in {elapsed:.1?}; last tried: {tried}"
     )]
@@ -53,7 +56,24 @@ pub enum ClusterError {
         elapsed: Duration,
         /// What the last attempts ran into, oldest first.
         tried: String,
+        /// A write whose last attempt may have been applied (it was not resent).
+        maybe_applied: bool,
     },
+}
+
+impl ClusterError {
+    /// Whether a write that failed with this error may nevertheless have been applied: its last
+    /// attempt's outcome is unknown. Only the caller knows whether resending is then safe (say,
+    /// the same value to a key no one else writes).
+    pub fn maybe_applied(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::GaveUp {
+                maybe_applied: true,
+                ..
+            }
+        )
+    }
 }
 
 /// The answer of one attempt, as a [`ClusterClient::call`] closure reports it.
@@ -83,6 +103,39 @@ pub(super) fn is_unavailable(error: &str) -> bool {
     // The prefix comes from the error type itself, so it cannot drift from the server's text.
     let prefix = kv::Error::Unavailable(String::new()).to_string();
     error.starts_with(&prefix)
+}
+
+/// Whether a failed RPC provably never reached a store: no connection could be made (refused,
+/// or reset while connecting). A connection lost after it was made may have carried the request.
+pub fn never_sent(status: &Status) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = e {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        // hyper-util's connector error: the TCP connection was never established.
+        if err.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        e = err.source();
+    }
+    false
+}
+
+/// Whether a region error proves the command was not applied: refused before it was proposed,
+/// at apply time without applying, or overwritten by another leader's entry (`StaleCommand`: the
+/// raftstore says so only once the entry at the proposal's index was applied and was another, or
+/// can never be the proposal's; a proposal overtaken by a snapshot gets its own error).
+pub(super) fn not_applied(e: &errorpb::Error) -> bool {
+    e.stale_command.is_some()
+        || e.not_leader.is_some()
+        || e.epoch_not_match.is_some()
+        || e.server_is_busy.is_some()
+        || e.disk_full.is_some()
+        || e.store_not_match.is_some()
+        || e.key_not_in_region.is_some()
 }
 
 /// Whether a failed RPC may have failed for want of a connection (another store may serve it).
@@ -139,6 +192,8 @@ pub(super) struct Retry {
     backoff: Duration,
     max_backoff: Duration,
     pub(super) attempts: usize,
+    /// A write: never resent once an attempt's outcome is unknown.
+    pub(super) write: bool,
     immediate: usize,
     /// Stores that failed this request; other peers are tried first.
     pub(super) avoid: HashSet<u64>,
@@ -156,6 +211,7 @@ impl Retry {
             backoff: config.initial_backoff,
             max_backoff: config.max_backoff,
             attempts: 0,
+            write: false,
             immediate: 0,
             avoid: HashSet::new(),
             tried: Vec::new(),
@@ -168,6 +224,7 @@ impl Retry {
 
     pub(super) fn give_up(&self) -> ClusterError {
         ClusterError::GaveUp {
+            maybe_applied: false,
             op: self.op,
             key: key_text(&self.key),
             attempts: self.attempts,
@@ -180,18 +237,38 @@ impl Retry {
         }
     }
 
-    /// Records a failed attempt, then waits before the next one if it should.
-    pub(super) async fn after_failure(
-        &mut self,
-        note: String,
-        backoff: bool,
-    ) -> Result<(), ClusterError> {
+    fn note(&mut self, note: String) {
         if self.tried.last() != Some(&note) {
             if self.tried.len() == TRIED_KEPT {
                 self.tried.remove(0);
             }
             self.tried.push(note);
         }
+    }
+
+    /// What to do after an attempt that may have been applied: try again, unless this is a
+    /// write, which then gives up saying its outcome is unknown.
+    pub(super) fn after_unknown(&mut self, note: String) -> Failure {
+        if !self.write {
+            return Failure::backoff(note);
+        }
+        self.note(format!(
+            "{note} (outcome unknown: the write may have been applied, so it was not resent)"
+        ));
+        let mut e = self.give_up();
+        if let ClusterError::GaveUp { maybe_applied, .. } = &mut e {
+            *maybe_applied = true;
+        }
+        Failure::Fatal(e)
+    }
+
+    /// Records a failed attempt, then waits before the next one if it should.
+    pub(super) async fn after_failure(
+        &mut self,
+        note: String,
+        backoff: bool,
+    ) -> Result<(), ClusterError> {
+        self.note(note);
         let remaining = self.remaining();
         if remaining.is_zero() {
             return Err(self.give_up());

@@ -47,6 +47,7 @@ fn start_store(
         tokio::runtime::Handle::current(),
         sched.clone(),
         ClusterToken::default(),
+        None,
     ));
     let handle = raftstore::start_raftstore(
         cfg,

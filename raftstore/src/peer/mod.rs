@@ -37,6 +37,7 @@ use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
 
 pub(crate) use handler::PeerMsgHandler;
+pub use propose::UNSAFE_LOCAL_READS_ENV;
 
 /// A proposed command waiting for its entry to be applied.
 struct Proposal {

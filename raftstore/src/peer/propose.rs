@@ -2,6 +2,13 @@
 //! term, epoch, key range), writes proposed as log entries (refused with `DiskFull` while the
 //! store's disk is below its reserve), and reads started as ReadIndex requests that never touch
 //! the log.
+//!
+//! Test only: a store started with [`UNSAFE_LOCAL_READS_ENV`]` = 1` breaks read safety on purpose,
+//! serving every read from its own applied state on any peer, leader or not, without ReadIndex.
+//! A deposed or cut-off leader then answers stale reads: the chaos harness uses it to prove that
+//! its check catches them. Unset, it costs one `OnceLock` read per read.
+
+use std::sync::OnceLock;
 
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
@@ -10,6 +17,14 @@ use super::{PeerMsgHandler, PendingRead, Proposal};
 use crate::error::{Error, Result};
 use crate::msg::Callback;
 use crate::util;
+
+/// The environment variable that makes every peer serve reads locally, unsafely (tests only).
+pub const UNSAFE_LOCAL_READS_ENV: &str = "TESSERA_TEST_UNSAFE_LOCAL_READS";
+
+fn unsafe_local_reads() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os(UNSAFE_LOCAL_READS_ENV).is_some_and(|v| v == "1"))
+}
 
 impl PeerMsgHandler<'_> {
     pub(super) fn on_raft_command(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
@@ -23,7 +38,11 @@ impl PeerMsgHandler<'_> {
             return;
         }
         if util::is_read_only(&req) {
-            self.propose_read(req, cb);
+            if unsafe_local_reads() {
+                self.serve_local_read(req, cb);
+            } else {
+                self.propose_read(req, cb);
+            }
         } else if self.ctx.health.disk_full()
             || !self.ctx.health.take_write_budget(req.encoded_len() as u64)
         {
@@ -58,7 +77,9 @@ impl PeerMsgHandler<'_> {
                 )));
             }
         }
-        if !self.peer.is_leader() {
+        // The unsafe switch lets any peer serve reads.
+        let may_serve = self.peer.is_leader() || (util::is_read_only(req) && unsafe_local_reads());
+        if !may_serve {
             return Err(Error::NotLeader {
                 region_id: region.id,
                 leader: self.peer.leader(),
@@ -110,5 +131,17 @@ impl PeerMsgHandler<'_> {
             request: req,
             callback: cb,
         });
+    }
+
+    /// The unsafe read of [`UNSAFE_LOCAL_READS_ENV`]: answered from whatever this peer has
+    /// applied, at once (unless a snapshot is being applied: then with the next `Ready`).
+    fn serve_local_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
+        self.peer.pending_reads.push_back(PendingRead {
+            ctx: Vec::new(),
+            read_index: Some(0),
+            request: req,
+            callback: cb,
+        });
+        self.serve_ready_reads();
     }
 }

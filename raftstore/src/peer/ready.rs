@@ -103,7 +103,7 @@ impl PeerMsgHandler<'_> {
     }
 
     /// Answers every pending read whose read index is applied.
-    fn serve_ready_reads(&mut self) {
+    pub(super) fn serve_ready_reads(&mut self) {
         if self.peer.applying_snapshot.is_some() {
             // The applied index is the snapshot's, but its data is not in place yet.
             return;

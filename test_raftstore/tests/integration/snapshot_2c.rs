@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use kv::{keys, Cf, WriteBatch};
 use proto::eraftpb::Entry;
+use proto::raft_serverpb::RaftMessage;
 use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
 use protobuf::Message as _;
-use test_raftstore::{generic_test, Cluster, IsolationFilter};
+use test_raftstore::{generic_test, put_req, Cluster, Filter, FilterAction, IsolationFilter};
 
 const WAIT: Duration = Duration::from_secs(15);
 const LIMIT: u64 = 10;
@@ -117,6 +118,79 @@ fn one_snapshot_2c() {
     cluster.must_put(b"after", b"restart");
     cluster.wait_value_on_store(store, b"after", Some(b"restart"), WAIT);
     cluster.wait_log_bound(region_id, LIMIT, WAIT);
+}
+
+/// Loses every message sent to one store; what it sends still arrives.
+struct Deaf(u64);
+
+impl Filter for Deaf {
+    fn before(&self, msg: &RaftMessage) -> FilterAction {
+        if msg.to_peer.as_ref().is_some_and(|p| p.store_id == self.0) {
+            FilterAction::Drop
+        } else {
+            FilterAction::Pass
+        }
+    }
+}
+
+/// Found by `tessera-chaos` (a leader cut off one way, then caught up by snapshot): a leader
+/// that can send but not hear proposes a write; the others commit it under a new leader and
+/// compact past it; the old leader catches up by snapshot. It never applies the entry itself,
+/// so it cannot know whether its proposal committed, and must not call it stale (a client would
+/// resend it and apply the write a second time, after other writes).
+#[test]
+fn proposal_overtaken_by_snapshot_is_not_called_stale_2c() {
+    let (cluster, region_id, _) = three_stores();
+    let old = cluster.wait_leader(region_id, WAIT).store_id;
+    cluster.add_filter(Arc::new(Deaf(old)));
+    let proposed = std::thread::scope(|s| {
+        let answer = s.spawn(|| {
+            cluster.call_on_store(
+                old,
+                b"x",
+                vec![put_req(b"x", b"once")],
+                Duration::from_secs(60),
+            )
+        });
+        // The others elect a leader of their own, which commits the entry it was sent.
+        let other = cluster
+            .store_ids()
+            .into_iter()
+            .find(|&s| s != old)
+            .expect("another store");
+        cluster.wait_value_on_store(other, b"x", Some(b"once"), WAIT);
+        for i in 0..3 * LIMIT as usize {
+            cluster.must_put(&key(i), &value(i));
+        }
+        cluster.must_put(b"x", b"later");
+        let new = cluster
+            .wait_leader_other_than(region_id, old, WAIT)
+            .store_id;
+        let deadline = std::time::Instant::now() + WAIT;
+        while cluster
+            .apply_state(new, region_id)
+            .and_then(|a| a.truncated_state)
+            .unwrap_or_default()
+            .index
+            <= cluster.apply_state(old, region_id).unwrap().applied_index + 1
+        {
+            assert!(std::time::Instant::now() < deadline, "no compaction");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster.clear_filters();
+        // Entries after the snapshot: without the fix, applying them answered "stale".
+        cluster.must_put(b"y", b"after");
+        answer.join().expect("the caller")
+    });
+    let resp = proposed.expect("an answer");
+    let error = resp
+        .response
+        .header
+        .and_then(|h| h.error)
+        .expect("an error");
+    assert!(error.stale_command.is_none(), "called stale: {error:?}");
+    assert!(error.message.contains("outcome is unknown"), "{error:?}");
+    cluster.wait_value_on_store(old, b"x", Some(b"later"), WAIT);
 }
 
 #[test]

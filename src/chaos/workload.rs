@@ -1,0 +1,328 @@
+//! The clients of a chaos run: concurrent reads, puts and deletes of a few keys at a time, over
+//! gRPC (`ClusterClient`) and over the HTTP gateway of a random store, each recorded with its
+//! [`Outcome`].
+//!
+//! Keys are used in generations: a handful are active at once, and a key retires after a fixed
+//! number of operations, so each key's history stays short enough to check exhaustively.
+//! Values are unique (`c{client}-{n}`).
+//!
+//! Result classification, conservatively:
+//! - gRPC write: `ClusterClient::call` with an attempt function that refuses to resend once an
+//!   attempt's outcome is unknown (so an acknowledged write was applied exactly once). An attempt
+//!   is without effect only if it never left (no connection could be made) or was answered with a region
+//!   error raised before proposing or at apply time without applying: `NotLeader`,
+//!   `EpochNotMatch`, `ServerIsBusy`, `DiskFull`, `StoreNotMatch`, `KeyNotInRegion`. Anything
+//!   else (even `StaleCommand`, which the raftstore sends only for entries that lost their
+//!   index, is taken as unknown here: the harness checks that claim rather than trust it;
+//!   `RegionNotFound`, a timeout, an `Unavailable` error, a reset
+//!   connection) leaves the outcome unknown. A write fails only if every attempt was without
+//!   effect; `GaveUp` after an unknown attempt is unknown.
+//! - HTTP write: 204 is ok; a connection that could not be made is failed; anything else
+//!   (5xx, 507, a timeout) is unknown — the gateway's own client may have tried several times.
+//! - Reads: an answer is ok; anything else is failed (a read has no effect).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use checker::{Input, Output};
+use proto::kvrpcpb::{RawDeleteRequest, RawPutRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Status;
+
+use super::history::{Outcome, Record, Recorder, Via};
+use crate::cluster_client::{never_sent, ClusterClient, ClusterConfig, Reply};
+
+/// The text of the error an attempt function returns instead of resending.
+const NOT_RESENT: &str = "not resent: an earlier attempt's outcome is unknown";
+/// Bound of one HTTP request (the gateway's own client gives up after 10 s).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The harness clients' timeouts: short RPCs, so a client stuck on a cut-off leader moves on.
+pub fn client_config() -> ClusterConfig {
+    ClusterConfig {
+        timeout: Duration::from_secs(8),
+        rpc_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        scheduler_timeout: Duration::from_secs(5),
+        ..ClusterConfig::default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The keys in use: `active` ones are picked at random; a key retires after `per_key` ops.
+pub struct Keys {
+    prefix: String,
+    active: Vec<(Vec<u8>, usize)>,
+    next: usize,
+    per_key: usize,
+    /// Every key ever used.
+    pub used: Vec<Vec<u8>>,
+}
+
+impl Keys {
+    /// `active` keys named `{prefix}{n}`, each used for `per_key` operations.
+    pub fn new(prefix: &str, active: usize, per_key: usize) -> Keys {
+        let mut k = Keys {
+            prefix: prefix.to_string(),
+            active: Vec::new(),
+            next: 0,
+            per_key,
+            used: Vec::new(),
+        };
+        for _ in 0..active {
+            let key = k.fresh();
+            k.active.push((key, 0));
+        }
+        k
+    }
+
+    fn fresh(&mut self) -> Vec<u8> {
+        let key = format!("{}{}", self.prefix, self.next).into_bytes();
+        self.next += 1;
+        self.used.push(key.clone());
+        key
+    }
+
+    fn pick(&mut self, rng: &mut StdRng) -> Vec<u8> {
+        let i = rng.gen_range(0..self.active.len());
+        self.active[i].1 += 1;
+        let key = self.active[i].0.clone();
+        if self.active[i].1 >= self.per_key {
+            let fresh = self.fresh();
+            self.active[i] = (fresh, 0);
+        }
+        key
+    }
+}
+
+/// Why a write's answer leaves its outcome unknown; `None` if it was applied (no error) or
+/// definitely was not.
+fn unknown_after(region_error: &Option<proto::errorpb::Error>, error: &str) -> Option<String> {
+    if let Some(e) = region_error {
+        let not_applied = e.not_leader.is_some()
+            || e.epoch_not_match.is_some()
+            || e.server_is_busy.is_some()
+            || e.disk_full.is_some()
+            || e.store_not_match.is_some()
+            || e.key_not_in_region.is_some();
+        return (!not_applied).then(|| e.message.clone());
+    }
+    (!error.is_empty()).then(|| error.to_string())
+}
+
+/// A put or delete over gRPC, never resent after an attempt with an unknown outcome.
+async fn grpc_write(client: &ClusterClient, key: &[u8], input: &Input) -> Outcome {
+    // Some(why) once an attempt may have applied.
+    let unknown: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let op = if matches!(input, Input::Delete) {
+        "delete"
+    } else {
+        "put"
+    };
+    let result = client
+        .call(op, key, |mut c, ctx| {
+            let unknown = unknown.clone();
+            let key = key.to_vec();
+            let input = input.clone();
+            async move {
+                if let Some(why) = lock(&unknown).clone() {
+                    return Err(Status::aborted(format!("{NOT_RESENT} ({why})")));
+                }
+                // Until an answer says otherwise, this attempt may apply.
+                *lock(&unknown) = Some("no answer".to_string());
+                let cf = "default".to_string();
+                let answer = match input {
+                    Input::Put(value) => c
+                        .raw_put(RawPutRequest {
+                            context: Some(ctx),
+                            key,
+                            value,
+                            cf,
+                        })
+                        .await
+                        .map(|r| {
+                            let r = r.into_inner();
+                            (r.region_error, r.error)
+                        }),
+                    _ => c
+                        .raw_delete(RawDeleteRequest {
+                            context: Some(ctx),
+                            key,
+                            cf,
+                        })
+                        .await
+                        .map(|r| {
+                            let r = r.into_inner();
+                            (r.region_error, r.error)
+                        }),
+                };
+                match answer {
+                    Ok((region_error, error)) => {
+                        *lock(&unknown) = unknown_after(&region_error, &error);
+                        Ok(Reply::raw(region_error, error, ()))
+                    }
+                    Err(status) => {
+                        *lock(&unknown) = (!never_sent(&status)).then(|| status.to_string());
+                        Err(status)
+                    }
+                }
+            }
+        })
+        .await;
+    match result {
+        Ok(()) => Outcome::Ok(Output::Written),
+        Err(e) => match lock(&unknown).clone() {
+            Some(why) => Outcome::Unknown(format!("{e} (unknown after: {why})")),
+            None => Outcome::Failed(e.to_string()),
+        },
+    }
+}
+
+/// One HTTP/1.1 request; `Err((sent, why))` when there is no answer (`sent`: the request may
+/// have reached the server).
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), (bool, String)> {
+    let mut conn =
+        match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err((false, format!("connect {addr}: {e}"))),
+            Err(_) => return Err((false, format!("connect {addr}: timed out"))),
+        };
+    let exchange = async {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(body).await?;
+        let mut resp = Vec::new();
+        conn.read_to_end(&mut resp).await?;
+        Ok::<_, std::io::Error>(resp)
+    };
+    let resp = match tokio::time::timeout(HTTP_TIMEOUT, exchange).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err((true, format!("{method} {path}: {e}"))),
+        Err(_) => {
+            return Err((
+                true,
+                format!("{method} {path}: no answer in {HTTP_TIMEOUT:?}"),
+            ))
+        }
+    };
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or((true, "malformed response".to_string()))?;
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or((true, format!("malformed status line: {head}")))?;
+    Ok((status, resp[split + 4..].to_vec()))
+}
+
+async fn http_op(addr: std::net::SocketAddr, key: &[u8], input: &Input) -> Outcome {
+    let path = format!("/kv/{}", String::from_utf8_lossy(key));
+    let (method, body): (&str, &[u8]) = match input {
+        Input::Get => ("GET", b""),
+        Input::Put(v) => ("PUT", v),
+        Input::Delete => ("DELETE", b""),
+        Input::Cas { .. } => return Outcome::Failed("no cas over HTTP".to_string()),
+    };
+    let answer = http(addr, method, &path, body).await;
+    match (input, answer) {
+        (Input::Get, Ok((200, v))) => Outcome::Ok(Output::Value(Some(v))),
+        (Input::Get, Ok((404, _))) => Outcome::Ok(Output::Value(None)),
+        (Input::Get, Ok((s, b))) => {
+            Outcome::Failed(format!("{s}: {}", String::from_utf8_lossy(&b).trim()))
+        }
+        (Input::Get, Err((_, why))) => Outcome::Failed(why),
+        (_, Ok((204, _))) => Outcome::Ok(Output::Written),
+        // Rejected as bad input before anything was sent on.
+        (_, Ok((400, b))) => Outcome::Failed(format!("400: {}", String::from_utf8_lossy(&b))),
+        (_, Ok((s, b))) => Outcome::Unknown(format!("{s}: {}", String::from_utf8_lossy(&b).trim())),
+        (_, Err((false, why))) => Outcome::Failed(why),
+        (_, Err((true, why))) => Outcome::Unknown(why),
+    }
+}
+
+/// What one client needs.
+pub struct ClientCtx {
+    /// Its id (also in its values).
+    pub id: usize,
+    /// Over HTTP (else gRPC).
+    pub via: Via,
+    /// Its own cluster client (its own region cache).
+    pub client: ClusterClient,
+    /// The stores' HTTP addresses, kept current by the harness.
+    pub http_addrs: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    /// The shared keys.
+    pub keys: Arc<Mutex<Keys>>,
+    /// Where to record.
+    pub recorder: Arc<Recorder>,
+    /// When to stop starting operations.
+    pub until: Instant,
+    /// Its random source.
+    pub rng: StdRng,
+}
+
+/// Runs one client until `until`: 50% reads, 35% puts, 15% deletes.
+pub async fn run_client(mut c: ClientCtx) {
+    let mut n = 0u64;
+    while Instant::now() < c.until {
+        let key = lock(&c.keys).pick(&mut c.rng);
+        let roll = c.rng.gen_range(0..100);
+        let input = if roll < 50 {
+            Input::Get
+        } else if roll < 85 {
+            n += 1;
+            Input::Put(format!("c{}-{n}", c.id).into_bytes())
+        } else {
+            Input::Delete
+        };
+        let http_addr = {
+            let addrs = lock(&c.http_addrs);
+            addrs[c.rng.gen_range(0..addrs.len())]
+        };
+        let call = c.recorder.now();
+        let outcome = match (c.via, &input) {
+            (Via::Http, _) => http_op(http_addr, &key, &input).await,
+            (_, Input::Get) => match c.client.get("default", &key).await {
+                Ok(v) => Outcome::Ok(Output::Value(v)),
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            _ => grpc_write(&c.client, &key, &input).await,
+        };
+        let ret = c.recorder.now();
+        // A store that is down refuses at once: pause a moment rather than spin on it.
+        let refused = matches!(&outcome, Outcome::Failed(why) if why.starts_with("connect "));
+        c.recorder.push(Record {
+            client: c.id,
+            via: c.via,
+            key,
+            input,
+            call,
+            ret,
+            outcome,
+        });
+        if refused {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A client's random source, from the run's seed.
+pub fn client_rng(seed: u64, client: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(client as u64))
+}
