@@ -64,6 +64,17 @@ pub enum Error {
     /// A transport could not deliver a message.
     #[error("transport: {0}")]
     Transport(String),
+    /// The command was proposed, and this peer can no longer tell whether its entry commits:
+    /// it was removed from the region, or a snapshot replaced its log up to the entry. The
+    /// command may have been applied (by the region's other peers, or inside that snapshot)
+    /// or not; a client must not take it as refused.
+    #[error("region {region_id}: the outcome of the command is unknown: {reason}")]
+    Undetermined {
+        /// The region.
+        region_id: u64,
+        /// Why this peer cannot tell.
+        reason: &'static str,
+    },
     /// A request did not complete in time; its outcome is unknown.
     #[error("timeout: {0}")]
     Timeout(String),
@@ -182,5 +193,41 @@ mod tests {
             .into_errorpb()
             .server_is_busy
             .is_some());
+    }
+
+    #[test]
+    fn only_answers_given_before_applying_prove_a_write_was_not_applied_2b() {
+        let not_applied = [
+            Error::NotLeader {
+                region_id: 1,
+                leader: None,
+            },
+            Error::RegionNotFound(1),
+            Error::Disconnected(1),
+            Error::StaleCommand,
+            Error::Busy(1),
+            Error::Raft(raft::Error::ProposalDropped),
+            Error::DiskFull { store_id: 1 },
+            Error::EpochNotMatch {
+                message: String::new(),
+                regions: vec![],
+            },
+        ];
+        for e in not_applied {
+            let text = e.to_string();
+            assert!(e.into_errorpb().proves_not_applied(), "{text}");
+        }
+        let unknown = [
+            Error::Undetermined {
+                region_id: 1,
+                reason: "removed",
+            },
+            Error::Timeout("no answer".to_string()),
+            Error::Other("anything else".to_string()),
+        ];
+        for e in unknown {
+            let text = e.to_string();
+            assert!(!e.into_errorpb().proves_not_applied(), "{text}");
+        }
     }
 }

@@ -5,8 +5,13 @@
 //! A write waits for its proposal's outcome however long that takes, and returns only once the
 //! batch is applied or can no longer be: the raftstore answers every proposal exactly once
 //! (applied; `StaleCommand` when another leader's entry took its place; a region error before
-//! proposing), and a stopping store drops the answer, which ends the wait with `Unavailable`
-//! (the entry may still commit elsewhere, but nothing runs on this store's state any more).
+//! proposing or when the entry's epoch or range check fails at apply; `Undetermined`, a region
+//! error carrying only its message, when the peer is removed or a snapshot covers the entry
+//! before this peer could tell), and a stopping store drops the answer, which ends the wait
+//! with `Unavailable` (the entry may still commit elsewhere, but nothing runs on this store's
+//! state any more). So a write answered `NotLeader`, `EpochNotMatch`, `KeyNotInRegion`,
+//! `RegionNotFound`, `ServerIsBusy`, `StaleCommand`, `StoreNotMatch` or `DiskFull` was not
+//! applied and never will be; after any other answer but success its outcome is unknown.
 //! The transaction layer keeps a command's latches for as long as the write call lasts, so a
 //! deadline here would let the next command on the same keys decide on a snapshot lacking a
 //! write that can still commit (TiKV's scheduler likewise releases latches from the write

@@ -116,6 +116,24 @@ impl PeerMsgHandler<'_> {
         self.peer.raft_group.store().set_apply_state(*apply_state);
     }
 
+    /// Answers every pending proposal at or below `index` with [`Error::Undetermined`]: this
+    /// peer will not apply their entries itself (a snapshot covers them, or the peer is going),
+    /// so it cannot tell whether they committed.
+    pub(super) fn abandon_proposals_up_to(&mut self, index: u64, reason: &'static str) {
+        let term = self.peer.term();
+        let region_id = self.peer.region_id;
+        while self
+            .peer
+            .proposals
+            .front()
+            .is_some_and(|p| p.index <= index)
+        {
+            let p = self.peer.proposals.pop_front().expect("checked front");
+            p.callback
+                .invoke_with_error(Error::Undetermined { region_id, reason }, term);
+        }
+    }
+
     /// Pops the proposal of entry (term, index), answering overwritten proposals before it.
     fn take_proposal(&mut self, index: u64, term: u64) -> Option<Callback> {
         while let Some(p) = self.peer.proposals.front() {

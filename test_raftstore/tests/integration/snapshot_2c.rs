@@ -4,13 +4,15 @@
 //! linearizability under each fault mix.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kv::{keys, Cf, WriteBatch};
-use proto::eraftpb::Entry;
-use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use proto::eraftpb::{Entry, MessageType};
+use proto::raft_serverpb::{
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
+};
 use protobuf::Message as _;
-use test_raftstore::{generic_test, Cluster, IsolationFilter};
+use test_raftstore::{generic_test, put_req, Cluster, Filter, IsolationFilter, MessageTypeFilter};
 
 const WAIT: Duration = Duration::from_secs(15);
 const LIMIT: u64 = 10;
@@ -212,6 +214,110 @@ fn crash_during_snapshot_apply_recovers_2c() {
     .unwrap()
     .unwrap();
     assert_eq!(state.state, PeerState::Normal as i32);
+}
+
+/// The last index of store `store`'s raft log for `region_id`.
+fn last_index(cluster: &Cluster, store: u64, region_id: u64) -> u64 {
+    let engines = cluster.engines(store).expect("the store runs");
+    kv::engine::get_msg::<RaftLocalState>(&engines.raft, &keys::raft_state_key(region_id))
+        .expect("reading the raft state")
+        .map_or(0, |s| s.last_index)
+}
+
+/// A leader's proposal reaches the followers, but the leader never learns that it committed:
+/// cut off, it is deposed, the new leader commits the entry and compacts its log past it, and
+/// the old leader catches up by snapshot. The proposal is inside that snapshot; its proposer
+/// must not be told it was not applied (`StaleCommand` would make a client send a
+/// compare-and-swap again, to be refused by its own write), only that its outcome is unknown.
+#[test]
+fn proposal_covered_by_a_snapshot_is_undetermined_2c() {
+    let (cluster, region_id, _) = three_stores();
+    let cluster = Arc::new(cluster);
+    let no_commit: Arc<dyn Filter> =
+        Arc::new(MessageTypeFilter::new(&[MessageType::MsgAppendResponse]));
+    // Leadership may move before the proposal arrives (a stalled machine misses heartbeats);
+    // such a round proves nothing and is run again.
+    let mut round = 0;
+    let (old, followers, proposed_at, pending) = loop {
+        round += 1;
+        assert!(round <= 3, "the leader never kept leading long enough");
+        let old = cluster.wait_leader(region_id, WAIT);
+        let followers: Vec<u64> = cluster
+            .store_ids()
+            .into_iter()
+            .filter(|&s| s != old.store_id)
+            .collect();
+        cluster.add_filter(no_commit.clone());
+        let proposed_at = last_index(&cluster, old.store_id, region_id) + 1;
+        let pending = {
+            let cluster = cluster.clone();
+            std::thread::spawn(move || {
+                let put = vec![put_req(b"x", b"in the snapshot")];
+                cluster.call_on_store(old.store_id, b"x", put, WAIT * 4)
+            })
+        };
+        let deadline = Instant::now() + WAIT;
+        let reached = loop {
+            let behind = followers
+                .iter()
+                .any(|&f| last_index(&cluster, f, region_id) < proposed_at);
+            if !behind {
+                break true;
+            }
+            if pending.is_finished() || Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if reached {
+            break (old, followers, proposed_at, pending);
+        }
+        cluster.remove_filter(&no_commit);
+        let answer = pending.join().unwrap().map(|r| r.response);
+        eprintln!("round {round}: the proposal did not reach the followers: {answer:?}");
+    };
+    cluster.remove_filter(&no_commit);
+    cluster.add_filter(Arc::new(IsolationFilter(old.store_id)));
+    cluster.wait_leader_other_than(region_id, old.store_id, WAIT);
+    for &f in &followers {
+        cluster.wait_value_on_store(f, b"x", Some(b"in the snapshot"), WAIT);
+    }
+    for i in 0..3 * LIMIT as usize {
+        cluster.must_put(&key(i), &value(i));
+    }
+    let leader = cluster.wait_leader(region_id, WAIT);
+    let deadline = Instant::now() + WAIT;
+    while cluster
+        .apply_state(leader.store_id, region_id)
+        .and_then(|a| a.truncated_state)
+        .unwrap_or_default()
+        .index
+        <= proposed_at
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted past the entry"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let snapshots_before = cluster.snapshot_counts().0;
+    cluster.clear_filters();
+    cluster.wait_value_on_store(old.store_id, b"x", Some(b"in the snapshot"), WAIT);
+    assert!(
+        cluster.snapshot_counts().0 > snapshots_before,
+        "no snapshot was sent"
+    );
+    // Entries after the snapshot: applying them must not pass the proposal off as overwritten.
+    cluster.must_put(b"after", b"the snapshot");
+    cluster.wait_value_on_store(old.store_id, b"after", Some(b"the snapshot"), WAIT);
+    let resp = pending.join().unwrap().expect("the old leader answers");
+    let err = resp
+        .response
+        .header
+        .and_then(|h| h.error)
+        .expect("an error");
+    assert!(!err.proves_not_applied(), "{err:?}");
+    assert!(err.message.contains("outcome"), "{err:?}");
 }
 
 #[test]
