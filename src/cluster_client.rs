@@ -20,6 +20,13 @@
 //! capped exponential backoff between attempts that learned nothing new; giving up reports the
 //! attempts and what each of the last ones ran into. A scan that reaches the end of a region
 //! goes on in the next one until it has `limit` pairs or the key space ends.
+//!
+//! A compare-and-swap is the exception: it is sent again only when the failure proves that the
+//! attempt was not applied (a connection that could not be made; `NotLeader`,
+//! `EpochNotMatch`, `KeyNotInRegion`, `RegionNotFound`, `ServerIsBusy`, `StaleCommand`,
+//! `StoreNotMatch`). After a timeout, a connection lost once the request may have been sent,
+//! a store answering that its storage did not answer in time, or a region error that proves
+//! nothing, it ends with [`ClusterError::Undetermined`] (see `retry`).
 
 mod cache;
 mod retry;
@@ -36,8 +43,9 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::client::{cas_request, cas_result, is_unavailable, may_have_run, CasResult};
 use cache::{CachedRegion, RegionCache};
-use retry::{is_transport_failure, is_unavailable, Failure, Retry};
+use retry::{is_transport_failure, Failure, Retry};
 pub use retry::{ClusterError, Reply};
 
 /// The most pairs one scan request asks a server for (a server answers at most its
@@ -343,6 +351,12 @@ impl ClusterClient {
         let budget = self.inner.config.rpc_timeout.min(retry.remaining());
         let reply = match tokio::time::timeout(budget, f(store.client, ctx)).await {
             Ok(Ok(reply)) => reply,
+            Ok(Err(status)) if retry.once && may_have_run(&status) => {
+                retry.avoid.insert(peer.store_id);
+                lock(&self.inner.stores).remove(&peer.store_id);
+                lock(&self.inner.regions).invalidate(region.id);
+                return Err(retry.undetermined(format!("{at}: {}", status.message())));
+            }
             Ok(Err(status)) if is_transport_failure(&status) => {
                 retry.avoid.insert(peer.store_id);
                 // The store may have moved: look its address up again next time.
@@ -356,14 +370,35 @@ impl ClusterClient {
             }
             Err(_) => {
                 retry.avoid.insert(peer.store_id);
-                return Err(Failure::backoff(format!("{at}: no answer in {budget:?}")));
+                let note = format!("{at}: no answer in {budget:?}");
+                if retry.once {
+                    // The next request asks the scheduler where the leader is.
+                    lock(&self.inner.regions).invalidate(region.id);
+                    return Err(retry.undetermined(note));
+                }
+                return Err(Failure::backoff(note));
             }
         };
         match reply {
             Reply::Ok(t) => Ok((t, region)),
-            Reply::Error(e) if is_unavailable(&e) => Err(Failure::backoff(format!("{at}: {e}"))),
+            Reply::Error(e) if is_unavailable(&e) => {
+                if retry.once {
+                    lock(&self.inner.regions).invalidate(region.id);
+                    return Err(retry.undetermined(format!("{at}: {e}")));
+                }
+                Err(Failure::backoff(format!("{at}: {e}")))
+            }
             Reply::Error(e) => Err(Failure::Fatal(ClusterError::Server(e))),
-            Reply::RegionError(e) => Err(self.on_region_error(*e, &region, peer, &mut retry.avoid)),
+            Reply::RegionError(e) => {
+                let unknown = retry.once && !e.proves_not_applied();
+                let message = e.message.clone();
+                // Learn from it either way: the next request goes where it says.
+                let failure = self.on_region_error(*e, &region, peer, &mut retry.avoid);
+                if unknown {
+                    return Err(retry.undetermined(format!("{at}: {message}")));
+                }
+                Err(failure)
+            }
         }
     }
 
@@ -458,6 +493,32 @@ impl ClusterClient {
             }
         })
         .await
+    }
+
+    /// Writes `value` at `key` in `cf` if the key holds `expect` (`None`: if it is absent), in
+    /// the key's region's apply order; says whether it did and what the key held. Retried only
+    /// after failures that prove it was not applied (see the module documentation).
+    ///
+    /// # Errors
+    /// [`ClusterError::Undetermined`] when an attempt may have applied without an answer
+    /// saying so; any other error means no attempt applied.
+    pub async fn compare_and_swap(
+        &self,
+        cf: &str,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<CasResult, ClusterError> {
+        let mut retry = Retry::once("cas", key, &self.inner.config);
+        let mut f = |mut c: TinyKvClient<Channel>, ctx| {
+            let req = cas_request(Some(ctx), cf, key, expect, value);
+            async move {
+                let r = c.raw_compare_and_swap(req).await?.into_inner();
+                let result = cas_result(&r);
+                Ok(Reply::raw(r.region_error, r.error, result))
+            }
+        };
+        Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
     /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in

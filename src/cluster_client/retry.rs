@@ -1,5 +1,14 @@
 //! One request's retries: the deadline, capped exponential backoff, the stores to avoid, and
 //! the notes that make a give-up error say what was tried. Also the error and reply types.
+//!
+//! Which failures a request may be sent again after depends on the request. Reads, puts and
+//! deletes are sent again after any failure worth retrying, even one after which the first
+//! attempt may still apply: a put applied twice leaves what one leaves. A compare-and-swap is
+//! not ([`Retry::once`]): sent again after it applied, it would compare against its own write
+//! and report a swap that happened as refused. It is retried only after a failure that proves
+//! it was not applied (a connection never made, or a region error that
+//! [`proves_not_applied`](proto::errorpb::Error::proves_not_applied)); any other failure ends
+//! it with [`ClusterError::Undetermined`].
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -38,7 +47,21 @@ pub enum ClusterError {
         /// The store's message.
         message: String,
     },
-    /// No store served the request before the deadline.
+    /// A compare-and-swap was sent and no answer came that says whether it applied (a
+    /// timeout, a connection lost once it may have been sent, a store that stopped waiting for
+    /// its raft group, a peer removed with the command pending): it may have happened or not,
+    /// and it was not sent again. Read the key to learn its state.
+    #[error("{op} {key:?}: the outcome is unknown: {reason}")]
+    Undetermined {
+        /// The operation (`cas`).
+        op: &'static str,
+        /// The key (lossy text).
+        key: String,
+        /// What happened to the attempt that may have applied.
+        reason: String,
+    },
+    /// No store served the request before the deadline. For a compare-and-swap, it was
+    /// applied by no attempt: each one failed in a way that proves it.
     #[error(
         "{op} {key:?}: gave up after {attempts} attempts in {elapsed:.1?}; last tried: {tried}"
     )]
@@ -54,6 +77,15 @@ pub enum ClusterError {
         /// What the last attempts ran into, oldest first.
         tried: String,
     },
+}
+
+impl ClusterError {
+    /// Whether the request may have taken effect although it failed: a compare-and-swap whose
+    /// outcome is unknown. (A put or delete that gives up may have been applied by one of its
+    /// attempts as well; it does not say so, since sending it again is harmless.)
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, ClusterError::Undetermined { .. })
+    }
 }
 
 /// The answer of one attempt, as a [`ClusterClient::call`] closure reports it.
@@ -76,13 +108,6 @@ impl<T> Reply<T> {
             None => Reply::Ok(value),
         }
     }
-}
-
-/// Whether a store's `error` text is `kv::Error::Unavailable` (a timeout; worth a retry).
-pub(super) fn is_unavailable(error: &str) -> bool {
-    // The prefix comes from the error type itself, so it cannot drift from the server's text.
-    let prefix = kv::Error::Unavailable(String::new()).to_string();
-    error.starts_with(&prefix)
 }
 
 /// Whether a failed RPC may have failed for want of a connection (another store may serve it).
@@ -139,6 +164,8 @@ pub(super) struct Retry {
     backoff: Duration,
     max_backoff: Duration,
     pub(super) attempts: usize,
+    /// Sent again only after failures that prove it was not applied (a compare-and-swap).
+    pub(super) once: bool,
     immediate: usize,
     /// Stores that failed this request; other peers are tried first.
     pub(super) avoid: HashSet<u64>,
@@ -156,10 +183,28 @@ impl Retry {
             backoff: config.initial_backoff,
             max_backoff: config.max_backoff,
             attempts: 0,
+            once: false,
             immediate: 0,
             avoid: HashSet::new(),
             tried: Vec::new(),
         }
+    }
+
+    /// The retries of a request that must not apply twice: see the module documentation.
+    pub(super) fn once(op: &'static str, key: &[u8], config: &ClusterConfig) -> Retry {
+        Retry {
+            once: true,
+            ..Retry::new(op, key, config)
+        }
+    }
+
+    /// The error ending a [`Retry::once`] request whose last attempt may have applied.
+    pub(super) fn undetermined(&self, reason: String) -> Failure {
+        Failure::Fatal(ClusterError::Undetermined {
+            op: self.op,
+            key: key_text(&self.key),
+            reason,
+        })
     }
 
     pub(super) fn remaining(&self) -> Duration {

@@ -21,7 +21,7 @@ mod scheduler;
 mod split;
 mod transport;
 
-pub use client::{get_req, put_req, LeaderCache, RequestError};
+pub use client::{cas_req, get_req, put_req, CasError, LeaderCache, RequestError};
 pub use cluster::Cluster;
 pub use filter::{
     DelayFilter, DropFilter, Filter, FilterAction, IsolationFilter, MessageTypeFilter,

@@ -1,5 +1,6 @@
 //! Integration tests of the `kv` crate: one test binary, one module per area.
 
+mod cas_1;
 mod mvcc_4a;
 mod raw_1;
 mod storage_1;
