@@ -4,12 +4,15 @@
 //! ```text
 //!  run_seed(config)
 //!   ├─ cluster: tessera-scheduler + N × tessera-server --engine raft, store i on 127.0.0.(i+2),
-//!   │           its peer port behind a harness proxy (partitions, delays)
-//!   ├─ clients: gRPC (ClusterClient) and HTTP gateway reads/puts/deletes → Recorder
+//!   │           its peer port behind a harness proxy (partitions, delays); every store loses
+//!   │           its unsynced writes when killed, as in a power cut (`kv::fault`)
+//!   ├─ clients: gRPC (ClusterClient) and HTTP gateway reads/puts/deletes/swaps → Recorder;
+//!   │           bank transfers (transactions) with a snapshot auditor
 //!   ├─ nemesis: kill/pause/partition/delay/slow-disk/fail-disk/kill-scheduler from the seed
 //!   ├─ heal everything, read every key (the final reads join the history)
-//!   └─ check: linearizability per key (the `checker` crate), lost acknowledged writes, store
-//!             panics and unexpected exits; on failure, the evidence under the output directory
+//!   └─ check: linearizability per key (the `checker` crate), lost acknowledged writes, the
+//!             bank's audit, store panics and unexpected exits; on failure, the evidence under
+//!             the output directory
 //! ```
 //! Every process is killed and the run's directory removed when the run ends, whether it
 //! passed, failed or panicked.
@@ -37,7 +40,11 @@ use history::Recorder;
 use nemesis::Nemesis;
 use workload::{ClientCtx, Keys};
 
-use crate::cluster_client::ClusterClient;
+use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
+
+use crate::bank::{self, Bank, BankConfig};
+use crate::cluster_client::{ClusterClient, ClusterConfig};
+use crate::txn_client::TxnClient;
 
 /// Which plan the nemesis follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +68,8 @@ pub struct ChaosConfig {
     pub grpc_clients: usize,
     /// Clients over the HTTP gateway.
     pub http_clients: usize,
+    /// Bank transfer clients (transactions), audited at the end (0: no bank).
+    pub bank_clients: usize,
     /// Nemesis kinds (names from [`KINDS`]).
     pub kinds: Vec<String>,
     /// Which plan.
@@ -93,6 +102,7 @@ impl ChaosConfig {
             stores: 3,
             grpc_clients: 4,
             http_clients: 2,
+            bank_clients: 2,
             kinds: KINDS.iter().map(|k| k.to_string()).collect(),
             schedule: Schedule::Random,
             unsafe_local_reads: false,
@@ -163,6 +173,40 @@ async fn final_reads(
     (finals, unread)
 }
 
+/// Opens the bank's accounts (under `s{seed}-bank/`) for `clients` transfer clients.
+async fn open_bank(config: &ChaosConfig, scheduler: &str, clients: usize) -> Result<Bank, String> {
+    let addr = scheduler.to_string();
+    let rpc =
+        tokio::task::spawn_blocking(move || RpcClient::connect(&addr, RpcClientConfig::default()))
+            .await
+            .map_err(|e| format!("bank: {e}"))?
+            .map_err(|e| format!("bank: scheduler: {e}"))?;
+    let tso: Arc<dyn SchedulerClient> = Arc::new(rpc);
+    // Transactions are sent again after unknown outcomes by design (Percolator makes a repeat
+    // harmless), so they get the ordinary deadline rather than the register clients' short one.
+    let routed = ClusterClient::new(tso.clone(), ClusterConfig::default());
+    let client = TxnClient::routed(routed.clone(), tso).with_lock_ttl(Duration::from_secs(3));
+    let bank_config = BankConfig {
+        clients,
+        prefix: Some(format!("s{}-bank/", config.seed)),
+        abandon_every: 8,
+        seed: config.seed,
+        settle_timeout: Duration::from_secs(60),
+        ..BankConfig::default()
+    };
+    Bank::open(client, routed, bank_config)
+        .await
+        .map_err(|e| format!("bank: opening the accounts: {e}"))
+}
+
+/// Stops the bank's workload and audits it (the cluster is healed by then).
+async fn audit_bank(bank: Bank, work: bank::Workload) -> Result<bank::Report, String> {
+    let history = work.stop().await.map_err(|e| format!("stopping: {e}"))?;
+    bank.audit(history)
+        .await
+        .map_err(|e| format!("settling and auditing: {e}"))
+}
+
 /// Runs one seed: starts the cluster, runs clients and nemesis for `config.secs`, heals, reads
 /// back, checks. Everything it started is stopped and its directory removed before it
 /// returns.
@@ -174,7 +218,11 @@ pub async fn run_seed(config: &ChaosConfig) -> Result<SeedReport, String> {
         .prefix("tessera-chaos-")
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?;
-    let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+    // Every kill -9 of a store is a power cut: its unsynced writes are lost.
+    let mut env = vec![
+        ("RUST_LOG".to_string(), "info".to_string()),
+        (kv::fault::LOSE_UNSYNCED_ENV.to_string(), "1".to_string()),
+    ];
     if config.unsafe_local_reads {
         env.push((
             raftstore::UNSAFE_LOCAL_READS_ENV.to_string(),
@@ -209,6 +257,12 @@ async fn drive(config: &ChaosConfig, cluster: Arc<Mutex<Cluster>>) -> Result<See
         .await
         .map_err(|e| e.to_string())?;
     wait_ready(&ready, Duration::from_secs(60)).await?;
+
+    let bank = match config.bank_clients {
+        0 => None,
+        n => Some(open_bank(config, &scheduler, n).await?),
+    };
+    let bank_work = bank.as_ref().map(|b| b.start());
 
     let recorder = Arc::new(Recorder::new());
     let start = Instant::now();
@@ -276,6 +330,10 @@ async fn drive(config: &ChaosConfig, cluster: Arc<Mutex<Cluster>>) -> Result<See
     for c in clients {
         c.await.map_err(|e| format!("client: {e}"))?;
     }
+    let bank_report = match (bank, bank_work) {
+        (Some(bank), Some(work)) => Some(audit_bank(bank, work).await),
+        _ => None,
+    };
 
     let used = lock(&keys).used.clone();
     let final_client = ClusterClient::connect(&scheduler, workload::client_config())
@@ -317,6 +375,7 @@ async fn drive(config: &ChaosConfig, cluster: Arc<Mutex<Cluster>>) -> Result<See
         unexpected_exits: exits,
         unread,
         keys: used.len(),
+        bank: bank_report,
         history,
         artifacts: None,
     })

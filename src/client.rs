@@ -1,8 +1,18 @@
 //! A small raw-API client over gRPC, used by `tessera-ctl`, `tessera-bench` and the tests.
+//!
+//! It sends each request once. A compare-and-swap whose answer is lost, or that the server
+//! stopped waiting for, fails with [`ClientError::Undetermined`]: the swap may have happened,
+//! and sending it again would compare against its own result.
 
-use proto::kvrpcpb::{RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest};
+use std::error::Error as _;
+
+use proto::kvrpcpb::{
+    Context, RawCasRequest, RawCasResponse, RawDeleteRequest, RawGetRequest, RawPutRequest,
+    RawScanRequest,
+};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +38,92 @@ pub enum ClientError {
     /// returns.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// A compare-and-swap was sent and no definite answer came back (the connection failed
+    /// after sending, or the server stopped waiting for its storage): it may have happened or
+    /// not. Read the key to learn its state; do not take the swap as refused.
+    #[error("the outcome is unknown: {0}")]
+    Undetermined(String),
+}
+
+impl ClientError {
+    /// Whether the request may have taken effect although it failed: only a compare-and-swap
+    /// reports this. (A put or delete that fails with an `Rpc` error or the server's
+    /// "unavailable" may have taken effect too; sending those again is harmless.)
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, ClientError::Undetermined(_))
+    }
+}
+
+/// How a compare-and-swap went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasResult {
+    /// The key held what was expected, and now holds the new value.
+    pub succeed: bool,
+    /// What the key held when compared; `None` when it was absent.
+    pub previous: Option<Vec<u8>>,
+}
+
+/// The request for a compare-and-swap of `key` in `cf` from `expect` (`None`: absent) to
+/// `value`.
+pub(crate) fn cas_request(
+    context: Option<Context>,
+    cf: &str,
+    key: &[u8],
+    expect: Option<&[u8]>,
+    value: &[u8],
+) -> RawCasRequest {
+    RawCasRequest {
+        context,
+        key: key.to_vec(),
+        value: value.to_vec(),
+        previous_not_exist: expect.is_none(),
+        previous_value: expect.map(<[u8]>::to_vec).unwrap_or_default(),
+        cf: cf.to_string(),
+    }
+}
+
+/// The outcome a successful compare-and-swap response reports.
+pub(crate) fn cas_result(resp: &RawCasResponse) -> CasResult {
+    CasResult {
+        succeed: resp.succeed,
+        previous: (!resp.previous_not_exist).then(|| resp.previous_value.clone()),
+    }
+}
+
+/// Whether a failed RPC never reached the server: the connection could not be made, so no
+/// byte of the request was sent.
+pub(crate) fn never_sent(status: &Status) -> bool {
+    let mut cause = status.source();
+    while let Some(e) = cause {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether the handler of a failed RPC may have run: the connection failed once the request
+/// may have been sent, the call was cut short, or the handler's task failed. The other codes
+/// come from refusals before the handler (unknown method, bad credentials, message too large).
+pub(crate) fn may_have_run(status: &Status) -> bool {
+    let ambiguous = matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+    );
+    ambiguous && !never_sent(status)
+}
+
+/// Whether a store's `error` text is `kv::Error::Unavailable`: its storage did not answer in
+/// time or stopped, and a write's outcome is unknown.
+pub(crate) fn is_unavailable(error: &str) -> bool {
+    // The prefix comes from the error type itself, so it cannot drift from the server's text.
+    let prefix = kv::Error::Unavailable(String::new()).to_string();
+    error.starts_with(&prefix)
 }
 
 /// A raw key-value client of one server.
@@ -119,6 +215,35 @@ impl RawClient {
         check(resp.region_error, resp.error)
     }
 
+    /// Writes `value` at `key` in `cf` if the key holds `expect` (`None`: if it is absent);
+    /// says whether it did and what the key held.
+    ///
+    /// # Errors
+    /// [`ClientError::Undetermined`] when the swap may have happened without an answer saying
+    /// so; the other errors mean it did not happen.
+    pub async fn compare_and_swap(
+        &mut self,
+        cf: &str,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<CasResult, ClientError> {
+        let req = cas_request(None, cf, key, expect, value);
+        let resp = match self.inner.raw_compare_and_swap(req).await {
+            Ok(resp) => resp.into_inner(),
+            Err(status) if may_have_run(&status) => {
+                return Err(ClientError::Undetermined(status.message().to_string()))
+            }
+            Err(status) => return Err(status.into()),
+        };
+        let result = cas_result(&resp);
+        match resp.region_error {
+            Some(re) if !re.proves_not_applied() => Err(ClientError::Undetermined(re.message)),
+            None if is_unavailable(&resp.error) => Err(ClientError::Undetermined(resp.error)),
+            re => check(re, resp.error).map(|()| result),
+        }
+    }
+
     /// Up to `limit` pairs of `cf` from `start`.
     pub async fn scan(
         &mut self,
@@ -138,5 +263,29 @@ impl RawClient {
             .into_inner();
         check(resp.region_error, resp.error)?;
         Ok(resp.kvs.into_iter().map(|p| (p.key, p.value)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_connection_never_made_proves_a_request_was_not_sent_1() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        let mut c = TinyKvClient::new(endpoint.connect_lazy());
+        let refused = c.raw_get(RawGetRequest::default()).await.unwrap_err();
+        assert!(never_sent(&refused), "{refused:?}");
+        assert!(!may_have_run(&refused), "{refused:?}");
+        // The same code without a refused connection behind it may come after the request.
+        assert!(may_have_run(&Status::unavailable("connection reset")));
+        assert!(may_have_run(&Status::internal("request task failed")));
+        assert!(!may_have_run(&Status::unimplemented("not on this port")));
     }
 }

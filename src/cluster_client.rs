@@ -16,17 +16,19 @@
 //!   transport error        ─► avoid that store for this request, try another peer
 //! ```
 //!
-//! A write (`put`, `delete`, [`ClusterClient::call_write`]) is resent only after attempts that
-//! provably did not apply (refused before proposing, or never sent). Once an attempt's outcome is
-//! unknown — a timeout, a connection lost after it was made, `RegionNotFound`, `Unavailable`, a
-//! proposal overtaken by a snapshot — the write gives up instead ([`ClusterError::maybe_applied`]):
-//! resent, it could be applied twice, the second time after other clients' writes (found by
-//! `tessera-chaos`).
-//!
 //! Every request retries under one deadline (a scan: one deadline for all its regions), with
 //! capped exponential backoff between attempts that learned nothing new; giving up reports the
 //! attempts and what each of the last ones ran into. A scan that reaches the end of a region
 //! goes on in the next one until it has `limit` pairs or the key space ends.
+//!
+//! A write (put, delete, compare-and-swap) is the exception: it is sent again only when the
+//! failure proves that the attempt was not applied (a connection that could not be made;
+//! `NotLeader`, `EpochNotMatch`, `KeyNotInRegion`, `RegionNotFound`, `ServerIsBusy`,
+//! `StaleCommand`, `StoreNotMatch`, `DiskFull`). After a timeout, a connection lost once the
+//! request may have been sent, a store answering that its storage did not answer in time, or a
+//! region error that proves nothing, it ends with [`ClusterError::Undetermined`] (see `retry`):
+//! sent again, a put could apply a second time after another client's write (`tessera-chaos`
+//! found such histories), and a swap would compare against its own write.
 
 mod cache;
 mod retry;
@@ -43,9 +45,10 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::client::{cas_request, cas_result, is_unavailable, may_have_run, CasResult};
 use cache::{CachedRegion, RegionCache};
-use retry::{is_transport_failure, is_unavailable, not_applied, Failure, Retry};
-pub use retry::{never_sent, ClusterError, Reply};
+use retry::{is_transport_failure, Failure, Retry};
+pub use retry::{ClusterError, Reply};
 
 /// The most pairs one scan request asks a server for (a server answers at most its
 /// `max_scan_limit`, 10 000 by default).
@@ -350,15 +353,17 @@ impl ClusterClient {
         let budget = self.inner.config.rpc_timeout.min(retry.remaining());
         let reply = match tokio::time::timeout(budget, f(store.client, ctx)).await {
             Ok(Ok(reply)) => reply,
+            Ok(Err(status)) if retry.once && may_have_run(&status) => {
+                retry.avoid.insert(peer.store_id);
+                lock(&self.inner.stores).remove(&peer.store_id);
+                lock(&self.inner.regions).invalidate(region.id);
+                return Err(retry.undetermined(format!("{at}: {}", status.message())));
+            }
             Ok(Err(status)) if is_transport_failure(&status) => {
                 retry.avoid.insert(peer.store_id);
                 // The store may have moved: look its address up again next time.
                 lock(&self.inner.stores).remove(&peer.store_id);
-                let note = format!("{at}: {}", status.message());
-                if never_sent(&status) {
-                    return Err(Failure::backoff(note));
-                }
-                return Err(retry.after_unknown(note));
+                return Err(Failure::backoff(format!("{at}: {}", status.message())));
             }
             Ok(Err(status)) => {
                 return Err(Failure::Fatal(ClusterError::Server(format!(
@@ -367,23 +372,34 @@ impl ClusterClient {
             }
             Err(_) => {
                 retry.avoid.insert(peer.store_id);
-                return Err(retry.after_unknown(format!("{at}: no answer in {budget:?}")));
+                let note = format!("{at}: no answer in {budget:?}");
+                if retry.once {
+                    // The next request asks the scheduler where the leader is.
+                    lock(&self.inner.regions).invalidate(region.id);
+                    return Err(retry.undetermined(note));
+                }
+                return Err(Failure::backoff(note));
             }
         };
         match reply {
             Reply::Ok(t) => Ok((t, region)),
-            // A read timed out on the store; a write's outcome is unknown there.
-            Reply::Error(e) if is_unavailable(&e) => Err(retry.after_unknown(format!("{at}: {e}"))),
+            Reply::Error(e) if is_unavailable(&e) => {
+                if retry.once {
+                    lock(&self.inner.regions).invalidate(region.id);
+                    return Err(retry.undetermined(format!("{at}: {e}")));
+                }
+                Err(Failure::backoff(format!("{at}: {e}")))
+            }
             Reply::Error(e) => Err(Failure::Fatal(ClusterError::Server(e))),
             Reply::RegionError(e) => {
-                let applied_maybe = !not_applied(&e);
+                let unknown = retry.once && !e.proves_not_applied();
+                let message = e.message.clone();
+                // Learn from it either way: the next request goes where it says.
                 let failure = self.on_region_error(*e, &region, peer, &mut retry.avoid);
-                match failure {
-                    Failure::Retry { note, .. } if applied_maybe && retry.write => {
-                        Err(retry.after_unknown(note))
-                    }
-                    other => Err(other),
+                if unknown {
+                    return Err(retry.undetermined(format!("{at}: {message}")));
                 }
+                Err(failure)
             }
         }
     }
@@ -431,16 +447,13 @@ impl ClusterClient {
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
-    /// As [`ClusterClient::call`], for a command that changes data: once an attempt may have
-    /// been applied (a timeout, a lost connection, an answer that does not rule it out), it is
-    /// not resent — a second copy could apply after other clients' writes — and the call fails
-    /// with [`ClusterError::GaveUp`], whose outcome is then unknown. Attempts refused before
-    /// being proposed (`NotLeader`, `EpochNotMatch`, `ServerIsBusy`, ...) or that never reached
-    /// a store are retried as usual.
+    /// As [`ClusterClient::call`], for a request that must not apply twice (a raw write): sent
+    /// again only after failures that prove it was not applied (see the module documentation).
     ///
     /// # Errors
-    /// As [`ClusterClient::call`].
-    pub async fn call_write<T, F, Fut>(
+    /// As [`ClusterClient::call`], and [`ClusterError::Undetermined`] when an attempt may have
+    /// applied without an answer saying so; any other error means no attempt applied.
+    pub async fn call_once<T, F, Fut>(
         &self,
         op: &'static str,
         key: &[u8],
@@ -450,8 +463,7 @@ impl ClusterClient {
         F: FnMut(TinyKvClient<Channel>, Context) -> Fut,
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
-        let mut retry = Retry::new(op, key, &self.inner.config);
-        retry.write = true;
+        let mut retry = Retry::once(op, key, &self.inner.config);
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
@@ -473,8 +485,11 @@ impl ClusterClient {
     }
 
     /// Puts `value` at `key` in `cf`.
+    ///
+    /// # Errors
+    /// As [`ClusterClient::call_once`].
     pub async fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
-        self.call_write("put", key, |mut c, ctx| {
+        self.call_once("put", key, |mut c, ctx| {
             let req = RawPutRequest {
                 context: Some(ctx),
                 key: key.to_vec(),
@@ -490,8 +505,11 @@ impl ClusterClient {
     }
 
     /// Deletes `key` from `cf`.
+    ///
+    /// # Errors
+    /// As [`ClusterClient::call_once`].
     pub async fn delete(&self, cf: &str, key: &[u8]) -> Result<(), ClusterError> {
-        self.call_write("delete", key, |mut c, ctx| {
+        self.call_once("delete", key, |mut c, ctx| {
             let req = RawDeleteRequest {
                 context: Some(ctx),
                 key: key.to_vec(),
@@ -503,6 +521,32 @@ impl ClusterClient {
             }
         })
         .await
+    }
+
+    /// Writes `value` at `key` in `cf` if the key holds `expect` (`None`: if it is absent), in
+    /// the key's region's apply order; says whether it did and what the key held. Retried only
+    /// after failures that prove it was not applied (see the module documentation).
+    ///
+    /// # Errors
+    /// [`ClusterError::Undetermined`] when an attempt may have applied without an answer
+    /// saying so; any other error means no attempt applied.
+    pub async fn compare_and_swap(
+        &self,
+        cf: &str,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<CasResult, ClusterError> {
+        let mut retry = Retry::once("cas", key, &self.inner.config);
+        let mut f = |mut c: TinyKvClient<Channel>, ctx| {
+            let req = cas_request(Some(ctx), cf, key, expect, value);
+            async move {
+                let r = c.raw_compare_and_swap(req).await?.into_inner();
+                let result = cas_result(&r);
+                Ok(Reply::raw(r.region_error, r.error, result))
+            }
+        };
+        Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
     /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in

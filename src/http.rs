@@ -170,9 +170,9 @@ fn cluster_error_response(e: ClusterError) -> Response {
     let status = match e {
         ClusterError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-        ClusterError::Scheduler { .. } | ClusterError::GaveUp { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ClusterError::Scheduler { .. }
+        | ClusterError::GaveUp { .. }
+        | ClusterError::Undetermined { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, format!("{e}\n")).into_response()
 }

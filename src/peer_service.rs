@@ -285,6 +285,13 @@ impl TinyKv for PeerService {
         Err(client_rpc())
     }
 
+    async fn raw_compare_and_swap(
+        &self,
+        _: Request<RawCasRequest>,
+    ) -> Result<Response<RawCasResponse>, Status> {
+        Err(client_rpc())
+    }
+
     async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
         self.token.check(&r)?;
         let mut stream = r.into_inner();

@@ -289,12 +289,12 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// The largest message the peer port takes: a raft append of entries up to the largest value,
-/// or a snapshot chunk.
+/// The largest message the peer port takes: a raft append of entries up to the largest
+/// command (a compare-and-swap, with its new and expected values), or a snapshot chunk.
 fn peer_message_limit(config: &Config) -> usize {
     let entries = usize::try_from(config.raftstore.to_raftstore().raft_max_size_per_msg)
         .unwrap_or(usize::MAX);
-    let value = config.raw.max_value_size + config.raw.max_key_size;
+    let value = 2 * config.raw.max_value_size + config.raw.max_key_size;
     entries
         .max(value)
         .max(snap::DEFAULT_CHUNK_SIZE)
@@ -344,7 +344,9 @@ fn serve<T: TinyKv>(
     ServeTask<tonic::transport::Error>,
     ServeTask<std::io::Error>,
 ) {
-    let max_message = config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
+    // The largest request is a compare-and-swap: a key, the new value and the expected one.
+    let max_message =
+        2 * config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
     // A response holds at most one value, or one scan page (its byte bound plus the pair that
     // crosses it).
     let max_response = usize::try_from(config.raw.max_scan_bytes.0)

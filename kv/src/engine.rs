@@ -8,7 +8,7 @@ use prost::Message;
 use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, ReadOptions, Snapshot, DB};
 
 use crate::error::{Error, Result};
-use crate::fault::{check_disk, maybe_slow_sync};
+use crate::fault::{check_disk, lose_unsynced, maybe_slow_sync, unflushed};
 
 /// A column family of the kv engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +52,8 @@ pub fn open_engine(path: &Path, cfs: &[Cf]) -> Result<Arc<DB>> {
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Memtables hold the unsynced writes then: a batch must reach SSTs whole.
+    opts.set_atomic_flush(lose_unsynced());
     let descriptors = cfs
         .iter()
         .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
@@ -200,6 +202,37 @@ impl WriteBatch {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(sync);
         let batch = std::mem::take(&mut self.inner);
+        if lose_unsynced() {
+            return self.write_losable(batch, opts, sync);
+        }
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// A write under [`crate::fault::LOSE_UNSYNCED_ENV`]: unsynced, into the memtable only;
+    /// synced, after flushing the memtables that hold earlier unsynced writes.
+    fn write_losable(
+        &self,
+        batch: rocksdb::WriteBatch,
+        mut opts: rocksdb::WriteOptions,
+        sync: bool,
+    ) -> Result<()> {
+        let id = Arc::as_ptr(&self.db) as usize;
+        let mut unflushed = unflushed().lock().unwrap_or_else(|e| e.into_inner());
+        if !sync {
+            opts.disable_wal(true);
+            self.db.write_opt(batch, &opts)?;
+            unflushed.insert(id);
+            return Ok(());
+        }
+        if unflushed.remove(&id) {
+            let cfs: Vec<_> = Cf::ALL
+                .iter()
+                .filter_map(|cf| self.db.cf_handle(cf.name()))
+                .collect();
+            self.db
+                .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        }
         self.db.write_opt(batch, &opts)?;
         Ok(())
     }

@@ -6,12 +6,14 @@
 //! - [`fault`]: disk fault injection for tests.
 //! - [`disk`]: free space, and the reserve a store keeps ([`disk::DiskReserve`]).
 //! - [`Storage`]: the abstraction services run on, with [`StandaloneStorage`] (RocksDB) and
-//!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one.
+//!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one. Besides batches, a
+//!   storage runs a compare-and-swap ([`Cas`]) atomically with respect to its other writes.
 //! - [`mvcc`] and [`txn`]: MVCC records and Percolator transactions ([`TxnApi`]) over any storage.
 //! - [`RawApi`] and [`KvService`]: the raw API and the tonic `TinyKv` service over any storage.
 
 #![deny(missing_docs)]
 
+mod cas;
 pub mod disk;
 pub mod engine;
 mod error;
@@ -25,6 +27,7 @@ mod standalone;
 mod storage;
 pub mod txn;
 
+pub use cas::{Cas, CasOutcome};
 pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;

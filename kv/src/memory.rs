@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use proto::kvrpcpb::Context;
 
+use crate::cas::{Cas, CasOutcome};
 use crate::engine::Cf;
 use crate::error::{Error, Result};
 use crate::storage::{DbIterator, Modify, Storage, StorageReader};
@@ -64,6 +65,17 @@ impl Storage for MemoryStorage {
             }
         }
         Ok(())
+    }
+
+    fn compare_and_swap(&self, _ctx: &Context, cas: Cas) -> Result<CasOutcome> {
+        // The write lock covers the comparison too: no other write comes between.
+        let mut cfs = self.cfs.write().map_err(|_| poisoned())?;
+        let map = &mut cfs[index(cas.cf)];
+        let outcome = cas.decide(map.get(&cas.key).cloned());
+        if outcome.succeed {
+            Arc::make_mut(map).insert(cas.key, cas.value);
+        }
+        Ok(outcome)
     }
 
     fn reader(&self, _ctx: &Context) -> Result<Box<dyn StorageReader>> {

@@ -4,13 +4,17 @@
 //! A raw write returns when the storage does: over the raftstore, once the write is applied or
 //! definitely failed, however long that takes. `Error::Unavailable` means its outcome is
 //! unknown (the store stopped, or the service stopped waiting): it may still apply, later than
-//! writes acknowledged since. Raw writes take no latches and do not read before writing, so
-//! that is harmless to them: a client that must know retries or reads the key back.
+//! writes acknowledged since. Puts and deletes take no latches and do not read before writing,
+//! so that is harmless to them: a client that must know retries or reads the key back. A
+//! compare-and-swap does read: one whose outcome is unknown must not be sent again as if it
+//! had not happened (if it had, the second one fails, and the client would report a swap that
+//! took place as refused).
 
 use std::sync::Arc;
 
 use proto::kvrpcpb::Context;
 
+use crate::cas::{Cas, CasOutcome};
 use crate::engine::Cf;
 use crate::error::{Error, Result};
 use crate::storage::{Modify, Storage};
@@ -90,6 +94,17 @@ impl<S: Storage> RawApi<S> {
         Ok(())
     }
 
+    fn check_value(&self, what: &str, value: &[u8]) -> Result<()> {
+        if value.len() > self.limits.max_value_size {
+            return Err(Error::InvalidArgument(format!(
+                "{what} of {} bytes exceeds the limit of {} bytes",
+                value.len(),
+                self.limits.max_value_size
+            )));
+        }
+        Ok(())
+    }
+
     /// The value at `key` in column family `cf`, if any.
     pub fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let cf = Cf::from_name(cf)?;
@@ -101,15 +116,36 @@ impl<S: Storage> RawApi<S> {
     pub fn put(&self, ctx: &Context, cf: &str, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         let cf = Cf::from_name(cf)?;
         self.check_key(&key)?;
-        if value.len() > self.limits.max_value_size {
-            return Err(Error::InvalidArgument(format!(
-                "value of {} bytes exceeds the limit of {} bytes",
-                value.len(),
-                self.limits.max_value_size
-            )));
-        }
+        self.check_value("value", &value)?;
         self.storage
             .write(ctx, vec![Modify::Put { cf, key, value }])
+    }
+
+    /// Writes `value` at `key` in column family `cf` if the key holds `expect` (`None`: if it
+    /// is absent), atomically with respect to every other write of the key; returns whether it
+    /// did and what the key held. An expected value over the value limit is refused like a new
+    /// one (no stored value can be that large, and it would swell the replicated command).
+    pub fn compare_and_swap(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        key: Vec<u8>,
+        expect: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<CasOutcome> {
+        let cf = Cf::from_name(cf)?;
+        self.check_key(&key)?;
+        self.check_value("value", &value)?;
+        if let Some(expect) = &expect {
+            self.check_value("expected value", expect)?;
+        }
+        let cas = Cas {
+            cf,
+            key,
+            expect,
+            value,
+        };
+        self.storage.compare_and_swap(ctx, cas)
     }
 
     /// Deletes `key` from column family `cf`; deleting a missing key succeeds.

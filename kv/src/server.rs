@@ -180,6 +180,31 @@ impl<S: Storage> TinyKv for KvService<S> {
         Ok(Response::new(resp))
     }
 
+    async fn raw_compare_and_swap(
+        &self,
+        req: Request<RawCasRequest>,
+    ) -> Result<Response<RawCasResponse>, Status> {
+        let req = req.into_inner();
+        let raw = self.raw.clone();
+        let ctx = req.context.unwrap_or_default();
+        let expect = (!req.previous_not_exist).then_some(req.previous_value);
+        let out = self
+            .blocking(move || raw.compare_and_swap(&ctx, &req.cf, req.key, expect, req.value))
+            .await?;
+        let mut resp = RawCasResponse::default();
+        match out {
+            Ok(outcome) => {
+                resp.succeed = outcome.succeed;
+                match outcome.previous {
+                    Some(v) => resp.previous_value = v,
+                    None => resp.previous_not_exist = true,
+                }
+            }
+            Err(e) => (resp.region_error, resp.error) = split_error(e),
+        }
+        Ok(Response::new(resp))
+    }
+
     async fn kv_get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let (req, txn) = (req.into_inner(), self.txn.clone());
         Ok(Response::new(self.blocking(move || txn.get(&req)).await??))
@@ -263,7 +288,7 @@ mod tests {
     use super::*;
     use crate::storage::{Modify, StorageReader};
     use crate::txn::testkit::{PrewriteRequestExt as _, RequestBuilder};
-    use crate::{MemoryStorage, RawLimits};
+    use crate::{Cas, CasOutcome, MemoryStorage, RawLimits};
 
     /// A storage whose writes wait for a ticket each, as a raft write waits for its outcome.
     struct GatedStorage {
@@ -279,6 +304,15 @@ mod tests {
                 .map_err(|_| Error::Unavailable("the gate closed".to_string()))?;
             drop(tickets);
             self.inner.write(ctx, batch)
+        }
+
+        fn compare_and_swap(&self, ctx: &Context, cas: Cas) -> crate::Result<CasOutcome> {
+            let tickets = self.tickets.lock().unwrap();
+            tickets
+                .recv()
+                .map_err(|_| Error::Unavailable("the gate closed".to_string()))?;
+            drop(tickets);
+            self.inner.compare_and_swap(ctx, cas)
         }
 
         fn reader(&self, ctx: &Context) -> crate::Result<Box<dyn StorageReader>> {

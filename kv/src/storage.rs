@@ -8,6 +8,7 @@
 use proto::errorpb;
 use proto::kvrpcpb::Context;
 
+use crate::cas::{Cas, CasOutcome};
 use crate::engine::{Cf, EngineSnapshot};
 use crate::error::Result;
 use crate::keys;
@@ -57,6 +58,15 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies `batch` atomically. `ctx` routes the request (region, epoch, peer) where the
     /// implementation needs it.
     fn write(&self, ctx: &Context, batch: Vec<Modify>) -> Result<()>;
+
+    /// Compares the value at `cas.key` with `cas.expect` and, when they match, writes
+    /// `cas.value` there; returns whether it did and what the key held. Atomic with respect to
+    /// every other write of this storage: no write of the key comes between the comparison and
+    /// the swap, so two swaps from the same previous value never both succeed.
+    ///
+    /// Like [`Storage::write`], an [`Error::Unavailable`](crate::Error::Unavailable) means the
+    /// outcome is unknown: the swap may still happen.
+    fn compare_and_swap(&self, ctx: &Context, cas: Cas) -> Result<CasOutcome>;
 
     /// A reader over a consistent snapshot, as of now.
     fn reader(&self, ctx: &Context) -> Result<Box<dyn StorageReader>>;

@@ -46,3 +46,22 @@ pub mod tinykvpb {
 }
 
 pub use prost::Message;
+
+impl errorpb::Error {
+    /// Whether this region error proves that the write it answers was not applied and never
+    /// will be, so that sending it again cannot apply it twice. Tessera's stores answer these
+    /// only before proposing a command, or when its log entry was skipped at apply (a stale
+    /// epoch, a key outside the region) or overwritten by another leader's (`StaleCommand`).
+    /// Any other region error (one carrying only a message, such as a peer's "the outcome is
+    /// unknown") leaves the write's outcome unknown.
+    pub fn proves_not_applied(&self) -> bool {
+        self.not_leader.is_some()
+            || self.epoch_not_match.is_some()
+            || self.key_not_in_region.is_some()
+            || self.region_not_found.is_some()
+            || self.server_is_busy.is_some()
+            || self.stale_command.is_some()
+            || self.store_not_match.is_some()
+            || self.disk_full.is_some()
+    }
+}

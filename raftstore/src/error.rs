@@ -40,19 +40,6 @@ pub enum Error {
     /// The proposal was overwritten by a newer leader's entry, or its term passed.
     #[error("stale command")]
     StaleCommand,
-    /// A snapshot covered the proposal's entry before this peer applied it: the entry may or may
-    /// not have committed (a snapshot does not say which entries it holds), so the outcome of
-    /// the command is unknown. Not to be resent blindly: it may have been applied.
-    #[error(
-        "region {region_id}: the proposal at index {index} was overtaken by a snapshot before \
-         it was applied here; its outcome is unknown"
-    )]
-    ProposalInSnapshot {
-        /// The region.
-        region_id: u64,
-        /// The proposal's log index.
-        index: u64,
-    },
     /// The request was for another store.
     #[error("store not match: request for store {request_store_id}, this is {actual_store_id}")]
     StoreNotMatch {
@@ -77,6 +64,17 @@ pub enum Error {
     /// A transport could not deliver a message.
     #[error("transport: {0}")]
     Transport(String),
+    /// The command was proposed, and this peer can no longer tell whether its entry commits:
+    /// it was removed from the region, or a snapshot replaced its log up to the entry. The
+    /// command may have been applied (by the region's other peers, or inside that snapshot)
+    /// or not; a client must not take it as refused.
+    #[error("region {region_id}: the outcome of the command is unknown: {reason}")]
+    Undetermined {
+        /// The region.
+        region_id: u64,
+        /// Why this peer cannot tell.
+        reason: &'static str,
+    },
     /// A request did not complete in time; its outcome is unknown.
     #[error("timeout: {0}")]
     Timeout(String),
@@ -195,5 +193,41 @@ mod tests {
             .into_errorpb()
             .server_is_busy
             .is_some());
+    }
+
+    #[test]
+    fn only_answers_given_before_applying_prove_a_write_was_not_applied_2b() {
+        let not_applied = [
+            Error::NotLeader {
+                region_id: 1,
+                leader: None,
+            },
+            Error::RegionNotFound(1),
+            Error::Disconnected(1),
+            Error::StaleCommand,
+            Error::Busy(1),
+            Error::Raft(raft::Error::ProposalDropped),
+            Error::DiskFull { store_id: 1 },
+            Error::EpochNotMatch {
+                message: String::new(),
+                regions: vec![],
+            },
+        ];
+        for e in not_applied {
+            let text = e.to_string();
+            assert!(e.into_errorpb().proves_not_applied(), "{text}");
+        }
+        let unknown = [
+            Error::Undetermined {
+                region_id: 1,
+                reason: "removed",
+            },
+            Error::Timeout("no answer".to_string()),
+            Error::Other("anything else".to_string()),
+        ];
+        for e in unknown {
+            let text = e.to_string();
+            assert!(!e.into_errorpb().proves_not_applied(), "{text}");
+        }
     }
 }

@@ -5,9 +5,13 @@
 //! A write waits for its proposal's outcome however long that takes, and returns only once the
 //! batch is applied or can no longer be: the raftstore answers every proposal exactly once
 //! (applied; `StaleCommand` when another leader's entry took its place; a region error before
-//! proposing; an error saying the outcome is unknown when a snapshot covered its entry before
-//! this peer applied it), and a stopping store drops the answer, which ends the wait with `Unavailable`
-//! (the entry may still commit elsewhere, but nothing runs on this store's state any more).
+//! proposing or when the entry's epoch or range check fails at apply; `Undetermined`, a region
+//! error carrying only its message, when the peer is removed or a snapshot covers the entry
+//! before this peer could tell), and a stopping store drops the answer, which ends the wait
+//! with `Unavailable` (the entry may still commit elsewhere, but nothing runs on this store's
+//! state any more). So a write answered `NotLeader`, `EpochNotMatch`, `KeyNotInRegion`,
+//! `RegionNotFound`, `ServerIsBusy`, `StaleCommand`, `StoreNotMatch` or `DiskFull` was not
+//! applied and never will be; after any other answer but success its outcome is unknown.
 //! The transaction layer keeps a command's latches for as long as the write call lasts, so a
 //! deadline here would let the next command on the same keys decide on a snapshot lacking a
 //! write that can still commit (TiKV's scheduler likewise releases latches from the write
@@ -26,7 +30,8 @@ use kv::{EngineReader, Modify, StorageReader};
 use proto::kvrpcpb::Context;
 use proto::metapb;
 use proto::raft_cmdpb::{
-    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request, SnapRequest,
+    CasRequest, CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+    SnapRequest,
 };
 
 use crate::error::Error;
@@ -179,6 +184,43 @@ impl kv::Storage for RaftStorage {
             admin_request: None,
         };
         self.send(req, None).map(|_| ())
+    }
+
+    /// Proposes the swap as a command of its own and waits, like [`kv::Storage::write`], until
+    /// it is applied or has definitely failed. The comparison happens at apply, in the region's
+    /// log order, so it is atomic with respect to every other write of the region.
+    fn compare_and_swap(&self, ctx: &Context, cas: kv::Cas) -> kv::Result<kv::CasOutcome> {
+        let (region, peer) = self.route(ctx, &cas.key)?;
+        if let Err(e) = util::check_key_in_region(&cas.key, &region) {
+            return Err(e.into_errorpb().into());
+        }
+        let request = Request {
+            cmd_type: CmdType::Cas as i32,
+            cas: Some(CasRequest {
+                cf: cas.cf.name().to_string(),
+                key: cas.key,
+                value: cas.value,
+                previous_not_exist: cas.expect.is_none(),
+                previous_value: cas.expect.unwrap_or_default(),
+            }),
+            ..Default::default()
+        };
+        let req = RaftCmdRequest {
+            header: Some(Self::header(ctx, &region, peer)),
+            requests: vec![request],
+            admin_request: None,
+        };
+        let region_id = region.id;
+        let resp = self.send(req, None)?;
+        let Some(cas) = resp.response.responses.first().and_then(|r| r.cas.as_ref()) else {
+            return Err(kv::Error::Unavailable(format!(
+                "region {region_id}: compare-and-swap answered without its outcome"
+            )));
+        };
+        Ok(kv::CasOutcome {
+            succeed: cas.succeed,
+            previous: (!cas.previous_not_exist).then(|| cas.previous_value.clone()),
+        })
     }
 
     fn reader(&self, ctx: &Context) -> kv::Result<Box<dyn StorageReader>> {

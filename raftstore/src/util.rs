@@ -47,6 +47,7 @@ pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
         Ok(CmdType::Get) => r.get.as_ref().map(|g| g.key.as_slice()),
         Ok(CmdType::Put) => r.put.as_ref().map(|p| p.key.as_slice()),
         Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.key.as_slice()),
+        Ok(CmdType::Cas) => r.cas.as_ref().map(|c| c.key.as_slice()),
         _ => None,
     }
 }
@@ -67,10 +68,29 @@ pub(crate) fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result
     }
 }
 
-/// Checks that `req` carries `region`'s current epoch and that every key it touches lies in
-/// the region: what a command must pass when proposed, applied, and (for reads) served.
+/// Checks that a command holding a `Cas` holds nothing else. Apply decides a swap against the
+/// engine, which has the writes of earlier entries but not those of earlier requests of the
+/// same entry; one swap per command keeps that exact (and a client never needs more).
+pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
+    let cas = req
+        .requests
+        .iter()
+        .any(|r| CmdType::try_from(r.cmd_type) == Ok(CmdType::Cas));
+    if cas && req.requests.len() > 1 {
+        return Err(Error::Other(format!(
+            "a compare-and-swap must be the only request of its command, not one of {}",
+            req.requests.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `req` carries `region`'s current epoch, that every key it touches lies in the
+/// region, and that a `Cas` comes alone: what a command must pass when proposed, applied, and
+/// (for reads) served.
 pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
     check_region_epoch(req, region)?;
+    check_cas_alone(req)?;
     req.requests
         .iter()
         .filter_map(request_key)
@@ -98,7 +118,7 @@ pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::raft_cmdpb::{GetRequest, PutRequest, RaftRequestHeader};
+    use proto::raft_cmdpb::{CasRequest, GetRequest, PutRequest, RaftRequestHeader};
 
     fn region(start: &[u8], end: &[u8]) -> metapb::Region {
         metapb::Region {
@@ -169,5 +189,49 @@ mod tests {
             ..Default::default()
         });
         assert!(!is_read_only(&req));
+        // A compare-and-swap writes: it goes through the log (and is refused while the disk is
+        // full), never through ReadIndex.
+        assert!(!is_read_only(&cas_command(b"k")));
+    }
+
+    fn cas_command(key: &[u8]) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_epoch: region(b"", b"").region_epoch,
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Cas as i32,
+                cas: Some(CasRequest {
+                    key: key.to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            admin_request: None,
+        }
+    }
+
+    #[test]
+    fn cas_comes_alone_and_inside_the_region_2b() {
+        let r = region(b"b", b"d");
+        assert!(check_request(&cas_command(b"c"), &r).is_ok());
+        assert!(matches!(
+            check_request(&cas_command(b"x"), &r),
+            Err(Error::KeyNotInRegion { .. })
+        ));
+        let mut two = cas_command(b"c");
+        two.requests.insert(
+            0,
+            Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    key: b"c".to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(check_request(&two, &r), Err(Error::Other(m)) if m.contains("only")));
     }
 }

@@ -42,6 +42,9 @@ struct Args {
     /// Clients over the HTTP gateway
     #[arg(long, default_value_t = 2)]
     http_clients: usize,
+    /// Bank transfer clients (transactions under the same nemesis, audited at the end; 0: none)
+    #[arg(long, default_value_t = 2)]
+    bank_clients: usize,
     /// Nemesis kinds, comma-separated: kill, kill-scheduler, pause, partition, delay,
     /// slow-disk, fail-disk; or `all`, or `none`
     #[arg(long, default_value = "all")]
@@ -123,6 +126,7 @@ fn configs(args: &Args) -> Result<Vec<ChaosConfig>, String> {
             c.stores = args.stores;
             c.grpc_clients = args.clients;
             c.http_clients = args.http_clients;
+            c.bank_clients = args.bank_clients;
             c.kinds = kinds.clone();
             c.schedule = schedule;
             c.unsafe_local_reads = args.unsafe_local_reads;

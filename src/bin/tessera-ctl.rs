@@ -1,17 +1,19 @@
 //! `tessera-ctl`: a command-line client of a Tessera server's raw API, or of a whole cluster's
 //! (`--scheduler`: each request goes to the leader of its key's region).
 //!
-//! Exit codes: 0 success, 1 key not found (`get`), 2 bad usage, 3 the server rejected the
-//! request (or the transaction conflicted or was aborted), 4 the server or the scheduler could
-//! not be reached or the RPC failed, 5 the store's disk is full (writes refused until space
-//! returns).
+//! Exit codes: 0 success (`cas`: swapped), 1 key not found (`get`), 2 bad usage, 3 the server
+//! rejected the request (or the transaction conflicted or was aborted), 4 the server or the
+//! scheduler could not be reached or the RPC failed (for `cas` and a transaction's commit: or
+//! the outcome is unknown, which the message then says), 5 the store's disk is full (writes
+//! refused until space returns), 6 `cas` compared and did not swap (the key did not hold what
+//! was expected; the output says what it held).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::client::{ClientError, RawClient};
+use tessera::client::{CasResult, ClientError, RawClient};
 use tessera::cluster_client::{walk_regions, ClusterClient, ClusterConfig, ClusterError};
 use tessera::txn_client::{TxnClient, TxnError};
 
@@ -54,6 +56,14 @@ enum RawCmd {
     Put { key: String, value: String },
     /// Delete KEY
     Delete { key: String },
+    /// Set KEY to NEW if it holds OLD (--expect) or is absent (--expect-absent), atomically;
+    /// prints "swapped" or "not swapped", then "previous: VALUE" or "previous absent"
+    Cas {
+        key: String,
+        new: String,
+        #[command(flatten)]
+        expect: Expect,
+    },
     /// Print up to LIMIT pairs from START, one "key<TAB>value" per line
     Scan {
         /// First key (inclusive)
@@ -64,6 +74,21 @@ enum RawCmd {
         limit: u32,
     },
 }
+
+/// What `cas` expects KEY to hold: exactly one of the two.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Expect {
+    /// Swap only if KEY holds OLD
+    #[arg(long, value_name = "OLD")]
+    expect: Option<String>,
+    /// Swap only if KEY is absent
+    #[arg(long)]
+    expect_absent: bool,
+}
+
+/// The exit code of a `cas` that compared and did not swap.
+const CAS_REFUSED: u8 = 6;
 
 #[derive(Subcommand, Debug)]
 enum TxnCmd {
@@ -190,7 +215,7 @@ fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::Server(_) | ClientError::Region(_) => 3,
         ClientError::DiskFull(_) => 5,
-        ClientError::Connect { .. } | ClientError::Rpc(_) => 4,
+        ClientError::Connect { .. } | ClientError::Rpc(_) | ClientError::Undetermined(_) => 4,
     }
 }
 
@@ -332,6 +357,19 @@ impl Raw {
         Ok(())
     }
 
+    async fn cas(
+        &mut self,
+        cf: &str,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<CasResult, Failure> {
+        Ok(match self {
+            Raw::One(c) => c.compare_and_swap(cf, key, expect, value).await?,
+            Raw::Cluster(c) => c.compare_and_swap(cf, key, expect, value).await?,
+        })
+    }
+
     async fn scan(&mut self, cf: &str, start: &[u8], limit: u32) -> Result<Pairs, Failure> {
         Ok(match self {
             Raw::One(c) => c.scan(cf, start, limit).await?,
@@ -358,6 +396,27 @@ async fn run_raw(client: &mut Raw, cf: &str, cmd: RawCmd) -> Result<u8, Failure>
         RawCmd::Delete { key } => {
             client.delete(cf, key.as_bytes()).await?;
             println!("OK");
+        }
+        RawCmd::Cas { key, new, expect } => {
+            let expect = expect.expect.as_ref().map(String::as_bytes);
+            let out = client
+                .cas(cf, key.as_bytes(), expect, new.as_bytes())
+                .await?;
+            println!(
+                "{}",
+                if out.succeed {
+                    "swapped"
+                } else {
+                    "not swapped"
+                }
+            );
+            match out.previous {
+                Some(v) => println!("previous: {}", String::from_utf8_lossy(&v)),
+                None => println!("previous absent"),
+            }
+            if !out.succeed {
+                return Ok(CAS_REFUSED);
+            }
         }
         RawCmd::Scan { start, limit } => {
             for (k, v) in client.scan(cf, start.as_bytes(), limit).await? {

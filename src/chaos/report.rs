@@ -46,6 +46,9 @@ pub struct SeedReport {
     pub unread: Vec<String>,
     /// Keys used.
     pub keys: usize,
+    /// The bank's audit, run under the same nemesis (`None`: no bank clients); `Err` when the
+    /// accounts could not be opened or read to the end.
+    pub bank: Option<Result<crate::bank::Report, String>>,
     /// The checked history.
     pub history: Vec<Operation>,
     /// Where the evidence of a failed run went.
@@ -65,6 +68,16 @@ impl SeedReport {
             && self.panics.is_empty()
             && self.unexpected_exits.is_empty()
             && self.unread.is_empty()
+            && self.bank_ok()
+    }
+
+    /// The bank's audit found nothing (or there was no bank).
+    pub fn bank_ok(&self) -> bool {
+        match &self.bank {
+            None => true,
+            Some(Ok(r)) => r.ok(),
+            Some(Err(_)) => false,
+        }
     }
 
     /// The summary: a few lines.
@@ -96,6 +109,26 @@ impl SeedReport {
         if let Some(dir) = &self.artifacts {
             let _ = write!(s, " (evidence in {})", dir.display());
         }
+        match &self.bank {
+            None => {}
+            Some(Ok(r)) => {
+                let _ = write!(
+                    s,
+                    "\n  bank: {} ({} violations): {} transfers, {} committed ({} unacknowledged), \
+                     {} aborted, {} snapshots audited",
+                    if r.ok() { "OK" } else { "VIOLATED" },
+                    r.violations.len(),
+                    r.transfers,
+                    r.committed,
+                    r.committed_unacknowledged,
+                    r.aborted,
+                    r.snapshots
+                );
+            }
+            Some(Err(e)) => {
+                let _ = write!(s, "\n  bank: FAILED: {e}");
+            }
+        }
         s
     }
 
@@ -117,6 +150,11 @@ impl SeedReport {
         }
         for u in &self.unread {
             let _ = writeln!(s, "\nUNREAD {u}");
+        }
+        if let Some(Ok(r)) = &self.bank {
+            if !r.ok() {
+                let _ = writeln!(s, "\nBANK {r}");
+            }
         }
         let _ = writeln!(s, "\nmost common failed/unknown reasons:");
         s.push_str(&self.counts.top_reasons(12));

@@ -1,4 +1,5 @@
-//! The clients of a chaos run: concurrent reads, puts and deletes of a few keys at a time, over
+//! The clients of a chaos run: concurrent reads, puts, deletes and compare-and-swaps (gRPC only:
+//! the gateway has none) of a few keys at a time, over
 //! gRPC (`ClusterClient`) and over the HTTP gateway of a random store, each recorded with its
 //! [`Outcome`].
 //!
@@ -6,17 +7,15 @@
 //! number of operations, so each key's history stays short enough to check exhaustively.
 //! Values are unique (`c{client}-{n}`).
 //!
-//! Result classification, conservatively:
-//! - gRPC write: `ClusterClient::call` with an attempt function that refuses to resend once an
-//!   attempt's outcome is unknown (so an acknowledged write was applied exactly once). An attempt
-//!   is without effect only if it never left (no connection could be made) or was answered with a region
-//!   error raised before proposing or at apply time without applying: `NotLeader`,
-//!   `EpochNotMatch`, `ServerIsBusy`, `DiskFull`, `StoreNotMatch`, `KeyNotInRegion`. Anything
-//!   else (even `StaleCommand`, which the raftstore sends only for entries that lost their
-//!   index, is taken as unknown here: the harness checks that claim rather than trust it;
-//!   `RegionNotFound`, a timeout, an `Unavailable` error, a reset
-//!   connection) leaves the outcome unknown. A write fails only if every attempt was without
-//!   effect; `GaveUp` after an unknown attempt is unknown.
+//! Result classification:
+//! - gRPC write (put, delete, compare-and-swap): `ClusterClient` sends a raw write again only
+//!   after failures that prove it was not applied (a connection never made; `NotLeader`,
+//!   `EpochNotMatch`, `KeyNotInRegion`, `RegionNotFound`, `ServerIsBusy`, `StaleCommand`,
+//!   `StoreNotMatch`, `DiskFull`), so an acknowledged write applied exactly once. Its
+//!   `Undetermined` (a timeout, a connection lost once the request may have been sent, a
+//!   store's `Unavailable`, a region error that proves nothing) is unknown; any other error is
+//!   taken at its word as failed, so the checker also tests the client's and the raftstore's
+//!   claims that those answers mean "not applied".
 //! - HTTP write: 204 is ok; a connection that could not be made is failed; anything else
 //!   (5xx, 507, a timeout) is unknown — the gateway's own client may have tried several times.
 //! - Reads: an answer is ok; anything else is failed (a read has no effect).
@@ -25,18 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use checker::{Input, Output};
-use proto::kvrpcpb::{RawDeleteRequest, RawPutRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tonic::Status;
 
 use super::history::{Outcome, Record, Recorder, Via};
-use crate::cluster_client::{never_sent, ClusterClient, ClusterConfig, Reply};
-
-/// The text of the error an attempt function returns instead of resending.
-const NOT_RESENT: &str = "not resent: an earlier attempt's outcome is unknown";
+use crate::cluster_client::{ClusterClient, ClusterConfig};
 /// Bound of one HTTP request (the gateway's own client gives up after 10 s).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -101,86 +95,32 @@ impl Keys {
     }
 }
 
-/// Why a write's answer leaves its outcome unknown; `None` if it was applied (no error) or
-/// definitely was not.
-fn unknown_after(region_error: &Option<proto::errorpb::Error>, error: &str) -> Option<String> {
-    if let Some(e) = region_error {
-        let not_applied = e.not_leader.is_some()
-            || e.epoch_not_match.is_some()
-            || e.server_is_busy.is_some()
-            || e.disk_full.is_some()
-            || e.store_not_match.is_some()
-            || e.key_not_in_region.is_some();
-        return (!not_applied).then(|| e.message.clone());
-    }
-    (!error.is_empty()).then(|| error.to_string())
-}
-
-/// A put or delete over gRPC, never resent after an attempt with an unknown outcome.
+/// A put, delete or compare-and-swap over gRPC. `ClusterClient` never resends a raw write
+/// once an attempt's outcome is unknown, and says so ([`crate::cluster_client::ClusterError::Undetermined`]); any
+/// other error claims that no attempt applied, a claim the checker then holds it to.
 async fn grpc_write(client: &ClusterClient, key: &[u8], input: &Input) -> Outcome {
-    // Some(why) once an attempt may have applied.
-    let unknown: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let op = if matches!(input, Input::Delete) {
-        "delete"
-    } else {
-        "put"
+    let result = match input {
+        Input::Put(value) => client
+            .put("default", key, value)
+            .await
+            .map(|()| Output::Written),
+        Input::Delete => client
+            .delete("default", key)
+            .await
+            .map(|()| Output::Written),
+        Input::Cas { expect, new } => client
+            .compare_and_swap("default", key, expect.as_deref(), new)
+            .await
+            .map(|r| Output::Cas {
+                succeeded: r.succeed,
+                previous: r.previous,
+            }),
+        Input::Get => unreachable!("reads are not writes"),
     };
-    let result = client
-        .call(op, key, |mut c, ctx| {
-            let unknown = unknown.clone();
-            let key = key.to_vec();
-            let input = input.clone();
-            async move {
-                if let Some(why) = lock(&unknown).clone() {
-                    return Err(Status::aborted(format!("{NOT_RESENT} ({why})")));
-                }
-                // Until an answer says otherwise, this attempt may apply.
-                *lock(&unknown) = Some("no answer".to_string());
-                let cf = "default".to_string();
-                let answer = match input {
-                    Input::Put(value) => c
-                        .raw_put(RawPutRequest {
-                            context: Some(ctx),
-                            key,
-                            value,
-                            cf,
-                        })
-                        .await
-                        .map(|r| {
-                            let r = r.into_inner();
-                            (r.region_error, r.error)
-                        }),
-                    _ => c
-                        .raw_delete(RawDeleteRequest {
-                            context: Some(ctx),
-                            key,
-                            cf,
-                        })
-                        .await
-                        .map(|r| {
-                            let r = r.into_inner();
-                            (r.region_error, r.error)
-                        }),
-                };
-                match answer {
-                    Ok((region_error, error)) => {
-                        *lock(&unknown) = unknown_after(&region_error, &error);
-                        Ok(Reply::raw(region_error, error, ()))
-                    }
-                    Err(status) => {
-                        *lock(&unknown) = (!never_sent(&status)).then(|| status.to_string());
-                        Err(status)
-                    }
-                }
-            }
-        })
-        .await;
     match result {
-        Ok(()) => Outcome::Ok(Output::Written),
-        Err(e) => match lock(&unknown).clone() {
-            Some(why) => Outcome::Unknown(format!("{e} (unknown after: {why})")),
-            None => Outcome::Failed(e.to_string()),
-        },
+        Ok(output) => Outcome::Ok(output),
+        Err(e) if e.is_undetermined() => Outcome::Unknown(e.to_string()),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 
@@ -277,19 +217,28 @@ pub struct ClientCtx {
     pub rng: StdRng,
 }
 
-/// Runs one client until `until`: 50% reads, 35% puts, 15% deletes.
+/// Runs one client until `until`: 50% reads, 30% puts, 10% deletes, and over gRPC 10%
+/// compare-and-swaps (from what the client last saw at the key, so many succeed); over HTTP
+/// those are puts.
 pub async fn run_client(mut c: ClientCtx) {
     let mut n = 0u64;
+    // The value this client last read or wrote at each key, as a swap's expectation.
+    let mut seen: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
     while Instant::now() < c.until {
         let key = lock(&c.keys).pick(&mut c.rng);
         let roll = c.rng.gen_range(0..100);
-        let input = if roll < 50 {
-            Input::Get
-        } else if roll < 85 {
+        let mut fresh = || {
             n += 1;
-            Input::Put(format!("c{}-{n}", c.id).into_bytes())
-        } else {
-            Input::Delete
+            format!("c{}-{n}", c.id).into_bytes()
+        };
+        let input = match roll {
+            0..=49 => Input::Get,
+            80..=89 => Input::Delete,
+            90.. if c.via != Via::Http => Input::Cas {
+                expect: seen.get(&key).cloned().flatten(),
+                new: fresh(),
+            },
+            _ => Input::Put(fresh()),
         };
         let http_addr = {
             let addrs = lock(&c.http_addrs);
@@ -305,6 +254,20 @@ pub async fn run_client(mut c: ClientCtx) {
             _ => grpc_write(&c.client, &key, &input).await,
         };
         let ret = c.recorder.now();
+        if let Outcome::Ok(out) = &outcome {
+            let now = match (&input, out) {
+                (Input::Put(v), _)
+                | (
+                    Input::Cas { new: v, .. },
+                    Output::Cas {
+                        succeeded: true, ..
+                    },
+                ) => Some(v.clone()),
+                (_, Output::Value(v)) | (_, Output::Cas { previous: v, .. }) => v.clone(),
+                _ => None,
+            };
+            seen.insert(key.clone(), now);
+        }
         // A store that is down refuses at once: pause a moment rather than spin on it.
         let refused = matches!(&outcome, Outcome::Failed(why) if why.starts_with("connect "));
         c.recorder.push(Record {

@@ -1,5 +1,14 @@
 //! One request's retries: the deadline, capped exponential backoff, the stores to avoid, and
 //! the notes that make a give-up error say what was tried. Also the error and reply types.
+//!
+//! Which failures a request may be sent again after depends on the request. Reads and
+//! transactional requests (whose protocol makes a repeat harmless) are sent again after any
+//! failure worth retrying. A raw write is not ([`Retry::once`]): sent again after it applied,
+//! a put could apply a second time after another client's write, and a compare-and-swap would
+//! compare against its own write and report a swap that happened as refused. It is retried
+//! only after a failure that proves it was not applied (a connection never made, or a region
+//! error that [`proves_not_applied`](proto::errorpb::Error::proves_not_applied)); any other
+//! failure ends it with [`ClusterError::Undetermined`].
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -38,10 +47,21 @@ pub enum ClusterError {
         /// The store's message.
         message: String,
     },
-    /// No store served the request before the deadline; or, for a write, an attempt's outcome
-    /// became unknown (a timeout, a lost connection, a store that could not say) and it was not
-    /// resent, since a second copy could apply after other clients' writes. A write that gave
-    /// up may or may not have been applied.
+    /// A raw write was sent and no answer came that says whether it applied (a
+    /// timeout, a connection lost once it may have been sent, a store that stopped waiting for
+    /// its raft group, a peer removed with the command pending): it may have happened or not,
+    /// and it was not sent again. Read the key to learn its state.
+    #[error("{op} {key:?}: the outcome is unknown: {reason}")]
+    Undetermined {
+        /// The operation (`put`, `delete`, `cas`).
+        op: &'static str,
+        /// The key (lossy text).
+        key: String,
+        /// What happened to the attempt that may have applied.
+        reason: String,
+    },
+    /// No store served the request before the deadline. For a raw write, it was applied by
+    /// no attempt: each one failed in a way that proves it.
     #[error(
         "{op} {key:?}: gave up after {attempts} attempts in {elapsed:.1?}; last tried: {tried}"
     )]
@@ -56,23 +76,14 @@ pub enum ClusterError {
         elapsed: Duration,
         /// What the last attempts ran into, oldest first.
         tried: String,
-        /// A write whose last attempt may have been applied (it was not resent).
-        maybe_applied: bool,
     },
 }
 
 impl ClusterError {
-    /// Whether a write that failed with this error may nevertheless have been applied: its last
-    /// attempt's outcome is unknown. Only the caller knows whether resending is then safe (say,
-    /// the same value to a key no one else writes).
-    pub fn maybe_applied(&self) -> bool {
-        matches!(
-            self,
-            ClusterError::GaveUp {
-                maybe_applied: true,
-                ..
-            }
-        )
+    /// Whether the request may have taken effect although it failed: a raw write whose
+    /// outcome is unknown.
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, ClusterError::Undetermined { .. })
     }
 }
 
@@ -96,46 +107,6 @@ impl<T> Reply<T> {
             None => Reply::Ok(value),
         }
     }
-}
-
-/// Whether a store's `error` text is `kv::Error::Unavailable` (a timeout; worth a retry).
-pub(super) fn is_unavailable(error: &str) -> bool {
-    // The prefix comes from the error type itself, so it cannot drift from the server's text.
-    let prefix = kv::Error::Unavailable(String::new()).to_string();
-    error.starts_with(&prefix)
-}
-
-/// Whether a failed RPC provably never reached a store: no connection could be made (refused,
-/// or reset while connecting). A connection lost after it was made may have carried the request.
-pub fn never_sent(status: &Status) -> bool {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(err) = e {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        // hyper-util's connector error: the TCP connection was never established.
-        if err.to_string().starts_with("tcp connect error") {
-            return true;
-        }
-        e = err.source();
-    }
-    false
-}
-
-/// Whether a region error proves the command was not applied: refused before it was proposed,
-/// at apply time without applying, or overwritten by another leader's entry (`StaleCommand`: the
-/// raftstore says so only once the entry at the proposal's index was applied and was another, or
-/// can never be the proposal's; a proposal overtaken by a snapshot gets its own error).
-pub(super) fn not_applied(e: &errorpb::Error) -> bool {
-    e.stale_command.is_some()
-        || e.not_leader.is_some()
-        || e.epoch_not_match.is_some()
-        || e.server_is_busy.is_some()
-        || e.disk_full.is_some()
-        || e.store_not_match.is_some()
-        || e.key_not_in_region.is_some()
 }
 
 /// Whether a failed RPC may have failed for want of a connection (another store may serve it).
@@ -192,8 +163,8 @@ pub(super) struct Retry {
     backoff: Duration,
     max_backoff: Duration,
     pub(super) attempts: usize,
-    /// A write: never resent once an attempt's outcome is unknown.
-    pub(super) write: bool,
+    /// Sent again only after failures that prove it was not applied (a raw write).
+    pub(super) once: bool,
     immediate: usize,
     /// Stores that failed this request; other peers are tried first.
     pub(super) avoid: HashSet<u64>,
@@ -211,11 +182,28 @@ impl Retry {
             backoff: config.initial_backoff,
             max_backoff: config.max_backoff,
             attempts: 0,
-            write: false,
+            once: false,
             immediate: 0,
             avoid: HashSet::new(),
             tried: Vec::new(),
         }
+    }
+
+    /// The retries of a request that must not apply twice: see the module documentation.
+    pub(super) fn once(op: &'static str, key: &[u8], config: &ClusterConfig) -> Retry {
+        Retry {
+            once: true,
+            ..Retry::new(op, key, config)
+        }
+    }
+
+    /// The error ending a [`Retry::once`] request whose last attempt may have applied.
+    pub(super) fn undetermined(&self, reason: String) -> Failure {
+        Failure::Fatal(ClusterError::Undetermined {
+            op: self.op,
+            key: key_text(&self.key),
+            reason,
+        })
     }
 
     pub(super) fn remaining(&self) -> Duration {
@@ -224,7 +212,6 @@ impl Retry {
 
     pub(super) fn give_up(&self) -> ClusterError {
         ClusterError::GaveUp {
-            maybe_applied: false,
             op: self.op,
             key: key_text(&self.key),
             attempts: self.attempts,
@@ -237,38 +224,18 @@ impl Retry {
         }
     }
 
-    fn note(&mut self, note: String) {
-        if self.tried.last() != Some(&note) {
-            if self.tried.len() == TRIED_KEPT {
-                self.tried.remove(0);
-            }
-            self.tried.push(note);
-        }
-    }
-
-    /// What to do after an attempt that may have been applied: try again, unless this is a
-    /// write, which then gives up saying its outcome is unknown.
-    pub(super) fn after_unknown(&mut self, note: String) -> Failure {
-        if !self.write {
-            return Failure::backoff(note);
-        }
-        self.note(format!(
-            "{note} (outcome unknown: the write may have been applied, so it was not resent)"
-        ));
-        let mut e = self.give_up();
-        if let ClusterError::GaveUp { maybe_applied, .. } = &mut e {
-            *maybe_applied = true;
-        }
-        Failure::Fatal(e)
-    }
-
     /// Records a failed attempt, then waits before the next one if it should.
     pub(super) async fn after_failure(
         &mut self,
         note: String,
         backoff: bool,
     ) -> Result<(), ClusterError> {
-        self.note(note);
+        if self.tried.last() != Some(&note) {
+            if self.tried.len() == TRIED_KEPT {
+                self.tried.remove(0);
+            }
+            self.tried.push(note);
+        }
         let remaining = self.remaining();
         if remaining.is_zero() {
             return Err(self.give_up());

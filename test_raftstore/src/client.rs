@@ -1,16 +1,17 @@
 //! The test cluster as a client: requests routed by key to the region's leader, following
 //! `NotLeader` hints and retrying other stores on timeouts and region errors until a deadline;
-//! the `try_*` and `must_*` helpers over it.
+//! the `try_*` and `must_*` helpers over it. A compare-and-swap is retried only after failures
+//! that prove it was not applied, as a real client must (see [`CasError`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kv::{Cf, EngineReader, StorageReader as _};
+use kv::{CasOutcome, Cf, EngineReader, StorageReader as _};
 use proto::metapb;
 use proto::raft_cmdpb::{
-    CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
-    SnapRequest,
+    CasRequest, CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader,
+    Request, SnapRequest,
 };
 use raftstore::CmdResponse;
 
@@ -52,6 +53,22 @@ impl LeaderCache {
 #[derive(Debug, Clone)]
 pub struct RequestError(pub String);
 
+/// How a compare-and-swap through the test cluster ended without an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasError {
+    /// No attempt applied: each failed in a way that proves it, until the deadline.
+    NotApplied(String),
+    /// An attempt may have applied (it timed out, or its peer could no longer tell); it was
+    /// not sent again.
+    Undetermined(String),
+}
+
+/// How [`Cluster::route`] ended without an answer.
+enum Ended {
+    Deadline(String),
+    Undetermined(String),
+}
+
 impl Cluster {
     /// Sends `requests` for `key`'s region to its leader, following `NotLeader` hints and
     /// trying other stores on timeouts and other region errors, until `timeout` passes.
@@ -78,13 +95,29 @@ impl Cluster {
         requests: Vec<Request>,
         timeout: Duration,
     ) -> Result<CmdResponse, RequestError> {
+        match self.route(leaders, key, requests, timeout, false) {
+            Ok(resp) => Ok(resp),
+            Err(Ended::Deadline(e) | Ended::Undetermined(e)) => Err(RequestError(e)),
+        }
+    }
+
+    /// Sends `requests` as [`Cluster::request_with`] does; with `once`, only until an attempt
+    /// fails in a way that does not prove it was not applied.
+    fn route(
+        &self,
+        leaders: &LeaderCache,
+        key: &[u8],
+        requests: Vec<Request>,
+        timeout: Duration,
+        once: bool,
+    ) -> Result<CmdResponse, Ended> {
         let deadline = Instant::now() + timeout;
         let mut attempt = 0usize;
         let mut last_err = String::from("no attempt made");
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(RequestError(format!(
+                return Err(Ended::Deadline(format!(
                     "no answer for key {:?} in {timeout:?} after {attempt} attempts; last: {last_err}",
                     String::from_utf8_lossy(key)
                 )));
@@ -124,6 +157,9 @@ impl Cluster {
                         leaders.set(region.id, target);
                         return Ok(resp);
                     }
+                    Some(e) if once && !e.proves_not_applied() => {
+                        return Err(Ended::Undetermined(e.message));
+                    }
                     Some(e) => {
                         last_err = e.message.clone();
                         match e.not_leader.and_then(|nl| nl.leader) {
@@ -137,6 +173,11 @@ impl Cluster {
                         }
                     }
                 },
+                // Only a store that is not running proves the command never arrived.
+                Err(e) if once && !matches!(e, raftstore::Error::Transport(_)) => {
+                    forget();
+                    return Err(Ended::Undetermined(e.to_string()));
+                }
                 Err(e) => {
                     last_err = e.to_string();
                     forget();
@@ -198,6 +239,44 @@ impl Cluster {
             .map(|g| g.value.clone())
             .unwrap_or_default();
         Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// Writes `value` at `key` (default CF) if the key holds `expect` (`None`: is absent),
+    /// with a deadline, sending it again only after failures that prove it was not applied.
+    ///
+    /// # Errors
+    /// [`CasError::Undetermined`] when an attempt may have applied, [`CasError::NotApplied`]
+    /// when the deadline passed otherwise.
+    pub fn try_cas_with(
+        &self,
+        leaders: &LeaderCache,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: &[u8],
+        timeout: Duration,
+    ) -> Result<CasOutcome, CasError> {
+        let req = cas_req(key, expect, value);
+        let resp = match self.route(leaders, key, vec![req], timeout, true) {
+            Ok(resp) => resp,
+            Err(Ended::Deadline(e)) => return Err(CasError::NotApplied(e)),
+            Err(Ended::Undetermined(e)) => return Err(CasError::Undetermined(e)),
+        };
+        let cas = resp
+            .response
+            .responses
+            .first()
+            .and_then(|r| r.cas.clone())
+            .expect("a compare-and-swap response carries its outcome");
+        Ok(CasOutcome {
+            succeed: cas.succeed,
+            previous: (!cas.previous_not_exist).then_some(cas.previous_value),
+        })
+    }
+
+    /// Compare-and-swap, panicking when its outcome is not known in time.
+    pub fn must_cas(&self, key: &[u8], expect: Option<&[u8]>, value: &[u8]) -> CasOutcome {
+        self.try_cas_with(&self.leaders, key, expect, value, MUST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("must_cas {:?}: {e:?}", String::from_utf8_lossy(key)))
     }
 
     /// Puts, panicking when it cannot be done in time.
@@ -266,6 +345,21 @@ pub fn put_req(key: &[u8], value: &[u8]) -> Request {
             cf: String::new(),
             key: key.to_vec(),
             value: value.to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A `Cas` of `key` in the default CF: `value` if it holds `expect` (`None`: is absent).
+pub fn cas_req(key: &[u8], expect: Option<&[u8]>, value: &[u8]) -> Request {
+    Request {
+        cmd_type: CmdType::Cas as i32,
+        cas: Some(CasRequest {
+            cf: String::new(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+            previous_not_exist: expect.is_none(),
+            previous_value: expect.map(<[u8]>::to_vec).unwrap_or_default(),
         }),
         ..Default::default()
     }

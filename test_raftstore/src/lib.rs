@@ -24,7 +24,7 @@ mod transport;
 /// The linearizability checker (the `checker` crate), where the suites have always found it.
 pub use checker;
 
-pub use client::{get_req, put_req, LeaderCache, RequestError};
+pub use client::{cas_req, get_req, put_req, CasError, LeaderCache, RequestError};
 pub use cluster::Cluster;
 pub use filter::{
     DelayFilter, DropFilter, Filter, FilterAction, IsolationFilter, MessageTypeFilter,

@@ -87,6 +87,14 @@ async fn peer_port_takes_raft_from_the_cluster_only_2b() {
     };
     let e = client(&peer).await.raw_get(get.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented, "{e}");
+    let cas = proto::kvrpcpb::RawCasRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        previous_not_exist: true,
+        ..Default::default()
+    };
+    let e = client(&peer).await.raw_compare_and_swap(cas).await;
+    assert_eq!(e.unwrap_err().code(), Code::Unimplemented);
     // Raft is not served on the client port, token or not.
     let grpc = store.grpc_addr().to_string();
     assert_eq!(

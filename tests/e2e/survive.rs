@@ -83,7 +83,7 @@ impl Acked {
             // value to a key no one else writes is safe, so the test does.
             for _ in 0..3 {
                 match &put {
-                    Err(e) if e.maybe_applied() => {
+                    Err(e) if e.is_undetermined() => {
                         put = self
                             .client
                             .put("default", key.as_bytes(), value.as_bytes())

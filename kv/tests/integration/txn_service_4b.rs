@@ -378,6 +378,17 @@ impl kv::Storage for FailingStorage {
         }
     }
 
+    fn compare_and_swap(
+        &self,
+        ctx: &proto::kvrpcpb::Context,
+        cas: kv::Cas,
+    ) -> kv::Result<kv::CasOutcome> {
+        match self.writes {
+            Some(e) => Err(e()),
+            None => self.inner.compare_and_swap(ctx, cas),
+        }
+    }
+
     fn reader(&self, ctx: &proto::kvrpcpb::Context) -> kv::Result<Box<dyn kv::StorageReader>> {
         match self.reads {
             Some(e) => Err(e()),

@@ -1,14 +1,18 @@
 //! Applying committed entries: each command's writes go into one kv-engine batch together with the
 //! new `RaftApplyState`, so a crash never applies an entry twice or half; proposals are answered
 //! only after that batch is written, matched by (term, index).
+//!
+//! A compare-and-swap is decided here, in log order, against the engine: a command that reads
+//! (a `Get`, a `Cas`) first writes out the batch so far, so it sees every earlier entry. A
+//! refused swap writes nothing but advances the applied index like any entry.
 
 use kv::{keys, Cf, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogResponse, DeleteResponse,
-    GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
-    SnapResponse,
+    AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CmdType,
+    CompactLogResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
+    RaftResponseHeader, Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
@@ -116,6 +120,24 @@ impl PeerMsgHandler<'_> {
         self.peer.raft_group.store().set_apply_state(*apply_state);
     }
 
+    /// Answers every pending proposal at or below `index` with [`Error::Undetermined`]: this
+    /// peer will not apply their entries itself (a snapshot covers them, or the peer is going),
+    /// so it cannot tell whether they committed.
+    pub(super) fn abandon_proposals_up_to(&mut self, index: u64, reason: &'static str) {
+        let term = self.peer.term();
+        let region_id = self.peer.region_id;
+        while self
+            .peer
+            .proposals
+            .front()
+            .is_some_and(|p| p.index <= index)
+        {
+            let p = self.peer.proposals.pop_front().expect("checked front");
+            p.callback
+                .invoke_with_error(Error::Undetermined { region_id, reason }, term);
+        }
+    }
+
     /// Pops the proposal of entry (term, index), answering overwritten proposals before it.
     fn take_proposal(&mut self, index: u64, term: u64) -> Option<Callback> {
         while let Some(p) = self.peer.proposals.front() {
@@ -162,15 +184,18 @@ impl PeerMsgHandler<'_> {
         let reads = req.requests.iter().any(|r| {
             matches!(
                 CmdType::try_from(r.cmd_type),
-                Ok(CmdType::Get) | Ok(CmdType::Snap)
+                Ok(CmdType::Get) | Ok(CmdType::Snap) | Ok(CmdType::Cas)
             )
         });
         if reads {
-            // A read inside a write command must see the writes of earlier entries.
+            // A read inside a write command (a Get, the comparison of a Cas) reads the engine,
+            // which must hold the writes of earlier entries of this batch first. They go out
+            // with the applied index before this entry, so a crash right after replays from
+            // here and decides the same way.
             apply_state.applied_index = e.index - 1;
             self.write_apply_state(wb, apply_state, effects.sync);
         }
-        match self.exec_requests(&req, wb) {
+        match self.exec_requests(&req, wb, e.index) {
             Ok(resp) => resp,
             Err(err) => CmdResponse::from_error(err, self.peer.term()),
         }
@@ -215,7 +240,12 @@ impl PeerMsgHandler<'_> {
         admin_response(term, resp)
     }
 
-    fn exec_requests(&self, req: &RaftCmdRequest, wb: &mut WriteBatch) -> Result<CmdResponse> {
+    fn exec_requests(
+        &self,
+        req: &RaftCmdRequest,
+        wb: &mut WriteBatch,
+        index: u64,
+    ) -> Result<CmdResponse> {
         let kv = &self.peer.raft_group.store().engines().kv;
         // Validate every request before writing any, so a bad one cannot half-apply a command.
         for r in &req.requests {
@@ -223,6 +253,7 @@ impl PeerMsgHandler<'_> {
                 Ok(CmdType::Put) => r.put.as_ref().map(|p| p.cf.as_str()),
                 Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.cf.as_str()),
                 Ok(CmdType::Get) => r.get.as_ref().map(|g| g.cf.as_str()),
+                Ok(CmdType::Cas) => r.cas.as_ref().map(|c| c.cf.as_str()),
                 _ => None,
             };
             Cf::from_name(cf.unwrap_or_default())?;
@@ -253,6 +284,10 @@ impl PeerMsgHandler<'_> {
                         value: v.unwrap_or_default(),
                     });
                 }
+                CmdType::Cas => {
+                    let c = r.cas.clone().unwrap_or_default();
+                    resp.cas = Some(self.exec_cas(c, wb, index)?);
+                }
                 CmdType::Snap => {
                     snapshot = Some(EngineSnapshot::new(kv));
                     resp.snap = Some(SnapResponse {
@@ -278,6 +313,41 @@ impl PeerMsgHandler<'_> {
                 admin_response: None,
             },
             snapshot,
+        })
+    }
+
+    /// Decides a compare-and-swap against the engine, which holds every earlier entry's writes
+    /// (`exec_normal` wrote the batch out first), and queues its write when it succeeds. Every
+    /// replica decides the same way: same log, same state. A failed read cannot be answered as
+    /// a refusal (another replica reading fine would swap): the store stops, as it does when
+    /// an apply write fails.
+    fn exec_cas(&self, req: CasRequest, wb: &mut WriteBatch, index: u64) -> Result<CasResponse> {
+        let kv = &self.peer.raft_group.store().engines().kv;
+        let cf = Cf::from_name(&req.cf)?;
+        let data_key = keys::data_key(&req.key);
+        let current = kv::engine::get_cf(kv, cf, &data_key).unwrap_or_else(|e| {
+            panic!(
+                "region {} peer {}: reading {:?} for the compare-and-swap at index {index} \
+                 failed: {e}",
+                self.peer.region_id,
+                self.peer.meta.id,
+                String::from_utf8_lossy(&req.key)
+            )
+        });
+        let cas = kv::Cas {
+            cf,
+            key: req.key,
+            expect: (!req.previous_not_exist).then_some(req.previous_value),
+            value: req.value,
+        };
+        let outcome = cas.decide(current);
+        if outcome.succeed {
+            wb.put_cf(cf, &data_key, &cas.value)?;
+        }
+        Ok(CasResponse {
+            succeed: outcome.succeed,
+            previous_not_exist: outcome.previous.is_none(),
+            previous_value: outcome.previous.unwrap_or_default(),
         })
     }
 }

@@ -389,10 +389,9 @@ impl PeerMsgHandler<'_> {
         let region = self.peer.region();
         let region_id = region.id;
         let term = self.peer.term();
-        for p in std::mem::take(&mut self.peer.proposals) {
-            p.callback
-                .invoke_with_error(Error::RegionNotFound(region_id), term);
-        }
+        // A pending proposal may still commit on the peers that remain (RegionNotFound would
+        // tell its client it never happened); a pending read never changed anything.
+        self.abandon_proposals_up_to(u64::MAX, "the peer was removed from the region");
         for r in std::mem::take(&mut self.peer.pending_reads) {
             r.callback
                 .invoke_with_error(Error::RegionNotFound(region_id), term);

@@ -40,7 +40,12 @@ impl PeerMsgHandler<'_> {
                 .store()
                 .apply_snapshot(&rd.snapshot, raft_wb);
             match installed {
-                Ok((key, region)) => self.start_applying_snapshot(key, region),
+                Ok((key, region)) => {
+                    // A deposed leader's proposals covered by the snapshot may be in it or not.
+                    let reason = "a snapshot replaced the log up to its entry";
+                    self.abandon_proposals_up_to(key.index, reason);
+                    self.start_applying_snapshot(key, region);
+                }
                 // Checked before raft saw it; only an engine failure gets here.
                 Err(e) => panic!(
                     "region {} peer {}: cannot install snapshot: {e}",

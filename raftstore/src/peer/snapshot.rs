@@ -22,7 +22,6 @@ use raft::{ProgressState, SnapshotStatus};
 use snap::{SnapKey, SnapKind};
 
 use super::PeerMsgHandler;
-use crate::error::Error;
 use crate::region_worker::RegionTask;
 
 /// Where the leader should compact the log to, if anywhere: everything applied once the log
@@ -126,20 +125,6 @@ impl PeerMsgHandler<'_> {
 
     /// Hands an installed snapshot's data to the region worker.
     pub(super) fn start_applying_snapshot(&mut self, key: SnapKey, region: metapb::Region) {
-        // The snapshot covers these proposals' indexes: this peer will never apply their entries
-        // one by one, so it cannot tell whether they committed. Saying "stale" would be a lie
-        // when they did (a client would resend and apply the command twice).
-        let (covered, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.proposals)
-            .into_iter()
-            .partition(|p| p.index <= key.index);
-        self.peer.proposals = later.into();
-        for p in covered {
-            let e = Error::ProposalInSnapshot {
-                region_id: self.peer.region_id,
-                index: p.index,
-            };
-            p.callback.invoke_with_error(e, p.term);
-        }
         self.ctx
             .store_meta
             .write()

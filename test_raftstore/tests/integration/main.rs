@@ -1,6 +1,7 @@
 //! Integration tests of the raftstore on the in-process cluster: cluster basics and the stage-2B
 //! scenarios.
 
+mod cas_2b;
 mod cluster_2b;
 mod conf_change_3b;
 mod multi_region_2b;
