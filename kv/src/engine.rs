@@ -54,6 +54,10 @@ pub fn open_engine(path: &Path, cfs: &[Cf]) -> Result<Arc<DB>> {
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     // Memtables hold the unsynced writes then: a batch must reach SSTs whole.
     opts.set_atomic_flush(lose_unsynced());
+    // A log record torn by a crash can only be the last, never synced: dropped. A bad checksum
+    // anywhere before it is corruption, and the engine refuses to open (the default recovery
+    // would silently drop every record after it, synced ones included).
+    opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
     let descriptors = cfs
         .iter()
         .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));

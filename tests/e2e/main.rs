@@ -5,6 +5,7 @@ mod bank_process_4c;
 mod cas;
 mod chaos_3b;
 mod cluster_process_2b;
+mod corrupt_log_2b;
 mod ctl_1;
 mod disk_fault_2b;
 mod disk_full_2b;

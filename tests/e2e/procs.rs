@@ -172,6 +172,11 @@ impl Store {
         self.data_dir.join("store").join("snap")
     }
 
+    /// Where its raft engine (RocksDB) lives.
+    pub fn raft_engine_dir(&self) -> PathBuf {
+        self.data_dir.join("store").join("raft")
+    }
+
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -372,6 +377,12 @@ impl Cluster {
     /// the store registers its new address with the scheduler, and peers and clients look it
     /// up again.
     pub fn run_store(&mut self, i: usize) {
+        self.try_run_store(i).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`Cluster::run_store`], returning why the store did not come up (it exited before it
+    /// listened) instead of panicking.
+    pub fn try_run_store(&mut self, i: usize) -> Result<(), String> {
         let config = self.dir.path().join("tessera.toml");
         let token = self.token_file();
         let s = &mut self.stores[i];
@@ -414,15 +425,15 @@ impl Cluster {
                     &s.env,
                     &s.log,
                     3,
-                )
-                .unwrap_or_else(|e| panic!("{e}"))
+                )?
             }
-            Err(e) => panic!("{e}"),
+            Err(e) => return Err(e),
         };
         s.grpc = field(&lines[0], "grpc");
         s.peer = field(&lines[1], "peer");
         s.http = field(&lines[2], "http").parse().unwrap();
         s.proc = Some(proc);
+        Ok(())
     }
 
     /// The file holding the cluster token every store of this cluster is started with.
