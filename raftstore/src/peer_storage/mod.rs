@@ -102,6 +102,41 @@ fn corrupt(what: &str, region_id: u64, e: impl std::fmt::Display) -> Error {
     Error::Other(format!("region {region_id}: corrupt {what}: {e}"))
 }
 
+/// Raises the commit index to the applied one when a crash lost the raft engine's later commit
+/// index but kept the kv engine's apply state (each engine loses its own unsynced writes): the
+/// commit index is written unsynced, only entries must be durable before they count. What was
+/// applied was committed, and its entries were synced before. Applied past the log's end is not
+/// a lost commit index but a broken store.
+fn recover_commit(
+    region_id: u64,
+    mut raft_state: RaftLocalState,
+    apply_state: &RaftApplyState,
+) -> Result<RaftLocalState> {
+    let applied = apply_state.applied_index;
+    let hs = raft_state.hard_state.get_or_insert_with(Default::default);
+    if hs.commit >= applied {
+        return Ok(raft_state);
+    }
+    if raft_state.last_index < applied {
+        return Err(corrupt(
+            "raft state",
+            region_id,
+            format!(
+                "applied index {applied} is past the raft log's last index {}",
+                raft_state.last_index
+            ),
+        ));
+    }
+    tracing::info!(
+        region_id,
+        commit = hs.commit,
+        applied,
+        "commit index behind the applied index after a crash; raising it"
+    );
+    hs.commit = applied;
+    Ok(raft_state)
+}
+
 impl PeerStorage {
     /// Loads the storage of `region`'s peer from the engines. A region with no stored raft state
     /// is either freshly created by a message (no peers known: everything 0) or a broken store.
@@ -139,6 +174,7 @@ impl PeerStorage {
             }
         };
         let raft_state = snapshot::recover_raft_state(region_id, raft_state, &apply_state);
+        let raft_state = recover_commit(region_id, raft_state, &apply_state)?;
         Ok(PeerStorage {
             engines,
             region_id,
@@ -470,5 +506,49 @@ mod tests {
         assert!(stale.unwrap().is_none());
         // A size limit still returns at least one entry.
         assert_eq!(ps.entries(6, 8, Some(1)).unwrap().len(), 1);
+    }
+
+    /// A power cut can keep the kv engine's apply state (written unsynced, then flushed) while
+    /// losing the raft engine's later commit index (also unsynced: only entries must be synced
+    /// before they count): applied 8 with commit 6. Raft refused to start from that ("applied
+    /// out of range", found by `tessera-chaos` seed 18). What was applied was committed, and its
+    /// entries are synced in the log, so the commit index is raised to the applied one.
+    #[test]
+    fn applied_beyond_a_lost_commit_index_raises_it_2b() {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = Engines::open(dir.path()).unwrap();
+        crate::bootstrap::prepare_bootstrap_cluster(&engines, &region()).unwrap();
+        let applied = |index| {
+            let mut wb = WriteBatch::new(&engines.kv);
+            let state = RaftApplyState {
+                applied_index: index,
+                truncated_state: Some(raft_serverpb::RaftTruncatedState { index: 5, term: 5 }),
+            };
+            wb.put_msg(&keys::apply_state_key(1), &state);
+            wb.write(true).unwrap();
+        };
+        {
+            let ps = PeerStorage::new(engines.clone(), region(), 16).unwrap();
+            let mut wb = WriteBatch::new(&engines.raft);
+            ps.append(&[entry(6, 6), entry(7, 6), entry(8, 6)], &mut wb)
+                .unwrap();
+            let mut hs = HardState::default();
+            hs.term = 6;
+            hs.commit = 6;
+            ps.save_raft_state(Some(&hs), &mut wb);
+            wb.write(true).unwrap();
+        }
+        applied(8);
+        let ps = PeerStorage::new(engines.clone(), region(), 16).unwrap();
+        assert_eq!(ps.initial_state().unwrap().hard_state.commit, 8);
+        let mut config = raft::Config::new(1);
+        config.applied = 8;
+        raft::RawNode::new(&config, ps).expect("raft starts from the recovered state");
+        // Applied beyond the log itself is not a lost commit index but a broken store.
+        applied(9);
+        let e = PeerStorage::new(engines, region(), 16)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("applied"), "{e}");
     }
 }
