@@ -191,7 +191,6 @@ async fn open_bank(config: &ChaosConfig, scheduler: &str, clients: usize) -> Res
         prefix: Some(format!("s{}-bank/", config.seed)),
         abandon_every: 8,
         seed: config.seed,
-        settle_timeout: Duration::from_secs(60),
         ..BankConfig::default()
     };
     Bank::open(client, routed, bank_config)

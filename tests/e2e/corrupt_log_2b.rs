@@ -69,8 +69,8 @@ async fn corrupt_raft_log_stops_the_store_at_start_2b() {
         log.contains("orruption") || why.contains("orruption"),
         "{name} stopped ({why}) without naming the corruption; its log:\n{log}"
     );
-    let status = why.lines().next().unwrap_or_default().to_string();
-    cluster.note(&format!("{name} refused to start ({status})"));
+    let first = why.lines().next().unwrap_or_default();
+    cluster.note(&format!("{name} refused to start ({first})"));
     acked
         .must_write(&cluster, 10, &format!("with {name} refusing to start"))
         .await;

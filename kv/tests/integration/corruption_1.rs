@@ -5,13 +5,11 @@
 //! was never acknowledged: it had not synced) opens with every record before it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use kv::engine::{get_cf, open_engine, Cf, WriteBatch};
 
-/// Set in the child: the engine directory it writes to.
-const CHILD_DIR: &str = "TESSERA_TEST_CORRUPTION_CHILD_DIR";
+use crate::child;
 
 fn key(n: u32) -> Vec<u8> {
     format!("key{n:05}").into_bytes()
@@ -81,19 +79,13 @@ fn sst_bit_flip_is_detected_not_served_1() {
 /// In the child (run as `test`): 200 synced writes, then an abort, as kill -9 (they are only
 /// in the log). In the parent: runs the child; returns its directory and log file.
 fn synced_writes_then_kill(test: &str) -> (tempfile::TempDir, PathBuf) {
-    if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        let db = open_engine(Path::new(&dir), &Cf::ALL).unwrap();
+    if let Some(dir) = child::dir() {
+        let db = open_engine(&dir, &Cf::ALL).unwrap();
         write(&db, 0..200, true);
         std::process::abort();
     }
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test])
-        .env(CHILD_DIR, dir.path())
-        .output()
-        .unwrap()
-        .status;
-    assert!(!status.success(), "the child must die by abort");
+    child::run_until_abort(test, dir.path(), &[]);
     let wal = files(dir.path(), ".log")
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())

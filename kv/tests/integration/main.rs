@@ -1,6 +1,7 @@
 //! Integration tests of the `kv` crate: one test binary, one module per area.
 
 mod cas_1;
+mod child;
 mod corruption_1;
 mod mvcc_4a;
 mod power_cut_1;

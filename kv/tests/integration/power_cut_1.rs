@@ -5,13 +5,11 @@
 //! none of the unsynced writes after the last synced one.
 
 use std::path::Path;
-use std::process::Command;
 
 use kv::engine::{get_cf, open_engine, Cf, WriteBatch};
 use kv::fault::LOSE_UNSYNCED_ENV;
 
-/// Set in the child: the engine directory it writes to.
-const CHILD_DIR: &str = "TESSERA_TEST_POWER_CUT_CHILD_DIR";
+use crate::child;
 
 /// One batch of two column families: key `n` in default and in write.
 fn batch(db: &std::sync::Arc<rocksdb::DB>, n: u32, sync: bool) {
@@ -23,7 +21,7 @@ fn batch(db: &std::sync::Arc<rocksdb::DB>, n: u32, sync: bool) {
 }
 
 /// The child's writes: 0..10 unsynced, 10 synced, 11..20 unsynced, then an abort.
-fn child(dir: &Path) -> ! {
+fn write_then_abort(dir: &Path) -> ! {
     let db = open_engine(dir, &Cf::ALL).unwrap();
     for n in 0..10 {
         batch(&db, n, false);
@@ -45,24 +43,17 @@ fn present(db: &std::sync::Arc<rocksdb::DB>, n: u32) -> (bool, bool) {
 
 #[test]
 fn kill_loses_exactly_the_unsynced_tail_1() {
-    if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        child(Path::new(&dir));
+    if let Some(dir) = child::dir() {
+        write_then_abort(&dir);
     }
     let dir = tempfile::tempdir().unwrap();
     let run = |lose: bool| {
         let engine = dir.path().join(if lose { "lossy" } else { "normal" });
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
+        child::run_until_abort(
             "power_cut_1::kill_loses_exactly_the_unsynced_tail_1",
-        ])
-        .env(CHILD_DIR, &engine)
-        .env_remove(LOSE_UNSYNCED_ENV);
-        if lose {
-            cmd.env(LOSE_UNSYNCED_ENV, "1");
-        }
-        let status = cmd.output().unwrap().status;
-        assert!(!status.success(), "the child must die by abort");
+            &engine,
+            &[(LOSE_UNSYNCED_ENV, lose.then_some("1"))],
+        );
         open_engine(&engine, &Cf::ALL).unwrap()
     };
     // Without the switch a kill loses nothing (the page cache survives a process).

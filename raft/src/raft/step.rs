@@ -71,36 +71,35 @@ impl<S: Storage> Raft<S> {
                 return false;
             }
         }
-        let adopts = match t {
-            MessageType::MsgRequestPreVote => false,
-            MessageType::MsgRequestPreVoteResponse => m.reject,
-            _ => true,
-        };
-        if adopts {
-            let gap = m.term - self.term;
-            if gap > self.term_budget {
-                // Climb what the budget allows and drop the message: an
-                // honest sender this far ahead repeats itself (heartbeats,
-                // retried votes) and is reached a few ticks later.
-                let step = std::mem::take(&mut self.term_budget);
-                if step > 0 {
-                    self.become_follower(self.term + step, INVALID_ID);
-                }
-                return false;
-            }
-            self.term_budget -= gap;
-        }
-        match t {
+        // The leader this node follows once it takes the message's term; `None`
+        // when the message does not change the term.
+        let leader = match t {
             // A pre-vote does not change the receiver's term.
-            MessageType::MsgRequestPreVote => {}
+            MessageType::MsgRequestPreVote => None,
             // A granted pre-vote carries the future term the candidate asked about;
             // a rejected one carries the rejecter's real term.
-            MessageType::MsgRequestPreVoteResponse if !m.reject => {}
+            MessageType::MsgRequestPreVoteResponse if !m.reject => None,
             MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
-                self.become_follower(m.term, m.from);
+                Some(m.from)
             }
-            _ => self.become_follower(m.term, INVALID_ID),
+            _ => Some(INVALID_ID),
+        };
+        let Some(leader) = leader else {
+            return true;
+        };
+        let gap = m.term - self.term;
+        if gap > self.term_budget {
+            // Climb what the budget allows and drop the message: an honest
+            // sender this far ahead repeats itself (heartbeats, retried votes)
+            // and is reached a few ticks later.
+            let step = std::mem::take(&mut self.term_budget);
+            if step > 0 {
+                self.become_follower(self.term + step, INVALID_ID);
+            }
+            return false;
         }
+        self.term_budget -= gap;
+        self.become_follower(m.term, leader);
         true
     }
 
