@@ -7,6 +7,7 @@
 #   make projectN   one graded stage (project1, project2a|2b|2c, project3a|3b|3c, project4a|4b|4c)
 #   make chaos      checked chaos on real processes: SEEDS seeds × SECS seconds (default 5 × 60)
 #   make fmt / lint / bench / soak-raft / soak-3b
+#   make bench-compare  etcd and Tessera side by side on loopback, one table (BENCH_* knobs)
 #   make fuzz       fuzz a running 3-store cluster on every port for 10 minutes
 #                   (TESSERA_FUZZ_SECS, TESSERA_FUZZ_SEED)
 
@@ -18,7 +19,7 @@ DATA_DIR ?= $(CURDIR)/tessera-data
 ADDR ?= 127.0.0.1:20160
 STATUS_ADDR ?= 127.0.0.1:20180
 
-.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench soak-raft soak-3b fuzz chaos \
+.PHONY: setup build run run-standalone test test-unit test-doc fmt fmt-check lint bench bench-compare soak-raft soak-3b fuzz chaos \
 	project1 project2a project2b project2c project3a project3b project3c project4a project4b project4c
 
 setup:
@@ -57,6 +58,16 @@ lint: setup fmt-check
 bench: setup
 	$(CARGO) run --release --bin tessera-bench -- --mode local --clients 1
 	$(CARGO) run --release --bin tessera-bench -- --mode grpc --clients 8
+
+# etcd (Debian's etcd-server and etcd-client, installed when missing) and release Tessera clusters
+# side by side, one system at a time, on loopback: one markdown table of throughput and latency,
+# one of CPU time and peak memory (scripts/bench_compare.py). Knobs, from the environment or the
+# command line: SYSTEMS (etcd,tessera,tessera-32), BENCH_SECS (10), BENCH_CLIENTS (1,16,64),
+# BENCH_KEYS (100000), BENCH_VALUE_SIZE (256), BENCH_CONNS (3), BENCH_KEEP=1 keeps data and logs.
+bench-compare:
+	@bash scripts/setup.sh bench
+	$(CARGO) build --release --bins
+	python3 scripts/bench_compare.py
 
 # The stage targets select tests by the stage suffix that ends their names.
 project1: setup

@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "kvrpcpb.proto",
     "schedulerpb.proto",
     "tinykvpb.proto",
+    "etcdserverpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

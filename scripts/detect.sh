@@ -25,3 +25,19 @@ have_libclang() {
 have_nextest() {
     cargo nextest --version >/dev/null 2>&1
 }
+
+# have_etcd [ROOT]: succeeds when etcd and etcdctl (the baseline of `make bench-compare`) are
+# there: executable in ROOT/usr/bin, or, without ROOT, on PATH.
+have_etcd() {
+    local root=${1:-} bin path
+    for bin in etcd etcdctl; do
+        if [ -n "$root" ]; then
+            path=$root/usr/bin/$bin
+        else
+            path=$(type -P "$bin") || return 1
+        fi
+        # type -P names a non-executable file too when PATH holds no executable one.
+        [ -f "$path" ] && [ -x "$path" ] || return 1
+    done
+    return 0
+}

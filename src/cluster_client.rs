@@ -38,7 +38,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::kvrpcpb::{Context, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest};
+use proto::kvrpcpb::{
+    Context, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest, SplitRegionRequest,
+};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use proto::{errorpb, metapb};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
@@ -547,6 +549,33 @@ impl ClusterClient {
             }
         };
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
+    }
+
+    /// Splits the region holding `key` so that a region starts at `key`; returns the two
+    /// regions the split made, left then right. A retry after a lost answer finds `key`
+    /// already starting a region and fails with [`ClusterError::Server`] or
+    /// [`ClusterError::GaveUp`]: look the region up before splitting again.
+    pub async fn split_region(
+        &self,
+        key: &[u8],
+    ) -> Result<(metapb::Region, metapb::Region), ClusterError> {
+        self.call("split", key, |mut c, ctx| {
+            let req = SplitRegionRequest {
+                context: Some(ctx),
+                split_key: key.to_vec(),
+            };
+            async move {
+                let r = c.split_region(req).await?.into_inner();
+                let regions = (r.left.unwrap_or_default(), r.right.unwrap_or_default());
+                Ok(Reply::raw(r.region_error, r.error, regions))
+            }
+        })
+        .await
+    }
+
+    /// The scheduler client this client routes with.
+    pub fn scheduler(&self) -> Arc<dyn SchedulerClient> {
+        self.inner.scheduler.clone()
     }
 
     /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in

@@ -292,6 +292,13 @@ impl TinyKv for PeerService {
         Err(client_rpc())
     }
 
+    async fn split_region(
+        &self,
+        _: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        Err(client_rpc())
+    }
+
     async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
         self.token.check(&r)?;
         let mut stream = r.into_inner();

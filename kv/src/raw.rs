@@ -17,7 +17,7 @@ use proto::kvrpcpb::Context;
 use crate::cas::{Cas, CasOutcome};
 use crate::engine::Cf;
 use crate::error::{Error, Result};
-use crate::storage::{Modify, Storage};
+use crate::storage::{Modify, Storage, StorageFuture};
 
 /// Limits on raw requests.
 #[derive(Clone, Debug)]
@@ -110,6 +110,42 @@ impl<S: Storage> RawApi<S> {
         let cf = Cf::from_name(cf)?;
         self.check_key(key)?;
         self.storage.reader(ctx)?.get_cf(cf, key)
+    }
+
+    /// [`RawApi::get`] for async callers (see [`Storage::get_async`]).
+    pub fn get_async(
+        &self,
+        ctx: Context,
+        cf: &str,
+        key: Vec<u8>,
+    ) -> StorageFuture<Option<Vec<u8>>> {
+        let checked = Cf::from_name(cf).and_then(|cf| self.check_key(&key).map(|()| cf));
+        match checked {
+            Ok(cf) => self.storage.clone().get_async(ctx, cf, key),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    /// [`RawApi::put`] for async callers (see [`Storage::write_async`]).
+    pub fn put_async(
+        &self,
+        ctx: Context,
+        cf: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> StorageFuture<()> {
+        let checked = Cf::from_name(cf).and_then(|cf| {
+            self.check_key(&key)?;
+            self.check_value("value", &value)?;
+            Ok(cf)
+        });
+        match checked {
+            Ok(cf) => {
+                let batch = vec![Modify::Put { cf, key, value }];
+                self.storage.clone().write_async(ctx, batch)
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     /// Puts `value` at `key` in column family `cf`.

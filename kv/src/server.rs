@@ -1,7 +1,9 @@
 //! The tonic `TinyKv` service, generic over [`Storage`].
 //!
-//! Storage calls block (a replicated write waits for its commit), so every handler runs its
-//! storage work on tokio's blocking pool and never stalls the async workers. The transactional
+//! Storage calls block (a replicated write waits for its commit), so handlers run their storage
+//! work on tokio's blocking pool and never stall the async workers; the hot raw get and put use
+//! the storage's async calls instead ([`Storage::get_async`], [`Storage::write_async`]), which
+//! the raftstore answers through its callback without a blocking thread. The transactional
 //! handlers delegate to [`TxnApi`]; per-key and region errors travel in the responses, other
 //! failures become gRPC statuses.
 //!
@@ -21,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::raw::RawApi;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFuture};
 use crate::txn::TxnApi;
 
 /// How long a handler waits for its storage work by default: the raftstore's default
@@ -81,6 +83,18 @@ impl<S: Storage> KvService<S> {
             .into())),
         }
     }
+
+    /// Waits for `answer`, at most the reply timeout; past it the request is answered
+    /// `Unavailable` ("the outcome is unknown") while the storage goes on with it.
+    async fn in_time<T>(&self, answer: StorageFuture<T>) -> Result<T, Error> {
+        match tokio::time::timeout(self.reply_timeout, answer).await {
+            Ok(out) => out,
+            Err(_) => Err(Error::Unavailable(format!(
+                "no answer within {:?}; the outcome is unknown",
+                self.reply_timeout
+            ))),
+        }
+    }
 }
 
 /// Splits an outcome into the `(region_error, error)` pair of a raw response.
@@ -102,11 +116,10 @@ impl<S: Storage> TinyKv for KvService<S> {
         req: Request<RawGetRequest>,
     ) -> Result<Response<RawGetResponse>, Status> {
         let req = req.into_inner();
-        let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
         let out = self
-            .blocking(move || raw.get(&ctx, &req.cf, &req.key))
-            .await?;
+            .in_time(self.raw.get_async(ctx, &req.cf, req.key))
+            .await;
         let mut resp = RawGetResponse::default();
         match out {
             Ok(Some(v)) => resp.value = v,
@@ -121,11 +134,10 @@ impl<S: Storage> TinyKv for KvService<S> {
         req: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
         let req = req.into_inner();
-        let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
         let out = self
-            .blocking(move || raw.put(&ctx, &req.cf, req.key, req.value))
-            .await?;
+            .in_time(self.raw.put_async(ctx, &req.cf, req.key, req.value))
+            .await;
         let mut resp = RawPutResponse::default();
         if let Err(e) = out {
             (resp.region_error, resp.error) = split_error(e);
@@ -200,6 +212,24 @@ impl<S: Storage> TinyKv for KvService<S> {
                     None => resp.previous_not_exist = true,
                 }
             }
+            Err(e) => (resp.region_error, resp.error) = split_error(e),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn split_region(
+        &self,
+        req: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        let req = req.into_inner();
+        let storage = self.raw.storage().clone();
+        let ctx = req.context.unwrap_or_default();
+        let out = self
+            .blocking(move || storage.split_region(&ctx, req.split_key))
+            .await?;
+        let mut resp = SplitRegionResponse::default();
+        match out {
+            Ok((left, right)) => (resp.left, resp.right) = (Some(left), Some(right)),
             Err(e) => (resp.region_error, resp.error) = split_error(e),
         }
         Ok(Response::new(resp))

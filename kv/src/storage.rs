@@ -5,8 +5,13 @@
 //! `raftstore` crate. Keys here are user keys; how they are laid out in an engine is the
 //! implementation's business.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use proto::errorpb;
 use proto::kvrpcpb::Context;
+use proto::metapb;
 
 use crate::cas::{Cas, CasOutcome};
 use crate::engine::{Cf, EngineSnapshot};
@@ -50,6 +55,18 @@ impl Modify {
     }
 }
 
+/// The answer of a storage call made without blocking the caller.
+pub type StorageFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
+
+/// Runs `f` on tokio's blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::Error::Unavailable(format!("storage task failed: {e}")))?
+}
+
 /// A key-value store that applies batches atomically and hands out consistent readers.
 ///
 /// Methods block (a replicated implementation waits for the write to commit); async callers run
@@ -70,6 +87,45 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A reader over a consistent snapshot, as of now.
     fn reader(&self, ctx: &Context) -> Result<Box<dyn StorageReader>>;
+
+    /// [`Storage::write`] for async callers. The default runs `write` on tokio's blocking pool;
+    /// a storage that is answered through a callback (the raftstore's) overrides it so that no
+    /// thread waits. Dropping the future leaves the write's outcome unknown, as a timeout does.
+    fn write_async(self: Arc<Self>, ctx: Context, batch: Vec<Modify>) -> StorageFuture<()>
+    where
+        Self: Sized,
+    {
+        Box::pin(on_blocking_pool(move || self.write(&ctx, batch)))
+    }
+
+    /// The value at `key` in `cf`, as of now, for async callers: a [`Storage::reader`] and one
+    /// get, on tokio's blocking pool unless the storage overrides it.
+    fn get_async(
+        self: Arc<Self>,
+        ctx: Context,
+        cf: Cf,
+        key: Vec<u8>,
+    ) -> StorageFuture<Option<Vec<u8>>>
+    where
+        Self: Sized,
+    {
+        Box::pin(on_blocking_pool(move || {
+            self.reader(&ctx)?.get_cf(cf, &key)
+        }))
+    }
+
+    /// Splits the region of `ctx` at `split_key` (the first key of the right-hand half) and
+    /// returns the two regions, left then right. A storage without regions refuses.
+    fn split_region(
+        &self,
+        ctx: &Context,
+        split_key: Vec<u8>,
+    ) -> Result<(metapb::Region, metapb::Region)> {
+        let _ = (ctx, split_key);
+        Err(crate::Error::InvalidArgument(
+            "this storage has no regions to split".into(),
+        ))
+    }
 }
 
 /// A consistent, read-only view of a storage.

@@ -45,6 +45,12 @@ pub mod tinykvpb {
     tonic::include_proto!("tinykvpb");
 }
 
+/// The part of etcd's v3 KV service that `tessera-bench` drives to compare the two side by side
+/// (client only; Tessera serves none of it).
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
 pub use prost::Message;
 
 impl errorpb::Error {

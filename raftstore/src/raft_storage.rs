@@ -36,7 +36,7 @@ use proto::raft_cmdpb::{
 
 use crate::error::Error;
 use crate::metrics::StoreMetrics;
-use crate::msg::{Callback, CmdResponse};
+use crate::msg::{Callback, CmdResponse, PeerMsg, SplitRegion};
 use crate::router::Router;
 use crate::store::StoreMeta;
 use crate::util;
@@ -114,43 +114,116 @@ impl RaftStorage {
     fn send(&self, req: RaftCmdRequest, timeout: Option<Duration>) -> kv::Result<CmdResponse> {
         let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
         let (tx, rx) = crossbeam_channel::bounded(1);
-        // The router answers the callback itself when it cannot deliver.
-        let sent = self.router.send_command(
-            req,
-            Callback::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        if let Err(Error::Busy(_)) = sent {
+        self.dispatch(req, move |r| {
+            let _ = tx.send(r);
+        });
+        wait_answer(&rx, region_id, timeout)
+    }
+
+    /// Sends `req` to its region's peer; `answer` gets the outcome (the router answers it
+    /// itself when it cannot deliver).
+    fn dispatch(&self, req: RaftCmdRequest, answer: impl FnOnce(CmdResponse) + Send + 'static) {
+        if let Err(Error::Busy(_)) = self.router.send_command(req, Callback::new(answer)) {
             self.metrics.on_busy_command();
         }
-        let stopped = || {
-            kv::Error::Unavailable(format!(
-                "region {region_id}: the store stopped before answering; the outcome is unknown"
-            ))
-        };
-        let resp = match timeout {
-            Some(timeout) => rx.recv_timeout(timeout).map_err(|e| match e {
-                RecvTimeoutError::Disconnected => stopped(),
-                RecvTimeoutError::Timeout => kv::Error::Unavailable(format!(
-                    "region {region_id}: no answer within {timeout:?}; the outcome is unknown"
-                )),
-            })?,
-            None => rx.recv().map_err(|_| stopped())?,
-        };
-        if let Some(err) = resp.response.header.as_ref().and_then(|h| h.error.clone()) {
-            return Err(err.into());
-        }
-        Ok(resp)
     }
+}
+
+/// The answer, or its region error as `kv::Error::Region`.
+fn region_error_to_err(resp: CmdResponse) -> kv::Result<CmdResponse> {
+    match resp.response.header.as_ref().and_then(|h| h.error.clone()) {
+        Some(err) => Err(err.into()),
+        None => Ok(resp),
+    }
+}
+
+/// Waits for the answer of a command sent to `region_id`, at most `timeout` if given; a region
+/// error in the answer becomes `kv::Error::Region`.
+fn wait_answer(
+    rx: &crossbeam_channel::Receiver<CmdResponse>,
+    region_id: u64,
+    timeout: Option<Duration>,
+) -> kv::Result<CmdResponse> {
+    let stopped = || stopped(region_id);
+    let resp = match timeout {
+        Some(timeout) => rx.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Disconnected => stopped(),
+            RecvTimeoutError::Timeout => kv::Error::Unavailable(format!(
+                "region {region_id}: no answer within {timeout:?}; the outcome is unknown"
+            )),
+        })?,
+        None => rx.recv().map_err(|_| stopped())?,
+    };
+    region_error_to_err(resp)
 }
 
 impl kv::Storage for RaftStorage {
     /// Proposes `batch` and waits, without a deadline, until it is applied or has definitely
     /// failed (see the module documentation for why there is no deadline).
     fn write(&self, ctx: &Context, batch: Vec<Modify>) -> kv::Result<()> {
+        match self.write_request(ctx, batch)? {
+            Some(req) => self.send(req, None).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`RaftStorage::write`], answered through the proposal's callback: no thread waits.
+    fn write_async(self: Arc<Self>, ctx: Context, batch: Vec<Modify>) -> kv::StorageFuture<()> {
+        let req = match self.write_request(&ctx, batch) {
+            Ok(Some(req)) => req,
+            Ok(None) => return Box::pin(std::future::ready(Ok(()))),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let answer = self.send_async(req);
+        Box::pin(async move { answer.await.map(|_| ()) })
+    }
+
+    /// A ReadIndex `Snap` of the key's region answered through its callback, then one get
+    /// from the snapshot on the caller's thread.
+    fn get_async(
+        self: Arc<Self>,
+        ctx: Context,
+        cf: kv::Cf,
+        key: Vec<u8>,
+    ) -> kv::StorageFuture<Option<Vec<u8>>> {
+        let req = match self.snap_request(&ctx, &key) {
+            Ok(req) => req,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let answer = self.send_async(req);
+        Box::pin(async move {
+            let reader = snap_reader(answer.await?)?;
+            reader.get_cf(cf, &key)
+        })
+    }
+
+    fn compare_and_swap(&self, ctx: &Context, cas: kv::Cas) -> kv::Result<kv::CasOutcome> {
+        self.cas(ctx, cas)
+    }
+
+    fn reader(&self, ctx: &Context) -> kv::Result<Box<dyn StorageReader>> {
+        let req = self.snap_request(ctx, b"")?;
+        snap_reader(self.call(req)?)
+    }
+
+    fn split_region(
+        &self,
+        ctx: &Context,
+        split_key: Vec<u8>,
+    ) -> kv::Result<(metapb::Region, metapb::Region)> {
+        self.split(ctx, split_key)
+    }
+}
+
+impl RaftStorage {
+    /// The proposal of `batch` (`None` when it is empty), after routing and range checks.
+    fn write_request(
+        &self,
+        ctx: &Context,
+        batch: Vec<Modify>,
+    ) -> kv::Result<Option<RaftCmdRequest>> {
         let Some(first) = batch.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let (region, peer) = self.route(ctx, first.key())?;
         let mut requests = Vec::with_capacity(batch.len());
@@ -178,18 +251,44 @@ impl kv::Storage for RaftStorage {
                 },
             });
         }
-        let req = RaftCmdRequest {
+        Ok(Some(RaftCmdRequest {
             header: Some(Self::header(ctx, &region, peer)),
             requests,
             admin_request: None,
-        };
-        self.send(req, None).map(|_| ())
+        }))
     }
 
+    /// A ReadIndex `Snap` request for the region of `ctx` (or of `key`).
+    fn snap_request(&self, ctx: &Context, key: &[u8]) -> kv::Result<RaftCmdRequest> {
+        let (region, peer) = self.route(ctx, key)?;
+        Ok(RaftCmdRequest {
+            header: Some(Self::header(ctx, &region, peer)),
+            requests: vec![Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {}),
+                ..Default::default()
+            }],
+            admin_request: None,
+        })
+    }
+
+    /// Sends `req`; the future resolves with its answer (a region error as `kv::Error::Region`)
+    /// or `Unavailable` when the store stops before answering.
+    fn send_async(&self, req: RaftCmdRequest) -> kv::StorageFuture<CmdResponse> {
+        let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.dispatch(req, move |r| {
+            let _ = tx.send(r);
+        });
+        Box::pin(async move { region_error_to_err(rx.await.map_err(|_| stopped(region_id))?) })
+    }
+}
+
+impl RaftStorage {
     /// Proposes the swap as a command of its own and waits, like [`kv::Storage::write`], until
     /// it is applied or has definitely failed. The comparison happens at apply, in the region's
     /// log order, so it is atomic with respect to every other write of the region.
-    fn compare_and_swap(&self, ctx: &Context, cas: kv::Cas) -> kv::Result<kv::CasOutcome> {
+    fn cas(&self, ctx: &Context, cas: kv::Cas) -> kv::Result<kv::CasOutcome> {
         let (region, peer) = self.route(ctx, &cas.key)?;
         if let Err(e) = util::check_key_in_region(&cas.key, &region) {
             return Err(e.into_errorpb().into());
@@ -223,36 +322,66 @@ impl kv::Storage for RaftStorage {
         })
     }
 
-    fn reader(&self, ctx: &Context) -> kv::Result<Box<dyn StorageReader>> {
-        let (region, peer) = self.route(ctx, b"")?;
-        let req = RaftCmdRequest {
-            header: Some(Self::header(ctx, &region, peer)),
-            requests: vec![Request {
-                cmd_type: CmdType::Snap as i32,
-                snap: Some(SnapRequest {}),
-                ..Default::default()
-            }],
-            admin_request: None,
-        };
-        let resp = self.call(req)?;
-        let region = resp
+    /// Asks this store's leader of the region to split it (the scheduler allocates the new
+    /// region's ids) and waits, at most `command_timeout`, for the split to be applied here.
+    fn split(
+        &self,
+        ctx: &Context,
+        split_key: Vec<u8>,
+    ) -> kv::Result<(metapb::Region, metapb::Region)> {
+        let (region, _) = self.route(ctx, &split_key)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let msg = PeerMsg::SplitRegion(Box::new(SplitRegion {
+            region_epoch: ctx.region_epoch.or(region.region_epoch).unwrap_or_default(),
+            split_key,
+            callback: Callback::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        }));
+        if let Err((err, PeerMsg::SplitRegion(split))) = self.router.send(region.id, msg) {
+            split.callback.invoke_with_error(err, 0);
+        }
+        let resp = wait_answer(&rx, region.id, Some(self.timeout))?;
+        let regions = resp
             .response
-            .responses
-            .first()
-            .and_then(|r| r.snap.as_ref())
-            .and_then(|s| s.region.clone())
-            .unwrap_or(region);
-        let snap = resp.snapshot.ok_or_else(|| {
-            kv::Error::Unavailable(format!(
-                "region {}: snap response without a snapshot",
-                region.id
-            ))
-        })?;
-        Ok(Box::new(EngineReader::for_region(
-            snap,
-            region.id,
-            &region.start_key,
-            &region.end_key,
-        )))
+            .admin_response
+            .and_then(|a| a.split)
+            .map(|s| s.regions)
+            .unwrap_or_default();
+        match <[metapb::Region; 2]>::try_from(regions) {
+            Ok([left, right]) => Ok((left, right)),
+            Err(regions) => Err(kv::Error::Unavailable(format!(
+                "region {}: split answered with {} regions, not two",
+                region.id,
+                regions.len()
+            ))),
+        }
     }
+}
+
+/// A reader over the snapshot a `Snap` request was answered with, limited to its region.
+fn snap_reader(resp: CmdResponse) -> kv::Result<Box<dyn StorageReader>> {
+    let region = resp
+        .response
+        .responses
+        .first()
+        .and_then(|r| r.snap.as_ref())
+        .and_then(|s| s.region.clone());
+    let (Some(region), Some(snap)) = (region, resp.snapshot) else {
+        return Err(kv::Error::Unavailable(
+            "snap response without its region or snapshot".into(),
+        ));
+    };
+    Ok(Box::new(EngineReader::for_region(
+        snap,
+        region.id,
+        &region.start_key,
+        &region.end_key,
+    )))
+}
+
+fn stopped(region_id: u64) -> kv::Error {
+    kv::Error::Unavailable(format!(
+        "region {region_id}: the store stopped before answering; the outcome is unknown"
+    ))
 }
