@@ -54,6 +54,9 @@ pub struct Config {
     pub reserve_space: u64,
     /// Interval of the free-space check.
     pub disk_check_interval: Duration,
+    /// Serve reads on a leader whose lease runs without a ReadIndex round (see
+    /// [`Config::leader_lease`]); off, every read confirms leadership with a quorum.
+    pub lease_read: bool,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             mailbox_capacity: 4096,
             reserve_space: 0,
             disk_check_interval: Duration::from_secs(1),
+            lease_read: true,
         }
     }
 }
@@ -127,6 +131,17 @@ impl Config {
             return invalid("region_split_size must not exceed region_max_size");
         }
         Ok(())
+    }
+
+    /// How long a quorum's confirmation of leadership lets a leader serve reads alone: 90% of
+    /// the shortest time in which a peer that heard from it can vote for another candidate,
+    /// `election_timeout_ticks − 1` ticks (see `peer/lease.rs`); zero when `lease_read` is off.
+    pub fn leader_lease(&self) -> Duration {
+        if !self.lease_read {
+            return Duration::ZERO;
+        }
+        let ticks = self.raft_election_timeout_ticks.saturating_sub(1) as u32;
+        self.raft_base_tick_interval.saturating_mul(ticks) * 9 / 10
     }
 
     /// How many raft ticks make `interval` (at least one).

@@ -227,13 +227,14 @@ pub fn start_raftstore(
             );
             continue;
         };
-        let peer = Peer::new(
+        let mut peer = Peer::new(
             &cfg,
             engines.clone(),
             snap_ctx.clone(),
             region.clone(),
             meta,
         )?;
+        peer.guard_votes_after_restart(&cfg);
         let mailbox = router.register(region.id);
         store_meta
             .write()

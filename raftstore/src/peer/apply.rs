@@ -75,6 +75,7 @@ impl PeerMsgHandler<'_> {
                 }
             };
             apply_state.applied_index = e.index;
+            self.peer.applied_term = e.term;
             match (self.take_proposal(e.index, e.term), resp) {
                 (Some(cb), Some(resp)) => answers.push((cb, resp)),
                 (Some(cb), None) => cb.invoke_with_error(Error::StaleCommand, e.term),

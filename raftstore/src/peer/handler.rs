@@ -97,6 +97,20 @@ impl<'a> PeerMsgHandler<'a> {
         if let Some(from) = msg.from_peer {
             self.maybe_remember_sender(from, &msg);
         }
+        let vote = matches!(
+            m.get_msg_type(),
+            eraftpb::MessageType::MsgRequestVote | eraftpb::MessageType::MsgRequestPreVote
+        );
+        if vote && self.peer.vote_guard_ticks > 0 {
+            // Not a fault: the candidate tries again after its election timeout.
+            tracing::debug!(
+                region_id,
+                peer_id,
+                from = m.from,
+                "vote refused so soon after a restart"
+            );
+            return;
+        }
         if let Err(e) = self.peer.raft_group.step(m) {
             self.drop_message(DropReason::RaftRefused, &e.to_string());
         }
@@ -145,6 +159,7 @@ impl<'a> PeerMsgHandler<'a> {
     }
 
     fn on_tick(&mut self) {
+        self.peer.vote_guard_ticks = self.peer.vote_guard_ticks.saturating_sub(1);
         self.peer.raft_group.tick();
         self.snapshot_tick();
         self.raft_log_gc_tick();

@@ -13,6 +13,7 @@
 mod apply;
 mod conf_change;
 mod handler;
+mod lease;
 mod propose;
 mod ready;
 mod snapshot;
@@ -35,6 +36,7 @@ use crate::error::Result;
 use crate::msg::Callback;
 use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
+use lease::Lease;
 
 pub(crate) use handler::PeerMsgHandler;
 pub use propose::UNSAFE_LOCAL_READS_ENV;
@@ -49,6 +51,8 @@ struct Proposal {
 /// A read waiting for its ReadIndex answer, then for the peer to apply up to that index.
 struct PendingRead {
     ctx: Vec<u8>,
+    /// When its ReadIndex started (set once started).
+    started: Option<Instant>,
     read_index: Option<u64>,
     request: Box<RaftCmdRequest>,
     callback: Callback,
@@ -63,6 +67,14 @@ pub(crate) struct Peer {
     proposals: VecDeque<Proposal>,
     /// Reads in arrival order; read indexes are answered in order too.
     pending_reads: VecDeque<PendingRead>,
+    lease: Lease,
+    /// The term of the last entry applied (0 before the first apply since the start).
+    applied_term: u64,
+    /// Ticks left during which vote requests are refused: a peer loaded at the store's start
+    /// may have acknowledged a leader whose lease still runs (see `lease.rs`).
+    vote_guard_ticks: usize,
+    /// Reads of `pending_reads` that wait for this round's shared ReadIndex to start.
+    queued_reads: usize,
     next_read_ctx: u64,
     /// Peers heard from that are not (yet) in the region's peer list: where replies go.
     extra_peers: Vec<metapb::Peer>,
@@ -115,6 +127,10 @@ impl Peer {
             raft_group,
             proposals: VecDeque::new(),
             pending_reads: VecDeque::new(),
+            lease: Lease::new(cfg.leader_lease()),
+            applied_term: 0,
+            vote_guard_ticks: 0,
+            queued_reads: 0,
             next_read_ctx: 0,
             extra_peers: Vec::new(),
             ticks_since_heartbeat: 0,
@@ -131,6 +147,12 @@ impl Peer {
             approximate_size: None,
             approximate_keys: None,
         })
+    }
+
+    /// Refuses vote requests for one election timeout: for peers loaded at the store's start,
+    /// which may have acknowledged, before a restart, a leader whose lease still runs.
+    pub(crate) fn guard_votes_after_restart(&mut self, cfg: &Config) {
+        self.vote_guard_ticks = cfg.raft_election_timeout_ticks;
     }
 
     pub(crate) fn region_id(&self) -> u64 {

@@ -9,6 +9,7 @@
 //! its check catches them. Unset, it costs one `OnceLock` read per read.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
@@ -38,7 +39,7 @@ impl PeerMsgHandler<'_> {
             return;
         }
         if util::is_read_only(&req) {
-            if unsafe_local_reads() {
+            if unsafe_local_reads() || self.in_lease() {
                 self.serve_local_read(req, cb);
             } else {
                 self.propose_read(req, cb);
@@ -116,28 +117,68 @@ impl PeerMsgHandler<'_> {
         }
     }
 
-    fn propose_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
+    /// Whether this leader may answer reads from its applied state now (see `lease.rs`): its
+    /// lease runs, no leadership transfer is under way, and it has applied an entry of its own
+    /// term, so everything earlier leaders acknowledged is applied here.
+    fn in_lease(&self) -> bool {
         let term = self.peer.term();
-        self.peer.next_read_ctx += 1;
-        let mut ctx = term.to_be_bytes().to_vec();
-        ctx.extend_from_slice(&self.peer.next_read_ctx.to_be_bytes());
-        if let Err(e) = self.peer.raft_group.read_index(ctx.clone()) {
-            cb.invoke_with_error(Error::Raft(e), term);
-            return;
-        }
+        self.peer.is_leader()
+            && self.peer.applied_term == term
+            && self.peer.raft_group.raft().lead_transferee().is_none()
+            && self.peer.applying_snapshot.is_none()
+            && self.peer.lease.valid(term, Instant::now())
+    }
+
+    /// Queues a read for the ReadIndex that [`PeerMsgHandler::issue_queued_reads`] starts once
+    /// the round's messages are handled.
+    fn propose_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
         self.peer.pending_reads.push_back(PendingRead {
-            ctx,
+            ctx: Vec::new(),
+            started: None,
             read_index: None,
             request: req,
             callback: cb,
         });
+        self.peer.queued_reads += 1;
     }
 
-    /// The unsafe read of [`UNSAFE_LOCAL_READS_ENV`]: answered from whatever this peer has
-    /// applied, at once (unless a snapshot is being applied: then with the next `Ready`).
+    /// Starts one ReadIndex for every read queued this round. Sharing it is safe because it
+    /// starts after each of them arrived: the leader's commit index it confirms covers every
+    /// write acknowledged before any of those reads came in. (A read must never join a
+    /// ReadIndex already under way: writes acknowledged since it started would be missed.)
+    pub(crate) fn issue_queued_reads(&mut self) {
+        if std::mem::take(&mut self.peer.queued_reads) == 0 {
+            return;
+        }
+        let term = self.peer.term();
+        self.peer.next_read_ctx += 1;
+        let mut ctx = term.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&self.peer.next_read_ctx.to_be_bytes());
+        let queued = |r: &PendingRead| r.ctx.is_empty() && r.read_index.is_none();
+        if let Err(e) = self.peer.raft_group.read_index(ctx.clone()) {
+            let (failed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.pending_reads)
+                .into_iter()
+                .partition(queued);
+            self.peer.pending_reads = kept.into();
+            for r in failed {
+                r.callback.invoke_with_error(Error::Raft(e.clone()), term);
+            }
+            return;
+        }
+        let now = Instant::now();
+        for r in self.peer.pending_reads.iter_mut().filter(|r| queued(r)) {
+            r.ctx = ctx.clone();
+            r.started = Some(now);
+        }
+    }
+
+    /// A read answered from whatever this peer has applied, at once (unless a snapshot is being
+    /// applied: then with the next `Ready`): a leader's in its lease, any peer's in the unsafe
+    /// mode of [`UNSAFE_LOCAL_READS_ENV`].
     fn serve_local_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
         self.peer.pending_reads.push_back(PendingRead {
             ctx: Vec::new(),
+            started: None,
             read_index: Some(0),
             request: req,
             callback: cb,

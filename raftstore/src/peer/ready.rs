@@ -1,7 +1,8 @@
 //! Handling a `Ready` in two phases around the raft worker's single write:
 //!
 //! ```text
-//! collect_ready   soft state (role changes), send `messages` now,
+//! collect_ready   one ReadIndex for the reads queued this round, soft state (role changes),
+//!                 send `messages` now,
 //!                 entries + hard state into the shared raft-engine batch
 //! -- the raft worker writes the batch once for every peer (one sync) --
 //! post_persist    send `persisted_messages`, record read states, apply committed entries,
@@ -23,6 +24,7 @@ impl PeerMsgHandler<'_> {
     /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
     /// the entries and hard state to `raft_wb`.
     pub(crate) fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
+        self.issue_queued_reads();
         if !self.peer.has_ready() {
             return None;
         }
@@ -71,13 +73,19 @@ impl PeerMsgHandler<'_> {
         let msgs = std::mem::take(&mut rd.persisted_messages);
         self.peer.send_raft_messages(self.ctx, msgs);
         for rs in std::mem::take(&mut rd.read_states) {
-            if let Some(r) = self
+            // Every read of the batch that shared this ReadIndex.
+            let (term, leader) = (self.peer.term(), self.peer.is_leader());
+            for r in self
                 .peer
                 .pending_reads
                 .iter_mut()
-                .find(|r| r.ctx == rs.request_ctx)
+                .filter(|r| r.ctx == rs.request_ctx)
             {
                 r.read_index = Some(rs.index);
+                // A quorum confirmed this leader after the read started.
+                if let (Some(started), true) = (r.started, leader) {
+                    self.peer.lease.renew(term, started);
+                }
             }
         }
         let committed = std::mem::take(&mut rd.committed_entries);
@@ -93,6 +101,7 @@ impl PeerMsgHandler<'_> {
         let (region_id, peer_id) = (self.peer.region_id, self.peer.meta.id);
         tracing::debug!(region_id, peer_id, role = ?ss.raft_state, leader = ss.leader_id,
             term = self.peer.term(), "raft role changed");
+        self.peer.lease.expire();
         if ss.raft_state == StateRole::Leader {
             self.schedule_region_heartbeat();
             return;

@@ -4,6 +4,7 @@
 mod cas_2b;
 mod cluster_2b;
 mod conf_change_3b;
+mod lease_2b;
 mod multi_region_2b;
 mod node_2b;
 mod scenarios_2b;
