@@ -28,6 +28,7 @@ mod disk_monitor;
 mod error;
 mod health;
 mod inbound;
+mod lease_reads;
 mod metrics;
 mod msg;
 mod node;

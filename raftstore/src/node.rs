@@ -30,6 +30,7 @@ use crate::disk_monitor::DiskMonitor;
 use crate::error::{Error, Result};
 use crate::health::StoreHealth;
 use crate::inbound::{DeliverError, DropLog, Inbound, Stream};
+use crate::lease_reads::LeaseReads;
 use crate::metrics::StoreMetrics;
 use crate::msg::Callback;
 use crate::peer::Peer;
@@ -244,13 +245,15 @@ pub fn start_raftstore(
     }
     tracing::info!(store_id, peers = peers.len(), "starting raftstore");
     let metrics = Arc::new(StoreMetrics::default());
+    let lease_reads = Arc::new(LeaseReads::default());
     let storage = RaftStorage::new(
         store_id,
         router.clone(),
         store_meta.clone(),
         cfg.command_timeout,
         metrics.clone(),
-    );
+    )
+    .with_lease_reads(engines.clone(), lease_reads.clone());
     let drops = Arc::new(DropLog::default());
     let inbound = Inbound::new(store_id, router.clone(), metrics.clone(), drops.clone());
     let mut worker = RaftWorker {
@@ -269,6 +272,7 @@ pub fn start_raftstore(
             metrics: metrics.clone(),
             health: health.clone(),
             drops,
+            lease_reads,
             new_peers: Vec::new(),
         },
         peers,

@@ -23,10 +23,10 @@
 //! (`races::deposed_leader_answers_overwritten_proposals_4c` in the bank test, ignored).
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use kv::{EngineReader, Modify, StorageReader};
+use kv::{EngineReader, EngineSnapshot, Modify, StorageReader};
 use proto::kvrpcpb::Context;
 use proto::metapb;
 use proto::raft_cmdpb::{
@@ -35,13 +35,15 @@ use proto::raft_cmdpb::{
 };
 
 use crate::error::Error;
+use crate::lease_reads::LeaseReads;
 use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, CmdResponse, PeerMsg, SplitRegion};
 use crate::router::Router;
 use crate::store::StoreMeta;
 use crate::util;
 
-/// A replicated `kv::Storage` backed by the peers of one store.
+/// A replicated `kv::Storage` backed by the peers of one store; raw gets in a leader's lease
+/// are answered on the caller's thread (`lease_reads.rs`).
 #[derive(Clone)]
 pub struct RaftStorage {
     store_id: u64,
@@ -49,6 +51,8 @@ pub struct RaftStorage {
     store_meta: Arc<RwLock<StoreMeta>>,
     timeout: Duration,
     metrics: Arc<StoreMetrics>,
+    /// The kv engine and the published leases, for reads on the caller's thread.
+    lease_reads: Option<(kv::Engines, Arc<LeaseReads>)>,
 }
 
 impl RaftStorage {
@@ -65,7 +69,37 @@ impl RaftStorage {
             store_meta,
             timeout,
             metrics,
+            lease_reads: None,
         }
+    }
+
+    /// Answers raw gets from `engines` when this store's leader of the region publishes a
+    /// running lease in `leases` (see `lease_reads.rs`).
+    pub(crate) fn with_lease_reads(
+        mut self,
+        engines: kv::Engines,
+        leases: Arc<LeaseReads>,
+    ) -> RaftStorage {
+        self.lease_reads = Some((engines, leases));
+        self
+    }
+
+    /// A reader of the region of `ctx` on a snapshot taken now, if its leader here holds a
+    /// lease that serves a read of `key`.
+    fn lease_reader(&self, ctx: &Context, key: &[u8]) -> Option<EngineReader> {
+        let (engines, leases) = self.lease_reads.as_ref()?;
+        let lease = leases.get(ctx.region_id)?;
+        if !lease.serves(ctx, key, Instant::now()) {
+            return None;
+        }
+        let r = &lease.region;
+        let snap = EngineSnapshot::new(&engines.kv);
+        Some(EngineReader::for_region(
+            snap,
+            r.id,
+            &r.start_key,
+            &r.end_key,
+        ))
     }
 
     /// The region for `ctx` (by id when given, else by `key`) and this store's peer of it.
@@ -186,6 +220,9 @@ impl kv::Storage for RaftStorage {
         cf: kv::Cf,
         key: Vec<u8>,
     ) -> kv::StorageFuture<Option<Vec<u8>>> {
+        if let Some(reader) = self.lease_reader(&ctx, &key) {
+            return Box::pin(std::future::ready(reader.get_cf(cf, &key)));
+        }
         let req = match self.snap_request(&ctx, &key) {
             Ok(req) => req,
             Err(e) => return Box::pin(std::future::ready(Err(e))),

@@ -50,6 +50,8 @@ pub(crate) struct PollContext {
     pub(crate) health: Arc<StoreHealth>,
     /// Counts and logs raft messages peers drop.
     pub(crate) drops: Arc<DropLog>,
+    /// The leases of the regions this store leads, for reads on the caller's thread.
+    pub(crate) lease_reads: Arc<crate::lease_reads::LeaseReads>,
     /// Peers created by splits this round; the worker adopts them at the end of the round.
     pub(crate) new_peers: Vec<PeerFsm>,
 }

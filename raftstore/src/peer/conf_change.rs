@@ -107,6 +107,7 @@ impl PeerMsgHandler<'_> {
                 if to.id != self.peer.peer_id() {
                     self.peer.lease.suspend(std::time::Instant::now());
                     self.peer.raft_group.transfer_leader(to.id);
+                    self.publish_lease();
                 }
                 let resp = AdminResponse {
                     cmd_type: admin.cmd_type,
@@ -148,6 +149,7 @@ impl PeerMsgHandler<'_> {
             if let Some(t) = &target {
                 self.peer.lease.suspend(std::time::Instant::now());
                 self.peer.raft_group.transfer_leader(t.id);
+                self.publish_lease();
             }
             let err = Error::NotLeader {
                 region_id: self.peer.region_id,
@@ -391,6 +393,9 @@ impl PeerMsgHandler<'_> {
         let region = self.peer.region();
         let region_id = region.id;
         let term = self.peer.term();
+        // No read on another thread may see the data go.
+        self.ctx.lease_reads.publish(region_id, None);
+        self.peer.published_lease = None;
         // A pending proposal may still commit on the peers that remain (RegionNotFound would
         // tell its client it never happened); a pending read never changed anything.
         self.abandon_proposals_up_to(u64::MAX, "the peer was removed from the region");

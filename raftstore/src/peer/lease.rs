@@ -54,8 +54,14 @@ impl Lease {
     }
 
     /// Whether the lease won in `term` still runs at `now`.
-    pub(crate) fn valid(&self, term: u64, now: Instant) -> bool {
-        self.until.is_some_and(|(t, u)| t == term && now < u)
+    #[cfg(test)]
+    fn valid(&self, term: u64, now: Instant) -> bool {
+        self.until(term).is_some_and(|u| now < u)
+    }
+
+    /// When the lease won in `term` runs out, if there is one.
+    pub(crate) fn until(&self, term: u64) -> Option<Instant> {
+        self.until.filter(|&(t, _)| t == term).map(|(_, u)| u)
     }
 
     /// A leadership transfer starts at `now`: no lease until a ReadIndex started later.

@@ -33,6 +33,7 @@ use snap::SnapKey;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::lease_reads::LeaseRead;
 use crate::msg::Callback;
 use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
@@ -68,6 +69,8 @@ pub(crate) struct Peer {
     /// Reads in arrival order; read indexes are answered in order too.
     pending_reads: VecDeque<PendingRead>,
     lease: Lease,
+    /// What this peer last published of its lease for reads on other threads.
+    published_lease: Option<LeaseRead>,
     /// The term of the last entry applied (0 before the first apply since the start).
     applied_term: u64,
     /// Ticks left during which vote requests are refused: a peer loaded at the store's start
@@ -128,6 +131,7 @@ impl Peer {
             proposals: VecDeque::new(),
             pending_reads: VecDeque::new(),
             lease: Lease::new(cfg.leader_lease()),
+            published_lease: None,
             applied_term: 0,
             vote_guard_ticks: 0,
             queued_reads: 0,

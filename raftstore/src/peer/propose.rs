@@ -16,6 +16,7 @@ use proto::raft_cmdpb::RaftCmdRequest;
 
 use super::{PeerMsgHandler, PendingRead, Proposal};
 use crate::error::{Error, Result};
+use crate::lease_reads::LeaseRead;
 use crate::msg::Callback;
 use crate::util;
 
@@ -121,12 +122,36 @@ impl PeerMsgHandler<'_> {
     /// lease runs, no leadership transfer is under way, and it has applied an entry of its own
     /// term, so everything earlier leaders acknowledged is applied here.
     fn in_lease(&self) -> bool {
+        self.lease_until()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// When this peer's lease runs out, if it may use one at all now.
+    fn lease_until(&self) -> Option<Instant> {
         let term = self.peer.term();
-        self.peer.is_leader()
+        let usable = self.peer.is_leader()
             && self.peer.applied_term == term
             && self.peer.raft_group.raft().lead_transferee().is_none()
             && self.peer.applying_snapshot.is_none()
-            && self.peer.lease.valid(term, Instant::now())
+            && !self.peer.pending_destroy
+            && !self.peer.destroyed;
+        usable.then(|| self.peer.lease.until(term)).flatten()
+    }
+
+    /// Publishes this peer's lease for reads on other threads (`lease_reads.rs`), or withdraws
+    /// it, when that changed.
+    pub(crate) fn publish_lease(&mut self) {
+        let lease = self.lease_until().map(|until| LeaseRead {
+            peer_id: self.peer.peer_id(),
+            until,
+            region: self.peer.region(),
+        });
+        if lease != self.peer.published_lease {
+            self.ctx
+                .lease_reads
+                .publish(self.peer.region_id, lease.clone());
+            self.peer.published_lease = lease;
+        }
     }
 
     /// Queues a read for the ReadIndex that [`PeerMsgHandler::issue_queued_reads`] starts once

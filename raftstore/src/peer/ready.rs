@@ -25,6 +25,8 @@ impl PeerMsgHandler<'_> {
     /// the entries and hard state to `raft_wb`.
     pub(crate) fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
         self.issue_queued_reads();
+        // Before this round's messages leave (a transfer's `TimeoutNow` among them).
+        self.publish_lease();
         if !self.peer.has_ready() {
             return None;
         }
@@ -65,6 +67,7 @@ impl PeerMsgHandler<'_> {
         if !rd.entries.is_empty() || rd.hard_state.is_some() || has_snapshot {
             ps.save_raft_state(rd.hard_state.as_ref(), raft_wb);
         }
+        self.publish_lease();
         Some(rd)
     }
 
@@ -95,6 +98,7 @@ impl PeerMsgHandler<'_> {
         }
         self.peer.raft_group.advance(rd);
         self.serve_ready_reads();
+        self.publish_lease();
     }
 
     fn on_soft_state(&mut self, ss: &SoftState) {

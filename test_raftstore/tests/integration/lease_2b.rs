@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kv::{Cf, Storage as _};
 use proto::eraftpb::{self, MessageType};
+use proto::kvrpcpb::Context;
 use proto::raft_cmdpb::TransferLeaderRequest;
 use proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader};
 use proto::raft_serverpb::RaftMessage;
@@ -75,6 +77,50 @@ fn read_on(cluster: &Cluster, store: u64, key: &[u8]) -> Option<Vec<u8>> {
         .map(|g| g.value.clone())
 }
 
+/// A raw get of `key` through `store`'s `RaftStorage::get_async` (the client service's path,
+/// answered on this thread while the leader's lease runs); `None` if it fails.
+fn storage_get(cluster: &Cluster, store: u64, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    let region = cluster.get_region(key);
+    let peer = region.peers.iter().find(|p| p.store_id == store).copied();
+    let ctx = Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch,
+        peer,
+        term: 0,
+    };
+    let storage = Arc::new(cluster.raft_storage(store)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .ok()?;
+    let get = storage.get_async(ctx, Cf::Default, key.to_vec());
+    rt.block_on(async { tokio::time::timeout(Duration::from_millis(500), get).await })
+        .ok()?
+        .ok()
+}
+
+#[test]
+fn storage_reads_on_the_lease_see_every_acknowledged_write_2b() {
+    let mut cluster = Cluster::new(3, config(true));
+    cluster.start();
+    cluster.must_put(b"k", b"0");
+    let leader = cluster.wait_leader(cluster.get_region(b"k").id, WAIT);
+    for i in 1..=200u32 {
+        let v = i.to_string().into_bytes();
+        let put = cluster.call_on_store(leader.store_id, b"k", vec![put_req(b"k", &v)], WAIT);
+        let put = put.expect("the leader answers");
+        assert!(
+            put.response.header.and_then(|h| h.error).is_none(),
+            "put {i} acknowledged"
+        );
+        assert_eq!(
+            storage_get(&cluster, leader.store_id, b"k"),
+            Some(Some(v)),
+            "a read after write {i} was acknowledged"
+        );
+    }
+}
+
 fn reads_need_rounds(lease_read: bool) -> u64 {
     let mut cluster = Cluster::new(3, config(lease_read));
     cluster.start();
@@ -139,6 +185,12 @@ fn a_cut_off_leader_serves_no_stale_read_2b() {
             Some(&b"v1"[..]),
             "the cut-off old leader read stale"
         );
+        let got = storage_get(&cluster, old.store_id, b"k").flatten();
+        assert_ne!(
+            got.as_deref(),
+            Some(&b"v1"[..]),
+            "the cut-off leader's storage read stale"
+        );
     }
 }
 
@@ -196,5 +248,11 @@ fn a_leader_that_transferred_serves_no_stale_read_2b() {
         got.as_deref(),
         Some(&b"v1"[..]),
         "the old leader read stale after its transfer"
+    );
+    let got = storage_get(&cluster, old.store_id, b"k").flatten();
+    assert_ne!(
+        got.as_deref(),
+        Some(&b"v1"[..]),
+        "the old leader's storage read stale"
     );
 }
