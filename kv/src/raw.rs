@@ -184,6 +184,17 @@ impl<S: Storage> RawApi<S> {
         self.storage.compare_and_swap(ctx, cas)
     }
 
+    /// Splits the region of `ctx` at `key` (see [`Storage::split_region`]), after the checks
+    /// every raw key gets: a split key becomes a region boundary that every store keeps.
+    pub fn split_region(
+        &self,
+        ctx: &Context,
+        key: Vec<u8>,
+    ) -> Result<(proto::metapb::Region, proto::metapb::Region)> {
+        self.check_key(&key)?;
+        self.storage.split_region(ctx, key)
+    }
+
     /// Deletes `key` from column family `cf`; deleting a missing key succeeds.
     pub fn delete(&self, ctx: &Context, cf: &str, key: Vec<u8>) -> Result<()> {
         let cf = Cf::from_name(cf)?;

@@ -222,10 +222,10 @@ impl<S: Storage> TinyKv for KvService<S> {
         req: Request<SplitRegionRequest>,
     ) -> Result<Response<SplitRegionResponse>, Status> {
         let req = req.into_inner();
-        let storage = self.raw.storage().clone();
+        let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
         let out = self
-            .blocking(move || storage.split_region(&ctx, req.split_key))
+            .blocking(move || raw.split_region(&ctx, req.split_key))
             .await?;
         let mut resp = SplitRegionResponse::default();
         match out {
