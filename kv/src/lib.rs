@@ -34,5 +34,7 @@ pub use memory::MemoryStorage;
 pub use raw::{RawApi, RawLimits, ScanPage};
 pub use server::KvService;
 pub use standalone::StandaloneStorage;
-pub use storage::{DbIterator, EngineReader, Modify, Storage, StorageFuture, StorageReader};
+pub use storage::{
+    answered, DbIterator, EngineReader, Modify, Storage, StorageFuture, StorageReader,
+};
 pub use txn::TxnApi;

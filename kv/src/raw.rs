@@ -17,7 +17,7 @@ use proto::kvrpcpb::Context;
 use crate::cas::{Cas, CasOutcome};
 use crate::engine::Cf;
 use crate::error::{Error, Result};
-use crate::storage::{Modify, Storage, StorageFuture};
+use crate::storage::{answered, Modify, Storage, StorageFuture};
 
 /// Limits on raw requests.
 #[derive(Clone, Debug)]
@@ -105,10 +105,24 @@ impl<S: Storage> RawApi<S> {
         Ok(())
     }
 
-    /// The value at `key` in column family `cf`, if any.
-    pub fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// The column family named `cf`, once `key` passed its checks: what every keyed request
+    /// checks first.
+    fn checked_cf(&self, cf: &str, key: &[u8]) -> Result<Cf> {
         let cf = Cf::from_name(cf)?;
         self.check_key(key)?;
+        Ok(cf)
+    }
+
+    /// The put of `value` at `key` in `cf`, checked.
+    fn checked_put(&self, cf: &str, key: Vec<u8>, value: Vec<u8>) -> Result<Modify> {
+        let cf = self.checked_cf(cf, &key)?;
+        self.check_value("value", &value)?;
+        Ok(Modify::Put { cf, key, value })
+    }
+
+    /// The value at `key` in column family `cf`, if any.
+    pub fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self.checked_cf(cf, key)?;
         self.storage.reader(ctx)?.get_cf(cf, key)
     }
 
@@ -119,10 +133,9 @@ impl<S: Storage> RawApi<S> {
         cf: &str,
         key: Vec<u8>,
     ) -> StorageFuture<Option<Vec<u8>>> {
-        let checked = Cf::from_name(cf).and_then(|cf| self.check_key(&key).map(|()| cf));
-        match checked {
+        match self.checked_cf(cf, &key) {
             Ok(cf) => self.storage.clone().get_async(ctx, cf, key),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Err(e) => answered(Err(e)),
         }
     }
 
@@ -134,27 +147,16 @@ impl<S: Storage> RawApi<S> {
         key: Vec<u8>,
         value: Vec<u8>,
     ) -> StorageFuture<()> {
-        let checked = Cf::from_name(cf).and_then(|cf| {
-            self.check_key(&key)?;
-            self.check_value("value", &value)?;
-            Ok(cf)
-        });
-        match checked {
-            Ok(cf) => {
-                let batch = vec![Modify::Put { cf, key, value }];
-                self.storage.clone().write_async(ctx, batch)
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+        match self.checked_put(cf, key, value) {
+            Ok(put) => self.storage.clone().write_async(ctx, vec![put]),
+            Err(e) => answered(Err(e)),
         }
     }
 
     /// Puts `value` at `key` in column family `cf`.
     pub fn put(&self, ctx: &Context, cf: &str, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        let cf = Cf::from_name(cf)?;
-        self.check_key(&key)?;
-        self.check_value("value", &value)?;
-        self.storage
-            .write(ctx, vec![Modify::Put { cf, key, value }])
+        let put = self.checked_put(cf, key, value)?;
+        self.storage.write(ctx, vec![put])
     }
 
     /// Writes `value` at `key` in column family `cf` if the key holds `expect` (`None`: if it
@@ -169,8 +171,7 @@ impl<S: Storage> RawApi<S> {
         expect: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<CasOutcome> {
-        let cf = Cf::from_name(cf)?;
-        self.check_key(&key)?;
+        let cf = self.checked_cf(cf, &key)?;
         self.check_value("value", &value)?;
         if let Some(expect) = &expect {
             self.check_value("expected value", expect)?;
@@ -197,8 +198,7 @@ impl<S: Storage> RawApi<S> {
 
     /// Deletes `key` from column family `cf`; deleting a missing key succeeds.
     pub fn delete(&self, ctx: &Context, cf: &str, key: Vec<u8>) -> Result<()> {
-        let cf = Cf::from_name(cf)?;
-        self.check_key(&key)?;
+        let cf = self.checked_cf(cf, &key)?;
         self.storage.write(ctx, vec![Modify::Delete { cf, key }])
     }
 

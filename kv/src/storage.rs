@@ -58,6 +58,11 @@ impl Modify {
 /// The answer of a storage call made without blocking the caller.
 pub type StorageFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
 
+/// A [`StorageFuture`] already answered with `outcome`.
+pub fn answered<T: Send + 'static>(outcome: Result<T>) -> StorageFuture<T> {
+    Box::pin(std::future::ready(outcome))
+}
+
 /// Runs `f` on tokio's blocking pool.
 async fn on_blocking_pool<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,

@@ -205,8 +205,8 @@ impl kv::Storage for RaftStorage {
     fn write_async(self: Arc<Self>, ctx: Context, batch: Vec<Modify>) -> kv::StorageFuture<()> {
         let req = match self.write_request(&ctx, batch) {
             Ok(Some(req)) => req,
-            Ok(None) => return Box::pin(std::future::ready(Ok(()))),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+            Ok(None) => return kv::answered(Ok(())),
+            Err(e) => return kv::answered(Err(e)),
         };
         let answer = self.send_async(req);
         Box::pin(async move { answer.await.map(|_| ()) })
@@ -221,11 +221,11 @@ impl kv::Storage for RaftStorage {
         key: Vec<u8>,
     ) -> kv::StorageFuture<Option<Vec<u8>>> {
         if let Some(reader) = self.lease_reader(&ctx, &key) {
-            return Box::pin(std::future::ready(reader.get_cf(cf, &key)));
+            return kv::answered(reader.get_cf(cf, &key));
         }
         let req = match self.snap_request(&ctx, &key) {
             Ok(req) => req,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+            Err(e) => return kv::answered(Err(e)),
         };
         let answer = self.send_async(req);
         Box::pin(async move {

@@ -105,9 +105,7 @@ impl PeerMsgHandler<'_> {
                     .and_then(|t| t.peer)
                     .unwrap_or_default();
                 if to.id != self.peer.peer_id() {
-                    self.peer.lease.suspend(std::time::Instant::now());
-                    self.peer.raft_group.transfer_leader(to.id);
-                    self.publish_lease();
+                    self.transfer_leader(to.id);
                 }
                 let resp = AdminResponse {
                     cmd_type: admin.cmd_type,
@@ -147,9 +145,7 @@ impl PeerMsgHandler<'_> {
         if change == ConfChangeType::RemoveNode && peer.id == self.peer.peer_id() {
             let target = self.best_transferee();
             if let Some(t) = &target {
-                self.peer.lease.suspend(std::time::Instant::now());
-                self.peer.raft_group.transfer_leader(t.id);
-                self.publish_lease();
+                self.transfer_leader(t.id);
             }
             let err = Error::NotLeader {
                 region_id: self.peer.region_id,

@@ -33,7 +33,6 @@ use snap::SnapKey;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::lease_reads::LeaseRead;
 use crate::msg::Callback;
 use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
@@ -69,8 +68,9 @@ pub(crate) struct Peer {
     /// Reads in arrival order; read indexes are answered in order too.
     pending_reads: VecDeque<PendingRead>,
     lease: Lease,
-    /// What this peer last published of its lease for reads on other threads.
-    published_lease: Option<LeaseRead>,
+    /// The end and region epoch of the lease this peer last published for reads on other
+    /// threads.
+    published_lease: Option<(Instant, metapb::RegionEpoch)>,
     /// The term of the last entry applied (0 before the first apply since the start).
     applied_term: u64,
     /// Ticks left during which vote requests are refused: a peer loaded at the store's start

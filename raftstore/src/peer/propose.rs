@@ -139,19 +139,29 @@ impl PeerMsgHandler<'_> {
     }
 
     /// Publishes this peer's lease for reads on other threads (`lease_reads.rs`), or withdraws
-    /// it, when that changed.
+    /// it, when that changed: its end or the region's epoch (which any change of the region's
+    /// range or members bumps). Runs every round, so it copies the region only on a change.
     pub(crate) fn publish_lease(&mut self) {
-        let lease = self.lease_until().map(|until| LeaseRead {
+        let until = self.lease_until();
+        let published = until.map(|u| (u, self.peer.raft_group.store().region_epoch()));
+        if published == self.peer.published_lease {
+            return;
+        }
+        self.peer.published_lease = published;
+        let lease = until.map(|until| LeaseRead {
             peer_id: self.peer.peer_id(),
             until,
             region: self.peer.region(),
         });
-        if lease != self.peer.published_lease {
-            self.ctx
-                .lease_reads
-                .publish(self.peer.region_id, lease.clone());
-            self.peer.published_lease = lease;
-        }
+        self.ctx.lease_reads.publish(self.peer.region_id, lease);
+    }
+
+    /// Hands leadership to peer `to`. The lease ends first and is published so, before the
+    /// transfer's `TimeoutNow` can leave: the target campaigns at once.
+    pub(super) fn transfer_leader(&mut self, to: u64) {
+        self.peer.lease.suspend(Instant::now());
+        self.peer.raft_group.transfer_leader(to);
+        self.publish_lease();
     }
 
     /// Queues a read for the ReadIndex that [`PeerMsgHandler::issue_queued_reads`] starts once

@@ -195,6 +195,11 @@ impl PeerStorage {
         self.state.borrow().region.clone()
     }
 
+    /// The region's epoch, without copying the whole region.
+    pub(crate) fn region_epoch(&self) -> metapb::RegionEpoch {
+        self.state.borrow().region.region_epoch.unwrap_or_default()
+    }
+
     /// The member of the region with peer id `id`, without copying the whole region.
     pub(crate) fn region_peer(&self, id: u64) -> Option<metapb::Peer> {
         self.state
