@@ -74,7 +74,8 @@ pub struct ChaosConfig {
     pub kinds: Vec<String>,
     /// Which plan.
     pub schedule: Schedule,
-    /// Start the stores with the unsafe local-read switch (the check must then fail).
+    /// Start the stores with the unsafe local-read switch (the check must then fail); the gRPC
+    /// clients then read from a random store rather than the leader, to ask the unsafe peers.
     pub unsafe_local_reads: bool,
     /// Keys in use at a time.
     pub keys: usize,
@@ -278,6 +279,7 @@ async fn drive(config: &ChaosConfig, cluster: Arc<Mutex<Cluster>>) -> Result<See
             .map(|s| s.http)
             .collect::<Vec<_>>(),
     ));
+    let grpc_addrs: Vec<_> = lock(&cluster).stores.iter().map(|s| s.grpc).collect();
     let mut clients = Vec::new();
     for id in 0..config.grpc_clients + config.http_clients {
         let via = if id < config.grpc_clients {
@@ -293,6 +295,7 @@ async fn drive(config: &ChaosConfig, cluster: Arc<Mutex<Cluster>>) -> Result<See
             via,
             client,
             http_addrs: http_addrs.clone(),
+            direct_reads: config.unsafe_local_reads.then(|| grpc_addrs.clone()),
             keys: keys.clone(),
             recorder: recorder.clone(),
             until,

@@ -20,6 +20,8 @@
 //!   (5xx, 507, a timeout) is unknown — the gateway's own client may have tried several times.
 //! - Reads: an answer is ok; anything else is failed (a read has no effect).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::history::{Outcome, Record, Recorder, Via};
+use crate::client::RawClient;
 use crate::cluster_client::{ClusterClient, ClusterConfig};
 /// Bound of one HTTP request (the gateway's own client gives up after 10 s).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -207,6 +210,10 @@ pub struct ClientCtx {
     pub client: ClusterClient,
     /// The stores' HTTP addresses, kept current by the harness.
     pub http_addrs: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    /// Set when the stores serve reads unsafely: the stores' gRPC addresses, and gRPC reads go
+    /// straight to a random one of them (not to the leader), so the unsafe peers are the ones
+    /// asked.
+    pub direct_reads: Option<Vec<std::net::SocketAddr>>,
     /// The shared keys.
     pub keys: Arc<Mutex<Keys>>,
     /// Where to record.
@@ -224,6 +231,8 @@ pub async fn run_client(mut c: ClientCtx) {
     let mut n = 0u64;
     // The value this client last read or wrote at each key, as a swap's expectation.
     let mut seen: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+    // Connections of direct reads, by store.
+    let mut stores = HashMap::new();
     while Instant::now() < c.until {
         let key = lock(&c.keys).pick(&mut c.rng);
         let roll = c.rng.gen_range(0..100);
@@ -247,10 +256,24 @@ pub async fn run_client(mut c: ClientCtx) {
         let call = c.recorder.now();
         let outcome = match (c.via, &input) {
             (Via::Http, _) => http_op(http_addr, &key, &input).await,
-            (_, Input::Get) => match c.client.get("default", &key).await {
-                Ok(v) => Outcome::Ok(Output::Value(v)),
-                Err(e) => Outcome::Failed(e.to_string()),
-            },
+            (_, Input::Get) => {
+                let direct = c
+                    .direct_reads
+                    .as_ref()
+                    .map(|addrs| addrs[c.rng.gen_range(0..addrs.len())]);
+                let got = match direct {
+                    Some(addr) => direct_get(&mut stores, addr, &key).await,
+                    None => c
+                        .client
+                        .get("default", &key)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match got {
+                    Ok(v) => Outcome::Ok(Output::Value(v)),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
             _ => grpc_write(&c.client, &key, &input).await,
         };
         let ret = c.recorder.now();
@@ -283,6 +306,29 @@ pub async fn run_client(mut c: ClientCtx) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A raw get sent to the store at `addr` itself, over a connection kept in `stores` (dropped
+/// after an error, so a restarted store is dialled again).
+async fn direct_get(
+    stores: &mut HashMap<SocketAddr, RawClient>,
+    addr: SocketAddr,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, String> {
+    let client = match stores.get_mut(&addr) {
+        Some(c) => c,
+        None => {
+            let c = RawClient::connect(&addr.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            stores.entry(addr).or_insert(c)
+        }
+    };
+    let got = client.get("default", key).await.map_err(|e| e.to_string());
+    if got.is_err() {
+        stores.remove(&addr);
+    }
+    got
 }
 
 /// A client's random source, from the run's seed.
