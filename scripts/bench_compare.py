@@ -14,6 +14,9 @@ Systems:
   tessera     a tessera-scheduler (127.0.0.1:24379) and 3 `tessera-server --engine raft` stores
               (grpc 24160.., peer 24170.., http 24180..), started like scripts/run-cluster.sh.
   tessera-N   a fresh Tessera cluster whose keyspace the bench first splits into N regions.
+  tessera-unary, tessera-unary-N
+              the same, the client sending one unary call per request (`--no-batch`) instead of
+              its BatchCommands streams: the before and after of client batching, in one run.
 
 Environment (defaults in brackets):
   SYSTEMS           [etcd,tessera,tessera-32]  which systems, in this order
@@ -85,8 +88,9 @@ def load_config():
         sys.exit(f"bench-compare: BENCH_CLIENTS={clients!r} is not a list like 1,16,64")
     systems = [s for s in (os.environ.get("SYSTEMS") or "etcd,tessera,tessera-32").split(",") if s]
     for s in systems:
-        if not re.fullmatch(r"etcd|tessera(-[1-9]\d*)?", s):
-            sys.exit(f"bench-compare: unknown system {s!r} in SYSTEMS (etcd, tessera, tessera-N)")
+        if not re.fullmatch(r"etcd|tessera(-unary)?(-[1-9]\d*)?", s):
+            sys.exit(f"bench-compare: unknown system {s!r} in SYSTEMS "
+                     "(etcd, tessera, tessera-N, tessera-unary, tessera-unary-N)")
     return {
         "systems": systems,
         "secs": env_int("BENCH_SECS", 10),
@@ -409,8 +413,11 @@ def run_system(system, config, run_dir):
         else:
             servers, scheduler = start_tessera(work, log_dir)
             argv = [BENCH, "--mode", "cluster", "--scheduler", scheduler] + common
-            if system != "tessera":
-                argv += ["--regions", system.split("-")[1]]
+            if system.startswith("tessera-unary"):
+                argv += ["--no-batch"]
+            regions = re.search(r"-([1-9]\d*)$", system)
+            if regions:
+                argv += ["--regions", regions.group(1)]
             print(f"   ready in {time.monotonic() - t0:.1f}s; scheduler at {scheduler}")
         res["bench_argv"] = argv
         print("   " + " ".join(argv))

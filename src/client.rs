@@ -90,12 +90,18 @@ pub(crate) fn cas_result(resp: &RawCasResponse) -> CasResult {
     }
 }
 
-/// Whether a failed RPC never reached the server: the connection could not be made, so no
-/// byte of the request was sent.
+/// The source of a failure of a request the client dropped before sending it (its batch
+/// stream could not open, or had ended).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotSent(pub String);
+
+/// Whether a failed RPC never reached the server: the connection could not be made, or the
+/// client never put the request on its stream, so no byte of it was sent.
 pub(crate) fn never_sent(status: &Status) -> bool {
     let mut cause = status.source();
     while let Some(e) = cause {
-        if e.is::<tonic::ConnectError>() {
+        if e.is::<tonic::ConnectError>() || e.is::<NotSent>() {
             return true;
         }
         cause = e.source();

@@ -30,7 +30,9 @@
 //! sent again, a put could apply a second time after another client's write (`tessera-chaos`
 //! found such histories), and a swap would compare against its own write.
 
+mod batch;
 mod cache;
+mod raw;
 mod retry;
 
 use std::collections::{HashMap, HashSet};
@@ -38,16 +40,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::kvrpcpb::{
-    Context, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest, SplitRegionRequest,
-};
+use proto::kvrpcpb::Context;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use proto::{errorpb, metapb};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::client::{cas_request, cas_result, is_unavailable, may_have_run, CasResult};
+use crate::client::{is_unavailable, may_have_run};
 use cache::{CachedRegion, RegionCache};
 use retry::{is_transport_failure, Failure, Retry};
 pub use retry::{ClusterError, Reply};
@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     pub max_backoff: Duration,
     /// How long [`ClusterClient::connect`] tries to reach the scheduler.
     pub scheduler_timeout: Duration,
+    /// Send raw gets, puts and deletes over one `BatchCommands` stream per store, many per
+    /// message (else one unary call each). On by default.
+    pub batch: bool,
 }
 
 impl Default for ClusterConfig {
@@ -82,6 +85,7 @@ impl Default for ClusterConfig {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
             scheduler_timeout: Duration::from_secs(5),
+            batch: true,
         }
     }
 }
@@ -91,6 +95,8 @@ impl Default for ClusterConfig {
 struct StoreConn {
     addr: String,
     client: TinyKvClient<Channel>,
+    /// Its `BatchCommands` stream, when the client batches.
+    batch: Option<batch::BatchConn>,
 }
 
 struct Inner {
@@ -252,6 +258,11 @@ impl ClusterClient {
             .max_encoding_message_size(usize::MAX);
         let conn = StoreConn {
             addr: store.address,
+            batch: self
+                .inner
+                .config
+                .batch
+                .then(|| batch::BatchConn::open(client.clone())),
             client,
         };
         lock(&self.inner.stores).insert(store_id, conn.clone());
@@ -331,7 +342,7 @@ impl ClusterClient {
         f: &mut F,
     ) -> Result<(T, metapb::Region), Failure>
     where
-        F: FnMut(TinyKvClient<Channel>, Context) -> Fut,
+        F: FnMut(StoreConn, Context) -> Fut,
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
         let (region, peer) = self
@@ -353,7 +364,7 @@ impl ClusterClient {
         };
         let at = format!("store {} ({})", peer.store_id, store.addr);
         let budget = self.inner.config.rpc_timeout.min(retry.remaining());
-        let reply = match tokio::time::timeout(budget, f(store.client, ctx)).await {
+        let reply = match tokio::time::timeout(budget, f(store, ctx)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(status)) if retry.once && may_have_run(&status) => {
                 retry.avoid.insert(peer.store_id);
@@ -415,7 +426,7 @@ impl ClusterClient {
         f: &mut F,
     ) -> Result<(T, metapb::Region), ClusterError>
     where
-        F: FnMut(TinyKvClient<Channel>, Context) -> Fut,
+        F: FnMut(StoreConn, Context) -> Fut,
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
         loop {
@@ -446,6 +457,7 @@ impl ClusterClient {
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
         let mut retry = Retry::new(op, key, &self.inner.config);
+        let mut f = |s: StoreConn, ctx| f(s.client, ctx);
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
@@ -466,166 +478,12 @@ impl ClusterClient {
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
         let mut retry = Retry::once(op, key, &self.inner.config);
+        let mut f = |s: StoreConn, ctx| f(s.client, ctx);
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
-    }
-
-    /// The value at `key` in `cf`, or `None`.
-    pub async fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ClusterError> {
-        self.call("get", key, |mut c, ctx| {
-            let req = RawGetRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-                cf: cf.to_string(),
-            };
-            async move {
-                let r = c.raw_get(req).await?.into_inner();
-                let value = (!r.not_found).then_some(r.value);
-                Ok(Reply::raw(r.region_error, r.error, value))
-            }
-        })
-        .await
-    }
-
-    /// Puts `value` at `key` in `cf`.
-    ///
-    /// # Errors
-    /// As [`ClusterClient::call_once`].
-    pub async fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
-        self.call_once("put", key, |mut c, ctx| {
-            let req = RawPutRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-                value: value.to_vec(),
-                cf: cf.to_string(),
-            };
-            async move {
-                let r = c.raw_put(req).await?.into_inner();
-                Ok(Reply::raw(r.region_error, r.error, ()))
-            }
-        })
-        .await
-    }
-
-    /// Deletes `key` from `cf`.
-    ///
-    /// # Errors
-    /// As [`ClusterClient::call_once`].
-    pub async fn delete(&self, cf: &str, key: &[u8]) -> Result<(), ClusterError> {
-        self.call_once("delete", key, |mut c, ctx| {
-            let req = RawDeleteRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-                cf: cf.to_string(),
-            };
-            async move {
-                let r = c.raw_delete(req).await?.into_inner();
-                Ok(Reply::raw(r.region_error, r.error, ()))
-            }
-        })
-        .await
-    }
-
-    /// Writes `value` at `key` in `cf` if the key holds `expect` (`None`: if it is absent), in
-    /// the key's region's apply order; says whether it did and what the key held. Retried only
-    /// after failures that prove it was not applied (see the module documentation).
-    ///
-    /// # Errors
-    /// [`ClusterError::Undetermined`] when an attempt may have applied without an answer
-    /// saying so; any other error means no attempt applied.
-    pub async fn compare_and_swap(
-        &self,
-        cf: &str,
-        key: &[u8],
-        expect: Option<&[u8]>,
-        value: &[u8],
-    ) -> Result<CasResult, ClusterError> {
-        let mut retry = Retry::once("cas", key, &self.inner.config);
-        let mut f = |mut c: TinyKvClient<Channel>, ctx| {
-            let req = cas_request(Some(ctx), cf, key, expect, value);
-            async move {
-                let r = c.raw_compare_and_swap(req).await?.into_inner();
-                let result = cas_result(&r);
-                Ok(Reply::raw(r.region_error, r.error, result))
-            }
-        };
-        Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
-    }
-
-    /// Splits the region holding `key` so that a region starts at `key`; returns the two
-    /// regions the split made, left then right. A retry after a lost answer finds `key`
-    /// already starting a region and fails with [`ClusterError::Server`] or
-    /// [`ClusterError::GaveUp`]: look the region up before splitting again.
-    pub async fn split_region(
-        &self,
-        key: &[u8],
-    ) -> Result<(metapb::Region, metapb::Region), ClusterError> {
-        self.call("split", key, |mut c, ctx| {
-            let req = SplitRegionRequest {
-                context: Some(ctx),
-                split_key: key.to_vec(),
-            };
-            async move {
-                let r = c.split_region(req).await?.into_inner();
-                let regions = (r.left.unwrap_or_default(), r.right.unwrap_or_default());
-                Ok(Reply::raw(r.region_error, r.error, regions))
-            }
-        })
-        .await
     }
 
     /// The scheduler client this client routes with.
     pub fn scheduler(&self) -> Arc<dyn SchedulerClient> {
         self.inner.scheduler.clone()
-    }
-
-    /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in
-    /// requests of at most [`SCAN_BATCH`] pairs.
-    pub async fn scan(
-        &self,
-        cf: &str,
-        start: &[u8],
-        limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClusterError> {
-        let mut retry = Retry::new("scan", start, &self.inner.config);
-        let mut out = Vec::new();
-        let mut from = start.to_vec();
-        while out.len() < limit as usize {
-            let want = (limit - out.len() as u32).min(SCAN_BATCH);
-            let mut f = |mut c: TinyKvClient<Channel>, ctx| {
-                let req = RawScanRequest {
-                    context: Some(ctx),
-                    start_key: from.clone(),
-                    limit: want,
-                    cf: cf.to_string(),
-                };
-                async move {
-                    let r = c.raw_scan(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, (r.kvs, r.truncated)))
-                }
-            };
-            let ((pairs, truncated), region) = self.call_routed(&mut retry, &from, &mut f).await?;
-            let got = pairs.len();
-            let last = pairs.last().map(|p| p.key.clone());
-            out.extend(pairs.into_iter().map(|p| (p.key, p.value)));
-            if got >= want as usize || truncated {
-                // A full page, or one cut at the server's byte bound: go on right after its
-                // last key (the smallest key greater than it).
-                match last {
-                    Some(mut k) => {
-                        k.push(0);
-                        from = k;
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            // A region answers only from its own range: fewer pairs than asked means it is
-            // exhausted, and the scan goes on where the next region starts.
-            if region.end_key.is_empty() {
-                break;
-            }
-            from = region.end_key;
-        }
-        Ok(out)
     }
 }

@@ -359,7 +359,7 @@ impl StoreSetup<'_> {
         transport.set_router(handle.router().clone());
         let raw = RawApi::new(Arc::new(handle.storage()), config.raw.clone());
         let (stop, rx) = watch::channel(false);
-        let service = KvService::new(raw);
+        let service = KvService::new(raw).with_stopping(rx.clone());
         let peer_service = PeerService::new(
             handle.inbound().clone(),
             snap_mgr,

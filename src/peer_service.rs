@@ -220,6 +220,15 @@ fn client_rpc() -> Status {
 
 #[tonic::async_trait]
 impl TinyKv for PeerService {
+    type BatchCommandsStream = kv::BatchCommandsStream;
+
+    async fn batch_commands(
+        &self,
+        _: Request<Streaming<BatchCommandsRequest>>,
+    ) -> Result<Response<Self::BatchCommandsStream>, Status> {
+        Err(client_rpc())
+    }
+
     async fn kv_get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         Err(client_rpc())
     }

@@ -188,7 +188,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             };
             let app = crate::http::router(raw.clone(), config.raw.max_value_size)
                 .merge(crate::status::routes(status.clone()));
-            let service = KvService::new(raw);
+            let service = KvService::new(raw).with_stopping(rx.clone());
             let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
             (Backend::Standalone(storage), status, g, h)
         }
@@ -228,7 +228,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             let app =
                 crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits())
                     .merge(crate::status::routes(status.clone()));
-            let service = KvService::new(raw);
+            let service = KvService::new(raw).with_stopping(rx.clone());
             let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
             (Backend::Raft(Box::new(node)), status, g, h)
         }
@@ -344,9 +344,12 @@ fn serve<T: TinyKv>(
     ServeTask<tonic::transport::Error>,
     ServeTask<std::io::Error>,
 ) {
-    // The largest request is a compare-and-swap: a key, the new value and the expected one.
-    let max_message =
-        2 * config.raw.max_value_size + config.raw.max_key_size + GRPC_MESSAGE_OVERHEAD;
+    // The largest request is a compare-and-swap: a key, the new value and the expected one; the
+    // largest message a client's BatchCommands stream sends, its byte budget plus one request.
+    let max_message = 2 * config.raw.max_value_size
+        + config.raw.max_key_size
+        + GRPC_MESSAGE_OVERHEAD
+        + kv::BATCH_MAX_BYTES;
     // A response holds at most one value, or one scan page (its byte bound plus the pair that
     // crosses it).
     let max_response = usize::try_from(config.raw.max_scan_bytes.0)

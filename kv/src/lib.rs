@@ -32,7 +32,9 @@ pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use raw::{RawApi, RawLimits, ScanPage};
-pub use server::KvService;
+pub use server::{
+    BatchCommandsStream, KvService, BATCH_MAX_BYTES, BATCH_MAX_IN_FLIGHT, BATCH_MAX_REQUESTS,
+};
 pub use standalone::StandaloneStorage;
 pub use storage::{
     answered, DbIterator, EngineReader, Modify, Storage, StorageFuture, StorageReader,

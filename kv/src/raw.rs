@@ -202,6 +202,17 @@ impl<S: Storage> RawApi<S> {
         self.storage.write(ctx, vec![Modify::Delete { cf, key }])
     }
 
+    /// [`RawApi::delete`] for async callers (see [`Storage::write_async`]).
+    pub fn delete_async(&self, ctx: Context, cf: &str, key: Vec<u8>) -> StorageFuture<()> {
+        match self.checked_cf(cf, &key) {
+            Ok(cf) => self
+                .storage
+                .clone()
+                .write_async(ctx, vec![Modify::Delete { cf, key }]),
+            Err(e) => answered(Err(e)),
+        }
+    }
+
     /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order; see
     /// [`RawApi::scan_page`] for the bounds (a truncated page is returned as is).
     pub fn scan(

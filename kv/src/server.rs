@@ -3,7 +3,9 @@
 //! Storage calls block (a replicated write waits for its commit), so handlers run their storage
 //! work on tokio's blocking pool and never stall the async workers; the hot raw get and put use
 //! the storage's async calls instead ([`Storage::get_async`], [`Storage::write_async`]), which
-//! the raftstore answers through its callback without a blocking thread. The transactional
+//! the raftstore answers through its callback without a blocking thread (so does the raw delete),
+//! and so does [`batch`]'s `BatchCommands` stream, which carries many of them per message. The
+//! transactional
 //! handlers delegate to [`TxnApi`]; per-key and region errors travel in the responses, other
 //! failures become gRPC statuses.
 //!
@@ -14,11 +16,20 @@
 //! RPC, so a graceful shutdown, which drains the RPCs in flight before the storage stops, ends
 //! even when a write can never commit (its store lost its quorum).
 
+mod batch;
+
+pub use batch::{
+    ResponseStream as BatchCommandsStream, MAX_BYTES as BATCH_MAX_BYTES,
+    MAX_IN_FLIGHT as BATCH_MAX_IN_FLIGHT, MAX_REQUESTS_PER_MESSAGE as BATCH_MAX_REQUESTS,
+};
+
+use std::future::Future;
 use std::time::Duration;
 
 use proto::kvrpcpb::*;
 use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use proto::tinykvpb::tiny_kv_server::TinyKv;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
@@ -35,6 +46,8 @@ pub struct KvService<S> {
     raw: RawApi<S>,
     txn: TxnApi<S>,
     reply_timeout: Duration,
+    /// Says `true` when the server stops: open `BatchCommands` streams then end.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl<S: Storage> KvService<S> {
@@ -51,7 +64,16 @@ impl<S: Storage> KvService<S> {
             raw,
             txn,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            stopping: None,
         }
+    }
+
+    /// Ends every open `BatchCommands` stream (answering what runs on it first) once `stopping`
+    /// says `true`, so a graceful shutdown, which waits for open streams, does not wait for the
+    /// clients to go away.
+    pub fn with_stopping(mut self, stopping: watch::Receiver<bool>) -> KvService<S> {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// Answers `Unavailable` to a request whose storage work takes longer than `timeout`
@@ -83,17 +105,69 @@ impl<S: Storage> KvService<S> {
             .into())),
         }
     }
+}
 
-    /// Waits for `answer`, at most the reply timeout; past it the request is answered
-    /// `Unavailable` ("the outcome is unknown") while the storage goes on with it.
-    async fn in_time<T>(&self, answer: StorageFuture<T>) -> Result<T, Error> {
-        match tokio::time::timeout(self.reply_timeout, answer).await {
-            Ok(out) => out,
-            Err(_) => Err(Error::Unavailable(format!(
-                "no answer within {:?}; the outcome is unknown",
-                self.reply_timeout
-            ))),
+/// Waits for `answer`, at most `timeout`; past it the request is answered `Unavailable` ("the
+/// outcome is unknown") while the storage goes on with it.
+async fn in_time<T>(timeout: Duration, answer: StorageFuture<T>) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(out) => out,
+        Err(_) => Err(Error::Unavailable(format!(
+            "no answer within {timeout:?}; the outcome is unknown"
+        ))),
+    }
+}
+
+/// The answer to a raw get (the unary call and the batch stream share it).
+fn raw_get_answer<S: Storage>(
+    raw: &RawApi<S>,
+    timeout: Duration,
+    req: RawGetRequest,
+) -> impl Future<Output = RawGetResponse> + Send + 'static {
+    let ctx = req.context.unwrap_or_default();
+    let answer = raw.get_async(ctx, &req.cf, req.key);
+    async move {
+        let mut resp = RawGetResponse::default();
+        match in_time(timeout, answer).await {
+            Ok(Some(v)) => resp.value = v,
+            Ok(None) => resp.not_found = true,
+            Err(e) => (resp.region_error, resp.error) = split_error(e),
         }
+        resp
+    }
+}
+
+/// The answer to a raw put.
+fn raw_put_answer<S: Storage>(
+    raw: &RawApi<S>,
+    timeout: Duration,
+    req: RawPutRequest,
+) -> impl Future<Output = RawPutResponse> + Send + 'static {
+    let ctx = req.context.unwrap_or_default();
+    let answer = raw.put_async(ctx, &req.cf, req.key, req.value);
+    async move {
+        let mut resp = RawPutResponse::default();
+        if let Err(e) = in_time(timeout, answer).await {
+            (resp.region_error, resp.error) = split_error(e);
+        }
+        resp
+    }
+}
+
+/// The answer to a raw delete.
+fn raw_delete_answer<S: Storage>(
+    raw: &RawApi<S>,
+    timeout: Duration,
+    req: RawDeleteRequest,
+) -> impl Future<Output = RawDeleteResponse> + Send + 'static {
+    let ctx = req.context.unwrap_or_default();
+    let answer = raw.delete_async(ctx, &req.cf, req.key);
+    async move {
+        let mut resp = RawDeleteResponse::default();
+        if let Err(e) = in_time(timeout, answer).await {
+            (resp.region_error, resp.error) = split_error(e);
+        }
+        resp
     }
 }
 
@@ -115,51 +189,39 @@ impl<S: Storage> TinyKv for KvService<S> {
         &self,
         req: Request<RawGetRequest>,
     ) -> Result<Response<RawGetResponse>, Status> {
-        let req = req.into_inner();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .in_time(self.raw.get_async(ctx, &req.cf, req.key))
-            .await;
-        let mut resp = RawGetResponse::default();
-        match out {
-            Ok(Some(v)) => resp.value = v,
-            Ok(None) => resp.not_found = true,
-            Err(e) => (resp.region_error, resp.error) = split_error(e),
-        }
-        Ok(Response::new(resp))
+        let answer = raw_get_answer(&self.raw, self.reply_timeout, req.into_inner());
+        Ok(Response::new(answer.await))
     }
 
     async fn raw_put(
         &self,
         req: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
-        let req = req.into_inner();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .in_time(self.raw.put_async(ctx, &req.cf, req.key, req.value))
-            .await;
-        let mut resp = RawPutResponse::default();
-        if let Err(e) = out {
-            (resp.region_error, resp.error) = split_error(e);
-        }
-        Ok(Response::new(resp))
+        let answer = raw_put_answer(&self.raw, self.reply_timeout, req.into_inner());
+        Ok(Response::new(answer.await))
     }
 
     async fn raw_delete(
         &self,
         req: Request<RawDeleteRequest>,
     ) -> Result<Response<RawDeleteResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .blocking(move || raw.delete(&ctx, &req.cf, req.key))
-            .await?;
-        let mut resp = RawDeleteResponse::default();
-        if let Err(e) = out {
-            (resp.region_error, resp.error) = split_error(e);
-        }
-        Ok(Response::new(resp))
+        let answer = raw_delete_answer(&self.raw, self.reply_timeout, req.into_inner());
+        Ok(Response::new(answer.await))
+    }
+
+    type BatchCommandsStream = batch::ResponseStream;
+
+    async fn batch_commands(
+        &self,
+        req: Request<Streaming<BatchCommandsRequest>>,
+    ) -> Result<Response<Self::BatchCommandsStream>, Status> {
+        let stream = batch::serve(
+            self.raw.clone(),
+            self.reply_timeout,
+            self.stopping.clone(),
+            req.into_inner(),
+        );
+        Ok(Response::new(stream))
     }
 
     async fn raw_scan(

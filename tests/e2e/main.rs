@@ -2,6 +2,7 @@
 
 mod balance_3b;
 mod bank_process_4c;
+mod batch_2b;
 mod cas;
 mod chaos_3b;
 mod cluster_process_2b;

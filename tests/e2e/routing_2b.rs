@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use proto::metapb;
 use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
 use scheduler_client::{HeartbeatHandler, Result as SchedResult, SchedulerClient};
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
+use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
 use tessera::config::{Config, EngineKind};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tokio::sync::watch;
@@ -141,6 +141,10 @@ async fn cluster_client_gives_up_saying_what_it_tried_2b() {
     assert!(began.elapsed() < Duration::from_secs(3), "{err}");
     assert!(err.contains("get \"k\": gave up after"), "{err}");
     assert!(err.contains("store "), "{err}");
+    // A write never left the client (its batch streams broke with the stores, and no store
+    // takes a new one): it is retried, and reported as not applied rather than unknown.
+    let err = client.put("default", b"k", b"w").await.unwrap_err();
+    assert!(matches!(err, ClusterError::GaveUp { .. }), "{err}");
     cluster.shutdown().await.unwrap();
 }
 

@@ -93,6 +93,10 @@ pub struct Args {
     /// Also print each phase as a JSON object on a line of its own
     #[arg(long)]
     json: bool,
+    /// Cluster mode: one unary call per request instead of the client's `BatchCommands`
+    /// streams (the default batches the requests queued for a store into one message)
+    #[arg(long)]
+    no_batch: bool,
     /// Concurrent clients (threads in local mode), comma-separated for several runs
     /// [default: 8; cluster and etcd modes: 1,16,64; bank mode: 4 transfer clients, one run]
     #[arg(long, value_delimiter = ',')]
@@ -199,17 +203,18 @@ async fn bench_cluster(args: &Args, clients: &[usize], dir: &Path) -> anyhow::Re
         }
     };
     let result = async {
-        let first = ClusterClient::connect(&addr, ClusterConfig::default()).await?;
+        let config = ClusterConfig {
+            batch: !args.no_batch,
+            ..ClusterConfig::default()
+        };
+        let first = ClusterClient::connect(&addr, config.clone()).await?;
         if args.regions > 1 {
             regions::presplit(&first, args.keys, args.regions, args.json).await?;
         }
         // Each slot has its own connection to every store.
         let mut slots = vec![first.clone()];
         for _ in 1..args.conns.unwrap_or(1) {
-            slots.push(ClusterClient::new(
-                first.scheduler(),
-                ClusterConfig::default(),
-            ));
+            slots.push(ClusterClient::new(first.scheduler(), config.clone()));
         }
         load::run(&Target::Cluster(slots), &workload, clients).await
     }
