@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::kvrpcpb::*;
-use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use proto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use proto::tinykvpb::tiny_kv_server::TinyKv;
 use raftstore::{DeliverError, DropReason, Inbound, Refused, Stream};
 use tokio::sync::watch;
@@ -119,6 +119,18 @@ impl PeerService {
             snap_mgr,
             token,
             stop,
+        }
+    }
+
+    /// Hands one message of a raft stream to the store. A refused message is counted and
+    /// dropped and the stream goes on, as raft's own retransmissions make a broken stream
+    /// costlier than a dropped message; a store that stopped ends the stream.
+    fn take_raft(&self, msg: RaftMessage) -> Result<(), Status> {
+        match self.inbound.deliver(msg, Stream::Raft) {
+            Ok(()) | Err(DeliverError::Refused(_)) => Ok(()),
+            Err(DeliverError::Stopped(e)) => Err(Status::unavailable(format!(
+                "store is not accepting messages: {e}"
+            ))),
         }
     }
 
@@ -318,15 +330,26 @@ impl TinyKv for PeerService {
                 _ = stop.wait_for(|s| *s) => None,
             };
             let Some(msg) = msg else { break };
-            // A refused message is counted and dropped; the stream goes on, as raft's own
-            // retransmissions make a broken stream costlier than a dropped message.
-            match self.inbound.deliver(msg?, Stream::Raft) {
-                Ok(()) | Err(DeliverError::Refused(_)) => {}
-                Err(DeliverError::Stopped(e)) => {
-                    return Err(Status::unavailable(format!(
-                        "store is not accepting messages: {e}"
-                    )))
-                }
+            self.take_raft(msg?)?;
+        }
+        Ok(Response::new(Done {}))
+    }
+
+    async fn batch_raft(
+        &self,
+        r: Request<Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        self.token.check(&r)?;
+        let mut stream = r.into_inner();
+        let mut stop = self.stop.clone();
+        loop {
+            let batch = tokio::select! {
+                b = stream.next() => b,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(batch) = batch else { break };
+            for msg in batch?.msgs {
+                self.take_raft(msg)?;
             }
         }
         Ok(Response::new(Done {}))

@@ -1,7 +1,9 @@
 //! [`ServerTransport`]: how a store sends raft messages and snapshots to other stores' peer
 //! ports (the receiving side is [`crate::peer_service::PeerService`]).
 //!
-//! Outgoing: one bounded queue and one `TinyKv.Raft` client stream per remote store. The raft
+//! Outgoing: one bounded queue and one `TinyKv.BatchRaft` client stream per remote store, each
+//! stream message carrying every raft message queued by the time it leaves (for all the regions
+//! the two stores share). The raft
 //! worker only ever enqueues, so a slow or dead store never blocks it; a full queue or a broken
 //! stream is reported back as a send error, which the store turns into `report_unreachable`.
 //! Store peer addresses come from the scheduler and are looked up again on every reconnect, so
@@ -18,8 +20,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use prost::Message as _;
 use proto::metapb;
-use proto::raft_serverpb::RaftMessage;
+use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use raftstore::{Router, Transport};
 use scheduler_client::SchedulerClient;
@@ -32,6 +35,11 @@ use crate::peer_service::ClusterToken;
 
 /// Messages queued for one store before sends start failing.
 const QUEUE_PER_STORE: usize = 4096;
+/// The most raft messages in one `BatchRaft` stream message.
+const BATCH_MESSAGES: usize = 256;
+/// The bytes of raft messages that fill a batch: a message that would take a batch past it
+/// waits for the next one (a batch of one message is as large as that message, as on `Raft`).
+const BATCH_BYTES: usize = 1 << 20;
 /// Snapshot chunks read ahead of the network.
 const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 
@@ -114,10 +122,36 @@ async fn stream_to(
 ) -> anyhow::Result<()> {
     let address = peer_address(store_id, scheduler).await?;
     let mut client = TinyKvClient::new(store_channel(&address, source_ip).await?);
-    let mut req = Request::new(ReceiverStream::new(rx));
+    let mut req = Request::new(batches(rx));
     token.attach(&mut req);
-    client.raft(req).await?;
+    client.batch_raft(req).await?;
     Ok(())
+}
+
+/// The messages queued in `rx`, gathered into `BatchRaft` messages: each takes what is queued
+/// when it starts, within [`BATCH_MESSAGES`] and [`BATCH_BYTES`]. So under load the regions of a
+/// store share a stream message, and alone a message leaves at once.
+fn batches(rx: mpsc::Receiver<RaftMessage>) -> impl tokio_stream::Stream<Item = BatchRaftMessage> {
+    futures_util::stream::unfold((rx, None), |(mut rx, carry)| async move {
+        let first = match carry {
+            Some(m) => m,
+            None => rx.recv().await?,
+        };
+        let mut bytes = first.encoded_len();
+        let mut msgs = vec![first];
+        let mut carry = None;
+        while msgs.len() < BATCH_MESSAGES {
+            let Ok(m) = rx.try_recv() else { break };
+            let len = m.encoded_len();
+            if bytes + len > BATCH_BYTES {
+                carry = Some(m);
+                break;
+            }
+            bytes += len;
+            msgs.push(m);
+        }
+        Some((BatchRaftMessage { msgs }, (rx, carry)))
+    })
 }
 
 /// Where store `store_id` takes raft traffic, as the scheduler knows it.

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::kvrpcpb::*;
-use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use proto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use proto::tinykvpb::tiny_kv_server::TinyKv;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
@@ -358,6 +358,13 @@ impl<S: Storage> TinyKv for KvService<S> {
     }
 
     async fn raft(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
+        Err(unsupported("raft messages (standalone engine)"))
+    }
+
+    async fn batch_raft(
+        &self,
+        _: Request<Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
         Err(unsupported("raft messages (standalone engine)"))
     }
 

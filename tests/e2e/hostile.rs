@@ -1,5 +1,6 @@
 //! Every raw store-to-store send of the hostile tests: forged raft messages on a store's
-//! `TinyKv.Raft` stream and forged snapshot streams on its `TinyKv.Snapshot`, sent straight to
+//! `TinyKv.Raft` or `TinyKv.BatchRaft` stream and forged snapshot streams on its
+//! `TinyKv.Snapshot`, sent straight to
 //! one store as another store (or anyone who can reach the port) could.
 //!
 //! Where a store takes these streams (its peer port), and what a peer must present to be heard
@@ -7,7 +8,7 @@
 
 use std::time::Duration;
 
-use proto::raft_serverpb::{RaftMessage, SnapshotChunk};
+use proto::raft_serverpb::{BatchRaftMessage, RaftMessage, SnapshotChunk};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -51,6 +52,21 @@ pub async fn send_raft(store: &Store, msgs: Vec<RaftMessage>) -> Result<(), Stat
         Ok(answer) => answer.map(|_| ()),
         Err(_) => Err(Status::deadline_exceeded(format!(
             "{} did not answer a raft stream within {CALL_TIMEOUT:?}",
+            store.name
+        ))),
+    }
+}
+
+/// Sends `msgs` to `store` as one message of one `BatchRaft` stream (the way stores send raft
+/// traffic) and closes it; returns how the store answered.
+pub async fn send_raft_batch(store: &Store, msgs: Vec<RaftMessage>) -> Result<(), Status> {
+    let mut client = peer_client(store).await?;
+    let stream = tokio_stream::iter([BatchRaftMessage { msgs }]);
+    let call = client.batch_raft(peer_request(store, stream));
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => answer.map(|_| ()),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{} did not answer a batch raft stream within {CALL_TIMEOUT:?}",
             store.name
         ))),
     }

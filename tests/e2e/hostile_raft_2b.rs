@@ -12,7 +12,7 @@
 use proto::eraftpb::MessageType;
 
 use crate::forge::{entry, forge_raft, raft_msg, FUTURE_TERM};
-use crate::hostile::send_raft;
+use crate::hostile::{send_raft, send_raft_batch};
 use crate::procs::{Cluster, STORES};
 use crate::survive::{cluster_with_writes, must_keep_serving};
 
@@ -141,6 +141,36 @@ async fn forged_vote_with_term_zero_leaves_every_store_serving_2b() {
         })
         .collect();
     attack(&cluster, target, "MsgRequestVotes at term 0", msgs).await;
+    must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
+}
+
+/// Forged messages of the tests above in one `BatchRaft` message, as stores send raft traffic
+/// to each other, between two honest heartbeats: each forged one is refused on its own and the
+/// stream, and the store, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_messages_in_one_batch_leave_every_store_serving_2b() {
+    let (mut cluster, mut acked, topo) = cluster_with_writes(BEFORE).await;
+    let target = topo.follower();
+    let other = (target + 1) % STORES;
+    let (leader, to) = (&topo.peers[topo.leader], &topo.peers[target]);
+    let mut heartbeat = raft_msg(MessageType::MsgHeartbeat);
+    heartbeat.set_term(1);
+    let propose = raft_msg(MessageType::MsgPropose);
+    let mut append = raft_msg(MessageType::MsgAppend);
+    append.set_term(0);
+    append.set_index(1 << 40);
+    append.set_commit(1 << 40);
+    let msgs = vec![
+        forge_raft(&topo.region, leader, to, heartbeat.clone()),
+        forge_raft(&topo.region, &topo.peers[other], to, propose),
+        forge_raft(&topo.region, leader, to, append),
+        forge_raft(&topo.region, leader, to, heartbeat),
+    ];
+    let answer = send_raft_batch(&cluster.stores[target], msgs).await;
+    assert!(
+        answer.is_ok(),
+        "the stream is taken, the forged messages dropped: {answer:?}"
+    );
     must_keep_serving(&mut cluster, target, topo.leader, &mut acked).await;
 }
 

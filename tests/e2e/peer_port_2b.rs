@@ -2,8 +2,9 @@
 //! cluster of real processes:
 //!
 //! ```text
-//!   client port   raw/txn RPCs; Raft and Snapshot streams refused (Unimplemented)
-//!   peer port     Raft and Snapshot streams with the cluster token only (else Unauthenticated);
+//!   client port   raw/txn RPCs; Raft, BatchRaft and Snapshot streams refused (Unimplemented)
+//!   peer port     Raft, BatchRaft and Snapshot streams with the cluster token only (else
+//!                 Unauthenticated);
 //!                 client RPCs refused (Unimplemented)
 //!   status port   /livez /readyz /health 200, /metrics counts every refused raft message,
 //!                 and the standard gRPC health service says SERVING on the client port
@@ -11,13 +12,13 @@
 
 use proto::eraftpb::MessageType;
 use proto::kvrpcpb::RawGetRequest;
-use proto::raft_serverpb::RaftMessage;
+use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tessera::peer_service::ClusterToken;
 use tonic::{Code, Request};
 
 use crate::forge::{forge_raft, raft_msg};
-use crate::hostile::send_raft;
+use crate::hostile::{send_raft, send_raft_batch};
 use crate::survive::{cluster_with_writes, must_keep_serving};
 use crate::util::http;
 
@@ -27,14 +28,29 @@ async fn client(addr: &str) -> TinyKvClient<tonic::transport::Channel> {
         .expect("connect")
 }
 
-/// Opens a raft stream to `addr` with `token` (if any) carrying `msgs`; returns its answer.
-async fn raft_stream(addr: &str, token: Option<&str>, msgs: Vec<RaftMessage>) -> Code {
+/// Opens a raft stream to `addr` with `token` (if any) carrying `msgs` (on `BatchRaft`, in one
+/// message, when `batched`); returns its answer.
+async fn raft_stream(
+    addr: &str,
+    token: Option<&str>,
+    msgs: Vec<RaftMessage>,
+    batched: bool,
+) -> Code {
     let mut c = client(addr).await;
-    let mut req = Request::new(tokio_stream::iter(msgs));
-    if let Some(t) = token {
-        ClusterToken::new(t).attach(&mut req);
-    }
-    match c.raft(req).await {
+    let answer = if batched {
+        let mut req = Request::new(tokio_stream::iter([BatchRaftMessage { msgs }]));
+        if let Some(t) = token {
+            ClusterToken::new(t).attach(&mut req);
+        }
+        c.batch_raft(req).await
+    } else {
+        let mut req = Request::new(tokio_stream::iter(msgs));
+        if let Some(t) = token {
+            ClusterToken::new(t).attach(&mut req);
+        }
+        c.raft(req).await
+    };
+    match answer {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     }
@@ -63,22 +79,25 @@ async fn peer_port_takes_raft_from_the_cluster_only_2b() {
     // The peer port: no token, a wrong one, or one of another length are all refused before a
     // message is read.
     let peer = store.peer.clone();
-    for token in [
-        None,
-        Some("wrong"),
-        Some(&store.token[..store.token.len() - 1]),
-    ] {
+    for batched in [false, true] {
+        for token in [
+            None,
+            Some("wrong"),
+            Some(&store.token[..store.token.len() - 1]),
+        ] {
+            assert_eq!(
+                raft_stream(&peer, token, vec![heartbeat.clone()], batched).await,
+                Code::Unauthenticated,
+                "token {token:?}, batched {batched}"
+            );
+        }
+        // With the token, the stream is taken.
         assert_eq!(
-            raft_stream(&peer, token, vec![heartbeat.clone()]).await,
-            Code::Unauthenticated,
-            "token {token:?}"
+            raft_stream(&peer, Some(&store.token), vec![heartbeat.clone()], batched).await,
+            Code::Ok,
+            "batched {batched}"
         );
     }
-    // With the token, the stream is taken.
-    assert_eq!(
-        raft_stream(&peer, Some(&store.token), vec![heartbeat.clone()]).await,
-        Code::Ok
-    );
     // Client RPCs are not served on the peer port.
     let get = RawGetRequest {
         key: b"k".to_vec(),
@@ -97,10 +116,13 @@ async fn peer_port_takes_raft_from_the_cluster_only_2b() {
     assert_eq!(e.unwrap_err().code(), Code::Unimplemented);
     // Raft is not served on the client port, token or not.
     let grpc = store.grpc_addr().to_string();
-    assert_eq!(
-        raft_stream(&grpc, Some(&store.token), vec![heartbeat]).await,
-        Code::Unimplemented
-    );
+    for batched in [false, true] {
+        assert_eq!(
+            raft_stream(&grpc, Some(&store.token), vec![heartbeat.clone()], batched).await,
+            Code::Unimplemented,
+            "batched {batched}"
+        );
+    }
     // The client port still serves clients.
     let r = client(&grpc).await.raw_get(get).await;
     assert!(r.is_ok(), "{r:?}");
@@ -117,12 +139,17 @@ async fn peer_port_takes_raft_from_the_cluster_only_2b() {
         &topo.peers[target],
         raft_msg(MessageType::MsgHup),
     );
-    send_raft(store, vec![hup.clone(), hup]).await.unwrap();
+    send_raft(store, vec![hup.clone(), hup.clone()])
+        .await
+        .unwrap();
+    send_raft_batch(store, vec![hup.clone(), hup])
+        .await
+        .unwrap();
     let after = http(store.http, "GET", "/metrics", b"").await;
     let after = String::from_utf8_lossy(&after.1).to_string();
     assert_eq!(
         metric(&after, name, local),
-        metric(&before, name, local) + 2,
+        metric(&before, name, local) + 4,
         "{after}"
     );
 
