@@ -8,6 +8,7 @@
 //!            │
 //!            ▼
 //!        TinyKv call with Context { region_id, region_epoch, peer }
+//!        (raw get/put/delete: on the store's BatchCommands stream, see `batch`)
 //!            │
 //!   NotLeader { leader }   ─► cache the hint and go there; no hint: try the next peer
 //!   EpochNotMatch          ─► cache the current regions it carries (or ask the scheduler)
