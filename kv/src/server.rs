@@ -3,11 +3,10 @@
 //! Storage calls block (a replicated write waits for its commit), so handlers run their storage
 //! work on tokio's blocking pool and never stall the async workers; the hot raw get and put use
 //! the storage's async calls instead ([`Storage::get_async`], [`Storage::write_async`]), which
-//! the raftstore answers through its callback without a blocking thread (so does the raw delete),
-//! and so does [`batch`]'s `BatchCommands` stream, which carries many of them per message. The
-//! transactional
-//! handlers delegate to [`TxnApi`]; per-key and region errors travel in the responses, other
-//! failures become gRPC statuses.
+//! the raftstore answers through its callback without a blocking thread; so does the raw delete,
+//! and so do the gets, puts and deletes of [`batch`]'s `BatchCommands` stream, many per message.
+//! The transactional handlers delegate to [`TxnApi`]; per-key and region errors travel in the
+//! responses, other failures become gRPC statuses.
 //!
 //! A replicated write waits for its proposal's outcome without a deadline, and a transactional
 //! command keeps its latches meanwhile (see [`crate::txn`]). A handler therefore answers
@@ -137,6 +136,18 @@ fn raw_get_answer<S: Storage>(
     }
 }
 
+/// The `(region_error, error)` of a raw write's response: its outcome, waited for at most
+/// `timeout`.
+async fn write_outcome(
+    timeout: Duration,
+    answer: StorageFuture<()>,
+) -> (Option<proto::errorpb::Error>, String) {
+    match in_time(timeout, answer).await {
+        Ok(()) => (None, String::new()),
+        Err(e) => split_error(e),
+    }
+}
+
 /// The answer to a raw put.
 fn raw_put_answer<S: Storage>(
     raw: &RawApi<S>,
@@ -146,11 +157,11 @@ fn raw_put_answer<S: Storage>(
     let ctx = req.context.unwrap_or_default();
     let answer = raw.put_async(ctx, &req.cf, req.key, req.value);
     async move {
-        let mut resp = RawPutResponse::default();
-        if let Err(e) = in_time(timeout, answer).await {
-            (resp.region_error, resp.error) = split_error(e);
+        let (region_error, error) = write_outcome(timeout, answer).await;
+        RawPutResponse {
+            region_error,
+            error,
         }
-        resp
     }
 }
 
@@ -163,11 +174,11 @@ fn raw_delete_answer<S: Storage>(
     let ctx = req.context.unwrap_or_default();
     let answer = raw.delete_async(ctx, &req.cf, req.key);
     async move {
-        let mut resp = RawDeleteResponse::default();
-        if let Err(e) = in_time(timeout, answer).await {
-            (resp.region_error, resp.error) = split_error(e);
+        let (region_error, error) = write_outcome(timeout, answer).await;
+        RawDeleteResponse {
+            region_error,
+            error,
         }
-        resp
     }
 }
 

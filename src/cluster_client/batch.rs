@@ -64,7 +64,7 @@ impl BatchConn {
     /// request.
     pub(super) fn open(client: TinyKvClient<Channel>) -> BatchConn {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(client, rx, MAX_BATCH));
+        tokio::spawn(run(client, rx));
         BatchConn { queue }
     }
 
@@ -81,7 +81,7 @@ impl BatchConn {
 
 /// Runs one store's stream until it breaks or no caller is left; every request taken from the
 /// queue is answered.
-async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued>, max: usize) {
+async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued>) {
     // Open the stream once there is something to send.
     let Some(first) = queue.recv().await else {
         return;
@@ -107,8 +107,9 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
             cmd: Some(q.cmd),
         }
     };
-    // A message is full at `max` requests or once its requests reach the byte budget.
-    let full = |batch: &[BatchRequest], bytes: usize| batch.len() >= max || bytes >= MAX_BYTES;
+    // A message is full at `MAX_BATCH` requests or once its requests reach the byte budget.
+    let full =
+        |batch: &[BatchRequest], bytes: usize| batch.len() >= MAX_BATCH || bytes >= MAX_BYTES;
     let mut batch = vec![take(first, &mut pending)];
     let mut bytes = batch[0].encoded_len();
     let mut out = Some(out);
@@ -124,14 +125,7 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
                         requests: std::mem::take(&mut batch),
                     })
                 }
-                None => {
-                    for r in batch.drain(..) {
-                        if let Some(tx) = pending.remove(&r.id) {
-                            let _ = tx.send(Err(not_sent("the batch stream had closed")));
-                        }
-                    }
-                    break "the batch stream closed".to_string();
-                }
+                None => break "the batch stream closed".to_string(),
             },
             q = queue.recv(), if !callers_gone && !full(&batch, bytes) => match q {
                 Some(q) => {
@@ -159,7 +153,6 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
                         }
                     }
                 }
-                Ok(None) if pending.is_empty() => break String::new(),
                 Ok(None) => break "the store ended the batch stream".to_string(),
                 Err(s) => break format!("the batch stream broke: {}", s.message()),
             },
@@ -169,7 +162,13 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
             out = None;
         }
     };
-    // The requests on the stream may have run; those still queued never left.
+    // The requests of the batch not yet handed to the stream, and those still queued, never
+    // left; those on the stream may have run.
+    for r in batch {
+        if let Some(tx) = pending.remove(&r.id) {
+            let _ = tx.send(Err(not_sent(&why)));
+        }
+    }
     for (_, tx) in pending.drain() {
         let _ = tx.send(Err(Status::unavailable(why.clone())));
     }

@@ -1,6 +1,7 @@
 //! `BatchCommands` over a real gRPC server: answers matched by id, a slow write not holding up
 //! the reads behind it on the same stream, and hostile messages answered clearly.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -25,10 +26,35 @@ use tonic::{Code, Streaming};
 struct GatedStorage {
     inner: MemoryStorage,
     tickets: Mutex<mpsc::Receiver<()>>,
+    /// Writes that have reached the gate.
+    waiting: AtomicUsize,
+}
+
+impl GatedStorage {
+    fn new(tickets: mpsc::Receiver<()>) -> GatedStorage {
+        GatedStorage {
+            inner: MemoryStorage::new(),
+            tickets: Mutex::new(tickets),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits (10 s at most) until `n` writes have reached the gate.
+    async fn wait_for_writes(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.waiting.load(Ordering::SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no write reached the gate"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 impl Storage for GatedStorage {
     fn write(&self, ctx: &Context, batch: Vec<Modify>) -> kv::Result<()> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         let tickets = self.tickets.lock().unwrap();
         tickets
             .recv()
@@ -210,10 +236,7 @@ async fn batch_stream_answers_gets_puts_and_deletes_by_id_1() {
 #[tokio::test]
 async fn slow_write_does_not_hold_up_the_reads_behind_it_1() {
     let (gate, tickets) = mpsc::channel();
-    let storage = Arc::new(GatedStorage {
-        inner: MemoryStorage::new(),
-        tickets: Mutex::new(tickets),
-    });
+    let storage = Arc::new(GatedStorage::new(tickets));
     storage
         .inner
         .write(
@@ -285,15 +308,12 @@ async fn hostile_batch_messages_get_clear_answers_1() {
 #[tokio::test]
 async fn stopping_server_ends_open_streams_after_answering_them_1() {
     let (gate, tickets) = mpsc::channel();
-    let storage = Arc::new(GatedStorage {
-        inner: MemoryStorage::new(),
-        tickets: Mutex::new(tickets),
-    });
+    let storage = Arc::new(GatedStorage::new(tickets));
     let (stop, stopping) = watch::channel(false);
-    let mut client = serve_until(storage, Some(stopping)).await;
+    let mut client = serve_until(storage.clone(), Some(stopping)).await;
     let mut s = open(&mut client).await;
     s.send(vec![put(1, "k", "v")]).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    storage.wait_for_writes(1).await;
     // The server stops while the put runs and the client keeps its side open: the put is
     // still answered, then the stream ends (a graceful shutdown does not wait for clients).
     stop.send(true).unwrap();
