@@ -118,6 +118,18 @@ impl StatusSource {
             "tessera_busy_commands_total{{{l}}} {}",
             metrics.busy_commands()
         );
+        let _ = writeln!(out, "# TYPE tessera_write_entries_total counter");
+        let _ = writeln!(
+            out,
+            "tessera_write_entries_total{{{l}}} {}",
+            metrics.write_entries()
+        );
+        let _ = writeln!(out, "# TYPE tessera_write_commands_total counter");
+        let _ = writeln!(
+            out,
+            "tessera_write_commands_total{{{l}}} {}",
+            metrics.write_commands()
+        );
         let _ = writeln!(out, "# TYPE tessera_disk_full gauge");
         let _ = writeln!(
             out,

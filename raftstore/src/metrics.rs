@@ -17,6 +17,9 @@ pub struct StoreMetrics {
     dropped_messages: [AtomicU64; DropReason::ALL.len()],
     /// Commands refused because a peer's mailbox was full.
     busy_commands: AtomicU64,
+    /// Log entries proposed for plain writes, and the write commands they carried.
+    write_entries: AtomicU64,
+    write_commands: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -39,6 +42,23 @@ impl StoreMetrics {
     /// Records a command refused with `ServerIsBusy` (its peer's mailbox was full).
     pub(crate) fn on_busy_command(&self) {
         self.busy_commands.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a log entry proposed for `commands` plain write commands.
+    pub(crate) fn on_write_entry(&self, commands: u64) {
+        self.write_entries.fetch_add(1, Ordering::Relaxed);
+        self.write_commands.fetch_add(commands, Ordering::Relaxed);
+    }
+
+    /// Log entries proposed for plain writes (puts and deletes) so far.
+    pub fn write_entries(&self) -> u64 {
+        self.write_entries.load(Ordering::Relaxed)
+    }
+
+    /// Plain write commands those entries carried: above `write_entries` when a round's writes
+    /// shared an entry.
+    pub fn write_commands(&self) -> u64 {
+        self.write_commands.load(Ordering::Relaxed)
     }
 
     /// Raft messages from other stores dropped for `reason` so far.
@@ -85,5 +105,8 @@ mod tests {
         assert_eq!(m.raft_engine_syncs(), 1);
         assert_eq!(m.persisted_readies(), 4);
         assert_eq!(m.max_readies_per_write(), 3);
+        m.on_write_entry(1);
+        m.on_write_entry(5);
+        assert_eq!((m.write_entries(), m.write_commands()), (2, 6));
     }
 }

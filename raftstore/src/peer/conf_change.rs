@@ -96,6 +96,8 @@ fn changed_region(
 impl PeerMsgHandler<'_> {
     /// Handles an admin command on the leader (after the common checks).
     pub(super) fn propose_admin(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
+        // Writes that arrived first go into the log first.
+        self.propose_pending_writes();
         let term = self.peer.term();
         let admin = req.admin_request.clone().unwrap_or_default();
         match AdminCmdType::try_from(admin.cmd_type) {
@@ -395,6 +397,9 @@ impl PeerMsgHandler<'_> {
         // A pending proposal may still commit on the peers that remain (RegionNotFound would
         // tell its client it never happened); a pending read never changed anything.
         self.abandon_proposals_up_to(u64::MAX, "the peer was removed from the region");
+        self.peer
+            .pending_writes
+            .fail_all(|| Error::RegionNotFound(region_id), term);
         for r in std::mem::take(&mut self.peer.pending_reads) {
             r.callback
                 .invoke_with_error(Error::RegionNotFound(region_id), term);

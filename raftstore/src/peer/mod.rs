@@ -4,6 +4,7 @@
 //! The peer's features live in one file each:
 //! - `handler`: dispatching [`crate::PeerMsg`]s, raft messages from other stores, ticks;
 //! - `propose`: checking and proposing commands, starting ReadIndex reads;
+//! - `write_batch`: a round's plain writes proposed as one log entry;
 //! - `ready`: collecting a `Ready` into the group-commit batch, then sending, reading, advancing;
 //! - `apply`: applying committed entries to the kv engine and answering proposals;
 //! - `snapshot`: snapshots in and out, and raft log GC;
@@ -18,6 +19,7 @@ mod propose;
 mod ready;
 mod snapshot;
 mod split;
+mod write_batch;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -76,6 +78,8 @@ pub(crate) struct Peer {
     /// Ticks left during which vote requests are refused: a peer loaded at the store's start
     /// may have acknowledged a leader whose lease still runs (see `lease.rs`).
     vote_guard_ticks: usize,
+    /// This round's plain writes, proposed together as one entry (see `write_batch`).
+    pending_writes: write_batch::PendingWrites,
     /// Reads of `pending_reads` that wait for this round's shared ReadIndex to start.
     queued_reads: usize,
     next_read_ctx: u64,
@@ -134,6 +138,7 @@ impl Peer {
             published_lease: None,
             applied_term: 0,
             vote_guard_ticks: 0,
+            pending_writes: Default::default(),
             queued_reads: 0,
             next_read_ctx: 0,
             extra_peers: Vec::new(),

@@ -14,6 +14,7 @@ use std::time::Instant;
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
 
+use super::write_batch::PendingWrites;
 use super::{PeerMsgHandler, PendingRead, Proposal};
 use crate::error::{Error, Result};
 use crate::lease_reads::LeaseRead;
@@ -45,9 +46,10 @@ impl PeerMsgHandler<'_> {
             } else {
                 self.propose_read(req, cb);
             }
-        } else if self.ctx.health.disk_full()
-            || !self.ctx.health.take_write_budget(req.encoded_len() as u64)
-        {
+            return;
+        }
+        let len = req.encoded_len();
+        if self.ctx.health.disk_full() || !self.ctx.health.take_write_budget(len as u64) {
             // Reads and admin commands (log compaction frees space) go on; new data waits.
             cb.invoke_with_error(
                 Error::DiskFull {
@@ -55,6 +57,11 @@ impl PeerMsgHandler<'_> {
                 },
                 term,
             );
+        } else if PendingWrites::batchable(&req) {
+            if !self.peer.pending_writes.fits(&req, len) {
+                self.propose_pending_writes();
+            }
+            self.peer.pending_writes.push(*req, len, cb);
         } else {
             self.propose_write(&req, cb);
         }
@@ -95,7 +102,36 @@ impl PeerMsgHandler<'_> {
         util::check_request(req, &region)
     }
 
+    /// Proposes the plain writes of this round as one entry (see `write_batch`). Runs when the
+    /// round collects the peer's `Ready`, and before any other proposal, so the log keeps the
+    /// order in which commands arrived.
+    pub(crate) fn propose_pending_writes(&mut self) {
+        if self.peer.pending_writes.is_empty() {
+            return;
+        }
+        if !self.peer.is_leader() {
+            // Deposed since they arrived (a message this round): never proposed.
+            let (region_id, leader) = (self.peer.region_id, self.peer.leader());
+            let term = self.peer.term();
+            self.peer
+                .pending_writes
+                .fail_all(|| Error::NotLeader { region_id, leader }, term);
+            return;
+        }
+        let commands = self.peer.pending_writes.len() as u64;
+        if let Some((req, cb)) = self.peer.pending_writes.take() {
+            self.ctx.metrics.on_write_entry(commands);
+            self.propose_entry(&req, cb);
+        }
+    }
+
+    /// Proposes `req` as a log entry of its own, after the writes waiting for this round's entry.
     pub(super) fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) {
+        self.propose_pending_writes();
+        self.propose_entry(req, cb);
+    }
+
+    fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) {
         let raft = self.peer.raft_group.raft();
         let index = raft.raft_log().last_index() + 1;
         let term = raft.term();
@@ -159,6 +195,8 @@ impl PeerMsgHandler<'_> {
     /// Hands leadership to peer `to`. The lease ends first and is published so, before the
     /// transfer's `TimeoutNow` can leave: the target campaigns at once.
     pub(super) fn transfer_leader(&mut self, to: u64) {
+        // The writes that came before the transfer go into the log before it stops taking any.
+        self.propose_pending_writes();
         self.peer.lease.suspend(Instant::now());
         self.peer.raft_group.transfer_leader(to);
         self.publish_lease();

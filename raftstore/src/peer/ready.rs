@@ -1,7 +1,8 @@
 //! Handling a `Ready` in two phases around the raft worker's single write:
 //!
 //! ```text
-//! collect_ready   one ReadIndex for the reads queued this round, soft state (role changes),
+//! collect_ready   one entry for the plain writes of this round (`write_batch`),
+//!                 one ReadIndex for the reads queued this round, soft state (role changes),
 //!                 send `messages` now,
 //!                 entries + hard state into the shared raft-engine batch
 //! -- the raft worker writes the batch once for every peer (one sync) --
@@ -24,6 +25,7 @@ impl PeerMsgHandler<'_> {
     /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
     /// the entries and hard state to `raft_wb`.
     pub(crate) fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
+        self.propose_pending_writes();
         self.issue_queued_reads();
         // Before this round's messages leave (a transfer's `TimeoutNow` among them).
         self.publish_lease();

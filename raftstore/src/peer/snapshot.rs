@@ -286,6 +286,7 @@ impl PeerMsgHandler<'_> {
             }),
             ..Default::default()
         };
+        self.propose_pending_writes();
         match self.peer.raft_group.propose(vec![], req.encode_to_vec()) {
             Ok(()) => self.peer.last_compact_proposed = index,
             Err(e) => {

@@ -10,3 +10,4 @@ mod node_2b;
 mod scenarios_2b;
 mod snapshot_2c;
 mod split_3b;
+mod write_batch_2b;
