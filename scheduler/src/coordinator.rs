@@ -79,6 +79,11 @@ impl OperatorController {
         self.ops.get(&region_id)
     }
 
+    /// The operators in flight.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Operator> {
+        self.ops.values()
+    }
+
     /// Operators in flight that touch `store_id`.
     pub(crate) fn store_load(&self, store_id: u64) -> usize {
         self.ops

@@ -9,7 +9,10 @@
 //! replaced by a new one elsewhere before the old one goes.
 //!
 //! balance-leader moves one leader from the store leading the most regions to a follower's
-//! store leading the fewest, when that narrows the gap without reversing it.
+//! store leading the fewest, when that narrows the gap without reversing it. It counts the
+//! transfers still in flight as done: the store learns of an operator only at the region's next
+//! heartbeat, so rounds of scheduling see the same reported counts many times over, and acting
+//! on those alone overshoots and then swings back for ever.
 //!
 //! balance-region moves one replica from the fullest store (by region weight) to the emptiest
 //! one that does not hold the region yet, when the gap is at least twice the region's weight, so
@@ -17,6 +20,8 @@
 //! alone, except that a region whose pending peer sits on the source is picked first: moving it
 //! relieves the source of a replica that is behind anyway. Regions with down peers, with an
 //! operator, or with the wrong replica count (the replica checker's business) are skipped.
+
+use std::collections::HashMap;
 
 use proto::metapb::PeerRole;
 
@@ -144,13 +149,39 @@ fn is_healthy(region: &RegionInfo) -> bool {
     region.down_peers.is_empty() && region.leader.is_some()
 }
 
+/// How many more (or fewer) leaders each store will have once the leader transfers in flight
+/// are done: a transfer counts while its region's leader is still on the store it leaves.
+fn leaders_in_flight(ctx: &Ctx<'_>) -> HashMap<u64, i64> {
+    let mut delta = HashMap::new();
+    for op in ctx.ops.iter() {
+        let leader = ctx.regions.get(op.region_id).and_then(|r| r.leader_store());
+        for step in &op.steps {
+            if let OpStep::TransferLeader {
+                from_store,
+                to_store,
+            } = *step
+            {
+                if leader == Some(from_store) {
+                    *delta.entry(from_store).or_insert(0) -= 1;
+                    *delta.entry(to_store).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    delta
+}
+
 /// One leader transfer from the most to the least loaded store, if it helps.
 pub(crate) fn balance_leader(
     ctx: &Ctx<'_>,
     _alloc: &mut dyn FnMut() -> Result<u64>,
 ) -> Result<Option<Operator>> {
     let mut sources = candidate_stores(ctx);
-    let leaders = |id: &u64| ctx.regions.store_counts(*id).leader_count;
+    let in_flight = leaders_in_flight(ctx);
+    let leaders = |id: &u64| {
+        let reported = ctx.regions.store_counts(*id).leader_count as i64;
+        reported + in_flight.get(id).copied().unwrap_or(0)
+    };
     sources.sort_by_key(|id| (std::cmp::Reverse(leaders(id)), *id));
     for source in sources {
         let led = ctx

@@ -243,3 +243,46 @@ fn balance_leader_evens_leaders_3c() {
     }
     assert_eq!(cluster.operator_counters().finished, 4);
 }
+
+/// Transfers still in flight count as done: several rounds of scheduling before any heartbeat
+/// reports a transfer finished must not move more leaders than evening the stores needs. (They
+/// used to: every round saw the same counts and sent another leader the same way, so the stores
+/// swapped surpluses and leaders moved back and forth for as long as the cluster ran.)
+#[test]
+fn balance_leader_counts_transfers_in_flight_3c() {
+    let config = Config {
+        max_replicas: 3,
+        balance_region: false,
+        ..Config::default()
+    };
+    let (cluster, _) = cluster_with(config, 3);
+    fill(&cluster, 10, 6, &[1, 2, 3], 10);
+    let mut ops = Vec::new();
+    for _ in 0..10 {
+        ops.extend(cluster.schedule().unwrap());
+    }
+    let mut leaders = [0i64, 6, 0, 0];
+    for op in &ops {
+        let OpStep::TransferLeader {
+            from_store,
+            to_store,
+        } = op.steps[0]
+        else {
+            panic!("{op:?}")
+        };
+        leaders[from_store as usize] -= 1;
+        leaders[to_store as usize] += 1;
+    }
+    assert_eq!(leaders[1..], [2, 2, 2], "{ops:?}");
+    for op in &ops {
+        let OpStep::TransferLeader { to_store, .. } = op.steps[0] else {
+            unreachable!()
+        };
+        let r = cluster.get_region_by_id(op.region_id).unwrap().region;
+        assert!(must_heartbeat(&cluster, &heartbeat(&r, to_store, 10)).is_none());
+    }
+    assert!(cluster.schedule().unwrap().is_empty());
+    for s in 1..=3 {
+        assert_eq!(cluster.get_store(s).unwrap().counts.leader_count, 2);
+    }
+}
