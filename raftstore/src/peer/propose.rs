@@ -120,8 +120,9 @@ impl PeerMsgHandler<'_> {
         }
         let commands = self.peer.pending_writes.len() as u64;
         if let Some((req, cb)) = self.peer.pending_writes.take() {
-            self.ctx.metrics.on_write_entry(commands);
-            self.propose_entry(&req, cb);
+            if self.propose_entry(&req, cb) {
+                self.ctx.metrics.on_write_entry(commands);
+            }
         }
     }
 
@@ -131,7 +132,9 @@ impl PeerMsgHandler<'_> {
         self.propose_entry(req, cb);
     }
 
-    fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) {
+    /// Proposes `req` as one log entry; returns whether it was appended (else `cb` has its
+    /// answer).
+    fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) -> bool {
         let raft = self.peer.raft_group.raft();
         let index = raft.raft_log().last_index() + 1;
         let term = raft.term();
@@ -142,15 +145,19 @@ impl PeerMsgHandler<'_> {
                     // The leader appended something else or nothing: the proposal is not where
                     // we would look for it, so it cannot be answered reliably.
                     cb.invoke_with_error(Error::StaleCommand, term);
-                    return;
+                    return false;
                 }
                 self.peer.proposals.push_back(Proposal {
                     index,
                     term,
                     callback: cb,
                 });
+                true
             }
-            Err(e) => cb.invoke_with_error(Error::Raft(e), term),
+            Err(e) => {
+                cb.invoke_with_error(Error::Raft(e), term);
+                false
+            }
         }
     }
 
