@@ -9,7 +9,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::Result;
 use crate::meta::lock;
-use crate::operator::{OpStatus, Operator};
+use crate::operator::{OpStatus, OpStep, Operator};
 use crate::region::{RegionInfo, RegionTree, StoreInfo};
 
 /// What a scheduler or checker sees of the cluster.
@@ -35,8 +35,38 @@ impl Ctx<'_> {
         self.ops.store_load(store_id) < self.config.store_limit
     }
 
+    /// The store's region weight once the operators in flight are done: a replica being added
+    /// counts already, one being removed no longer. Stores learn of an operator only at its
+    /// region's next heartbeat, so rounds of scheduling that went by the reported weight alone
+    /// would send every move of that time to the same store.
+    pub(crate) fn expected_weight(&self, store_id: u64) -> u64 {
+        let mut weight = self.regions.store_counts(store_id).region_weight;
+        for op in self.ops.iter() {
+            let Some(region) = self.regions.get(op.region_id) else {
+                continue;
+            };
+            let size = region.effective_size();
+            let here = region.peer_on(store_id).is_some();
+            for step in &op.steps {
+                match *step {
+                    OpStep::AddPeer { store_id: s, .. }
+                    | OpStep::AddLearner { store_id: s, .. }
+                        if s == store_id && !here =>
+                    {
+                        weight += size;
+                    }
+                    OpStep::RemovePeer { store_id: s } if s == store_id && here => {
+                        weight = weight.saturating_sub(size);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        weight
+    }
+
     /// Stores that may take a new replica of `region`: serving, with room, without a peer of it.
-    /// Ordered emptiest first (by region weight, then id, for determinism).
+    /// Ordered emptiest first (by expected region weight, then id, for determinism).
     pub(crate) fn targets_for(&self, region: &RegionInfo) -> Vec<u64> {
         let mut targets: Vec<u64> = self
             .stores
@@ -45,7 +75,7 @@ impl Ctx<'_> {
             .filter(|id| self.is_serving(*id) && self.has_room(*id))
             .filter(|id| region.peer_on(*id).is_none())
             .collect();
-        targets.sort_by_key(|id| (self.regions.store_counts(*id).region_weight, *id));
+        targets.sort_by_key(|id| (self.expected_weight(*id), *id));
         targets
     }
 }

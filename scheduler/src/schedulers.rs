@@ -14,8 +14,9 @@
 //! heartbeat, so rounds of scheduling see the same reported counts many times over, and acting
 //! on those alone overshoots and then swings back for ever.
 //!
-//! balance-region moves one replica from the fullest store (by region weight) to the emptiest
-//! one that does not hold the region yet, when the gap is at least twice the region's weight, so
+//! balance-region moves one replica from the fullest store (by region weight, counting the
+//! moves in flight as done, as balance-leader does) to the emptiest one that does not hold the
+//! region yet, when the gap is at least twice the region's weight, so
 //! the move never makes the target fuller than the source. Regions with pending peers are left
 //! alone, except that a region whose pending peer sits on the source is picked first: moving it
 //! relieves the source of a replica that is behind anyway. Regions with down peers, with an
@@ -254,7 +255,7 @@ pub(crate) fn balance_region(
     ctx: &Ctx<'_>,
     alloc: &mut dyn FnMut() -> Result<u64>,
 ) -> Result<Option<Operator>> {
-    let weight = |id: u64| ctx.regions.store_counts(id).region_weight;
+    let weight = |id: u64| ctx.expected_weight(id);
     let mut sources = candidate_stores(ctx);
     sources.sort_by_key(|id| (std::cmp::Reverse(weight(*id)), *id));
     for source in sources {

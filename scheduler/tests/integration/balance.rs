@@ -125,25 +125,36 @@ fn balance_region_noop_when_nothing_is_better_3c() {
 #[test]
 fn balance_region_max_replicas_3_3c() {
     let (cluster, _) = cluster_with(region_only(3), 4);
-    // Region 10 is led by store 1, region 11 only followed by it: the follower moves first,
+    // Region 10 is led by store 1, regions 11-13 only followed by it: a follower moves first,
     // so no leader transfer is needed.
     let r10 = region_on(10, "a", "b", &[1, 2, 3], 2);
-    let r11 = region_on(11, "b", "c", &[1, 2, 3], 2);
     must_heartbeat(&cluster, &heartbeat(&r10, 1, 10));
-    must_heartbeat(&cluster, &heartbeat(&r11, 2, 10));
+    for (id, start, end) in [(11, "b", "c"), (12, "c", "d"), (13, "d", "e")] {
+        let r = region_on(id, start, end, &[1, 2, 3], 2);
+        must_heartbeat(&cluster, &heartbeat(&r, 2, 10));
+    }
     let op = only_region_op(&cluster);
-    assert_eq!(op.region_id, 11);
+    assert_ne!(op.region_id, 10);
     assert_eq!(moved(&op), (1, 4));
     assert_eq!(op.steps.len(), 2, "{op:?}");
-    // Every store holds region 10 but store 4, which is busy with region 11 only up to the
-    // limit; a second round moves region 10 there (never next to its own replica).
-    let second = cluster.schedule().unwrap();
-    assert_eq!(second.len(), 1, "{second:?}");
-    for op in &second {
-        let (_, to) = moved(op);
-        assert_eq!(to, 4);
-        assert_eq!(op.region_id, 10);
+    // Stores 1-3 weigh 40 each and store 4 nothing. Store 4 takes more moves while the first is
+    // in flight (up to the store limit), each from the then fullest store and never next to a
+    // replica of its own region, until every store would weigh 30.
+    let mut sources = vec![1];
+    loop {
+        let ops = cluster.schedule().unwrap();
+        if ops.is_empty() {
+            break;
+        }
+        for op in &ops {
+            let (from, to) = moved(op);
+            assert_eq!(to, 4, "{op:?}");
+            sources.push(from);
+        }
+        assert!(sources.len() <= 3, "{sources:?}");
     }
+    sources.sort();
+    assert_eq!(sources, [1, 2, 3]);
 }
 
 #[test]
@@ -285,4 +296,22 @@ fn balance_leader_counts_transfers_in_flight_3c() {
     for s in 1..=3 {
         assert_eq!(cluster.get_store(s).unwrap().counts.leader_count, 2);
     }
+}
+
+/// Replica moves in flight count as done too: rounds of scheduling before any heartbeat reports
+/// a move must spread the moves over the empty stores, not send them all to the one that was
+/// emptiest when they started.
+#[test]
+fn balance_region_counts_moves_in_flight_3c() {
+    let (cluster, _) = cluster_with(region_only(1), 3);
+    fill(&cluster, 10, 10, &[1], 10);
+    let mut targets = Vec::new();
+    for _ in 0..10 {
+        for op in cluster.schedule().unwrap() {
+            targets.push(moved(&op));
+        }
+    }
+    targets.sort();
+    // Store 1 takes part in at most `store_limit` (4) operators at a time.
+    assert_eq!(targets, [(1, 2), (1, 2), (1, 3), (1, 3)]);
 }
