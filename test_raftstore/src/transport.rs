@@ -28,6 +28,8 @@ struct Delayed {
     at: Instant,
     seq: u64,
     msg: RaftMessage,
+    /// The message carries a snapshot whose sender learns of its delivery.
+    snapshot: bool,
 }
 
 impl PartialEq for Delayed {
@@ -81,6 +83,25 @@ fn deliver(routers: &Routers, msg: RaftMessage) -> raftstore::Result<()> {
     }
 }
 
+/// Delivers `msg`, which carries a snapshot whose files are in place at the receiver, and tells
+/// the sender how the transfer went, as a store's gRPC transport does at the end of the stream:
+/// raft then probes the follower instead of waiting for its answer to the snapshot, which may be
+/// lost.
+fn deliver_snapshot(routers: &Routers, msg: RaftMessage) -> raftstore::Result<()> {
+    let (region_id, to_peer) = (msg.region_id, msg.to_peer.as_ref().map_or(0, |p| p.id));
+    let from_store = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+    let result = deliver(routers, msg);
+    let sender = routers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&from_store)
+        .map(|(r, _)| r.clone());
+    if let Some(r) = sender {
+        r.report_snapshot(region_id, to_peer, result.is_err());
+    }
+    result
+}
+
 impl Default for MockTransport {
     fn default() -> Self {
         MockTransport::new()
@@ -109,7 +130,11 @@ impl MockTransport {
                     }
                     while heap.peek().is_some_and(|d| d.0.at <= Instant::now()) {
                         let d = heap.pop().expect("peeked").0;
-                        let _ = deliver(&timer_routers, d.msg);
+                        let _ = if d.snapshot {
+                            deliver_snapshot(&timer_routers, d.msg)
+                        } else {
+                            deliver(&timer_routers, d.msg)
+                        };
                     }
                 }
             })
@@ -163,15 +188,25 @@ impl MockTransport {
         Some(delay)
     }
 
-    fn deliver_after(&self, msg: RaftMessage, delay: Duration) -> raftstore::Result<()> {
+    fn deliver_after(
+        &self,
+        msg: RaftMessage,
+        delay: Duration,
+        snapshot: bool,
+    ) -> raftstore::Result<()> {
         if delay.is_zero() {
-            return deliver(&self.routers, msg);
+            return if snapshot {
+                deliver_snapshot(&self.routers, msg)
+            } else {
+                deliver(&self.routers, msg)
+            };
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let _ = self.delayed.send(Delayed {
             at: Instant::now() + delay,
             seq,
             msg,
+            snapshot,
         });
         Ok(())
     }
@@ -257,12 +292,12 @@ impl Transport for MockTransport {
             )));
         }
         self.snapshots.delivered.fetch_add(1, Ordering::SeqCst);
-        self.deliver_after(msg, delay)
+        self.deliver_after(msg, delay, true)
     }
 
     fn send(&self, msg: RaftMessage) -> raftstore::Result<()> {
         match self.filtered(&msg) {
-            Some(delay) => self.deliver_after(msg, delay),
+            Some(delay) => self.deliver_after(msg, delay, false),
             // Lost on the wire: the sender cannot tell.
             None => Ok(()),
         }

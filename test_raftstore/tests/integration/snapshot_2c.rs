@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use kv::{keys, Cf, WriteBatch};
 use proto::eraftpb::{Entry, MessageType};
+use proto::raft_serverpb::RaftMessage;
 use proto::raft_serverpb::{
     PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
 };
 use protobuf::Message as _;
-use test_raftstore::{generic_test, put_req, Cluster, Filter, IsolationFilter, MessageTypeFilter};
+use test_raftstore::{
+    generic_test, put_req, Cluster, Filter, FilterAction, IsolationFilter, MessageTypeFilter,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 const LIMIT: u64 = 10;
@@ -136,6 +139,89 @@ fn corrupt_snapshot_is_refused_and_retried_2c() {
 }
 
 /// The term of log entry `index` on a store, from its raft engine or truncated state.
+/// A sender learns that a snapshot went through once it did, as the gRPC transport reports it
+/// at the end of the stream. Then a follower whose only answer to the snapshot is lost catches
+/// up at the leader's next probe, instead of waiting out `snapshot_send_timeout` (a minute here):
+/// in the unreliable generic tests that wait stalled whole regions for rounds.
+#[test]
+fn a_lost_answer_to_a_snapshot_costs_no_send_timeout_2c() {
+    let mut cfg = raftstore::Config::test();
+    cfg.raft_log_gc_count_limit = LIMIT;
+    cfg.snapshot_send_timeout = Duration::from_secs(60);
+    let mut cluster = Cluster::new(3, cfg);
+    cluster.start();
+    let region_id = cluster.get_region(b"").id;
+    let leader = cluster.wait_leader(region_id, WAIT);
+    let store = cluster
+        .store_ids()
+        .into_iter()
+        .find(|&s| s != leader.store_id)
+        .expect("a follower");
+    let isolation: Arc<dyn Filter> = Arc::new(IsolationFilter(store));
+    cluster.add_filter(isolation.clone());
+    for i in 0..20 {
+        cluster.must_put(&key(i), &value(i));
+    }
+    let leader = cluster.wait_leader(region_id, WAIT);
+    let deadline = Instant::now() + WAIT;
+    let truncated = loop {
+        let truncated = cluster
+            .apply_state(leader.store_id, region_id)
+            .and_then(|a| a.truncated_state)
+            .unwrap_or_default()
+            .index;
+        if truncated > cluster.apply_state(store, region_id).unwrap().applied_index {
+            break truncated;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted its log"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The follower's answers that accept something are lost until it has applied the snapshot:
+    // the first of them is its answer to the snapshot. (Its refusals pass: they are how the
+    // leader learns that it needs one.)
+    let answers: Arc<dyn Filter> = Arc::new(LostAcceptance(store));
+    cluster.add_filter(answers.clone());
+    cluster.remove_filter(&isolation);
+    let deadline = Instant::now() + WAIT;
+    while cluster.apply_state(store, region_id).unwrap().applied_index < truncated {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never applied a snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for the answer to be sent and lost.
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.remove_filter(&answers);
+    let (delivered, _) = cluster.snapshot_counts();
+    assert!(delivered >= 1, "the follower caught up without a snapshot");
+    // Appends must reach the follower again well before the send timeout.
+    cluster.must_put(b"after", b"snapshot");
+    cluster.wait_value_on_store(store, b"after", Some(b"snapshot"), WAIT);
+}
+
+/// Drops the append answers from `.0`'s store that accept entries or a snapshot.
+struct LostAcceptance(u64);
+
+impl Filter for LostAcceptance {
+    fn before(&self, msg: &RaftMessage) -> FilterAction {
+        let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+        match proto::eraftpb::Message::parse_from_bytes(&msg.message) {
+            Ok(m)
+                if from == self.0
+                    && m.get_msg_type() == MessageType::MsgAppendResponse
+                    && !m.get_reject() =>
+            {
+                FilterAction::Drop
+            }
+            _ => FilterAction::Pass,
+        }
+    }
+}
+
 fn term_of(engines: &kv::Engines, region_id: u64, index: u64, apply: &RaftApplyState) -> u64 {
     let t = apply.truncated_state.unwrap_or_default();
     if t.index == index {
