@@ -134,6 +134,24 @@ impl PeerService {
         }
     }
 
+    /// Hands each item of `stream` to `take` until the stream ends, the store stops, or the
+    /// stream or `take` fails (that error ends the call).
+    async fn take_until_stopped<T>(
+        &self,
+        mut stream: Streaming<T>,
+        mut take: impl FnMut(T) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        let mut stop = self.stop.clone();
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(item) = item else { return Ok(()) };
+            take(item?)?;
+        }
+    }
+
     fn refuse(&self, region_id: u64, reason: DropReason, detail: String) -> Status {
         let r = Refused { reason, detail };
         self.inbound.refused(region_id, &r);
@@ -322,16 +340,8 @@ impl TinyKv for PeerService {
 
     async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
         self.token.check(&r)?;
-        let mut stream = r.into_inner();
-        let mut stop = self.stop.clone();
-        loop {
-            let msg = tokio::select! {
-                m = stream.next() => m,
-                _ = stop.wait_for(|s| *s) => None,
-            };
-            let Some(msg) = msg else { break };
-            self.take_raft(msg?)?;
-        }
+        self.take_until_stopped(r.into_inner(), |msg| self.take_raft(msg))
+            .await?;
         Ok(Response::new(Done {}))
     }
 
@@ -340,18 +350,13 @@ impl TinyKv for PeerService {
         r: Request<Streaming<BatchRaftMessage>>,
     ) -> Result<Response<Done>, Status> {
         self.token.check(&r)?;
-        let mut stream = r.into_inner();
-        let mut stop = self.stop.clone();
-        loop {
-            let batch = tokio::select! {
-                b = stream.next() => b,
-                _ = stop.wait_for(|s| *s) => None,
-            };
-            let Some(batch) = batch else { break };
-            for msg in batch?.msgs {
-                self.take_raft(msg)?;
-            }
-        }
+        self.take_until_stopped(r.into_inner(), |batch: BatchRaftMessage| {
+            batch
+                .msgs
+                .into_iter()
+                .try_for_each(|msg| self.take_raft(msg))
+        })
+        .await?;
         Ok(Response::new(Done {}))
     }
 

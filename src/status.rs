@@ -91,18 +91,19 @@ impl StatusSource {
             return out;
         };
         let l = format!("store_id=\"{store_id}\"");
-        let _ = writeln!(out, "# TYPE tessera_raft_engine_writes_total counter");
-        let _ = writeln!(
-            out,
-            "tessera_raft_engine_writes_total{{{l}}} {}",
-            metrics.raft_engine_writes()
-        );
-        let _ = writeln!(out, "# TYPE tessera_raft_engine_syncs_total counter");
-        let _ = writeln!(
-            out,
-            "tessera_raft_engine_syncs_total{{{l}}} {}",
-            metrics.raft_engine_syncs()
-        );
+        let engine = [
+            (
+                "tessera_raft_engine_writes_total",
+                metrics.raft_engine_writes(),
+            ),
+            (
+                "tessera_raft_engine_syncs_total",
+                metrics.raft_engine_syncs(),
+            ),
+        ];
+        for (name, value) in engine {
+            metric(&mut out, "counter", name, &l, value);
+        }
         let _ = writeln!(out, "# TYPE tessera_raft_messages_dropped_total counter");
         for r in DropReason::ALL {
             let _ = writeln!(
@@ -112,32 +113,24 @@ impl StatusSource {
                 metrics.dropped_messages(r)
             );
         }
-        let _ = writeln!(out, "# TYPE tessera_busy_commands_total counter");
-        let _ = writeln!(
-            out,
-            "tessera_busy_commands_total{{{l}}} {}",
-            metrics.busy_commands()
-        );
-        let _ = writeln!(out, "# TYPE tessera_write_entries_total counter");
-        let _ = writeln!(
-            out,
-            "tessera_write_entries_total{{{l}}} {}",
-            metrics.write_entries()
-        );
-        let _ = writeln!(out, "# TYPE tessera_write_commands_total counter");
-        let _ = writeln!(
-            out,
-            "tessera_write_commands_total{{{l}}} {}",
-            metrics.write_commands()
-        );
-        let _ = writeln!(out, "# TYPE tessera_disk_full gauge");
-        let _ = writeln!(
-            out,
-            "tessera_disk_full{{{l}}} {}",
-            u8::from(health.disk_full())
-        );
+        let commands = [
+            ("tessera_busy_commands_total", metrics.busy_commands()),
+            ("tessera_write_entries_total", metrics.write_entries()),
+            ("tessera_write_commands_total", metrics.write_commands()),
+        ];
+        for (name, value) in commands {
+            metric(&mut out, "counter", name, &l, value);
+        }
+        let full = u64::from(health.disk_full());
+        metric(&mut out, "gauge", "tessera_disk_full", &l, full);
         out
     }
+}
+
+/// Appends one metric of one series, labelled `labels`, with its `# TYPE` line.
+fn metric(out: &mut String, kind: &str, name: &str, labels: &str, value: u64) {
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name}{{{labels}}} {value}");
 }
 
 async fn livez(State(s): State<StatusSource>) -> Response {

@@ -47,7 +47,7 @@ impl Cf {
 
 /// What an engine holds, which decides how its column families are tuned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EngineKind {
+enum EngineKind {
     /// Data that lives long and is read at random: compressed from level 2 down, where most of
     /// it settles; levels 0 and 1 stay plain, since they are rewritten soon.
     Kv,
@@ -82,7 +82,7 @@ pub fn open_engine(path: &Path, cfs: &[Cf]) -> Result<Arc<DB>> {
 
 /// Opens (creating if needed) a RocksDB instance with the given column families, tuned for
 /// `kind`.
-pub fn open_engine_of(path: &Path, cfs: &[Cf], kind: EngineKind) -> Result<Arc<DB>> {
+fn open_engine_of(path: &Path, cfs: &[Cf], kind: EngineKind) -> Result<Arc<DB>> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);

@@ -35,10 +35,40 @@ impl Ctx<'_> {
         self.ops.store_load(store_id) < self.config.store_limit
     }
 
+    // Stores learn of an operator only at its region's next heartbeat: rounds of scheduling that
+    // went by the reported counts alone would each send another leader or replica the same way,
+    // overshoot, and swing back. So the balance schedulers count what is in flight as done.
+
+    /// The store's leader count once the leader transfers in flight are done: a transfer counts
+    /// while its region's leader is still on the store it leaves.
+    pub(crate) fn expected_leaders(&self, store_id: u64) -> u64 {
+        let mut leaders = self.regions.store_counts(store_id).leader_count;
+        for op in self.ops.iter() {
+            let leader = self
+                .regions
+                .get(op.region_id)
+                .and_then(|r| r.leader_store());
+            for step in &op.steps {
+                match *step {
+                    OpStep::TransferLeader {
+                        from_store,
+                        to_store,
+                    } if leader == Some(from_store) => {
+                        if to_store == store_id {
+                            leaders += 1;
+                        } else if from_store == store_id {
+                            leaders = leaders.saturating_sub(1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        leaders
+    }
+
     /// The store's region weight once the operators in flight are done: a replica being added
-    /// counts already, one being removed no longer. Stores learn of an operator only at its
-    /// region's next heartbeat, so rounds of scheduling that went by the reported weight alone
-    /// would send every move of that time to the same store.
+    /// counts already, one being removed no longer.
     pub(crate) fn expected_weight(&self, store_id: u64) -> u64 {
         let mut weight = self.regions.store_counts(store_id).region_weight;
         for op in self.ops.iter() {

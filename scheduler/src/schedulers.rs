@@ -22,8 +22,6 @@
 //! relieves the source of a replica that is behind anyway. Regions with down peers, with an
 //! operator, or with the wrong replica count (the replica checker's business) are skipped.
 
-use std::collections::HashMap;
-
 use proto::metapb::PeerRole;
 
 use crate::coordinator::Ctx;
@@ -150,39 +148,13 @@ fn is_healthy(region: &RegionInfo) -> bool {
     region.down_peers.is_empty() && region.leader.is_some()
 }
 
-/// How many more (or fewer) leaders each store will have once the leader transfers in flight
-/// are done: a transfer counts while its region's leader is still on the store it leaves.
-fn leaders_in_flight(ctx: &Ctx<'_>) -> HashMap<u64, i64> {
-    let mut delta = HashMap::new();
-    for op in ctx.ops.iter() {
-        let leader = ctx.regions.get(op.region_id).and_then(|r| r.leader_store());
-        for step in &op.steps {
-            if let OpStep::TransferLeader {
-                from_store,
-                to_store,
-            } = *step
-            {
-                if leader == Some(from_store) {
-                    *delta.entry(from_store).or_insert(0) -= 1;
-                    *delta.entry(to_store).or_insert(0) += 1;
-                }
-            }
-        }
-    }
-    delta
-}
-
 /// One leader transfer from the most to the least loaded store, if it helps.
 pub(crate) fn balance_leader(
     ctx: &Ctx<'_>,
     _alloc: &mut dyn FnMut() -> Result<u64>,
 ) -> Result<Option<Operator>> {
     let mut sources = candidate_stores(ctx);
-    let in_flight = leaders_in_flight(ctx);
-    let leaders = |id: &u64| {
-        let reported = ctx.regions.store_counts(*id).leader_count as i64;
-        reported + in_flight.get(id).copied().unwrap_or(0)
-    };
+    let leaders = |id: &u64| ctx.expected_leaders(*id);
     sources.sort_by_key(|id| (std::cmp::Reverse(leaders(id)), *id));
     for source in sources {
         let led = ctx

@@ -48,13 +48,7 @@ pub async fn send_raft(store: &Store, msgs: Vec<RaftMessage>) -> Result<(), Stat
     let mut client = peer_client(store).await?;
     let stream = tokio_stream::iter(msgs);
     let call = client.raft(peer_request(store, stream));
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(answer) => answer.map(|_| ()),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "{} did not answer a raft stream within {CALL_TIMEOUT:?}",
-            store.name
-        ))),
-    }
+    answer_in_time(store, "a raft stream", call).await
 }
 
 /// Sends `msgs` to `store` as one message of one `BatchRaft` stream (the way stores send raft
@@ -63,10 +57,20 @@ pub async fn send_raft_batch(store: &Store, msgs: Vec<RaftMessage>) -> Result<()
     let mut client = peer_client(store).await?;
     let stream = tokio_stream::iter([BatchRaftMessage { msgs }]);
     let call = client.batch_raft(peer_request(store, stream));
+    answer_in_time(store, "a batch raft stream", call).await
+}
+
+/// How `store` answered `call` (a stream named `what`), or a deadline error after
+/// [`CALL_TIMEOUT`].
+async fn answer_in_time<R>(
+    store: &Store,
+    what: &str,
+    call: impl std::future::Future<Output = Result<R, Status>>,
+) -> Result<(), Status> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(answer) => answer.map(|_| ()),
         Err(_) => Err(Status::deadline_exceeded(format!(
-            "{} did not answer a batch raft stream within {CALL_TIMEOUT:?}",
+            "{} did not answer {what} within {CALL_TIMEOUT:?}",
             store.name
         ))),
     }

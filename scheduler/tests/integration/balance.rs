@@ -48,6 +48,17 @@ fn moved(op: &Operator) -> (u64, u64) {
     (from.expect("a remove step"), to.expect("an add step"))
 }
 
+/// The stores a balance-leader operator moves leadership between.
+fn transferred(op: &Operator) -> (u64, u64) {
+    match op.steps[..] {
+        [OpStep::TransferLeader {
+            from_store,
+            to_store,
+        }] => (from_store, to_store),
+        _ => panic!("not a single leader transfer: {op:?}"),
+    }
+}
+
 #[test]
 fn balance_region_max_replicas_1_3c() {
     let (cluster, _) = cluster_with(region_only(1), 3);
@@ -226,13 +237,7 @@ fn balance_leader_evens_leaders_3c() {
         assert!(rounds < 10, "balance-leader does not settle");
         for op in ops {
             assert_eq!(op.kind, OpKind::Leader);
-            let OpStep::TransferLeader {
-                from_store,
-                to_store,
-            } = op.steps[0]
-            else {
-                panic!("{op:?}")
-            };
+            let (from_store, to_store) = transferred(&op);
             assert_ne!(from_store, to_store);
             let r = cluster.get_region_by_id(op.region_id).unwrap().region;
             let resp = must_heartbeat(&cluster, &heartbeat(&r, from_store, 10)).expect("step");
@@ -274,21 +279,13 @@ fn balance_leader_counts_transfers_in_flight_3c() {
     }
     let mut leaders = [0i64, 6, 0, 0];
     for op in &ops {
-        let OpStep::TransferLeader {
-            from_store,
-            to_store,
-        } = op.steps[0]
-        else {
-            panic!("{op:?}")
-        };
+        let (from_store, to_store) = transferred(op);
         leaders[from_store as usize] -= 1;
         leaders[to_store as usize] += 1;
     }
     assert_eq!(leaders[1..], [2, 2, 2], "{ops:?}");
     for op in &ops {
-        let OpStep::TransferLeader { to_store, .. } = op.steps[0] else {
-            unreachable!()
-        };
+        let (_, to_store) = transferred(op);
         let r = cluster.get_region_by_id(op.region_id).unwrap().region;
         assert!(must_heartbeat(&cluster, &heartbeat(&r, to_store, 10)).is_none());
     }

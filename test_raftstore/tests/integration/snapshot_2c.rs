@@ -3,6 +3,7 @@
 //! store crashes in the middle of applying one; the generic runner checks the log bound and
 //! linearizability under each fault mix.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,11 @@ fn value(i: usize) -> Vec<u8> {
 
 /// A started 3-store cluster with log GC at [`LIMIT`], its region, and a follower store.
 fn three_stores() -> (Cluster, u64, u64) {
-    let mut cfg = raftstore::Config::test();
+    three_stores_with(raftstore::Config::test())
+}
+
+/// [`three_stores`] with `cfg` otherwise.
+fn three_stores_with(mut cfg: raftstore::Config) -> (Cluster, u64, u64) {
     cfg.raft_log_gc_count_limit = LIMIT;
     let mut cluster = Cluster::new(3, cfg);
     cluster.start();
@@ -45,9 +50,10 @@ fn three_stores() -> (Cluster, u64, u64) {
 }
 
 /// Cuts `store` off, writes keys 0..n (deleting key 0 at the end) until the leader's log is
-/// compacted past what `store` has, and heals.
-fn write_while_isolated(cluster: &Cluster, region_id: u64, store: u64, n: usize) {
-    let filter = Arc::new(IsolationFilter(store));
+/// compacted past what `store` has, and heals (other filters stay). Returns the leader's
+/// truncated index then.
+fn write_while_isolated(cluster: &Cluster, region_id: u64, store: u64, n: usize) -> u64 {
+    let filter: Arc<dyn Filter> = Arc::new(IsolationFilter(store));
     cluster.add_filter(filter.clone());
     for i in 0..n {
         cluster.must_put(&key(i), &value(i));
@@ -60,22 +66,23 @@ fn write_while_isolated(cluster: &Cluster, region_id: u64, store: u64, n: usize)
     // The log must lose what the isolated store lacks, or this would test nothing.
     let leader = cluster.wait_leader(region_id, WAIT);
     let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let truncated = loop {
         let truncated = cluster
             .apply_state(leader.store_id, region_id)
             .and_then(|a| a.truncated_state)
             .unwrap_or_default()
             .index;
         if truncated > cut_off_at {
-            break;
+            break truncated;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "leader never compacted past {cut_off_at} (truncated at {truncated})"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-    cluster.clear_filters();
+    };
+    cluster.remove_filter(&filter);
+    truncated
 }
 
 /// Store `store` holds exactly keys 1..n with their values, and no key 0.
@@ -138,7 +145,6 @@ fn corrupt_snapshot_is_refused_and_retried_2c() {
     );
 }
 
-/// The term of log entry `index` on a store, from its raft engine or truncated state.
 /// A sender learns that a snapshot went through once it did, as the gRPC transport reports it
 /// at the end of the stream. Then a follower whose only answer to the snapshot is lost catches
 /// up at the leader's next probe, instead of waiting out `snapshot_send_timeout` (a minute here):
@@ -146,55 +152,28 @@ fn corrupt_snapshot_is_refused_and_retried_2c() {
 #[test]
 fn a_lost_answer_to_a_snapshot_costs_no_send_timeout_2c() {
     let mut cfg = raftstore::Config::test();
-    cfg.raft_log_gc_count_limit = LIMIT;
     cfg.snapshot_send_timeout = Duration::from_secs(60);
-    let mut cluster = Cluster::new(3, cfg);
-    cluster.start();
-    let region_id = cluster.get_region(b"").id;
-    let leader = cluster.wait_leader(region_id, WAIT);
-    let store = cluster
-        .store_ids()
-        .into_iter()
-        .find(|&s| s != leader.store_id)
-        .expect("a follower");
-    let isolation: Arc<dyn Filter> = Arc::new(IsolationFilter(store));
-    cluster.add_filter(isolation.clone());
-    for i in 0..20 {
-        cluster.must_put(&key(i), &value(i));
-    }
-    let leader = cluster.wait_leader(region_id, WAIT);
-    let deadline = Instant::now() + WAIT;
-    let truncated = loop {
-        let truncated = cluster
-            .apply_state(leader.store_id, region_id)
-            .and_then(|a| a.truncated_state)
-            .unwrap_or_default()
-            .index;
-        if truncated > cluster.apply_state(store, region_id).unwrap().applied_index {
-            break truncated;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the leader never compacted its log"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (cluster, region_id, store) = three_stores_with(cfg);
     // The follower's answers that accept something are lost until it has applied the snapshot:
     // the first of them is its answer to the snapshot. (Its refusals pass: they are how the
     // leader learns that it needs one.)
-    let answers: Arc<dyn Filter> = Arc::new(LostAcceptance(store));
+    let lost = Arc::new(LostAcceptance {
+        store,
+        dropped: AtomicU64::new(0),
+    });
+    let answers: Arc<dyn Filter> = lost.clone();
     cluster.add_filter(answers.clone());
-    cluster.remove_filter(&isolation);
+    let truncated = write_while_isolated(&cluster, region_id, store, 20);
     let deadline = Instant::now() + WAIT;
-    while cluster.apply_state(store, region_id).unwrap().applied_index < truncated {
+    while cluster.apply_state(store, region_id).unwrap().applied_index < truncated
+        || lost.dropped.load(Ordering::SeqCst) == 0
+    {
         assert!(
             Instant::now() < deadline,
-            "the follower never applied a snapshot"
+            "the follower never applied a snapshot and answered it"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Time for the answer to be sent and lost.
-    std::thread::sleep(Duration::from_millis(200));
     cluster.remove_filter(&answers);
     let (delivered, _) = cluster.snapshot_counts();
     assert!(delivered >= 1, "the follower caught up without a snapshot");
@@ -203,18 +182,22 @@ fn a_lost_answer_to_a_snapshot_costs_no_send_timeout_2c() {
     cluster.wait_value_on_store(store, b"after", Some(b"snapshot"), WAIT);
 }
 
-/// Drops the append answers from `.0`'s store that accept entries or a snapshot.
-struct LostAcceptance(u64);
+/// Drops the append answers from `store` that accept entries or a snapshot, and counts them.
+struct LostAcceptance {
+    store: u64,
+    dropped: AtomicU64,
+}
 
 impl Filter for LostAcceptance {
     fn before(&self, msg: &RaftMessage) -> FilterAction {
         let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
         match proto::eraftpb::Message::parse_from_bytes(&msg.message) {
             Ok(m)
-                if from == self.0
+                if from == self.store
                     && m.get_msg_type() == MessageType::MsgAppendResponse
                     && !m.get_reject() =>
             {
+                self.dropped.fetch_add(1, Ordering::SeqCst);
                 FilterAction::Drop
             }
             _ => FilterAction::Pass,
@@ -222,6 +205,7 @@ impl Filter for LostAcceptance {
     }
 }
 
+/// The term of log entry `index` on a store, from its raft engine or truncated state.
 fn term_of(engines: &kv::Engines, region_id: u64, index: u64, apply: &RaftApplyState) -> u64 {
     let t = apply.truncated_state.unwrap_or_default();
     if t.index == index {
