@@ -98,7 +98,7 @@ impl RaftWorker {
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
-            let first = match self.receivers.notify.recv_timeout(wait) {
+            let first = match self.receivers.wait(wait) {
                 Ok(n) => Some(n),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,

@@ -11,9 +11,11 @@
 //! and their number is bounded by the work the store itself scheduled.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use proto::raft_serverpb::RaftMessage;
 
 use crate::error::{Error, Result};
@@ -36,6 +38,8 @@ struct RouterInner {
     capacity: usize,
     store: Sender<StoreMsg>,
     notify: Sender<Notify>,
+    /// The raft worker's thread, woken after each notification.
+    worker: Arc<OnceLock<Thread>>,
 }
 
 /// Routes messages to the peers and the store of one node. Cheap to clone.
@@ -54,6 +58,35 @@ impl std::fmt::Debug for Router {
 pub(crate) struct RouterReceivers {
     pub(crate) store: Receiver<StoreMsg>,
     pub(crate) notify: Receiver<Notify>,
+    worker: Arc<OnceLock<Thread>>,
+}
+
+impl RouterReceivers {
+    /// The next notification, waiting at most `timeout`, like a channel's `recv_timeout`.
+    ///
+    /// Must be called from the one thread that drains the router (the first call registers it).
+    /// It sleeps by parking that thread, which senders unpark: a blocking channel receive would
+    /// first spin and yield the CPU a few times, and on a busy machine each yield is a context
+    /// switch — several for every raft-worker round.
+    pub(crate) fn wait(&self, timeout: Duration) -> std::result::Result<Notify, RecvTimeoutError> {
+        let me = self.worker.get_or_init(std::thread::current);
+        debug_assert_eq!(me.id(), std::thread::current().id());
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.notify.try_recv() {
+                Ok(n) => return Ok(n),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            // A sender that posted after the `try_recv` above has unparked us already: this
+            // returns at once. Wake-ups without a notification just go round again.
+            std::thread::park_timeout(left);
+        }
+    }
 }
 
 impl Router {
@@ -61,12 +94,14 @@ impl Router {
     pub(crate) fn new(capacity: usize) -> (Router, RouterReceivers) {
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let (notify_tx, notify_rx) = crossbeam_channel::unbounded();
+        let worker = Arc::new(OnceLock::new());
         let router = Router {
             inner: Arc::new(RouterInner {
                 mailboxes: RwLock::new(HashMap::new()),
                 capacity: capacity.max(1),
                 store: store_tx,
                 notify: notify_tx,
+                worker: worker.clone(),
             }),
         };
         (
@@ -74,6 +109,7 @@ impl Router {
             RouterReceivers {
                 store: store_rx,
                 notify: notify_rx,
+                worker,
             },
         )
     }
@@ -131,9 +167,7 @@ impl Router {
         if let Err(e) = tx.send(msg) {
             return Err((Error::Disconnected(region_id), e.0));
         }
-        self.inner
-            .notify
-            .send(Notify::Region(region_id))
+        self.notify(Notify::Region(region_id))
             .map_err(|_| (Error::Disconnected(region_id), PeerMsg::Tick))
     }
 
@@ -201,15 +235,23 @@ impl Router {
             .store
             .send(msg)
             .map_err(|_| Error::Disconnected(0))?;
-        self.inner
-            .notify
-            .send(Notify::Store)
+        self.notify(Notify::Store)
             .map_err(|_| Error::Disconnected(0))
     }
 
     /// Asks the raft worker to stop after its current batch.
     pub(crate) fn stop(&self) {
-        let _ = self.inner.notify.send(Notify::Stop);
+        let _ = self.notify(Notify::Stop);
+    }
+
+    /// Posts `n` on the worker's wake-up channel and wakes the worker if it sleeps (see
+    /// [`RouterReceivers::wait`]). Fails once the worker's end is gone.
+    fn notify(&self, n: Notify) -> std::result::Result<(), ()> {
+        self.inner.notify.send(n).map_err(|_| ())?;
+        if let Some(worker) = self.inner.worker.get() {
+            worker.unpark();
+        }
+        Ok(())
     }
 }
 
@@ -293,5 +335,32 @@ mod tests {
         ));
         router.send_store(StoreMsg::HeartbeatTick).unwrap();
         drop(rx);
+    }
+
+    #[test]
+    fn a_notification_wakes_the_parked_worker_2b() {
+        let (router, rx) = Router::new(16);
+        let _mailbox = router.register(7);
+        // Nothing posted: the wait ends by its timeout (and registers this thread as the worker).
+        assert_eq!(
+            rx.wait(Duration::from_millis(10)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        let sender = std::thread::spawn(move || {
+            // Long enough for the wait below to be parked, not still looking at the channel.
+            std::thread::sleep(Duration::from_millis(50));
+            router.send(7, PeerMsg::Tick).unwrap();
+            router
+        });
+        // The sender's unpark ends the wait; without it the wait would run out its 60 s and only
+        // then find the notification.
+        let started = Instant::now();
+        assert_eq!(rx.wait(Duration::from_secs(60)), Ok(Notify::Region(7)));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        drop(sender.join().unwrap());
+        assert_eq!(
+            rx.wait(Duration::from_secs(60)),
+            Err(RecvTimeoutError::Disconnected)
+        );
     }
 }
