@@ -138,6 +138,12 @@ impl<S: Storage> RawNode<S> {
         &self.raft
     }
 
+    /// Changes [`Config::skip_bcast_commit`] from now on: a host that needs the followers to
+    /// learn some commit at once (of an entry they must apply promptly) turns it off meanwhile.
+    pub fn set_skip_bcast_commit(&mut self, skip: bool) {
+        self.raft.skip_bcast_commit = skip;
+    }
+
     /// The storage.
     pub fn store(&self) -> &S {
         self.raft.raft_log.store()

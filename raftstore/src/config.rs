@@ -165,6 +165,12 @@ impl Config {
             check_quorum: true,
             pre_vote: true,
             read_only_option: raft::ReadOnlyOption::Safe,
+            // A commit index that advances alone reaches the followers with the next append or
+            // heartbeat: a write's own commit then costs no append and answer per follower
+            // (a fifth less CPU per 1-client put). Conf changes and splits, which the followers
+            // must apply promptly, are still broadcast (raft's pending conf change; the
+            // peer's `bcast_commit_until`).
+            skip_bcast_commit: true,
             ..raft::Config::default()
         }
     }

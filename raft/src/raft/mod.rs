@@ -85,7 +85,7 @@ pub struct Raft<S: Storage> {
     randomized_election_timeout: usize,
     check_quorum: bool,
     pre_vote: bool,
-    skip_bcast_commit: bool,
+    pub(crate) skip_bcast_commit: bool,
     read_only_option: ReadOnlyOption,
     max_msg_size: u64,
     max_uncommitted_size: u64,
@@ -203,6 +203,12 @@ impl<S: Storage> Raft<S> {
     /// Whether this node is a learner.
     pub fn is_learner(&self) -> bool {
         self.is_learner
+    }
+
+    /// Whether a commit index that advances alone waits for the next append or heartbeat to
+    /// reach the followers (see [`crate::Config::skip_bcast_commit`]).
+    pub fn skip_bcast_commit(&self) -> bool {
+        self.skip_bcast_commit
     }
 
     /// The log.

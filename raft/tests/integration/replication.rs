@@ -167,6 +167,19 @@ fn skip_bcast_commit_2ab() {
     net.tick(1);
     assert_eq!(net.committed(2), c1);
     assert_eq!(net.committed(3), c1);
+
+    // Turned off at run time, the next commit reaches the followers with no heartbeat.
+    net.node_mut(1).raw.set_skip_bcast_commit(false);
+    assert!(!net.node(1).raw.raft().skip_bcast_commit());
+    net.propose(1, b"b").unwrap();
+    let c2 = net.committed(1);
+    assert!(c2 > c1);
+    assert_eq!(net.committed(2), c2);
+    assert_eq!(net.committed(3), c2);
+    // And back on, it is held back again.
+    net.node_mut(1).raw.set_skip_bcast_commit(true);
+    net.propose(1, b"c").unwrap();
+    assert!(net.committed(2) < net.committed(1));
 }
 
 /// Stale, duplicated and reordered appends leave the log intact.

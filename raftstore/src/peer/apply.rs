@@ -87,6 +87,14 @@ impl PeerMsgHandler<'_> {
             }
         }
         self.write_apply_state(&mut wb, &apply_state, effects.sync);
+        if self
+            .peer
+            .bcast_commit_until
+            .is_some_and(|i| i <= apply_state.applied_index)
+        {
+            self.peer.bcast_commit_until = None;
+            self.peer.raft_group.set_skip_bcast_commit(true);
+        }
         if let Some(index) = effects.compacted_to {
             self.peer.raft_group.store().compact_cache_to(index);
             let task = RaftLogGcTask {

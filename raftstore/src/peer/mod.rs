@@ -99,6 +99,9 @@ pub(crate) struct Peer {
     snapshot_sent: HashMap<u64, Instant>,
     /// This peer's removal was applied; it is destroyed once the apply batch is written.
     pending_destroy: bool,
+    /// A split was proposed at this index: until it is applied, a commit index that advances is
+    /// sent to the followers at once (raft holds it back otherwise; see `Config::raft_config`).
+    bcast_commit_until: Option<u64>,
     /// When this peer last asked the scheduler whether it was removed.
     stale_check_at: Option<Instant>,
     /// Destroyed: the raft worker drops it.
@@ -148,6 +151,7 @@ impl Peer {
             applying_snapshot: None,
             snapshot_apply_failed: false,
             snapshot_sent: HashMap::new(),
+            bcast_commit_until: None,
             pending_destroy: false,
             stale_check_at: None,
             destroyed: false,

@@ -134,7 +134,7 @@ impl PeerMsgHandler<'_> {
 
     /// Proposes `req` as one log entry; returns whether it was appended (else `cb` has its
     /// answer).
-    fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) -> bool {
+    pub(super) fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) -> bool {
         let raft = self.peer.raft_group.raft();
         let index = raft.raft_log().last_index() + 1;
         let term = raft.term();

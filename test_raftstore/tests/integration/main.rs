@@ -3,6 +3,7 @@
 
 mod cas_2b;
 mod cluster_2b;
+mod commit_bcast_3b;
 mod conf_change_3b;
 mod lease_2b;
 mod multi_region_2b;
