@@ -54,6 +54,7 @@ fmt-check:
 
 lint: setup fmt-check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 bench: setup
 	$(CARGO) run --release --bin tessera-bench -- --mode local --clients 1

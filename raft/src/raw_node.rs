@@ -170,7 +170,7 @@ impl<S: Storage> RawNode<S> {
     /// Proposes `data` (with an opaque `context`) to be appended to the log.
     ///
     /// # Errors
-    /// [`Error::ProposalDropped`] when there is no leader, a transfer is ongoing,
+    /// [`Error::ProposalDropped`](crate::Error::ProposalDropped) when there is no leader, a transfer is ongoing,
     /// or the uncommitted log is full.
     pub fn propose(&mut self, context: Vec<u8>, data: Vec<u8>) -> Result<()> {
         let mut e = Entry::default();
@@ -213,7 +213,7 @@ impl<S: Storage> RawNode<S> {
     /// returns the new configuration, to be saved with the applied state.
     ///
     /// # Errors
-    /// [`Error::ConfChangeInvalid`] when it does not apply to the configuration.
+    /// [`Error::ConfChangeInvalid`](crate::Error::ConfChangeInvalid) when it does not apply to the configuration.
     pub fn apply_conf_change(&mut self, cc: &impl ConfChangeI) -> Result<ConfState> {
         let v2: std::borrow::Cow<'_, ConfChangeV2> = cc.as_v2();
         self.raft.apply_conf_change(&v2)
@@ -229,10 +229,10 @@ impl<S: Storage> RawNode<S> {
     /// `MsgSnapStatus`, `MsgCheckQuorum`: use the matching methods).
     ///
     /// # Errors
-    /// [`Error::StepLocalMsg`] for a local message type,
-    /// [`Error::StepPeerNotFound`] for a response from a non-member,
-    /// [`Error::InvalidMessage`] for any other malformed or impossible message,
-    /// or the error of the step itself (e.g. [`Error::ProposalDropped`]).
+    /// [`Error::StepLocalMsg`](crate::Error::StepLocalMsg) for a local message type,
+    /// [`Error::StepPeerNotFound`](crate::Error::StepPeerNotFound) for a response from a non-member,
+    /// [`Error::InvalidMessage`](crate::Error::InvalidMessage) for any other malformed or impossible message,
+    /// or the error of the step itself (e.g. [`Error::ProposalDropped`](crate::Error::ProposalDropped)).
     pub fn step(&mut self, m: Message) -> Result<()> {
         self.raft.validate(&m)?;
         self.raft.step(m)
@@ -242,7 +242,7 @@ impl<S: Storage> RawNode<S> {
     /// [`ReadState`] with the same `ctx` in a later `Ready` (thesis §6.4).
     ///
     /// # Errors
-    /// [`Error::ProposalDropped`] when a follower knows no leader to ask.
+    /// [`Error::ProposalDropped`](crate::Error::ProposalDropped) when a follower knows no leader to ask.
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
         let mut m = new_message(0, MessageType::MsgReadIndex);
         let mut e = Entry::default();

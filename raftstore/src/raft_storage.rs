@@ -201,7 +201,7 @@ impl kv::Storage for RaftStorage {
         }
     }
 
-    /// As [`RaftStorage::write`], answered through the proposal's callback: no thread waits.
+    /// As [`write`](kv::Storage::write), answered through the proposal's callback: no thread waits.
     fn write_async(self: Arc<Self>, ctx: Context, batch: Vec<Modify>) -> kv::StorageFuture<()> {
         let req = match self.write_request(&ctx, batch) {
             Ok(Some(req)) => req,

@@ -64,7 +64,7 @@ enum RawCmd {
         #[command(flatten)]
         expect: Expect,
     },
-    /// Print up to LIMIT pairs from START, one "key<TAB>value" per line
+    /// Print up to LIMIT pairs from START, one "key TAB value" per line
     Scan {
         /// First key (inclusive)
         #[arg(long, default_value = "")]

@@ -24,7 +24,7 @@ const TRIED_KEPT: usize = 6;
 /// two stale peers must not bounce a request between them at full speed.
 const MAX_IMMEDIATE_RETRIES: usize = 3;
 
-/// Why a [`ClusterClient`] call failed.
+/// Why a [`ClusterClient`](super::ClusterClient) call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The scheduler could not be reached when connecting.
@@ -87,7 +87,7 @@ impl ClusterError {
     }
 }
 
-/// The answer of one attempt, as a [`ClusterClient::call`] closure reports it.
+/// The answer of one attempt, as a [`ClusterClient::call`](super::ClusterClient::call) closure reports it.
 pub enum Reply<T> {
     /// The store served the request (`T` may still hold per-key errors for the caller).
     Ok(T),
