@@ -126,15 +126,16 @@ impl PeerMsgHandler<'_> {
         }
     }
 
-    /// Proposes `req` as a log entry of its own, after the writes waiting for this round's entry.
-    pub(super) fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) {
+    /// Proposes `req` as a log entry of its own, after the writes waiting for this round's entry;
+    /// returns whether it was appended (else `cb` has its answer).
+    pub(super) fn propose_write(&mut self, req: &RaftCmdRequest, cb: Callback) -> bool {
         self.propose_pending_writes();
-        self.propose_entry(req, cb);
+        self.propose_entry(req, cb)
     }
 
     /// Proposes `req` as one log entry; returns whether it was appended (else `cb` has its
     /// answer).
-    pub(super) fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) -> bool {
+    fn propose_entry(&mut self, req: &RaftCmdRequest, cb: Callback) -> bool {
         let raft = self.peer.raft_group.raft();
         let index = raft.raft_log().last_index() + 1;
         let term = raft.term();

@@ -162,8 +162,7 @@ impl PeerMsgHandler<'_> {
         if let Err(e) = split_regions(&self.peer.region(), &split) {
             return cb.invoke_with_error(e, self.peer.term());
         }
-        self.propose_pending_writes();
-        if self.propose_entry(req, cb) {
+        if self.propose_write(req, cb) {
             // The new region needs its peers on the followers, which create them when they
             // apply the split: they learn its commit at once, not at the next heartbeat.
             let index = self.peer.raft_group.raft().raft_log().last_index();

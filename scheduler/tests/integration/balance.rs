@@ -36,6 +36,19 @@ fn region_only(max_replicas: u32) -> Config {
     }
 }
 
+/// Three stores with balance-leader alone on, and six regions with a replica on every store,
+/// all led from store 1.
+fn six_leaders_on_store_1() -> Cluster {
+    let config = Config {
+        max_replicas: 3,
+        balance_region: false,
+        ..Config::default()
+    };
+    let (cluster, _) = cluster_with(config, 3);
+    fill(&cluster, 10, 6, &[1, 2, 3], 10);
+    cluster
+}
+
 fn moved(op: &Operator) -> (u64, u64) {
     let to = op.steps.iter().find_map(|s| match s {
         OpStep::AddPeer { store_id, .. } | OpStep::AddLearner { store_id, .. } => Some(*store_id),
@@ -220,13 +233,7 @@ fn balance_region_respects_store_limit_3c() {
 
 #[test]
 fn balance_leader_evens_leaders_3c() {
-    let config = Config {
-        max_replicas: 3,
-        balance_region: false,
-        ..Config::default()
-    };
-    let (cluster, _) = cluster_with(config, 3);
-    fill(&cluster, 10, 6, &[1, 2, 3], 10);
+    let cluster = six_leaders_on_store_1();
     let mut rounds = 0;
     loop {
         let ops = cluster.schedule().unwrap();
@@ -266,13 +273,7 @@ fn balance_leader_evens_leaders_3c() {
 /// swapped surpluses and leaders moved back and forth for as long as the cluster ran.)
 #[test]
 fn balance_leader_counts_transfers_in_flight_3c() {
-    let config = Config {
-        max_replicas: 3,
-        balance_region: false,
-        ..Config::default()
-    };
-    let (cluster, _) = cluster_with(config, 3);
-    fill(&cluster, 10, 6, &[1, 2, 3], 10);
+    let cluster = six_leaders_on_store_1();
     let mut ops = Vec::new();
     for _ in 0..10 {
         ops.extend(cluster.schedule().unwrap());
