@@ -41,9 +41,12 @@ run-standalone: build
 	@echo "Stop with Ctrl-C."
 	$(CARGO_TARGET_DIR)/debug/tessera-server --addr $(ADDR) --status-addr $(STATUS_ADDR) --data-dir $(DATA_DIR)
 
-# Doc tests first, so the run closes on nextest's summary of every test.
+# Doc tests first, then the raftstore suites with the raft log written on a log-writer thread
+# (raftstore.async_log_writes, off by default), so the run closes on nextest's summary of every
+# test in the default configuration.
 test: setup
 	$(CARGO) test --workspace --doc
+	TESSERA_TEST_ASYNC_LOG_WRITES=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
 	$(NEXTEST)
 
 fmt:

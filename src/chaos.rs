@@ -35,7 +35,7 @@ pub use nemesis::{Fault, Step, Who, KINDS};
 pub use proxy::{Link, Proxy};
 pub use report::SeedReport;
 
-use cluster::Cluster;
+use cluster::{Cluster, STORE_CONFIG};
 use history::Recorder;
 use nemesis::Nemesis;
 use workload::{ClientCtx, Keys};
@@ -77,6 +77,9 @@ pub struct ChaosConfig {
     /// Start the stores with the unsafe local-read switch (the check must then fail); the gRPC
     /// clients then read from a random store rather than the leader, to ask the unsafe peers.
     pub unsafe_local_reads: bool,
+    /// Start the stores with the raft log written on a thread of its own
+    /// (`raftstore.async_log_writes`).
+    pub async_log_writes: bool,
     /// Keys in use at a time.
     pub keys: usize,
     /// Operations per key before it retires.
@@ -107,6 +110,7 @@ impl ChaosConfig {
             kinds: KINDS.iter().map(|k| k.to_string()).collect(),
             schedule: Schedule::Random,
             unsafe_local_reads: false,
+            async_log_writes: false,
             keys: 6,
             ops_per_key: 120,
             bin_dir,
@@ -229,7 +233,19 @@ pub async fn run_seed(config: &ChaosConfig) -> Result<SeedReport, String> {
             "1".to_string(),
         ));
     }
-    let cluster = Cluster::start(&config.bin_dir, dir.path(), config.stores, &env).await?;
+    let mut store_config = STORE_CONFIG.to_string();
+    if config.async_log_writes {
+        // STORE_CONFIG ends in its [raftstore] table.
+        store_config.push_str("async_log_writes = true\n");
+    }
+    let cluster = Cluster::start(
+        &config.bin_dir,
+        dir.path(),
+        config.stores,
+        &env,
+        &store_config,
+    )
+    .await?;
     let cluster = Arc::new(Mutex::new(cluster));
     let result = drive(config, cluster.clone()).await;
     let report = match result {

@@ -137,6 +137,9 @@ pub struct RaftstoreConfig {
     pub store_heartbeat_interval_ms: u64,
     /// Messages from outside a peer's mailbox holds before refusing more (`ServerIsBusy`).
     pub mailbox_capacity: usize,
+    /// Write the raft log on a thread of its own while the raft worker goes on: for disks whose
+    /// sync takes a millisecond or more (off: the raft worker writes it).
+    pub async_log_writes: bool,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -157,6 +160,7 @@ impl From<&raftstore::Config> for RaftstoreConfig {
             region_heartbeat_interval_ms: millis(c.region_heartbeat_interval),
             store_heartbeat_interval_ms: millis(c.store_heartbeat_interval),
             mailbox_capacity: c.mailbox_capacity,
+            async_log_writes: c.async_log_writes,
         }
     }
 }
@@ -183,6 +187,7 @@ impl RaftstoreConfig {
             region_heartbeat_interval: ms(self.region_heartbeat_interval_ms),
             store_heartbeat_interval: ms(self.store_heartbeat_interval_ms),
             mailbox_capacity: self.mailbox_capacity,
+            async_log_writes: self.async_log_writes,
             ..raftstore::Config::default()
         }
     }

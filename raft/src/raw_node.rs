@@ -288,6 +288,13 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
+    /// Whether the next [`RawNode::ready`] hands out a snapshot received from the leader. An
+    /// application with earlier readies still in flight may want them finished first: their
+    /// committed entries lie below the snapshot, which replaces them.
+    pub fn snapshot_pending(&self) -> bool {
+        self.raft.raft_log.unstable.next_snapshot().is_some()
+    }
+
     /// Whether [`RawNode::ready`] would return any work.
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;

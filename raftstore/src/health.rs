@@ -7,7 +7,9 @@
 //!   refuses new writes; and the write budget, the bytes the store may still propose before its
 //!   disk is checked again, so a burst of writes between two checks cannot eat the reserve.
 //!
-//! Apply runs in the raft worker, so one stamp covers both.
+//! Apply runs in the raft worker, so one stamp covers both. Raft-engine writes run on the log
+//! writer's thread; while one is pending, the worker stamps the time it was submitted instead
+//! of the time of its turn, so a write that never ends makes the store stuck too.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,7 +59,13 @@ impl std::fmt::Display for NotLive {
 impl StoreHealth {
     /// The raft worker turned its loop.
     pub(crate) fn on_worker_turn(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
+        self.on_progress_at(Instant::now());
+    }
+
+    /// The raft worker turned its loop, but has been waiting since `since` for a raft-engine
+    /// write (see `log_writer`): a disk that hangs makes the store stuck though the worker turns.
+    pub(crate) fn on_progress_at(&self, since: Instant) {
+        let ms = since.saturating_duration_since(self.start).as_millis() as u64;
         self.last_turn_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -158,8 +166,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_worker_that_stops_turning_is_stuck_2b() {
+    /// A store started 10 s ago whose worker runs, and when it started.
+    fn started_10s_ago() -> (StoreHealth, Instant) {
         let start = Instant::now()
             .checked_sub(Duration::from_secs(10))
             .expect("the monotonic clock has run for more than 10 s");
@@ -168,12 +176,31 @@ mod tests {
             ..StoreHealth::default()
         };
         h.set_worker_running(true);
+        (h, start)
+    }
+
+    #[test]
+    fn a_worker_that_stops_turning_is_stuck_2b() {
+        let (h, _) = started_10s_ago();
         assert_eq!(h.check_live(Duration::from_secs(1)), Ok(()));
         h.last_turn_ms.store(0, Ordering::Relaxed);
         assert!(matches!(
             h.check_live(Duration::from_secs(1)),
             Err(NotLive::WorkerStuck(d)) if d >= Duration::from_secs(9)
         ));
+    }
+
+    #[test]
+    fn a_worker_waiting_on_a_write_is_stuck_from_its_submission_2b() {
+        let (h, start) = started_10s_ago();
+        // The worker keeps turning, but the write it waits for was submitted 8 s ago.
+        h.on_progress_at(start + Duration::from_secs(2));
+        assert!(matches!(
+            h.check_live(Duration::from_secs(1)),
+            Err(NotLive::WorkerStuck(d)) if d >= Duration::from_secs(7)
+        ));
+        h.on_worker_turn();
+        assert_eq!(h.check_live(Duration::from_secs(1)), Ok(()));
     }
 
     #[test]

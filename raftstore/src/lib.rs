@@ -29,6 +29,7 @@ mod error;
 mod health;
 mod inbound;
 mod lease_reads;
+mod log_writer;
 mod metrics;
 mod msg;
 mod node;

@@ -9,7 +9,7 @@
 //! [`Node::start`] adds what a real store needs around it: bootstrap through the scheduler
 //! client (store ident, first region), registering the store, and the heartbeat worker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::health::StoreHealth;
 use crate::inbound::{DeliverError, DropLog, Inbound, Stream};
 use crate::lease_reads::LeaseReads;
+use crate::log_writer::LogWriter;
 use crate::metrics::StoreMetrics;
 use crate::msg::Callback;
 use crate::peer::Peer;
@@ -256,6 +257,13 @@ pub fn start_raftstore(
     .with_lease_reads(engines.clone(), lease_reads.clone());
     let drops = Arc::new(DropLog::default());
     let inbound = Inbound::new(store_id, router.clone(), metrics.clone(), drops.clone());
+    let log_writer = if cfg.async_log_writes {
+        let wake = router.clone();
+        LogWriter::spawn(store_id, move || wake.notify_log_written())
+            .map_err(|e| Error::Other(format!("cannot spawn the raft log writer: {e}")))?
+    } else {
+        LogWriter::inline()
+    };
     let mut worker = RaftWorker {
         ctx: PollContext {
             store_id,
@@ -274,9 +282,11 @@ pub fn start_raftstore(
             drops,
             lease_reads,
             new_peers: Vec::new(),
+            log_writer,
         },
         peers,
         receivers,
+        in_flight: VecDeque::new(),
     };
     for region_id in applying {
         worker.resume_applying_snapshot(region_id);

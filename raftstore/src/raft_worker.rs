@@ -6,21 +6,28 @@
 //!   store messages   -> StoreMsgHandler             may create peers
 //!   tick due         -> every peer's PeerMsgHandler::handle_msg(Tick)
 //!   drain mailboxes  -> PeerMsgHandler::handle_msg  (a batch across regions)
+//!   finish the rounds the log writer has written:  every peer: post_persist
+//!                                                   (send, apply, advance, serve reads)
 //!   every peer with a Ready: collect_ready into ONE raft-engine WriteBatch
-//!   write it once (sync when any Ready must sync)    group commit across regions
-//!   every peer: post_persist (send, apply, advance, serve reads)
+//!   hand it to the log writer (sync when any Ready must sync)  group commit across regions
 //! ```
+//!
+//! The worker does not wait for the write: it goes on stepping, sending and collecting the next
+//! rounds while the disk syncs, and the writer syncs the rounds queued meanwhile together (see
+//! `log_writer`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv::{Engines, WriteBatch};
+use raft::Ready;
 
 use crate::config::Config;
 use crate::health::{StoreHealth, WorkerAlive};
 use crate::inbound::DropLog;
+use crate::log_writer::LogWriter;
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, StoreMsg};
 use crate::peer::{Peer, PeerMsgHandler};
@@ -54,9 +61,20 @@ pub(crate) struct PollContext {
     pub(crate) lease_reads: Arc<crate::lease_reads::LeaseReads>,
     /// Peers created by splits this round; the worker adopts them at the end of the round.
     pub(crate) new_peers: Vec<PeerFsm>,
+    /// Writes the rounds' raft-engine batches.
+    pub(crate) log_writer: LogWriter,
 }
 
 impl PollContext {
+    /// Waits until every raft-engine batch handed to the log writer is written: for what reads
+    /// or writes a peer's raft state beside the writer (creating a peer from the engines,
+    /// destroying one), which must not read a state about to change or be overwritten by it.
+    pub(crate) fn wait_raft_writes(&self) {
+        if let Err(e) = self.log_writer.wait_all() {
+            panic!("store {}: raft engine write failed: {e}", self.store_id);
+        }
+    }
+
     /// What a new peer needs to build snapshots.
     pub(crate) fn snap_context(&self) -> SnapContext {
         SnapContext {
@@ -72,11 +90,22 @@ pub(crate) struct PeerFsm {
     pub(crate) mailbox: Receiver<PeerMsg>,
 }
 
+/// A round's readies, waiting for the log writer to write its batch.
+pub(crate) struct InFlightRound {
+    /// The round is written once the writer has written this sequence number.
+    seq: u64,
+    /// (region id, peer serial, ready).
+    readies: Vec<(u64, u64, Ready)>,
+    submitted_at: Instant,
+}
+
 /// The raft worker's state.
 pub(crate) struct RaftWorker {
     pub(crate) ctx: PollContext,
     pub(crate) peers: HashMap<u64, PeerFsm>,
     pub(crate) receivers: RouterReceivers,
+    /// Rounds handed to the log writer, oldest first.
+    pub(crate) in_flight: VecDeque<InFlightRound>,
 }
 
 impl RaftWorker {
@@ -90,7 +119,10 @@ impl RaftWorker {
         let mut next_store_hb = Instant::now();
         let mut more_ready = false;
         loop {
-            health.on_worker_turn();
+            match self.in_flight.front() {
+                Some(r) => health.on_progress_at(r.submitted_at),
+                None => health.on_worker_turn(),
+            }
             let mut active = BTreeSet::new();
             let mut store_pending = false;
             let wait = if more_ready {
@@ -114,9 +146,13 @@ impl RaftWorker {
                         active.insert(id);
                     }
                     Notify::Store => store_pending = true,
+                    // Taken up below, every round.
+                    Notify::LogWritten => {}
                     Notify::Stop => return,
                 }
             }
+            // First, so the answers that waited for the disk leave before new work.
+            self.finish_written_rounds();
             if store_pending {
                 let msgs: Vec<StoreMsg> = self.receivers.store.try_iter().collect();
                 let mut h = StoreMsgHandler::new(&mut self.ctx, &mut self.peers);
@@ -178,8 +214,8 @@ impl RaftWorker {
         }
     }
 
-    /// Collects every peer's `Ready` into one raft-engine batch, writes it once, then finishes
-    /// each `Ready`. Returns whether a peer has more work right away.
+    /// Collects every peer's `Ready` into one raft-engine batch and hands it to the log writer;
+    /// the readies finish once it is written. Returns whether a peer has more work right away.
     fn handle_readies(&mut self) -> bool {
         let mut raft_wb = WriteBatch::new(&self.ctx.engines.raft);
         let mut readies = Vec::new();
@@ -188,33 +224,60 @@ impl RaftWorker {
             let mut h = PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx);
             if let Some(rd) = h.collect_ready(&mut raft_wb) {
                 sync |= rd.must_sync;
-                readies.push((*id, rd));
+                fsm.peer.readies_in_flight += 1;
+                readies.push((*id, fsm.peer.serial, rd));
             }
         }
         if readies.is_empty() {
             return false;
         }
-        if !raft_wb.is_empty() {
-            if let Err(e) = raft_wb.write(sync) {
-                // Raft promised peers these entries and votes; without them it cannot go on.
-                panic!(
-                    "store {}: raft engine write of {} peers' readies failed: {e}",
-                    self.ctx.store_id,
-                    readies.len()
-                );
-            }
-            // Readies that only carry messages or committed entries add nothing to the batch.
+        let seq = if raft_wb.is_empty() {
+            // Readies that only carry messages or committed entries add nothing to the batch;
+            // they still wait for the rounds before them (their entries may be in those).
+            self.ctx.log_writer.submitted()
+        } else {
             let persisted = readies
                 .iter()
-                .filter(|(_, rd)| !rd.entries.is_empty() || rd.hard_state.is_some())
+                .filter(|(_, _, rd)| !rd.entries.is_empty() || rd.hard_state.is_some())
                 .count() as u64;
             self.ctx.metrics.on_raft_write(persisted, sync);
-        }
-        for (id, rd) in readies {
-            if let Some(fsm) = self.peers.get_mut(&id) {
+            self.ctx.log_writer.submit(raft_wb, sync)
+        };
+        self.in_flight.push_back(InFlightRound {
+            seq,
+            readies,
+            submitted_at: Instant::now(),
+        });
+        // A round with nothing to write, behind nothing, finishes at once.
+        self.finish_written_rounds();
+        self.peers.values().any(|f| f.peer.has_ready())
+    }
+
+    /// Finishes, in order, every round whose batch the log writer has written: sends what had
+    /// to wait for the disk, applies, advances.
+    fn finish_written_rounds(&mut self) {
+        let written = match self.ctx.log_writer.written() {
+            Ok(seq) => seq,
+            // Raft promised peers these entries and votes; without them it cannot go on.
+            Err(e) => panic!(
+                "store {}: raft engine write of a round's readies failed: {e}",
+                self.ctx.store_id
+            ),
+        };
+        while self.in_flight.front().is_some_and(|r| r.seq <= written) {
+            let round = self.in_flight.pop_front().expect("checked front");
+            for (id, serial, rd) in round.readies {
+                // A peer destroyed or replaced since has nothing left to do with its ready.
+                let Some(fsm) = self
+                    .peers
+                    .get_mut(&id)
+                    .filter(|f| f.peer.serial == serial && !f.peer.destroyed)
+                else {
+                    continue;
+                };
+                fsm.peer.readies_in_flight -= 1;
                 PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx).post_persist(rd);
             }
         }
-        self.peers.values().any(|f| f.peer.has_ready())
     }
 }

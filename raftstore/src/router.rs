@@ -28,6 +28,8 @@ pub(crate) enum Notify {
     Region(u64),
     /// The store mailbox has messages.
     Store,
+    /// The log writer finished writing batches (see `log_writer`).
+    LogWritten,
     /// Shut down.
     Stop,
 }
@@ -237,6 +239,11 @@ impl Router {
             .map_err(|_| Error::Disconnected(0))?;
         self.notify(Notify::Store)
             .map_err(|_| Error::Disconnected(0))
+    }
+
+    /// Wakes the raft worker to finish the rounds its log writer has written.
+    pub(crate) fn notify_log_written(&self) {
+        let _ = self.notify(Notify::LogWritten);
     }
 
     /// Asks the raft worker to stop after its current batch.

@@ -195,6 +195,8 @@ impl<'a> StoreMsgHandler<'a> {
             ..Default::default()
         };
         let snap = self.ctx.snap_context();
+        // A peer of this region destroyed earlier may have had raft state still being written.
+        self.ctx.wait_raft_writes();
         match Peer::new(
             &self.ctx.cfg,
             self.ctx.engines.clone(),

@@ -57,6 +57,10 @@ struct Args {
     /// (the check must then report a violation)
     #[arg(long)]
     unsafe_local_reads: bool,
+    /// Start the stores with the raft log written on a thread of its own
+    /// (`raftstore.async_log_writes = true`)
+    #[arg(long)]
+    async_log_writes: bool,
     /// Keys in use at a time
     #[arg(long, default_value_t = 6)]
     keys: usize,
@@ -130,6 +134,7 @@ fn configs(args: &Args) -> Result<Vec<ChaosConfig>, String> {
             c.kinds = kinds.clone();
             c.schedule = schedule;
             c.unsafe_local_reads = args.unsafe_local_reads;
+            c.async_log_writes = args.async_log_writes;
             c.keys = args.keys;
             c.ops_per_key = args.ops_per_key;
             c.keep = args.keep;

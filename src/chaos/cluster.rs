@@ -206,8 +206,9 @@ impl Cluster {
         dir: &Path,
         n: usize,
         env: &[(String, String)],
+        store_config: &str,
     ) -> Result<Cluster, String> {
-        std::fs::write(dir.join("tessera.toml"), STORE_CONFIG).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("tessera.toml"), store_config).map_err(|e| e.to_string())?;
         let token = format!(
             "chaos-{}-{}",
             std::process::id(),

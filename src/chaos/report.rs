@@ -192,6 +192,9 @@ pub fn replay_command(config: &ChaosConfig) -> String {
     if config.unsafe_local_reads {
         cmd.push_str(" --unsafe-local-reads");
     }
+    if config.async_log_writes {
+        cmd.push_str(" --async-log-writes");
+    }
     cmd
 }
 

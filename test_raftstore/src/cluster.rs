@@ -36,9 +36,17 @@ pub struct Cluster {
     split_keys: Vec<Vec<u8>>,
 }
 
+/// Set (to anything) in the environment, every cluster writes its raft logs on a log-writer
+/// thread (`Config::async_log_writes`), whatever its configuration says: `make test` runs the
+/// raftstore suites once each way.
+pub const ASYNC_LOG_WRITES_ENV: &str = "TESSERA_TEST_ASYNC_LOG_WRITES";
+
 impl Cluster {
     /// A cluster of `count` stores with configuration `cfg`, not started.
-    pub fn new(count: usize, cfg: Config) -> Cluster {
+    pub fn new(count: usize, mut cfg: Config) -> Cluster {
+        if std::env::var_os(ASYNC_LOG_WRITES_ENV).is_some() {
+            cfg.async_log_writes = true;
+        }
         let root = tempfile::tempdir().expect("creating the cluster's temp dir");
         let scheduler = Arc::new(MockSchedulerClient::new(1));
         let sim: Box<dyn Simulator> = Box::new(NodeSimulator::new(scheduler.clone()));

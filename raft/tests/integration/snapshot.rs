@@ -145,8 +145,14 @@ fn restore_replaces_log_and_membership_2c() {
     let mut m = msg(2, 1, MessageType::MsgSnapshot);
     m.term = 2;
     m.set_snapshot(snapshot(10, 2, &[1, 2, 3]));
+    assert!(!n.raw.snapshot_pending());
     n.step(m).unwrap();
+    assert!(
+        n.raw.snapshot_pending(),
+        "the next ready hands out the snapshot"
+    );
     let out = n.handle_ready();
+    assert!(!n.raw.snapshot_pending(), "handed out");
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].index, 10);
     let r = n.raw.raft();

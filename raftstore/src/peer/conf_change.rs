@@ -405,6 +405,8 @@ impl PeerMsgHandler<'_> {
                 .invoke_with_error(Error::RegionNotFound(region_id), term);
         }
         let engines = self.ctx.engines.clone();
+        // Its readies still being written would bring back some of the raft state deleted here.
+        self.ctx.wait_raft_writes();
         let result = (|| -> Result<()> {
             let mut wb = WriteBatch::new(&engines.kv);
             // Already in the removal's apply batch; written again for a stale peer destroyed

@@ -60,6 +60,9 @@ struct PendingRead {
     callback: Callback,
 }
 
+/// The next [`Peer::serial`].
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// One region's peer on this store.
 pub(crate) struct Peer {
     region_id: u64,
@@ -106,6 +109,11 @@ pub(crate) struct Peer {
     stale_check_at: Option<Instant>,
     /// Destroyed: the raft worker drops it.
     pub(crate) destroyed: bool,
+    /// Unique in the process: tells this peer from a later one of the same region (a split's
+    /// peer replacing one created by a message), for readies that finish after the swap.
+    pub(crate) serial: u64,
+    /// Readies of this peer handed to the log writer and not finished yet.
+    pub(crate) readies_in_flight: usize,
     /// Ticks since the last split check.
     ticks_since_split_check: u64,
     /// Bytes of commands applied since the last split check.
@@ -155,6 +163,8 @@ impl Peer {
             pending_destroy: false,
             stale_check_at: None,
             destroyed: false,
+            serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            readies_in_flight: 0,
             ticks_since_split_check: 0,
             size_diff_hint: 0,
             approximate_size: None,
@@ -264,6 +274,10 @@ impl Peer {
     /// Whether the raft node has work for the next ready phase. None while a snapshot is being
     /// applied: whatever raft has waits until the data is in place.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.destroyed && self.applying_snapshot.is_none() && self.raft_group.has_ready()
+        !self.destroyed
+            && self.applying_snapshot.is_none()
+            // A snapshot replaces what earlier readies would apply: they finish first.
+            && !(self.readies_in_flight > 0 && self.raft_group.snapshot_pending())
+            && self.raft_group.has_ready()
     }
 }

@@ -1,14 +1,19 @@
-//! Handling a `Ready` in two phases around the raft worker's single write:
+//! Handling a `Ready` in two phases around the round's single write:
 //!
 //! ```text
 //! collect_ready   one entry for the plain writes of this round (`write_batch`),
 //!                 one ReadIndex for the reads queued this round, soft state (role changes),
 //!                 send `messages` now,
-//!                 entries + hard state into the shared raft-engine batch
-//! -- the raft worker writes the batch once for every peer (one sync) --
+//!                 entries + hard state into the round's shared raft-engine batch
+//! -- the log writer writes the batch for every peer (one sync); meanwhile the raft worker
+//!    goes on, and may collect this peer's next readies --
 //! post_persist    send `persisted_messages`, record read states, apply committed entries,
 //!                 advance, serve the reads whose index is now applied
 //! ```
+//!
+//! The committed entries of a `Ready` may include entries of an earlier `Ready` still being
+//! written, never later ones; since rounds finish in the order they were written, a peer's
+//! readies finish in order and its entries are applied only once durable here.
 
 use kv::{keys, Cf, EngineSnapshot, WriteBatch};
 use proto::raft_cmdpb::{
@@ -73,7 +78,7 @@ impl PeerMsgHandler<'_> {
         Some(rd)
     }
 
-    /// Phase 2: after the batch is durable.
+    /// Phase 2: after the batch is durable (and every batch before it).
     pub(crate) fn post_persist(&mut self, mut rd: Ready) {
         let msgs = std::mem::take(&mut rd.persisted_messages);
         self.peer.send_raft_messages(self.ctx, msgs);
@@ -98,7 +103,11 @@ impl PeerMsgHandler<'_> {
         if self.peer.destroyed {
             return;
         }
-        self.peer.raft_group.advance(rd);
+        // Not `advance`: it would report applied what later readies, still being written,
+        // hand out.
+        let applied = self.peer.raft_group.store().applied_index();
+        self.peer.raft_group.advance_append(rd);
+        self.peer.raft_group.advance_apply_to(applied);
         self.serve_ready_reads();
         self.publish_lease();
     }

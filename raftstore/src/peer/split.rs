@@ -270,6 +270,9 @@ impl PeerMsgHandler<'_> {
             return;
         };
         let snap = self.ctx.snap_context();
+        // The peer it replaces, created by a message, may have a vote still being written: the
+        // new peer must load it.
+        self.ctx.wait_raft_writes();
         let mut peer = match Peer::new(
             &self.ctx.cfg,
             self.ctx.engines.clone(),
