@@ -33,6 +33,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use crate::metrics::StoreMetrics;
+
 /// A batch the writer can make durable. The raft worker's batches are `kv::WriteBatch`es; tests
 /// use their own.
 pub(crate) trait Persist: Send + 'static {
@@ -68,6 +70,8 @@ struct Shared<B> {
     queued: Condvar,
     /// Signalled when `written` or `failed` changes.
     done: Condvar,
+    /// Counts the syncs actually made (a group shares one).
+    metrics: Arc<StoreMetrics>,
 }
 
 impl<B> Shared<B> {
@@ -85,7 +89,7 @@ pub(crate) struct LogWriter<B: Persist = kv::WriteBatch> {
     thread: Option<JoinHandle<()>>,
 }
 
-fn new_shared<B>() -> Arc<Shared<B>> {
+fn new_shared<B>(metrics: Arc<StoreMetrics>) -> Arc<Shared<B>> {
     Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -95,14 +99,24 @@ fn new_shared<B>() -> Arc<Shared<B>> {
         }),
         queued: Condvar::new(),
         done: Condvar::new(),
+        metrics,
     })
+}
+
+/// Writes `batch` and counts the sync if it made one.
+fn persist<B: Persist>(batch: &mut B, sync: bool, metrics: &StoreMetrics) -> Result<(), String> {
+    batch.persist(sync)?;
+    if sync {
+        metrics.on_raft_sync();
+    }
+    Ok(())
 }
 
 impl<B: Persist> LogWriter<B> {
     /// A writer that writes each batch on the caller's thread, when it is submitted.
-    pub(crate) fn inline() -> LogWriter<B> {
+    pub(crate) fn inline(metrics: Arc<StoreMetrics>) -> LogWriter<B> {
         LogWriter {
-            shared: new_shared(),
+            shared: new_shared(metrics),
             submitted: 0,
             thread: None,
         }
@@ -112,9 +126,10 @@ impl<B: Persist> LogWriter<B> {
     /// (or a failure) so the raft worker takes up the finished rounds.
     pub(crate) fn spawn(
         store_id: u64,
+        metrics: Arc<StoreMetrics>,
         wake: impl Fn() + Send + 'static,
     ) -> std::io::Result<LogWriter<B>> {
-        let shared = new_shared();
+        let shared = new_shared(metrics);
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("raftlog-{store_id}"))
@@ -136,7 +151,7 @@ impl<B: Persist> LogWriter<B> {
                 // Nothing after a failed write is written.
                 return seq;
             }
-            let outcome = batch.persist(sync);
+            let outcome = persist(&mut batch, sync, &self.shared.metrics);
             let mut st = self.shared.lock();
             match outcome {
                 Ok(()) => st.written = seq,
@@ -211,7 +226,7 @@ fn run<B: Persist>(shared: &Shared<B>, wake: impl Fn()) {
         let last = group.len() - 1;
         let mut outcome = Ok(0);
         for (i, mut task) in group.into_iter().enumerate() {
-            match task.batch.persist(sync && i == last) {
+            match persist(&mut task.batch, sync && i == last, &shared.metrics) {
                 Ok(()) => outcome = Ok(task.seq),
                 Err(e) => {
                     outcome = Err(e);
@@ -282,7 +297,8 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let wakes = Arc::new(AtomicUsize::new(0));
         let w = wakes.clone();
-        let mut writer = LogWriter::spawn(1, move || {
+        let metrics = Arc::new(StoreMetrics::default());
+        let mut writer = LogWriter::spawn(1, metrics.clone(), move || {
             w.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap();
@@ -306,6 +322,8 @@ mod tests {
             *log.lock().unwrap(),
             vec![(1, true), (2, false), (3, false), (4, true)]
         );
+        // The store counts the two syncs made, not the three asked for.
+        assert_eq!(metrics.raft_engine_syncs(), 2);
         // The raft worker is woken after each group (the first batch, then the three), once
         // `written` has moved.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -321,7 +339,7 @@ mod tests {
     #[test]
     fn a_failed_write_stops_the_writer_and_is_reported_2b() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = LogWriter::spawn(1, || {}).unwrap();
+        let mut writer = LogWriter::spawn(1, Arc::default(), || {}).unwrap();
         let (started_tx, started) = crossbeam_channel::bounded(1);
         let (open, gate) = crossbeam_channel::bounded(0);
         let mut first = probe(1, &log);
@@ -342,7 +360,8 @@ mod tests {
     #[test]
     fn an_inline_writer_writes_at_submission_and_stops_at_a_failure_2b() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = LogWriter::inline();
+        let metrics = Arc::new(StoreMetrics::default());
+        let mut writer = LogWriter::inline(metrics.clone());
         assert_eq!(writer.submit(probe(1, &log), true), 1);
         assert_eq!(writer.written(), Ok(1));
         assert_eq!(writer.submit(probe(2, &log), false), 2);
@@ -354,12 +373,13 @@ mod tests {
         assert_eq!(writer.wait_all(), Err("batch 3 failed".to_string()));
         // Each batch synced as asked; nothing after the failure was written.
         assert_eq!(*log.lock().unwrap(), vec![(1, true), (2, false)]);
+        assert_eq!(metrics.raft_engine_syncs(), 1);
     }
 
     #[test]
     fn dropping_the_writer_writes_what_is_queued_2b() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = LogWriter::spawn(1, || {}).unwrap();
+        let mut writer = LogWriter::spawn(1, Arc::default(), || {}).unwrap();
         for id in 1..=5 {
             writer.submit(probe(id, &log), id % 2 == 0);
         }

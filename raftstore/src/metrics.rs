@@ -23,12 +23,10 @@ pub struct StoreMetrics {
 }
 
 impl StoreMetrics {
-    /// Records one raft-engine write carrying `readies` peers' readies.
-    pub(crate) fn on_raft_write(&self, readies: u64, sync: bool) {
+    /// Records one raft-engine write carrying `readies` peers' readies, handed to the log
+    /// writer.
+    pub(crate) fn on_raft_write(&self, readies: u64) {
         self.raft_engine_writes.fetch_add(1, Ordering::Relaxed);
-        if sync {
-            self.raft_engine_syncs.fetch_add(1, Ordering::Relaxed);
-        }
         self.persisted_readies.fetch_add(readies, Ordering::Relaxed);
         self.max_readies_per_write
             .fetch_max(readies, Ordering::Relaxed);
@@ -42,6 +40,12 @@ impl StoreMetrics {
     /// Records a command refused with `ServerIsBusy` (its peer's mailbox was full).
     pub(crate) fn on_busy_command(&self) {
         self.busy_commands.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a sync the log writer made (with its thread, one covers every write queued
+    /// before it).
+    pub(crate) fn on_raft_sync(&self) {
+        self.raft_engine_syncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a log entry proposed for `commands` plain write commands.
@@ -76,7 +80,8 @@ impl StoreMetrics {
         self.raft_engine_writes.load(Ordering::Relaxed)
     }
 
-    /// Raft-engine writes that were synced.
+    /// Syncs of the raft engine: at most one per write, fewer when the log writer's thread
+    /// let queued writes share one.
     pub fn raft_engine_syncs(&self) -> u64 {
         self.raft_engine_syncs.load(Ordering::Relaxed)
     }
@@ -99,8 +104,9 @@ mod tests {
     #[test]
     fn counters_accumulate_2b() {
         let m = StoreMetrics::default();
-        m.on_raft_write(1, true);
-        m.on_raft_write(3, false);
+        m.on_raft_write(1);
+        m.on_raft_sync();
+        m.on_raft_write(3);
         assert_eq!(m.raft_engine_writes(), 2);
         assert_eq!(m.raft_engine_syncs(), 1);
         assert_eq!(m.persisted_readies(), 4);

@@ -259,10 +259,10 @@ pub fn start_raftstore(
     let inbound = Inbound::new(store_id, router.clone(), metrics.clone(), drops.clone());
     let log_writer = if cfg.async_log_writes {
         let wake = router.clone();
-        LogWriter::spawn(store_id, move || wake.notify_log_written())
+        LogWriter::spawn(store_id, metrics.clone(), move || wake.notify_log_written())
             .map_err(|e| Error::Other(format!("cannot spawn the raft log writer: {e}")))?
     } else {
-        LogWriter::inline()
+        LogWriter::inline(metrics.clone())
     };
     let mut worker = RaftWorker {
         ctx: PollContext {

@@ -240,7 +240,7 @@ impl RaftWorker {
                 .iter()
                 .filter(|(_, _, rd)| !rd.entries.is_empty() || rd.hard_state.is_some())
                 .count() as u64;
-            self.ctx.metrics.on_raft_write(persisted, sync);
+            self.ctx.metrics.on_raft_write(persisted);
             self.ctx.log_writer.submit(raft_wb, sync)
         };
         self.in_flight.push_back(InFlightRound {
