@@ -108,6 +108,12 @@ pub struct RawConfig {
     /// The most bytes of keys and values one scan response holds (at least one pair); a page
     /// cut there says it was truncated.
     pub max_scan_bytes: ByteSize,
+    /// The most `BatchCommands` streams open at once, over all clients; one more is refused
+    /// with `ResourceExhausted`.
+    pub max_batch_streams: usize,
+    /// The most bytes of `BatchCommands` requests running at once, over all streams (each
+    /// request counts at least 1 KiB); past it, streams wait for running requests to complete.
+    pub max_batch_in_flight: ByteSize,
 }
 
 /// The raft store's knobs (raft engine); defaults are `raftstore::Config::default()`. Durations
@@ -229,11 +235,19 @@ impl Default for RawConfig {
             max_value_size: limits.max_value_size,
             max_scan_limit: limits.max_scan_limit,
             max_scan_bytes: ByteSize(limits.max_scan_bytes as u64),
+            max_batch_streams: kv::BATCH_DEFAULT_MAX_STREAMS,
+            max_batch_in_flight: ByteSize(kv::BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES as u64),
         }
     }
 }
 
 impl RawConfig {
+    /// The bounds over all `BatchCommands` streams.
+    pub fn batch_limits(&self) -> kv::BatchLimits {
+        let bytes = usize::try_from(self.max_batch_in_flight.0).unwrap_or(usize::MAX);
+        kv::BatchLimits::new(self.max_batch_streams, bytes)
+    }
+
     /// The limits the raw API enforces.
     pub fn limits(&self) -> kv::RawLimits {
         kv::RawLimits {

@@ -188,7 +188,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             };
             let app = crate::http::router(raw.clone(), config.raw.max_value_size)
                 .merge(crate::status::routes(status.clone()));
-            let service = KvService::new(raw).with_stopping(rx.clone());
+            let service = KvService::new(raw)
+                .with_stopping(rx.clone())
+                .with_batch_limits(config.raw.batch_limits());
             let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
             (Backend::Standalone(storage), status, g, h)
         }
@@ -228,7 +230,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             let app =
                 crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits())
                     .merge(crate::status::routes(status.clone()));
-            let service = KvService::new(raw).with_stopping(rx.clone());
+            let service = KvService::new(raw)
+                .with_stopping(rx.clone())
+                .with_batch_limits(config.raw.batch_limits());
             let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
             (Backend::Raft(Box::new(node)), status, g, h)
         }

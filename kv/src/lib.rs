@@ -33,7 +33,8 @@ pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use raw::{RawApi, RawLimits, ScanPage};
 pub use server::{
-    BatchCommandsStream, KvService, BATCH_MAX_BYTES, BATCH_MAX_IN_FLIGHT, BATCH_MAX_REQUESTS,
+    BatchCommandsStream, BatchLimits, KvService, BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES,
+    BATCH_DEFAULT_MAX_STREAMS, BATCH_MAX_BYTES, BATCH_MAX_IN_FLIGHT, BATCH_MAX_REQUESTS,
 };
 pub use standalone::StandaloneStorage;
 pub use storage::{

@@ -18,7 +18,9 @@
 mod batch;
 
 pub use batch::{
-    ResponseStream as BatchCommandsStream, MAX_BYTES as BATCH_MAX_BYTES,
+    BatchLimits, ResponseStream as BatchCommandsStream,
+    DEFAULT_MAX_IN_FLIGHT_BYTES as BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_MAX_STREAMS as BATCH_DEFAULT_MAX_STREAMS, MAX_BYTES as BATCH_MAX_BYTES,
     MAX_IN_FLIGHT as BATCH_MAX_IN_FLIGHT, MAX_REQUESTS_PER_MESSAGE as BATCH_MAX_REQUESTS,
 };
 
@@ -47,6 +49,8 @@ pub struct KvService<S> {
     reply_timeout: Duration,
     /// Says `true` when the server stops: open `BatchCommands` streams then end.
     stopping: Option<watch::Receiver<bool>>,
+    /// Bounds over all `BatchCommands` streams together.
+    batch_limits: BatchLimits,
 }
 
 impl<S: Storage> KvService<S> {
@@ -64,7 +68,15 @@ impl<S: Storage> KvService<S> {
             txn,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             stopping: None,
+            batch_limits: BatchLimits::default(),
         }
+    }
+
+    /// Bounds the `BatchCommands` streams open at once and the bytes of requests running over
+    /// all of them (1,024 streams and 256 MiB unless set).
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> KvService<S> {
+        self.batch_limits = limits;
+        self
     }
 
     /// Ends every open `BatchCommands` stream (answering what runs on it first) once `stopping`
@@ -230,8 +242,9 @@ impl<S: Storage> TinyKv for KvService<S> {
             self.raw.clone(),
             self.reply_timeout,
             self.stopping.clone(),
+            &self.batch_limits,
             req.into_inner(),
-        );
+        )?;
         Ok(Response::new(stream))
     }
 

@@ -1,12 +1,14 @@
 //! `BatchCommands` over a real gRPC server: answers matched by id, a slow write not holding up
-//! the reads behind it on the same stream, and hostile messages answered clearly.
+//! the reads behind it on the same stream, hostile messages answered clearly, and the server's
+//! bounds on open streams and on requests in flight over all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use kv::{
-    Cas, CasOutcome, KvService, MemoryStorage, Modify, RawApi, RawLimits, Storage, StorageReader,
+    BatchLimits, Cas, CasOutcome, KvService, MemoryStorage, Modify, RawApi, RawLimits, Storage,
+    StorageReader,
 };
 use proto::kvrpcpb::batch_request::Cmd as Request;
 use proto::kvrpcpb::batch_response::Cmd as Answer;
@@ -82,12 +84,28 @@ async fn serve_until<S: Storage>(
     storage: Arc<S>,
     stopping: Option<watch::Receiver<bool>>,
 ) -> TinyKvClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let mut service = KvService::new(RawApi::new(storage, RawLimits::default()));
     if let Some(rx) = stopping {
         service = service.with_stopping(rx);
     }
+    serve_service(service).await
+}
+
+/// As [`serve`], with at most `streams` streams open and `in_flight` small requests running
+/// at once (each counts 1 KiB of the server's in-flight bytes).
+async fn serve_limited<S: Storage>(
+    storage: Arc<S>,
+    streams: usize,
+    in_flight: usize,
+) -> TinyKvClient<Channel> {
+    let service = KvService::new(RawApi::new(storage, RawLimits::default()))
+        .with_batch_limits(BatchLimits::new(streams, in_flight * 1024));
+    serve_service(service).await
+}
+
+async fn serve_service<S: Storage>(service: KvService<S>) -> TinyKvClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TinyKvServer::new(service))
@@ -325,4 +343,98 @@ async fn stopping_server_ends_open_streams_after_answering_them_1() {
     );
     let end = tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await;
     assert!(matches!(end, Ok(Ok(None))), "{end:?}");
+}
+
+/// Opens a stream, or says why the server refused it.
+async fn try_open(client: &mut TinyKvClient<Channel>) -> Result<Stream, tonic::Status> {
+    let (tx, rx) = tmpsc::channel(8);
+    let rx = client
+        .batch_commands(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(Stream { tx, rx })
+}
+
+/// Any client can open streams, each with thousands of requests in flight: the server bounds
+/// how many are open at once, refusing one past the bound with a clear status, and takes a new
+/// one once an open one ends.
+#[tokio::test]
+async fn streams_past_the_server_bound_are_refused_until_one_ends_1() {
+    let mut client = serve_limited(Arc::new(MemoryStorage::new()), 2, 64).await;
+    let first = open(&mut client).await;
+    let mut second = open(&mut client).await;
+    let refused = match try_open(&mut client).await {
+        Ok(_) => panic!("a third stream was opened past a bound of two"),
+        Err(status) => status,
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("at most 2"), "{refused}");
+    // The open ones go on serving.
+    second.send(vec![put(1, "k", "v")]).await;
+    second.answers(1).await;
+    // Once a stream ends, its place is free again (the server notices the end a moment later).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut third = loop {
+        match try_open(&mut client).await {
+            Ok(s) => break s,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the ended stream's place was never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    third.send(vec![get(2, "k")]).await;
+    assert_eq!(got(&third.answers(1).await[0]), Some(b"v".to_vec()));
+}
+
+/// Requests in flight are bounded over all streams together: past the bound a stream's requests
+/// wait (they are neither dropped nor refused) until running ones complete. A request larger
+/// than the whole bound still runs, alone.
+#[tokio::test]
+async fn requests_past_the_in_flight_bound_wait_for_running_ones_1() {
+    let (gate, tickets) = mpsc::channel();
+    let storage = Arc::new(GatedStorage::new(tickets));
+    let mut client = serve_limited(storage.clone(), 8, 2).await;
+    let mut writer = open(&mut client).await;
+    let mut reader = open(&mut client).await;
+    writer
+        .send(vec![put(1, "a", "1"), put(2, "b", "2"), put(3, "c", "3")])
+        .await;
+    storage.wait_for_writes(2).await;
+    // Two puts hold the server's two places; the third put and the other stream's get wait.
+    reader.send(vec![get(4, "a")]).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), reader.rx.message()).await;
+    assert!(
+        early.is_err(),
+        "answered past the in-flight bound: {early:?}"
+    );
+    assert_eq!(
+        storage.waiting.load(Ordering::SeqCst),
+        2,
+        "a third write started"
+    );
+    // Each completed put frees a place; every request is answered in the end.
+    for _ in 0..3 {
+        gate.send(()).unwrap();
+    }
+    let mut puts: Vec<u64> = writer.answers(3).await.iter().map(|a| a.id).collect();
+    puts.sort_unstable();
+    assert_eq!(puts, vec![1, 2, 3]);
+    let read = reader.answers(1).await;
+    assert_eq!(read[0].id, 4);
+    assert!(matches!(read[0].cmd, Some(Answer::RawGet(_))), "{read:?}");
+
+    // A 4 KiB put is past the whole 2 KiB bound: it holds all of it, and runs.
+    let big = "x".repeat(4096);
+    writer.send(vec![put(5, "big", &big)]).await;
+    storage.wait_for_writes(4).await;
+    gate.send(()).unwrap();
+    assert_eq!(writer.answers(1).await[0].id, 5);
+    reader.send(vec![get(6, "big")]).await;
+    assert_eq!(got(&reader.answers(1).await[0]), Some(big.into_bytes()));
 }
