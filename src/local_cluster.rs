@@ -371,7 +371,7 @@ impl StoreSetup<'_> {
         let status_addr = http.local_addr()?;
         let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
         let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
+            crate::server::grpc_server()
                 .add_service(TinyKvServer::new(service))
                 .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
         );

@@ -222,7 +222,7 @@ pub fn serve(
         .max_encoding_message_size(max_message);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(
-        tonic::transport::Server::builder()
+        crate::server::grpc_server()
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let mut stop = stop;

@@ -26,6 +26,15 @@ use crate::status::{StatusSource, LIVENESS_TIMEOUT};
 
 /// Room for the key and the request framing on top of the largest value.
 const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
+/// The most gRPC calls one connection may have open at once, on the client and the peer port
+/// (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS; a client past it waits for a call to end).
+/// tonic sets no bound unless told, so without it one connection could open any number.
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// A gRPC server with Tessera's per-connection bounds.
+pub(crate) fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder().max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
+}
 /// How often the fail-stop watchdog looks at the raft worker.
 const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -371,7 +380,7 @@ fn serve<T: TinyKv>(
     // Small request/response RPCs must not wait on Nagle's algorithm.
     let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
+        grpc_server()
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),

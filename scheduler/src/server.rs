@@ -24,6 +24,10 @@ use crate::region::RegionInfo;
 
 /// How long shutdown waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// The most gRPC calls one connection may have open at once (HTTP/2's
+/// SETTINGS_MAX_CONCURRENT_STREAMS; a client past it waits for a call to end). tonic sets no
+/// bound unless told, so without it one connection could open any number.
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 type GrpcResult<T> = std::result::Result<Response<T>, Status>;
 
@@ -450,6 +454,7 @@ pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler
         conn
     });
     let serve = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
         .add_service(SchedulerServer::new(service))
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let mut grpc = tokio::spawn(serve);

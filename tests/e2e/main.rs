@@ -16,6 +16,7 @@ mod fuzz_gen;
 mod fuzz_input;
 mod fuzz_store;
 mod grpc_1;
+mod h2_limits_1;
 mod hostile;
 mod hostile_peer_3b;
 mod hostile_raft_2b;

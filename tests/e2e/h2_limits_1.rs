@@ -1,0 +1,63 @@
+//! Every gRPC port bounds the concurrent HTTP/2 streams of one connection. tonic serves with no
+//! bound unless told (it clears hyper's own default), so one connection could otherwise open
+//! any number of calls at once, each a task and buffers on the server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::{start, start_scheduler, test_config};
+
+/// The HTTP/2 client preface and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+const SETTINGS: u8 = 0x4;
+const ACK: u8 = 0x1;
+const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+/// Opens an HTTP/2 connection to `addr` and returns the SETTINGS_MAX_CONCURRENT_STREAMS the
+/// server announces in its first SETTINGS frame (None when it announces no bound).
+async fn announced_stream_bound(addr: SocketAddr) -> Option<u32> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    let read = async {
+        loop {
+            let mut header = [0u8; 9];
+            conn.read_exact(&mut header).await.unwrap();
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            conn.read_exact(&mut payload).await.unwrap();
+            if header[3] != SETTINGS || header[4] & ACK != 0 {
+                continue;
+            }
+            return payload.chunks_exact(6).find_map(|s| {
+                (u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
+                    .then(|| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+            });
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the server's SETTINGS within 10 s")
+}
+
+#[tokio::test]
+async fn the_client_port_bounds_streams_per_connection_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&test_config(dir.path())).await;
+    assert_eq!(
+        announced_stream_bound(server.addr).await,
+        Some(tessera::server::GRPC_MAX_CONCURRENT_STREAMS)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_scheduler_port_bounds_streams_per_connection_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = start_scheduler(dir.path()).await;
+    assert_eq!(
+        announced_stream_bound(scheduler.addr).await,
+        Some(scheduler::server::GRPC_MAX_CONCURRENT_STREAMS)
+    );
+}
