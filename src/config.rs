@@ -18,6 +18,9 @@ pub enum EngineKind {
     Raft,
 }
 
+/// The most connections each gRPC port keeps open at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// The whole server configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +35,10 @@ pub struct Config {
     pub advertise_peer_addr: String,
     /// HTTP gateway listen address (status, health, `/kv/...`).
     pub status_addr: String,
+    /// The most connections each gRPC port (client, peer) keeps open at once; past it new ones
+    /// wait in the kernel's backlog until one closes. Each holds a file descriptor, which the
+    /// engines need too.
+    pub max_connections: usize,
     /// Where the engines keep their files.
     pub data_dir: PathBuf,
     /// Storage engine.
@@ -206,6 +213,7 @@ impl Default for Config {
             peer_addr: "127.0.0.1:20170".to_string(),
             advertise_peer_addr: String::new(),
             status_addr: "127.0.0.1:20180".to_string(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             data_dir: PathBuf::from("./tessera-data"),
             engine: EngineKind::Standalone,
             scheduler_addr: "127.0.0.1:2379".to_string(),

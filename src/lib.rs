@@ -14,6 +14,7 @@ pub mod client;
 pub mod cluster_client;
 pub mod config;
 pub mod http;
+pub mod incoming;
 pub mod local_cluster;
 pub mod peer_service;
 pub mod raft_server;

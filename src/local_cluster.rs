@@ -24,7 +24,6 @@ use scheduler_client::SchedulerClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::peer_service::{ClusterToken, PeerService};
 use crate::raft_server::ServerTransport;
@@ -366,10 +365,16 @@ impl StoreSetup<'_> {
             ClusterToken::default(),
             rx.clone(),
         );
-        let peer = crate::peer_service::serve(peer, peer_service, 64 << 20, rx.clone());
+        let peer = crate::peer_service::serve(
+            peer,
+            peer_service,
+            64 << 20,
+            crate::config::DEFAULT_MAX_CONNECTIONS,
+            rx.clone(),
+        );
         let addr = grpc.local_addr()?;
         let status_addr = http.local_addr()?;
-        let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let incoming = crate::incoming::bounded(grpc, crate::config::DEFAULT_MAX_CONNECTIONS);
         let grpc = tokio::spawn(
             crate::server::grpc_server()
                 .add_service(TinyKvServer::new(service))

@@ -210,17 +210,18 @@ impl PeerService {
 }
 
 /// Serves `service` on `listener` until `stop` says so, taking messages of up to
-/// `max_message` bytes.
+/// `max_message` bytes over at most `max_connections` connections at once.
 pub fn serve(
     listener: tokio::net::TcpListener,
     service: PeerService,
     max_message: usize,
+    max_connections: usize,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
     let service = proto::tinykvpb::tiny_kv_server::TinyKvServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::incoming::bounded(listener, max_connections);
     tokio::spawn(
         crate::server::grpc_server()
             .add_service(service)

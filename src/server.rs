@@ -17,7 +17,6 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, EngineKind};
 use crate::peer_service::{self, ClusterToken, PeerService};
@@ -225,6 +224,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
                 peer,
                 peer_service,
                 max_peer_message,
+                config.max_connections,
                 rx.clone(),
             ));
             peer_addr = Some(bound_peer);
@@ -377,8 +377,8 @@ fn serve<T: TinyKv>(
         reporter,
         rx.clone(),
     ));
-    // Small request/response RPCs must not wait on Nagle's algorithm.
-    let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+    // Nagle's algorithm is off: small request/response RPCs must not wait on it.
+    let incoming = crate::incoming::bounded(grpc, config.max_connections);
     let grpc_task = tokio::spawn(
         grpc_server()
             .add_service(health_service)

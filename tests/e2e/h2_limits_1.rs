@@ -1,11 +1,13 @@
 //! Every gRPC port bounds the concurrent HTTP/2 streams of one connection. tonic serves with no
 //! bound unless told (it clears hyper's own default), so one connection could otherwise open
-//! any number of calls at once, each a task and buffers on the server.
+//! any number of calls at once, each a task and buffers on the server. A store's gRPC ports
+//! also bound the connections open at once (`max_connections`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::util::{start, start_scheduler, test_config};
 
@@ -15,28 +17,37 @@ const SETTINGS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 
+/// Reads `conn` up to the server's first SETTINGS frame; returns the
+/// SETTINGS_MAX_CONCURRENT_STREAMS it announces (None when it announces no bound).
+async fn server_settings(conn: &mut TcpStream) -> Option<u32> {
+    loop {
+        let mut header = [0u8; 9];
+        conn.read_exact(&mut header).await.unwrap();
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.unwrap();
+        if header[3] != SETTINGS || header[4] & ACK != 0 {
+            continue;
+        }
+        return payload.chunks_exact(6).find_map(|s| {
+            (u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
+                .then(|| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+        });
+    }
+}
+
+/// A connection to `addr` that has sent the HTTP/2 preface.
+async fn h2_connect(addr: SocketAddr) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    conn
+}
+
 /// Opens an HTTP/2 connection to `addr` and returns the SETTINGS_MAX_CONCURRENT_STREAMS the
 /// server announces in its first SETTINGS frame (None when it announces no bound).
 async fn announced_stream_bound(addr: SocketAddr) -> Option<u32> {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(PREFACE).await.unwrap();
-    let read = async {
-        loop {
-            let mut header = [0u8; 9];
-            conn.read_exact(&mut header).await.unwrap();
-            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            conn.read_exact(&mut payload).await.unwrap();
-            if header[3] != SETTINGS || header[4] & ACK != 0 {
-                continue;
-            }
-            return payload.chunks_exact(6).find_map(|s| {
-                (u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
-                    .then(|| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
-            });
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
+    let mut conn = h2_connect(addr).await;
+    tokio::time::timeout(Duration::from_secs(10), server_settings(&mut conn))
         .await
         .expect("the server's SETTINGS within 10 s")
 }
@@ -60,4 +71,33 @@ async fn the_scheduler_port_bounds_streams_per_connection_1() {
         announced_stream_bound(scheduler.addr).await,
         Some(scheduler::server::GRPC_MAX_CONCURRENT_STREAMS)
     );
+}
+
+/// Past `max_connections` a connection is not served (it waits in the kernel's backlog) until
+/// an open one closes; then it is.
+#[tokio::test]
+async fn the_client_port_serves_at_most_max_connections_at_once_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_connections = 2;
+    let server = start(&config).await;
+    let mut first = h2_connect(server.addr).await;
+    let mut second = h2_connect(server.addr).await;
+    for conn in [&mut first, &mut second] {
+        tokio::time::timeout(Duration::from_secs(10), server_settings(conn))
+            .await
+            .expect("each of the first two connections is served");
+    }
+    let mut third = h2_connect(server.addr).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), server_settings(&mut third)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served past a bound of two"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), server_settings(&mut third))
+        .await
+        .expect("the third connection is served once the first closes");
+    drop((second, third));
+    server.shutdown().await.unwrap();
 }

@@ -1,0 +1,118 @@
+//! Connections a gRPC port takes, at most so many open at once.
+//!
+//! Each connection holds a file descriptor, and the engines need descriptors too (RocksDB opens
+//! its files as it reads them): a client that opened connections without bound could leave the
+//! store unable to read its own data. So a port accepts a connection only while fewer than its
+//! bound are open; past it, new connections wait in the kernel's listen backlog (which refuses
+//! them once full) until one closes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How long the accept loop rests after an accept error other than one about a single
+/// connection (out of descriptors, say), so it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// An accepted connection, holding its place among the port's open connections until dropped.
+pub struct BoundedConn {
+    stream: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Connected for BoundedConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for BoundedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BoundedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The connections of `listener`, at most `max` open at once (at least 1), with Nagle's
+/// algorithm off (small request/response calls must not wait on it).
+pub fn bounded(
+    listener: TcpListener,
+    max: usize,
+) -> impl Stream<Item = io::Result<BoundedConn>> + Send + 'static {
+    let places = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+    futures_util::stream::unfold((listener, places), |(listener, places)| async move {
+        // The semaphore is never closed.
+        let place = places.clone().acquire_owned().await.ok()?;
+        let accepted = match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(BoundedConn {
+                    stream,
+                    _place: place,
+                })
+            }
+            Err(e) => {
+                if !about_one_connection(&e) {
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                Err(e)
+            }
+        };
+        Some((accepted, (listener, places)))
+    })
+}
+
+/// Whether an accept error concerns only the connection being accepted (the next accept may
+/// well succeed at once).
+fn about_one_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
