@@ -18,7 +18,7 @@ pub enum EngineKind {
     Raft,
 }
 
-/// The most connections each gRPC port keeps open at once, by default.
+/// The most connections each of a store's ports keeps open at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The whole server configuration.
@@ -35,9 +35,9 @@ pub struct Config {
     pub advertise_peer_addr: String,
     /// HTTP gateway listen address (status, health, `/kv/...`).
     pub status_addr: String,
-    /// The most connections each gRPC port (client, peer) keeps open at once; past it new ones
-    /// wait in the kernel's backlog until one closes. Each holds a file descriptor, which the
-    /// engines need too.
+    /// The most connections each port (client, peer, HTTP gateway) keeps open at once; past it
+    /// new ones wait in the kernel's backlog until one closes. Each holds a file descriptor,
+    /// which the engines need too.
     pub max_connections: usize,
     /// Where the engines keep their files.
     pub data_dir: PathBuf,

@@ -1,4 +1,4 @@
-//! Connections a gRPC port takes, at most so many open at once.
+//! Connections a port takes (gRPC or the HTTP gateway), at most so many open at once.
 //!
 //! Each connection holds a file descriptor, and the engines need descriptors too (RocksDB opens
 //! its files as it reads them): a client that opened connections without bound could leave the
@@ -7,6 +7,7 @@
 //! them once full) until one closes.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -76,23 +77,41 @@ impl AsyncWrite for BoundedConn {
     }
 }
 
-/// The connections of `listener`, at most `max` open at once (at least 1), with Nagle's
-/// algorithm off (small request/response calls must not wait on it).
-pub fn bounded(
+/// A listener that accepts a connection only while fewer than its bound are open.
+pub struct BoundedListener {
     listener: TcpListener,
-    max: usize,
-) -> impl Stream<Item = io::Result<BoundedConn>> + Send + 'static {
-    let places = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
-    futures_util::stream::unfold((listener, places), |(listener, places)| async move {
+    places: Arc<Semaphore>,
+}
+
+impl BoundedListener {
+    /// Bounds `listener` to `max` connections open at once (at least 1).
+    pub fn new(listener: TcpListener, max: usize) -> BoundedListener {
+        BoundedListener {
+            listener,
+            places: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Waits for a place, then accepts one connection, with Nagle's algorithm off (small
+    /// request/response calls must not wait on it). After an error that is not about that one
+    /// connection (out of descriptors, say) it first rests a moment, so callers that retry at
+    /// once do not spin.
+    async fn accept_bounded(&self) -> io::Result<(BoundedConn, SocketAddr)> {
         // The semaphore is never closed.
-        let place = places.clone().acquire_owned().await.ok()?;
-        let accepted = match listener.accept().await {
-            Ok((stream, _)) => {
+        let place = self
+            .places
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(io::Error::other)?;
+        match self.listener.accept().await {
+            Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                Ok(BoundedConn {
+                let conn = BoundedConn {
                     stream,
                     _place: place,
-                })
+                };
+                Ok((conn, addr))
             }
             Err(e) => {
                 if !about_one_connection(&e) {
@@ -100,9 +119,42 @@ pub fn bounded(
                 }
                 Err(e)
             }
-        };
-        Some((accepted, (listener, places)))
-    })
+        }
+    }
+
+    /// The connections as a stream, for a tonic server.
+    pub fn into_stream(self) -> impl Stream<Item = io::Result<BoundedConn>> + Send + 'static {
+        futures_util::stream::unfold(self, |listener| async move {
+            let accepted = listener.accept_bounded().await.map(|(conn, _)| conn);
+            Some((accepted, listener))
+        })
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (BoundedConn, SocketAddr) {
+        loop {
+            match self.accept_bounded().await {
+                Ok(accepted) => return accepted,
+                Err(e) => tracing::debug!(error = %e, "accepting a connection failed"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// The connections of `listener`, at most `max` open at once, as a stream for a tonic server.
+pub fn bounded(
+    listener: TcpListener,
+    max: usize,
+) -> impl Stream<Item = io::Result<BoundedConn>> + Send + 'static {
+    BoundedListener::new(listener, max).into_stream()
 }
 
 /// Whether an accept error concerns only the connection being accepted (the next accept may

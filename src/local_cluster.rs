@@ -389,9 +389,12 @@ impl StoreSetup<'_> {
         let app = crate::http::cluster_router(self.scheduler_addr.to_string(), config.raw.clone())
             .merge(crate::status::routes(status));
         let http = tokio::spawn(
-            axum::serve(http, app)
-                .with_graceful_shutdown(stopped(rx))
-                .into_future(),
+            axum::serve(
+                crate::incoming::BoundedListener::new(http, crate::config::DEFAULT_MAX_CONNECTIONS),
+                app,
+            )
+            .with_graceful_shutdown(stopped(rx))
+            .into_future(),
         );
         Ok(LocalStore {
             id,

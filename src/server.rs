@@ -386,9 +386,12 @@ fn serve<T: TinyKv>(
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
     );
     let http_task = tokio::spawn(
-        axum::serve(http, app)
-            .with_graceful_shutdown(stopped(rx.clone()))
-            .into_future(),
+        axum::serve(
+            crate::incoming::BoundedListener::new(http, config.max_connections),
+            app,
+        )
+        .with_graceful_shutdown(stopped(rx.clone()))
+        .into_future(),
     );
     (grpc_task, http_task)
 }

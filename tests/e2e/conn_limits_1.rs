@@ -1,7 +1,7 @@
 //! Every gRPC port bounds the concurrent HTTP/2 streams of one connection. tonic serves with no
 //! bound unless told (it clears hyper's own default), so one connection could otherwise open
-//! any number of calls at once, each a task and buffers on the server. A store's gRPC ports
-//! also bound the connections open at once (`max_connections`).
+//! any number of calls at once, each a task and buffers on the server. A store's ports (client,
+//! peer, HTTP gateway) also bound the connections open at once (`max_connections`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -98,6 +98,56 @@ async fn the_client_port_serves_at_most_max_connections_at_once_1() {
     tokio::time::timeout(Duration::from_secs(10), server_settings(&mut third))
         .await
         .expect("the third connection is served once the first closes");
+    drop((second, third));
+    server.shutdown().await.unwrap();
+}
+
+/// Sends `GET /health` on `conn` (kept alive) and waits for the status line.
+async fn health_status_line(conn: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        conn.read_exact(&mut byte).await.unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+async fn http_get_health(addr: SocketAddr) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: tessera\r\n\r\n")
+        .await
+        .unwrap();
+    conn
+}
+
+/// The HTTP gateway takes at most `max_connections` connections at once too.
+#[tokio::test]
+async fn the_http_port_serves_at_most_max_connections_at_once_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_connections = 2;
+    let server = start(&config).await;
+    let mut first = http_get_health(server.status_addr).await;
+    let mut second = http_get_health(server.status_addr).await;
+    for conn in [&mut first, &mut second] {
+        let line = tokio::time::timeout(Duration::from_secs(10), health_status_line(conn))
+            .await
+            .expect("each of the first two connections is answered");
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    }
+    let mut third = http_get_health(server.status_addr).await;
+    let early =
+        tokio::time::timeout(Duration::from_millis(300), health_status_line(&mut third)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was answered past a bound of two"
+    );
+    drop(first);
+    let line = tokio::time::timeout(Duration::from_secs(10), health_status_line(&mut third))
+        .await
+        .expect("the third connection is answered once the first closes");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     drop((second, third));
     server.shutdown().await.unwrap();
 }
