@@ -153,7 +153,7 @@ async fn run<S: Storage>(
     tx: mpsc::Sender<Result<BatchCommandsResponse, Status>>,
 ) {
     let mut running: FuturesUnordered<Running> = FuturesUnordered::new();
-    // Requests read but not started: they wait for a place among the server's in-flight ones.
+    // Requests read but not started: they wait for room in the server's in-flight bound.
     let mut waiting: VecDeque<BatchRequest> = VecDeque::new();
     let mut open = true;
     let stop = stopped(stopping);
