@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Tessera and etcd side by side on loopback (`make bench-compare`).
 
-Runs the same workload against each system of SYSTEMS, one system at a time, each on a fresh
-cluster of three members on this machine, and prints one markdown table of throughput and
-latency (with the ratios of each Tessera flavour to etcd), then the CPU time and peak memory of
-every process. The load generator is `tessera-bench` (`--mode etcd` or `--mode cluster`): it
+First measures what bounds a 1-client put here (fdatasync of a small append, alone and three
+at once; a loopback round trip to another process) and prints the target they give. Then runs
+the same workload against each system of SYSTEMS, one system at a time, each on a fresh cluster
+of three members on this machine, and prints one markdown table of throughput and latency (with
+the ratios of each Tessera flavour to etcd), whether each Tessera cluster's 1-client put p50 is
+within the target, then the CPU time and peak memory of every process. The load generator is `tessera-bench` (`--mode etcd` or `--mode cluster`): it
 writes every key once (the "load" phase), then, for each client count, runs a put phase and a
 get phase of BENCH_SECS seconds each.
 
@@ -446,7 +448,96 @@ def run_system(system, config, run_dir):
 # Report
 
 
-def machine_state():
+# A 1-client put waits for one synced log write and two loopback round trips (client to
+# leader, leader to follower, and back), plus the work of the stores: the target is one fsync,
+# two round trips and this much.
+PUT_TARGET_OVERHEAD_MS = 0.3
+# What a store syncs for a 1-client put: one entry and the raft state.
+SYNC_BYTES = 350
+
+
+def fdatasync_p50_ms(path, n):
+    """The median time of appending SYNC_BYTES to a file in `path`'s directory and fdatasync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    times = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            os.write(fd, b"x" * SYNC_BYTES)
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def disk_and_loopback(work_dir):
+    """The disk's and the loopback's costs that bound a 1-client put: fdatasync of a small
+    append alone and three at once (each store syncs every put, on one disk here), and a
+    loopback TCP round trip to another process (measured from Python: an upper bound)."""
+    alone = fdatasync_p50_ms(os.path.join(work_dir, "sync-probe"), 2000)
+    pids = []
+    for i in range(3):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                v = fdatasync_p50_ms(os.path.join(work_dir, f"sync-probe-{i}"), 1000)
+                with open(os.path.join(work_dir, f"sync-probe-{i}.ms"), "w") as f:
+                    f.write(repr(v))
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    three = []
+    for i in range(3):
+        path = os.path.join(work_dir, f"sync-probe-{i}.ms")
+        with open(path) as f:
+            three.append(float(f.read()))
+        os.unlink(path)
+
+    # The echo side is another process, as a store is: each round trip wakes it.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            peer, _ = server.accept()
+            peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := peer.recv(64):
+                peer.sendall(data)
+        finally:
+            os._exit(0)
+    client = socket.create_connection(server.getsockname())
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rtts = []
+    try:
+        for _ in range(5000):
+            start = time.perf_counter()
+            client.sendall(b"p" * 64)
+            got = 0
+            while got < 64:
+                got += len(client.recv(64 - got))
+            rtts.append((time.perf_counter() - start) * 1e3)
+    finally:
+        client.close()
+        server.close()
+        os.waitpid(pid, 0)
+    rtts.sort()
+    rtt = rtts[len(rtts) // 2]
+    return {
+        "fdatasync_ms": round(alone, 3),
+        "fdatasync_three_at_once_ms": round(max(three), 3),
+        "loopback_rtt_ms": round(rtt, 3),
+        "put_1_target_ms": [round(alone + 2 * rtt + PUT_TARGET_OVERHEAD_MS, 2),
+                            round(max(three) + 2 * rtt + PUT_TARGET_OVERHEAD_MS, 2)],
+    }
+
+
+def machine_state(work_dir):
     def first(path, key):
         try:
             with open(path) as f:
@@ -483,6 +574,7 @@ def machine_state():
         "tessera": (rev.strip() if code_rev == 0 else "?") +
                    ("-dirty" if code_dirty == 0 and dirty.strip() else ""),
         "foreign_pids": others,
+        **disk_and_loopback(work_dir),
     }
 
 
@@ -492,6 +584,11 @@ def print_header(m, config):
           f"memory {m['mem_total_gib']} GiB total / {m['mem_available_gib']} GiB available, "
           f"{m['kernel']}")
     print(f"- etcd {m['etcd']}, tessera {m['tessera']}")
+    lo, hi = m["put_1_target_ms"]
+    print(f"- disk: fdatasync of a {SYNC_BYTES}-byte append {m['fdatasync_ms']} ms alone, "
+          f"{m['fdatasync_three_at_once_ms']} ms three at once; loopback round trip "
+          f"{m['loopback_rtt_ms']} ms; so a 1-client put's target (one fsync, two round trips "
+          f"and {PUT_TARGET_OVERHEAD_MS} ms) is {lo}-{hi} ms")
     print(f"- workload: {config['keys']} keys of {config['value_size']}-byte values, preloaded; "
           f"clients {','.join(map(str, config['clients']))}; {config['secs']} s per put/get "
           f"phase; {config['conns']} connections; all on loopback, one system at a time")
@@ -558,11 +655,26 @@ def resources_table(results):
     return markdown(["system", "process", "CPU s", "peak RSS MiB"], rows, left=2)
 
 
-def report(results):
+def put_1_verdicts(results, machine):
+    """For each Tessera system, its 1-client put p50 against the machine's target."""
+    lo, hi = machine["put_1_target_ms"]
+    out = []
+    for r in results:
+        p50 = next((p.get("p50_ms") for p in r["phases"]
+                    if p["phase"] == "put" and p["clients"] == 1), None)
+        if r["system"].startswith("tessera") and p50 is not None:
+            verdict = "within" if p50 <= hi else "above"
+            out.append(f"{r['system']}: 1-client put p50 {p50} ms, {verdict} the target "
+                       f"{lo}-{hi} ms")
+    return out
+
+
+def report(results, machine):
     """The tables, with a line for each failed system and each system's regions."""
     out = []
     if any(r["phases"] for r in results):
         out.append(f"\n## Results\n\n{results_table(results)}\n")
+        out.extend(put_1_verdicts(results, machine))
     for r in results:
         if not r["ok"]:
             out.append(f"{r['system']}: FAILED ({r['error'].splitlines()[0]})")
@@ -591,7 +703,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    machine = machine_state()
+    machine = machine_state(run_dir)
     print_header(machine, config)
     results = []
     interrupted = False
@@ -608,7 +720,7 @@ def main():
 
     failed = [r["system"] for r in results if not r["ok"]]
     if results:
-        print(report(results))
+        print(report(results, machine))
         path = os.path.join(base, f"results-{stamp}.json")
         with open(path, "w") as f:
             json.dump({"machine": machine, "config": config, "results": results}, f, indent=2)
