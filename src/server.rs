@@ -29,13 +29,13 @@ const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
 /// (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS; a client past it waits for a call to end).
 /// tonic sets no bound unless told, so without it one connection could open any number.
 pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// How often the fail-stop watchdog looks at the raft worker.
+const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A gRPC server with Tessera's per-connection bounds.
 pub(crate) fn grpc_server() -> tonic::transport::Server {
     tonic::transport::Server::builder().max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
 }
-/// How often the fail-stop watchdog looks at the raft worker.
-const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A server started by [`start`]; stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {

@@ -123,13 +123,17 @@ struct Stream {
 }
 
 async fn open(client: &mut TinyKvClient<Channel>) -> Stream {
+    try_open(client).await.unwrap()
+}
+
+/// Opens a stream, or says why the server refused it.
+async fn try_open(client: &mut TinyKvClient<Channel>) -> Result<Stream, tonic::Status> {
     let (tx, rx) = tmpsc::channel(8);
     let rx = client
         .batch_commands(ReceiverStream::new(rx))
-        .await
-        .unwrap()
+        .await?
         .into_inner();
-    Stream { tx, rx }
+    Ok(Stream { tx, rx })
 }
 
 impl Stream {
@@ -343,16 +347,6 @@ async fn stopping_server_ends_open_streams_after_answering_them_1() {
     );
     let end = tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await;
     assert!(matches!(end, Ok(Ok(None))), "{end:?}");
-}
-
-/// Opens a stream, or says why the server refused it.
-async fn try_open(client: &mut TinyKvClient<Channel>) -> Result<Stream, tonic::Status> {
-    let (tx, rx) = tmpsc::channel(8);
-    let rx = client
-        .batch_commands(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    Ok(Stream { tx, rx })
 }
 
 /// Any client can open streams, each with thousands of requests in flight: the server bounds
