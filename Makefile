@@ -42,11 +42,13 @@ run-standalone: build
 	$(CARGO_TARGET_DIR)/debug/tessera-server --addr $(ADDR) --status-addr $(STATUS_ADDR) --data-dir $(DATA_DIR)
 
 # Doc tests first, then the raftstore suites with the raft log written on a log-writer thread
-# (raftstore.async_log_writes, off by default), so the run closes on nextest's summary of every
+# (raftstore.async_log_writes) and again with plain writes applied on an apply thread
+# (raftstore.async_apply), both off by default, so the run closes on nextest's summary of every
 # test in the default configuration.
 test: setup
 	$(CARGO) test --workspace --doc
 	TESSERA_TEST_ASYNC_LOG_WRITES=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
+	TESSERA_TEST_ASYNC_APPLY=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
 	$(NEXTEST)
 
 fmt:
@@ -67,7 +69,8 @@ bench: setup
 # side by side, one system at a time, on loopback: one markdown table of throughput and latency,
 # one of CPU time and peak memory (scripts/bench_compare.py). Knobs, from the environment or the
 # command line: SYSTEMS (etcd,tessera,tessera-32), BENCH_SECS (10), BENCH_CLIENTS (1,16,64),
-# BENCH_KEYS (100000), BENCH_VALUE_SIZE (256), BENCH_CONNS (3), BENCH_KEEP=1 keeps data and logs.
+# BENCH_KEYS (100000), BENCH_VALUE_SIZE (256), BENCH_CONNS (3), BENCH_KEEP=1 keeps data and logs,
+# BENCH_TESSERA_CONFIG=FILE starts every store with --config FILE (to measure a setting).
 bench-compare:
 	@bash scripts/setup.sh bench
 	$(CARGO) build --release --bins

@@ -101,7 +101,17 @@ def load_config():
         "value_size": env_int("BENCH_VALUE_SIZE", 256),
         "conns": env_int("BENCH_CONNS", 3),
         "keep": os.environ.get("BENCH_KEEP", "0") not in ("", "0"),
+        "tessera_config": tessera_config(),
     }
+
+
+def tessera_config():
+    """BENCH_TESSERA_CONFIG: a config file every Tessera store is started with (`--config`), to
+    measure a setting against the defaults; None when unset."""
+    path = os.environ.get("BENCH_TESSERA_CONFIG") or None
+    if path is not None and not os.path.isfile(path):
+        sys.exit(f"bench-compare: BENCH_TESSERA_CONFIG={path!r} is not a file")
+    return os.path.abspath(path) if path else None
 
 
 def run(argv, timeout=10, env=None):
@@ -293,9 +303,10 @@ def wait_line(proc, prefix, timeout=30):
     return found[0]
 
 
-def start_tessera(work, log_dir):
-    """Starts a scheduler and the stores like scripts/run-cluster.sh; returns (processes,
-    the scheduler's address) once a leader serves and every store holds a peer."""
+def start_tessera(work, log_dir, store_config=None):
+    """Starts a scheduler and the stores like scripts/run-cluster.sh (each store with the config
+    file `store_config` when given); returns (processes, the scheduler's address) once a leader
+    serves and every store holds a peer."""
     server, sched, ctl = (os.path.join(BIN_DIR, b) for b in
                           ("tessera-server", "tessera-scheduler", "tessera-ctl"))
     for b in (server, sched, ctl):
@@ -313,11 +324,13 @@ def start_tessera(work, log_dir):
     # One store at a time, so that the first, and only it, bootstraps the cluster.
     for n in range(STORES):
         name = f"store{n + 1}"
-        procs.append(Proc(name, [
-            server, "--engine", "raft", "--scheduler", scheduler,
-            "--addr", f"{HOST}:{GRPC_PORT + n}", "--peer-addr", f"{HOST}:{PEER_PORT + n}",
-            "--status-addr", f"{HOST}:{HTTP_PORT + n}", "--cluster-token-file", token,
-            "--data-dir", os.path.join(work, name)], log_dir))
+        argv = [server, "--engine", "raft", "--scheduler", scheduler,
+                "--addr", f"{HOST}:{GRPC_PORT + n}", "--peer-addr", f"{HOST}:{PEER_PORT + n}",
+                "--status-addr", f"{HOST}:{HTTP_PORT + n}", "--cluster-token-file", token,
+                "--data-dir", os.path.join(work, name)]
+        if store_config:
+            argv += ["--config", store_config]
+        procs.append(Proc(name, argv, log_dir))
         wait_line(procs[-1], "http")
         grpc.append(wait_line(procs[-1], "grpc"))
 
@@ -413,7 +426,7 @@ def run_system(system, config, run_dir):
             argv = [BENCH, "--mode", "etcd", "--endpoints", leader] + common
             print(f"   ready in {time.monotonic() - t0:.1f}s; leader at {leader}")
         else:
-            servers, scheduler = start_tessera(work, log_dir)
+            servers, scheduler = start_tessera(work, log_dir, config["tessera_config"])
             argv = [BENCH, "--mode", "cluster", "--scheduler", scheduler] + common
             if system.startswith("tessera-unary"):
                 argv += ["--no-batch"]
@@ -592,6 +605,8 @@ def print_header(m, config):
     print(f"- workload: {config['keys']} keys of {config['value_size']}-byte values, preloaded; "
           f"clients {','.join(map(str, config['clients']))}; {config['secs']} s per put/get "
           f"phase; {config['conns']} connections; all on loopback, one system at a time")
+    if config["tessera_config"]:
+        print(f"- Tessera stores started with --config {config['tessera_config']}")
     if m["foreign_pids"]:
         print(f"- warning: other etcd/tessera processes are running (pids "
               f"{', '.join(m['foreign_pids'])}); they share the CPUs")

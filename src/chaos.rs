@@ -80,6 +80,9 @@ pub struct ChaosConfig {
     /// Start the stores with the raft log written on a thread of its own
     /// (`raftstore.async_log_writes`).
     pub async_log_writes: bool,
+    /// Start the stores with plain writes applied on a thread of their own
+    /// (`raftstore.async_apply`).
+    pub async_apply: bool,
     /// Keys in use at a time.
     pub keys: usize,
     /// Operations per key before it retires.
@@ -111,6 +114,7 @@ impl ChaosConfig {
             schedule: Schedule::Random,
             unsafe_local_reads: false,
             async_log_writes: false,
+            async_apply: false,
             keys: 6,
             ops_per_key: 120,
             bin_dir,
@@ -237,6 +241,9 @@ pub async fn run_seed(config: &ChaosConfig) -> Result<SeedReport, String> {
     if config.async_log_writes {
         // STORE_CONFIG ends in its [raftstore] table.
         store_config.push_str("async_log_writes = true\n");
+    }
+    if config.async_apply {
+        store_config.push_str("async_apply = true\n");
     }
     let cluster = Cluster::start(
         &config.bin_dir,

@@ -153,6 +153,9 @@ pub struct RaftstoreConfig {
     /// Write the raft log on a thread of its own while the raft worker goes on: for disks whose
     /// sync takes a millisecond or more (off: the raft worker writes it).
     pub async_log_writes: bool,
+    /// Apply committed puts and deletes on a thread of their own while the raft worker goes on
+    /// (off: the raft worker applies every entry).
+    pub async_apply: bool,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -174,6 +177,7 @@ impl From<&raftstore::Config> for RaftstoreConfig {
             store_heartbeat_interval_ms: millis(c.store_heartbeat_interval),
             mailbox_capacity: c.mailbox_capacity,
             async_log_writes: c.async_log_writes,
+            async_apply: c.async_apply,
         }
     }
 }
@@ -201,6 +205,7 @@ impl RaftstoreConfig {
             store_heartbeat_interval: ms(self.store_heartbeat_interval_ms),
             mailbox_capacity: self.mailbox_capacity,
             async_log_writes: self.async_log_writes,
+            async_apply: self.async_apply,
             ..raftstore::Config::default()
         }
     }

@@ -61,6 +61,10 @@ pub struct Config {
     /// sending and applying (see `log_writer`). Pays when a sync takes a millisecond or more;
     /// on a fast local disk the two thread hand-offs per round cost more than they save.
     pub async_log_writes: bool,
+    /// Apply committed plain writes (puts, deletes) on a thread of their own while the raft
+    /// worker goes on (see `apply_worker`); admin commands, conf changes and commands that read
+    /// are still applied by the raft worker.
+    pub async_apply: bool,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             disk_check_interval: Duration::from_secs(1),
             lease_read: true,
             async_log_writes: false,
+            async_apply: false,
         }
     }
 }

@@ -23,6 +23,7 @@
 // `default()` and then assigned field by field.
 #![allow(clippy::field_reassign_with_default)]
 
+mod apply_worker;
 mod config;
 mod disk_monitor;
 mod error;

@@ -24,6 +24,7 @@ use proto::schedulerpb::RegionHeartbeatResponse;
 use scheduler_client::SchedulerClient;
 use snap::SnapManager;
 
+use crate::apply_worker::Applier;
 use crate::bootstrap;
 use crate::config::Config;
 use crate::disk_monitor::DiskMonitor;
@@ -264,6 +265,14 @@ pub fn start_raftstore(
     } else {
         LogWriter::inline(metrics.clone())
     };
+    let applier = if cfg.async_apply {
+        let wake = router.clone();
+        let applier = Applier::spawn(store_id, engines.clone(), move || wake.notify_applied())
+            .map_err(|e| Error::Other(format!("cannot spawn the apply thread: {e}")))?;
+        Some(applier)
+    } else {
+        None
+    };
     let mut worker = RaftWorker {
         ctx: PollContext {
             store_id,
@@ -283,6 +292,7 @@ pub fn start_raftstore(
             lease_reads,
             new_peers: Vec::new(),
             log_writer,
+            applier,
         },
         peers,
         receivers,

@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv::{Engines, WriteBatch};
 use raft::Ready;
 
+use crate::apply_worker::Applier;
 use crate::config::Config;
 use crate::health::{StoreHealth, WorkerAlive};
 use crate::inbound::DropLog;
@@ -63,6 +64,8 @@ pub(crate) struct PollContext {
     pub(crate) new_peers: Vec<PeerFsm>,
     /// Writes the rounds' raft-engine batches.
     pub(crate) log_writer: LogWriter,
+    /// The apply thread, when the store runs one (`Config::async_apply`).
+    pub(crate) applier: Option<Applier>,
 }
 
 impl PollContext {
@@ -119,8 +122,21 @@ impl RaftWorker {
         let mut next_store_hb = Instant::now();
         let mut more_ready = false;
         loop {
-            match self.in_flight.front() {
-                Some(r) => health.on_progress_at(r.submitted_at),
+            // Waiting on a write (the log's or the apply thread's) is no progress.
+            let waiting_since = self
+                .in_flight
+                .front()
+                .map(|r| r.submitted_at)
+                .into_iter()
+                .chain(
+                    self.ctx
+                        .applier
+                        .as_ref()
+                        .and_then(|a| a.oldest_outstanding()),
+                )
+                .min();
+            match waiting_since {
+                Some(at) => health.on_progress_at(at),
                 None => health.on_worker_turn(),
             }
             let mut active = BTreeSet::new();
@@ -147,12 +163,13 @@ impl RaftWorker {
                     }
                     Notify::Store => store_pending = true,
                     // Taken up below, every round.
-                    Notify::LogWritten => {}
+                    Notify::LogWritten | Notify::Applied => {}
                     Notify::Stop => return,
                 }
             }
             // First, so the answers that waited for the disk leave before new work.
             self.finish_written_rounds();
+            self.take_up_applied();
             if store_pending {
                 let msgs: Vec<StoreMsg> = self.receivers.store.try_iter().collect();
                 let mut h = StoreMsgHandler::new(&mut self.ctx, &mut self.peers);
@@ -205,6 +222,24 @@ impl RaftWorker {
             self.peers.insert(id, fsm);
         }
         any
+    }
+
+    /// Hands each peer the results of its tasks the apply thread finished.
+    fn take_up_applied(&mut self) {
+        let Some(applier) = self.ctx.applier.as_mut() else {
+            return;
+        };
+        for res in applier.take_results() {
+            // A peer destroyed or replaced since waited for its task; nothing is left to do.
+            let Some(fsm) = self
+                .peers
+                .get_mut(&res.region_id)
+                .filter(|f| f.peer.serial == res.serial && !f.peer.destroyed)
+            else {
+                continue;
+            };
+            PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx).on_applied(res);
+        }
     }
 
     /// Schedules the redo of the snapshot apply a crash interrupted in `region_id`.

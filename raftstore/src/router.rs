@@ -30,6 +30,8 @@ pub(crate) enum Notify {
     Store,
     /// The log writer finished writing batches (see `log_writer`).
     LogWritten,
+    /// The apply thread applied tasks (see `apply_worker`).
+    Applied,
     /// Shut down.
     Stop,
 }
@@ -244,6 +246,11 @@ impl Router {
     /// Wakes the raft worker to finish the rounds its log writer has written.
     pub(crate) fn notify_log_written(&self) {
         let _ = self.notify(Notify::LogWritten);
+    }
+
+    /// Wakes the raft worker to take up what the apply thread applied.
+    pub(crate) fn notify_applied(&self) {
+        let _ = self.notify(Notify::Applied);
     }
 
     /// Asks the raft worker to stop after its current batch.

@@ -61,6 +61,10 @@ struct Args {
     /// (`raftstore.async_log_writes = true`)
     #[arg(long)]
     async_log_writes: bool,
+    /// Start the stores with plain writes applied on a thread of their own
+    /// (`raftstore.async_apply = true`)
+    #[arg(long)]
+    async_apply: bool,
     /// Keys in use at a time
     #[arg(long, default_value_t = 6)]
     keys: usize,
@@ -135,6 +139,7 @@ fn configs(args: &Args) -> Result<Vec<ChaosConfig>, String> {
             c.schedule = schedule;
             c.unsafe_local_reads = args.unsafe_local_reads;
             c.async_log_writes = args.async_log_writes;
+            c.async_apply = args.async_apply;
             c.keys = args.keys;
             c.ops_per_key = args.ops_per_key;
             c.keep = args.keep;

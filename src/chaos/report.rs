@@ -195,6 +195,9 @@ pub fn replay_command(config: &ChaosConfig) -> String {
     if config.async_log_writes {
         cmd.push_str(" --async-log-writes");
     }
+    if config.async_apply {
+        cmd.push_str(" --async-apply");
+    }
     cmd
 }
 

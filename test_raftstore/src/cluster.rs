@@ -41,11 +41,18 @@ pub struct Cluster {
 /// raftstore suites once each way.
 pub const ASYNC_LOG_WRITES_ENV: &str = "TESSERA_TEST_ASYNC_LOG_WRITES";
 
+/// Set (to anything) in the environment, every cluster applies plain writes on an apply thread
+/// (`Config::async_apply`), whatever its configuration says.
+pub const ASYNC_APPLY_ENV: &str = "TESSERA_TEST_ASYNC_APPLY";
+
 impl Cluster {
     /// A cluster of `count` stores with configuration `cfg`, not started.
     pub fn new(count: usize, mut cfg: Config) -> Cluster {
         if std::env::var_os(ASYNC_LOG_WRITES_ENV).is_some() {
             cfg.async_log_writes = true;
+        }
+        if std::env::var_os(ASYNC_APPLY_ENV).is_some() {
+            cfg.async_apply = true;
         }
         let root = tempfile::tempdir().expect("creating the cluster's temp dir");
         let scheduler = Arc::new(MockSchedulerClient::new(1));

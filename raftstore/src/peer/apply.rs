@@ -12,7 +12,7 @@ use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CmdType,
     CompactLogResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
-    RaftResponseHeader, Response, SnapResponse,
+    RaftResponseHeader, Request, Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
@@ -87,14 +87,7 @@ impl PeerMsgHandler<'_> {
             }
         }
         self.write_apply_state(&mut wb, &apply_state, effects.sync);
-        if self
-            .peer
-            .bcast_commit_until
-            .is_some_and(|i| i <= apply_state.applied_index)
-        {
-            self.peer.bcast_commit_until = None;
-            self.peer.raft_group.set_skip_bcast_commit(true);
-        }
+        self.after_apply(apply_state.applied_index);
         if let Some(index) = effects.compacted_to {
             self.peer.raft_group.store().compact_cache_to(index);
             let task = RaftLogGcTask {
@@ -112,6 +105,15 @@ impl PeerMsgHandler<'_> {
         }
         if self.peer.pending_destroy {
             self.destroy();
+        }
+    }
+
+    /// What follows any apply up to `applied`: a split proposed at or below it is applied, so
+    /// the commit index goes back to riding on the next append.
+    pub(super) fn after_apply(&mut self, applied: u64) {
+        if self.peer.bcast_commit_until.is_some_and(|i| i <= applied) {
+            self.peer.bcast_commit_until = None;
+            self.peer.raft_group.set_skip_bcast_commit(true);
         }
     }
 
@@ -148,7 +150,7 @@ impl PeerMsgHandler<'_> {
     }
 
     /// Pops the proposal of entry (term, index), answering overwritten proposals before it.
-    fn take_proposal(&mut self, index: u64, term: u64) -> Option<Callback> {
+    pub(super) fn take_proposal(&mut self, index: u64, term: u64) -> Option<Callback> {
         while let Some(p) = self.peer.proposals.front() {
             // A proposal of this term or later further on may still commit. One of an older
             // term never will: a log's terms never decrease, so no entry of an older term can
@@ -276,15 +278,8 @@ impl PeerMsgHandler<'_> {
                 ..Default::default()
             };
             match cmd_type {
-                CmdType::Put => {
-                    let p = r.put.clone().unwrap_or_default();
-                    wb.put_cf(Cf::from_name(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
-                    resp.put = Some(PutResponse {});
-                }
-                CmdType::Delete => {
-                    let d = r.delete.clone().unwrap_or_default();
-                    wb.delete_cf(Cf::from_name(&d.cf)?, &keys::data_key(&d.key))?;
-                    resp.delete = Some(DeleteResponse {});
+                CmdType::Put | CmdType::Delete => {
+                    resp = exec_write(r, wb)?.expect("a put or a delete");
                 }
                 CmdType::Get => {
                     let g = r.get.clone().unwrap_or_default();
@@ -359,4 +354,41 @@ impl PeerMsgHandler<'_> {
             previous_value: outcome.previous.unwrap_or_default(),
         })
     }
+}
+
+/// Adds `r` to `wb` if it is a put or a delete and answers it; `None` for any other command.
+pub(crate) fn exec_write(r: &Request, wb: &mut WriteBatch) -> Result<Option<Response>> {
+    let mut resp = Response {
+        cmd_type: r.cmd_type,
+        ..Default::default()
+    };
+    match CmdType::try_from(r.cmd_type) {
+        Ok(CmdType::Put) => {
+            let p = r.put.as_ref().cloned().unwrap_or_default();
+            wb.put_cf(Cf::from_name(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
+            resp.put = Some(PutResponse {});
+        }
+        Ok(CmdType::Delete) => {
+            let d = r.delete.as_ref().cloned().unwrap_or_default();
+            wb.delete_cf(Cf::from_name(&d.cf)?, &keys::data_key(&d.key))?;
+            resp.delete = Some(DeleteResponse {});
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(resp))
+}
+
+/// Whether the apply thread may apply `e` (see `apply_worker`): `Some(None)` for an empty
+/// entry, `Some(command)` for a command of plain writes (puts and deletes into known column
+/// families, the commands a round's write batch joins), `None` for anything the raft worker
+/// applies itself.
+pub(crate) fn async_command(e: &Entry) -> Option<Option<RaftCmdRequest>> {
+    if e.get_entry_type() != EntryType::EntryNormal {
+        return None;
+    }
+    if e.data.is_empty() {
+        return Some(None);
+    }
+    let req = RaftCmdRequest::decode(e.data.as_ref()).ok()?;
+    super::write_batch::PendingWrites::batchable(&req).then_some(Some(req))
 }

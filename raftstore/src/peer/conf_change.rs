@@ -394,6 +394,8 @@ impl PeerMsgHandler<'_> {
         // No read on another thread may see the data go.
         self.ctx.lease_reads.publish(region_id, None);
         self.peer.published_lease = None;
+        // The apply thread must not write the region's data after it is deleted here.
+        self.drop_applies();
         // A pending proposal may still commit on the peers that remain (RegionNotFound would
         // tell its client it never happened); a pending read never changed anything.
         self.abandon_proposals_up_to(u64::MAX, "the peer was removed from the region");

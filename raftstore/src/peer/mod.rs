@@ -7,11 +7,13 @@
 //! - `write_batch`: a round's plain writes proposed as one log entry;
 //! - `ready`: collecting a `Ready` into the group-commit batch, then sending, reading, advancing;
 //! - `apply`: applying committed entries to the kv engine and answering proposals;
+//! - `async_apply`: handing runs of plain writes to the apply thread (`apply_worker`);
 //! - `snapshot`: snapshots in and out, and raft log GC;
 //! - `conf_change`: leader transfer, membership changes, destroying a removed peer;
 //! - `split`: split checks, asking for ids, proposing and applying `Split`.
 
 mod apply;
+mod async_apply;
 mod conf_change;
 mod handler;
 mod lease;
@@ -40,6 +42,7 @@ use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
 use lease::Lease;
 
+pub(crate) use apply::exec_write;
 pub(crate) use handler::PeerMsgHandler;
 pub use propose::UNSAFE_LOCAL_READS_ENV;
 
@@ -114,6 +117,8 @@ pub(crate) struct Peer {
     pub(crate) serial: u64,
     /// Readies of this peer handed to the log writer and not finished yet.
     pub(crate) readies_in_flight: usize,
+    /// Committed entries waiting for the apply thread, and its task in flight.
+    apply_queue: async_apply::ApplyQueue,
     /// Ticks since the last split check.
     ticks_since_split_check: u64,
     /// Bytes of commands applied since the last split check.
@@ -165,6 +170,7 @@ impl Peer {
             destroyed: false,
             serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             readies_in_flight: 0,
+            apply_queue: Default::default(),
             ticks_since_split_check: 0,
             size_diff_hint: 0,
             approximate_size: None,
@@ -277,7 +283,8 @@ impl Peer {
         !self.destroyed
             && self.applying_snapshot.is_none()
             // A snapshot replaces what earlier readies would apply: they finish first.
-            && !(self.readies_in_flight > 0 && self.raft_group.snapshot_pending())
+            && !((self.readies_in_flight > 0 || self.apply_queue.busy())
+                && self.raft_group.snapshot_pending())
             && self.raft_group.has_ready()
     }
 }

@@ -99,7 +99,7 @@ impl PeerMsgHandler<'_> {
             }
         }
         let committed = std::mem::take(&mut rd.committed_entries);
-        self.apply_committed(committed);
+        self.apply_entries(committed);
         if self.peer.destroyed {
             return;
         }

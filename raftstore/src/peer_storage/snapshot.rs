@@ -121,7 +121,19 @@ impl PeerStorage {
             // The conf change adding `to` is not applied yet; a snapshot must include it.
             return unavailable();
         }
-        let applied = self.applied_index();
+        let kv_snap = EngineSnapshot::new(&self.engines.kv);
+        // The index the data is at, read from the same engine snapshot: the apply thread may
+        // have written entries past the applied index this storage knows of (`apply_worker`).
+        let applied =
+            match kv_snap.get_msg::<RaftApplyState>(&keys::apply_state_key(self.region_id)) {
+                Ok(Some(a)) => a.applied_index.max(self.applied_index()),
+                Ok(None) => self.applied_index(),
+                Err(e) => {
+                    tracing::warn!(region_id = self.region_id, error = %e,
+                    "cannot read the applied state for a snapshot");
+                    return unavailable();
+                }
+            };
         let term = raft::Storage::term(self, applied)?;
         let key = SnapKey::new(self.region_id, term, applied);
         if ctx.mgr.exists(SnapKind::Generated, key) {
@@ -135,7 +147,7 @@ impl PeerStorage {
         let task = RegionTask::Generate {
             key,
             region,
-            kv_snap: EngineSnapshot::new(&self.engines.kv),
+            kv_snap,
             notify: tx,
         };
         if ctx.worker.schedule(task).is_ok() {
@@ -221,4 +233,79 @@ pub(crate) fn raft_snapshot(key: SnapKey, region: &metapb::Region, meta: Snapsho
     md.set_conf_state(conf_state_of(region));
     snapshot.data = data.encode_to_vec().into();
     snapshot
+}
+
+#[cfg(test)]
+mod tests {
+    use kv::Engines;
+    use proto::eraftpb::{Entry, HardState};
+
+    use super::*;
+    use crate::worker::{Runnable, Worker};
+
+    /// Hands each snapshot generation request's key to the test.
+    struct Keys(crossbeam_channel::Sender<SnapKey>);
+
+    impl Runnable for Keys {
+        type Task = RegionTask;
+        fn run(&mut self, task: RegionTask) {
+            if let RegionTask::Generate { key, .. } = task {
+                let _ = self.0.send(key);
+            }
+        }
+    }
+
+    /// With the apply thread (`apply_worker`), the kv engine can hold entries applied past the
+    /// index the peer storage knows of: the task's write landed, its result is not taken up yet.
+    /// A snapshot built from that engine at the storage's index would carry data of later
+    /// entries, which the follower would then apply a second time after it.
+    #[test]
+    fn a_snapshot_is_at_the_index_its_data_is_at_2c() {
+        let dir = tempfile::tempdir().unwrap();
+        let engines = Engines::open(&dir.path().join("db")).unwrap();
+        let region = crate::bootstrap::new_first_region(1, 1, 1);
+        crate::bootstrap::prepare_bootstrap_cluster(&engines, &region).unwrap();
+        let mut ps = PeerStorage::new(engines.clone(), region, 16).unwrap();
+        let mgr = SnapManager::open(dir.path().join("snap"), Default::default()).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let worker = Worker::start("region-test", Keys(tx), None).unwrap();
+        ps.set_snap_context(SnapContext {
+            mgr,
+            worker: worker.scheduler(),
+        });
+        // Entries 6..=8 committed; the storage knows of index 5 applied.
+        let mut wb = WriteBatch::new(&engines.raft);
+        let entries: Vec<Entry> = (6..=8)
+            .map(|index| {
+                let mut e = Entry::default();
+                e.index = index;
+                e.term = 6;
+                e
+            })
+            .collect();
+        ps.append(&entries, &mut wb).unwrap();
+        let mut hs = HardState::default();
+        hs.term = 6;
+        hs.commit = 8;
+        ps.save_raft_state(Some(&hs), &mut wb);
+        wb.write(true).unwrap();
+        assert_eq!(ps.applied_index(), 5);
+        // The apply thread's write of entries 6..=8, data and apply state in one batch.
+        let mut kv_wb = WriteBatch::new(&engines.kv);
+        kv_wb.put_msg(
+            &keys::apply_state_key(1),
+            &RaftApplyState {
+                applied_index: 8,
+                truncated_state: Some(RaftTruncatedState { index: 5, term: 5 }),
+            },
+        );
+        kv_wb.write(false).unwrap();
+
+        assert!(
+            ps.request_snapshot(1).is_err(),
+            "built on the region worker"
+        );
+        let key = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!((key.index, key.term), (8, 6));
+    }
 }
