@@ -134,7 +134,8 @@ impl PeerMsgHandler<'_> {
     /// and drops the entries still queued.
     pub(super) fn drop_applies(&mut self) {
         self.peer.apply_queue.entries.clear();
-        let last = self.peer.apply_queue.in_flight.drain(..).last();
+        let last = self.peer.apply_queue.in_flight.back().copied();
+        self.peer.apply_queue.in_flight.clear();
         if let (Some(seq), Some(applier)) = (last, &self.ctx.applier) {
             applier.wait(seq);
         }
