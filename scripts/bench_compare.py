@@ -32,6 +32,8 @@ Environment (defaults in brackets):
   TESSERA_BIN_DIR   [$CARGO_TARGET_DIR/release]  where the Tessera binaries come from (e.g. a
                     copy of an earlier build, to measure a change before and after)
   TESSERA_BENCH     [$TESSERA_BIN_DIR/tessera-bench]  another load generator binary
+  BENCH_TESSERA_CONFIG [unset]  a config file every Tessera store starts with (--config), to
+                    measure a setting against the defaults with the same build
 
 Data and logs go to $CARGO_TARGET_DIR/bench-compare/run-<timestamp>/<system>/, the raw results
 to $CARGO_TARGET_DIR/bench-compare/results-<timestamp>.json. Exits non-zero if a system failed
