@@ -99,14 +99,17 @@ fn open_engine_of(path: &Path, cfs: &[Cf], kind: EngineKind) -> Result<Arc<DB>> 
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
 }
 
-/// The two RocksDB instances of a store: `kv` (user data and apply state, CFs default/lock/write)
-/// and `raft` (raft logs and raft state, default CF only).
+/// A store's engines: the kv engine (user data and apply state, CFs default/lock/write) and the
+/// raft-log engine (raft logs and raft state): by default the RocksDB instance `raft` (default CF
+/// only), or another engine set with [`Engines::with_raft_log`].
 #[derive(Clone)]
 pub struct Engines {
     /// The kv engine.
     pub kv: Arc<DB>,
-    /// The raft engine.
+    /// The RocksDB raft engine (unused when `raft_log` is another engine).
     pub raft: Arc<DB>,
+    /// Where raft logs and states are written and read.
+    pub raft_log: Arc<dyn raftlog::RaftEngine>,
     /// Where the kv engine lives.
     pub kv_path: PathBuf,
     /// Where the raft engine lives.
@@ -121,22 +124,31 @@ impl Engines {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
+        let raft = open_engine_of(&raft_path, &[Cf::Default], EngineKind::Raft)?;
         Ok(Engines {
             kv: open_engine(&kv_path, &Cf::ALL)?,
-            raft: open_engine_of(&raft_path, &[Cf::Default], EngineKind::Raft)?,
+            raft_log: Arc::new(crate::RocksRaftEngine::new(raft.clone())),
+            raft,
             kv_path,
             raft_path,
         })
     }
 
+    /// These engines with raft logs and states kept in `engine` instead of the RocksDB raft
+    /// engine.
+    pub fn with_raft_log(mut self, engine: Arc<dyn raftlog::RaftEngine>) -> Engines {
+        self.raft_log = engine;
+        self
+    }
+
     /// Flushes memtables and the WAL of both engines to disk.
     pub fn flush(&self) -> Result<()> {
         check_disk()?;
-        for db in [&self.kv, &self.raft] {
-            db.flush_wal(true)?;
-            db.flush()?;
-        }
-        Ok(())
+        self.kv.flush_wal(true)?;
+        self.kv.flush()?;
+        self.raft_log
+            .flush()
+            .map_err(|e| Error::Io(format!("flushing the raft log: {e}")))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod fault;
 pub mod keys;
 mod memory;
 pub mod mvcc;
+mod raft_engine;
 mod raw;
 mod server;
 mod standalone;
@@ -31,6 +32,7 @@ pub use cas::{Cas, CasOutcome};
 pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;
+pub use raft_engine::RocksRaftEngine;
 pub use raw::{RawApi, RawLimits, ScanPage};
 pub use server::{
     BatchCommandsStream, BatchLimits, KvService, BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES,

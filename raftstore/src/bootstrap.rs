@@ -90,9 +90,12 @@ pub fn write_initial_region(
     region: &metapb::Region,
     kv_wb: &mut WriteBatch,
 ) -> Result<()> {
-    let mut raft_wb = WriteBatch::new(&engines.raft);
-    raft_wb.put_msg(&keys::raft_state_key(region.id), &initial_raft_state());
-    raft_wb.write(true)?;
+    let mut raft_wb = raftlog::LogBatch::new();
+    raft_wb.put_state(
+        region.id,
+        prost::Message::encode_to_vec(&initial_raft_state()),
+    );
+    write_raft_log(engines, &raft_wb)?;
     kv_wb.put_msg(
         &keys::region_state_key(region.id),
         &RegionLocalState {
@@ -115,6 +118,14 @@ pub fn load_prepared_region(engines: &Engines) -> Result<Option<metapb::Region>>
     )?)
 }
 
+/// Writes `batch` to the raft-log engine, synced.
+fn write_raft_log(engines: &Engines, batch: &raftlog::LogBatch) -> Result<()> {
+    engines
+        .raft_log
+        .write(batch, true)
+        .map_err(crate::peer_storage::raft_log_error)
+}
+
 /// The scheduler accepted our bootstrap: forget the prepare key.
 ///
 /// # Errors
@@ -131,9 +142,9 @@ pub fn clear_prepare_bootstrap_key(engines: &Engines) -> Result<()> {
 /// # Errors
 /// Engine failures.
 pub fn clear_prepare_bootstrap(engines: &Engines, region_id: u64) -> Result<()> {
-    let mut raft_wb = WriteBatch::new(&engines.raft);
-    raft_wb.delete(&keys::raft_state_key(region_id));
-    raft_wb.write(true)?;
+    let mut raft_wb = raftlog::LogBatch::new();
+    raft_wb.delete_state(region_id);
+    write_raft_log(engines, &raft_wb)?;
     let mut wb = WriteBatch::new(&engines.kv);
     wb.delete(keys::PREPARE_BOOTSTRAP_KEY);
     wb.delete(&keys::region_state_key(region_id));

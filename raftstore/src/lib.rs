@@ -58,8 +58,8 @@ pub use msg::{Callback, CmdResponse, PeerMsg, SplitRegion, StoreMsg};
 pub use node::{start_raftstore, Node, RaftstoreHandle};
 pub use peer::UNSAFE_LOCAL_READS_ENV;
 pub use peer_storage::{
-    conf_state_of, initial_apply_state, initial_raft_state, PeerStorage, RAFT_INIT_LOG_INDEX,
-    RAFT_INIT_LOG_TERM,
+    conf_state_of, initial_apply_state, initial_raft_state, read_raft_state, PeerStorage,
+    RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
 };
 pub use raft_storage::RaftStorage;
 pub use router::Router;

@@ -35,16 +35,24 @@ use std::thread::JoinHandle;
 
 use crate::metrics::StoreMetrics;
 
-/// A batch the writer can make durable. The raft worker's batches are `kv::WriteBatch`es; tests
-/// use their own.
+/// A batch the writer can make durable. The raft worker's batches are [`RaftBatch`]es; tests use
+/// their own.
 pub(crate) trait Persist: Send + 'static {
     /// Writes the batch; with `sync`, it and every earlier write are durable on return.
     fn persist(&mut self, sync: bool) -> Result<(), String>;
 }
 
-impl Persist for kv::WriteBatch {
+/// A round's raft-log batch and the engine it goes to.
+pub(crate) struct RaftBatch {
+    pub(crate) engine: Arc<dyn raftlog::RaftEngine>,
+    pub(crate) batch: raftlog::LogBatch,
+}
+
+impl Persist for RaftBatch {
     fn persist(&mut self, sync: bool) -> Result<(), String> {
-        self.write(sync).map_err(|e| e.to_string())
+        self.engine
+            .write(&self.batch, sync)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -82,7 +90,7 @@ impl<B> Shared<B> {
 
 /// The raft worker's writer. With a thread, dropping it writes what is queued and joins the
 /// thread.
-pub(crate) struct LogWriter<B: Persist = kv::WriteBatch> {
+pub(crate) struct LogWriter<B: Persist = RaftBatch> {
     shared: Arc<Shared<B>>,
     submitted: u64,
     /// None: batches are written inline, in [`LogWriter::submit`].

@@ -21,14 +21,15 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use kv::{Engines, WriteBatch};
+use kv::Engines;
 use raft::Ready;
+use raftlog::LogBatch;
 
 use crate::apply_worker::Applier;
 use crate::config::Config;
 use crate::health::{StoreHealth, WorkerAlive};
 use crate::inbound::DropLog;
-use crate::log_writer::LogWriter;
+use crate::log_writer::{LogWriter, RaftBatch};
 use crate::metrics::StoreMetrics;
 use crate::msg::{PeerMsg, StoreMsg};
 use crate::peer::{Peer, PeerMsgHandler};
@@ -252,7 +253,7 @@ impl RaftWorker {
     /// Collects every peer's `Ready` into one raft-engine batch and hands it to the log writer;
     /// the readies finish once it is written. Returns whether a peer has more work right away.
     fn handle_readies(&mut self) -> bool {
-        let mut raft_wb = WriteBatch::new(&self.ctx.engines.raft);
+        let mut raft_wb = LogBatch::new();
         let mut readies = Vec::new();
         let mut sync = false;
         for (id, fsm) in self.peers.iter_mut() {
@@ -276,7 +277,11 @@ impl RaftWorker {
                 .filter(|(_, _, rd)| !rd.entries.is_empty() || rd.hard_state.is_some())
                 .count() as u64;
             self.ctx.metrics.on_raft_write(persisted);
-            self.ctx.log_writer.submit(raft_wb, sync)
+            let batch = RaftBatch {
+                engine: self.ctx.engines.raft_log.clone(),
+                batch: raft_wb,
+            };
+            self.ctx.log_writer.submit(batch, sync)
         };
         self.in_flight.push_back(InFlightRound {
             seq,

@@ -170,15 +170,11 @@ impl Runnable for RaftLogGcRunner {
     type Task = RaftLogGcTask;
 
     fn run(&mut self, task: RaftLogGcTask) {
-        let mut wb = kv::WriteBatch::new(&self.engines.raft);
         // From index 0: whatever an earlier, interrupted GC left behind goes too.
-        let res = wb
-            .delete_range_cf(
-                kv::Cf::Default,
-                &keys::raft_log_key(task.region_id, 0),
-                &keys::raft_log_key(task.region_id, task.end_index),
-            )
-            .and_then(|()| wb.write(false));
+        let res = self
+            .engines
+            .raft_log
+            .compact(task.region_id, task.end_index);
         if let Err(e) = res {
             // Harmless: the entries are below the truncated index and never read again; the
             // next GC of the region covers them.

@@ -156,10 +156,9 @@ impl Cluster {
             kv::engine::get_msg(&engines.kv, &keys::region_state_key(region_id))
                 .ok()
                 .flatten();
-        let raft_state: Option<RaftLocalState> =
-            kv::engine::get_msg(&engines.raft, &keys::raft_state_key(region_id))
-                .ok()
-                .flatten();
+        let raft_state: Option<RaftLocalState> = raftstore::read_raft_state(&engines, region_id)
+            .ok()
+            .flatten();
         let apply_state: Option<RaftApplyState> =
             kv::engine::get_msg(&engines.kv, &keys::apply_state_key(region_id))
                 .ok()

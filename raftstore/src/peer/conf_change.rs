@@ -431,14 +431,13 @@ impl PeerMsgHandler<'_> {
                 }
             }
             wb.write(true)?;
-            let mut raft_wb = WriteBatch::new(&engines.raft);
-            raft_wb.delete(&keys::raft_state_key(region_id));
-            raft_wb.delete_range_cf(
-                Cf::Default,
-                &keys::raft_log_key(region_id, 0),
-                &keys::raft_log_key(region_id, u64::MAX),
-            )?;
-            raft_wb.write(true)?;
+            let mut raft_wb = raftlog::LogBatch::new();
+            raft_wb.delete_state(region_id);
+            raft_wb.delete_entries(region_id, 0, u64::MAX);
+            engines
+                .raft_log
+                .write(&raft_wb, true)
+                .map_err(crate::peer_storage::raft_log_error)?;
             Ok(())
         })();
         if let Err(e) = result {

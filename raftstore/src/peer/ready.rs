@@ -15,11 +15,12 @@
 //! written, never later ones; since rounds finish in the order they were written, a peer's
 //! readies finish in order and its entries are applied only once durable here.
 
-use kv::{keys, Cf, EngineSnapshot, WriteBatch};
+use kv::{keys, Cf, EngineSnapshot};
 use proto::raft_cmdpb::{
     CmdType, GetResponse, RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
 };
 use raft::{Ready, SoftState, StateRole};
+use raftlog::LogBatch;
 
 use super::PeerMsgHandler;
 use crate::error::Error;
@@ -29,7 +30,7 @@ use crate::util;
 impl PeerMsgHandler<'_> {
     /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
     /// the entries and hard state to `raft_wb`.
-    pub(crate) fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
+    pub(crate) fn collect_ready(&mut self, raft_wb: &mut LogBatch) -> Option<Ready> {
         self.propose_pending_writes();
         self.issue_queued_reads();
         // Before this round's messages leave (a transfer's `TimeoutNow` among them).

@@ -27,12 +27,13 @@ pub(crate) use snapshot::{raft_snapshot, SnapContext};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use kv::{keys, Cf, Engines, WriteBatch};
+use kv::{keys, Engines};
 use proto::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use proto::metapb::{self, PeerRole};
 use proto::raft_serverpb::{self, RaftApplyState, RaftLocalState, RaftTruncatedState};
 use protobuf::Message as _;
 use raft::{RaftState, StorageError};
+use raftlog::LogBatch;
 
 use crate::error::{Error, Result};
 
@@ -149,8 +150,7 @@ impl PeerStorage {
         cache_limit: usize,
     ) -> Result<PeerStorage> {
         let region_id = region.id;
-        let raft_state: Option<RaftLocalState> =
-            kv::engine::get_msg(&engines.raft, &keys::raft_state_key(region_id))?;
+        let raft_state = read_raft_state(&engines, region_id)?;
         let apply_state: Option<RaftApplyState> =
             kv::engine::get_msg(&engines.kv, &keys::apply_state_key(region_id))?;
         let initialized = !region.peers.is_empty();
@@ -273,9 +273,12 @@ impl PeerStorage {
                 }
             }
         }
-        let key = keys::raft_log_key(self.region_id, index);
-        let bytes =
-            kv::engine::get_cf(&self.engines.raft, Cf::Default, &key)?.ok_or_else(|| {
+        let bytes = self
+            .engines
+            .raft_log
+            .entry(self.region_id, index)
+            .map_err(raft_log_error)?
+            .ok_or_else(|| {
                 Error::Other(format!(
                     "region {}: raft log entry {index} missing from the raft engine",
                     self.region_id
@@ -297,7 +300,7 @@ impl PeerStorage {
     ///
     /// # Errors
     /// Engine batch errors.
-    pub(crate) fn append(&self, entries: &[Entry], wb: &mut WriteBatch) -> Result<()> {
+    pub(crate) fn append(&self, entries: &[Entry], wb: &mut LogBatch) -> Result<()> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(());
         };
@@ -319,16 +322,10 @@ impl PeerStorage {
             let bytes = e
                 .write_to_bytes()
                 .map_err(|err| corrupt("entry encoding", self.region_id, err))?;
-            wb.put_cf(
-                Cf::Default,
-                &keys::raft_log_key(self.region_id, e.index),
-                &bytes,
-            )?;
+            wb.append(self.region_id, e.index, bytes);
         }
         // Entries past the new tail were overwritten by a newer leader; they must not survive.
-        for idx in last.index + 1..=prev_last {
-            wb.delete_cf(Cf::Default, &keys::raft_log_key(self.region_id, idx))?;
-        }
+        wb.delete_entries(self.region_id, last.index + 1, prev_last + 1);
         st.raft_state.last_index = last.index;
         st.raft_state.last_term = last.term;
 
@@ -346,7 +343,7 @@ impl PeerStorage {
     }
 
     /// Records `hs` and adds the raft local state to `wb`.
-    pub(crate) fn save_raft_state(&self, hs: Option<&HardState>, wb: &mut WriteBatch) {
+    pub(crate) fn save_raft_state(&self, hs: Option<&HardState>, wb: &mut LogBatch) {
         let mut st = self.state.borrow_mut();
         if let Some(hs) = hs {
             st.raft_state.hard_state = Some(raft_serverpb::HardState {
@@ -355,8 +352,33 @@ impl PeerStorage {
                 commit: hs.commit,
             });
         }
-        wb.put_msg(&keys::raft_state_key(self.region_id), &st.raft_state);
+        wb.put_state(
+            self.region_id,
+            prost::Message::encode_to_vec(&st.raft_state),
+        );
     }
+}
+
+/// Region `region_id`'s raft state from the raft-log engine, if it has one.
+///
+/// # Errors
+/// Engine failures and an undecodable state.
+pub fn read_raft_state(engines: &Engines, region_id: u64) -> Result<Option<RaftLocalState>> {
+    let Some(bytes) = engines
+        .raft_log
+        .raft_state(region_id)
+        .map_err(raft_log_error)?
+    else {
+        return Ok(None);
+    };
+    let state = <RaftLocalState as prost::Message>::decode(bytes.as_slice())
+        .map_err(|e| corrupt("raft state", region_id, e))?;
+    Ok(Some(state))
+}
+
+/// A raft-log engine failure as this crate's error.
+pub(crate) fn raft_log_error(e: raftlog::Error) -> Error {
+    Error::Other(format!("raft log engine: {e}"))
 }
 
 fn raft_err(e: Error) -> raft::Error {
@@ -476,17 +498,17 @@ mod tests {
         {
             // A cache of 2 forces reads of older entries from the engine.
             let ps = PeerStorage::new(engines.clone(), region(), 2).unwrap();
-            let mut wb = WriteBatch::new(&engines.raft);
+            let mut wb = LogBatch::new();
             ps.append(&[entry(6, 6), entry(7, 6), entry(8, 6)], &mut wb)
                 .unwrap();
-            wb.write(true).unwrap();
-            let mut wb = WriteBatch::new(&engines.raft);
+            engines.raft_log.write(&wb, true).unwrap();
+            let mut wb = LogBatch::new();
             ps.append(&[entry(7, 7)], &mut wb).unwrap();
             let mut hs = HardState::default();
             hs.term = 7;
             hs.commit = 6;
             ps.save_raft_state(Some(&hs), &mut wb);
-            wb.write(true).unwrap();
+            engines.raft_log.write(&wb, true).unwrap();
             assert_eq!(ps.last_index().unwrap(), 7);
             assert_eq!(ps.term(7).unwrap(), 7);
         }
@@ -507,8 +529,7 @@ mod tests {
             Err(raft::Error::Store(StorageError::Compacted))
         ));
         // The overwritten entry 8 is gone from disk.
-        let stale = kv::engine::get_cf(&engines.raft, Cf::Default, &keys::raft_log_key(1, 8));
-        assert!(stale.unwrap().is_none());
+        assert!(engines.raft_log.entry(1, 8).unwrap().is_none());
         // A size limit still returns at least one entry.
         assert_eq!(ps.entries(6, 8, Some(1)).unwrap().len(), 1);
     }
@@ -524,7 +545,7 @@ mod tests {
         let engines = Engines::open(dir.path()).unwrap();
         crate::bootstrap::prepare_bootstrap_cluster(&engines, &region()).unwrap();
         let applied = |index| {
-            let mut wb = WriteBatch::new(&engines.kv);
+            let mut wb = kv::WriteBatch::new(&engines.kv);
             let state = RaftApplyState {
                 applied_index: index,
                 truncated_state: Some(raft_serverpb::RaftTruncatedState { index: 5, term: 5 }),
@@ -534,14 +555,14 @@ mod tests {
         };
         {
             let ps = PeerStorage::new(engines.clone(), region(), 16).unwrap();
-            let mut wb = WriteBatch::new(&engines.raft);
+            let mut wb = LogBatch::new();
             ps.append(&[entry(6, 6), entry(7, 6), entry(8, 6)], &mut wb)
                 .unwrap();
             let mut hs = HardState::default();
             hs.term = 6;
             hs.commit = 6;
             ps.save_raft_state(Some(&hs), &mut wb);
-            wb.write(true).unwrap();
+            engines.raft_log.write(&wb, true).unwrap();
         }
         applied(8);
         let ps = PeerStorage::new(engines.clone(), region(), 16).unwrap();

@@ -18,7 +18,7 @@
 //! [`recover_raft_state`] moves it up to the snapshot on restart.
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use kv::{keys, Cf, EngineSnapshot, WriteBatch};
+use kv::{keys, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::Snapshot;
 use proto::metapb;
@@ -27,6 +27,7 @@ use proto::raft_serverpb::{
     RegionLocalState, SnapshotMeta,
 };
 use raft::StorageError;
+use raftlog::LogBatch;
 use snap::{SnapKey, SnapKind, SnapManager};
 
 use super::{conf_state_of, PeerStorage};
@@ -164,7 +165,7 @@ impl PeerStorage {
     pub(crate) fn apply_snapshot(
         &self,
         snap: &Snapshot,
-        raft_wb: &mut WriteBatch,
+        raft_wb: &mut LogBatch,
     ) -> Result<(SnapKey, metapb::Region)> {
         let region_id = self.region_id;
         let md = snap.get_metadata();
@@ -190,11 +191,7 @@ impl PeerStorage {
         kv_wb.write(true)?;
 
         let mut st = self.state.borrow_mut();
-        raft_wb.delete_range_cf(
-            Cf::Default,
-            &keys::raft_log_key(region_id, 0),
-            &keys::raft_log_key(region_id, st.raft_state.last_index + 1),
-        )?;
+        raft_wb.delete_entries(region_id, 0, st.raft_state.last_index + 1);
         st.raft_state.last_index = index;
         st.raft_state.last_term = term;
         st.apply_state = apply_state;
@@ -274,7 +271,7 @@ mod tests {
             worker: worker.scheduler(),
         });
         // Entries 6..=8 committed; the storage knows of index 5 applied.
-        let mut wb = WriteBatch::new(&engines.raft);
+        let mut wb = LogBatch::new();
         let entries: Vec<Entry> = (6..=8)
             .map(|index| {
                 let mut e = Entry::default();
@@ -288,7 +285,7 @@ mod tests {
         hs.term = 6;
         hs.commit = 8;
         ps.save_raft_state(Some(&hs), &mut wb);
-        wb.write(true).unwrap();
+        engines.raft_log.write(&wb, true).unwrap();
         assert_eq!(ps.applied_index(), 5);
         // The apply thread's write of entries 6..=8, data and apply state in one batch.
         let mut kv_wb = WriteBatch::new(&engines.kv);

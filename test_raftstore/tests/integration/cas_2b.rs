@@ -12,7 +12,6 @@ use kv::{Cas, CasOutcome, Cf, Storage as _};
 use proto::eraftpb::MessageType;
 use proto::kvrpcpb::Context;
 use proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader, Request};
-use proto::raft_serverpb::RaftLocalState;
 use raftstore::{Callback, CmdResponse, Config};
 use test_raftstore::{
     cas_req, put_req, CasError, Cluster, Filter, IsolationFilter, LeaderCache, MessageTypeFilter,
@@ -214,7 +213,7 @@ fn cas_sees_a_put_of_its_own_apply_batch_2b() {
     let leader = cluster.wait_leader(region.id, WAIT);
     let engines = cluster.engines(leader.store_id).expect("the leader runs");
     let last_index = || {
-        kv::engine::get_msg::<RaftLocalState>(&engines.raft, &kv::keys::raft_state_key(region.id))
+        raftstore::read_raft_state(&engines, region.id)
             .expect("reading the raft state")
             .map_or(0, |s| s.last_index)
     };

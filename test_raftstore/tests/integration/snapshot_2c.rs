@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use kv::{keys, Cf, WriteBatch};
 use proto::eraftpb::{Entry, MessageType};
 use proto::raft_serverpb::RaftMessage;
-use proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
-};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
 use protobuf::Message as _;
 use test_raftstore::{
     generic_test, put_req, Cluster, Filter, FilterAction, IsolationFilter, MessageTypeFilter,
@@ -211,13 +209,11 @@ fn term_of(engines: &kv::Engines, region_id: u64, index: u64, apply: &RaftApplyS
     if t.index == index {
         return t.term;
     }
-    let bytes = kv::engine::get_cf(
-        &engines.raft,
-        Cf::Default,
-        &keys::raft_log_key(region_id, index),
-    )
-    .unwrap()
-    .expect("the applied entry is in the log");
+    let bytes = engines
+        .raft_log
+        .entry(region_id, index)
+        .unwrap()
+        .expect("the applied entry is in the log");
     Entry::parse_from_bytes(&bytes).unwrap().term
 }
 
@@ -289,7 +285,7 @@ fn crash_during_snapshot_apply_recovers_2c() {
 /// The last index of store `store`'s raft log for `region_id`.
 fn last_index(cluster: &Cluster, store: u64, region_id: u64) -> u64 {
     let engines = cluster.engines(store).expect("the store runs");
-    kv::engine::get_msg::<RaftLocalState>(&engines.raft, &keys::raft_state_key(region_id))
+    raftstore::read_raft_state(&engines, region_id)
         .expect("reading the raft state")
         .map_or(0, |s| s.last_index)
 }
