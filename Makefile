@@ -42,13 +42,15 @@ run-standalone: build
 	$(CARGO_TARGET_DIR)/debug/tessera-server --addr $(ADDR) --status-addr $(STATUS_ADDR) --data-dir $(DATA_DIR)
 
 # Doc tests first, then the raftstore suites with the raft log written on a log-writer thread
-# (raftstore.async_log_writes) and again with plain writes applied on an apply thread
-# (raftstore.async_apply), both off by default, so the run closes on nextest's summary of every
-# test in the default configuration.
+# (raftstore.async_log_writes), again with plain writes applied on an apply thread
+# (raftstore.async_apply) and with raft logs in the file engine (raftstore.raft_engine = "file"),
+# all three off by default, so the run closes on nextest's summary of every test in the default
+# configuration.
 test: setup
 	$(CARGO) test --workspace --doc
 	TESSERA_TEST_ASYNC_LOG_WRITES=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
 	TESSERA_TEST_ASYNC_APPLY=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
+	TESSERA_TEST_RAFT_ENGINE=file $(CARGO) nextest run -p test_raftstore --no-fail-fast
 	$(NEXTEST)
 
 fmt:

@@ -83,6 +83,8 @@ pub struct ChaosConfig {
     /// Start the stores with plain writes applied on a thread of their own
     /// (`raftstore.async_apply`).
     pub async_apply: bool,
+    /// Start the stores with raft logs in the file engine (`raftstore.raft_engine = "file"`).
+    pub file_raft_engine: bool,
     /// Keys in use at a time.
     pub keys: usize,
     /// Operations per key before it retires.
@@ -115,6 +117,7 @@ impl ChaosConfig {
             unsafe_local_reads: false,
             async_log_writes: false,
             async_apply: false,
+            file_raft_engine: false,
             keys: 6,
             ops_per_key: 120,
             bin_dir,
@@ -244,6 +247,9 @@ pub async fn run_seed(config: &ChaosConfig) -> Result<SeedReport, String> {
     }
     if config.async_apply {
         store_config.push_str("async_apply = true\n");
+    }
+    if config.file_raft_engine {
+        store_config.push_str("raft_engine = \"file\"\n");
     }
     let cluster = Cluster::start(
         &config.bin_dir,

@@ -156,6 +156,9 @@ pub struct RaftstoreConfig {
     /// Apply committed puts and deletes on a thread of their own while the raft worker goes on
     /// (off: the raft worker applies every entry).
     pub async_apply: bool,
+    /// Where raft logs and states are kept: "rocksdb" (the default) or "file" (the
+    /// log-structured file engine). A data dir keeps the one it was created with.
+    pub raft_engine: kv::RaftLogKind,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -178,6 +181,7 @@ impl From<&raftstore::Config> for RaftstoreConfig {
             mailbox_capacity: c.mailbox_capacity,
             async_log_writes: c.async_log_writes,
             async_apply: c.async_apply,
+            raft_engine: kv::RaftLogKind::default(),
         }
     }
 }

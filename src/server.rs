@@ -155,9 +155,10 @@ async fn start_raft_node(
         source_ip,
     ));
     let raft_cfg = config.to_raftstore();
+    let raft_engine = config.raftstore.raft_engine;
     let node_transport = transport.clone();
     let node = tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
-        let engines = Engines::open(&dir)
+        let engines = Engines::open_with(&dir, raft_engine)
             .with_context(|| format!("cannot open engines in {}", dir.display()))?;
         let node = raftstore::Node::start(
             raft_cfg,

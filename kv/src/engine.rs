@@ -99,6 +99,17 @@ fn open_engine_of(path: &Path, cfs: &[Cf], kind: EngineKind) -> Result<Arc<DB>> 
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
 }
 
+/// Where a store keeps its raft logs and raft states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaftLogKind {
+    /// The RocksDB raft engine (`dir/raft`), the default.
+    #[default]
+    RocksDb,
+    /// The log-structured file engine (`raftlog::FileEngine`, `dir/raft-log`).
+    File,
+}
+
 /// A store's engines: the kv engine (user data and apply state, CFs default/lock/write) and the
 /// raft-log engine (raft logs and raft state): by default the RocksDB instance `raft` (default CF
 /// only), or another engine set with [`Engines::with_raft_log`].
@@ -132,6 +143,44 @@ impl Engines {
             kv_path,
             raft_path,
         })
+    }
+
+    /// Opens the engines under `dir` with the raft log in the engine `kind`: RocksDB (`dir/raft`),
+    /// or files (`dir/raft-log`). A data dir keeps the raft-log engine it was created with: the
+    /// other kind is refused with a clear error rather than started on an empty log.
+    pub fn open_with(dir: &Path, kind: RaftLogKind) -> Result<Engines> {
+        let files = dir.join("raft-log");
+        let existing = dir.join("kv").exists();
+        match kind {
+            RaftLogKind::RocksDb if files.exists() => {
+                return Err(Error::Unavailable(format!(
+                    "{} keeps its raft log in files ({}); start it with raft_engine = \"file\"",
+                    dir.display(),
+                    files.display()
+                )))
+            }
+            RaftLogKind::File if existing && !files.exists() => {
+                return Err(Error::Unavailable(format!(
+                    "{} keeps its raft log in RocksDB; start it with raft_engine = \"rocksdb\"",
+                    dir.display()
+                )))
+            }
+            _ => {}
+        }
+        let engines = Engines::open(dir)?;
+        match kind {
+            RaftLogKind::RocksDb => Ok(engines),
+            RaftLogKind::File => {
+                let log = raftlog::FileEngine::open(&files).map_err(|e| {
+                    Error::Unavailable(format!(
+                        "cannot open the raft log in {}: {e}",
+                        files.display()
+                    ))
+                })?;
+                let log = crate::raft_engine::FaultInjected(log);
+                Ok(engines.with_raft_log(Arc::new(log)))
+            }
+        }
     }
 
     /// These engines with raft logs and states kept in `engine` instead of the RocksDB raft
@@ -340,6 +389,39 @@ impl EngineSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data dir keeps the raft-log engine it was created with: opened with the other, it is
+    /// refused with an error naming the right setting, not started on an empty raft log (which
+    /// would look like a store that lost every region's log).
+    #[test]
+    fn a_data_dir_keeps_its_raft_log_engine_1() {
+        for (made, other, hint) in [
+            (
+                RaftLogKind::RocksDb,
+                RaftLogKind::File,
+                "raft_engine = \"rocksdb\"",
+            ),
+            (
+                RaftLogKind::File,
+                RaftLogKind::RocksDb,
+                "raft_engine = \"file\"",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let engines = Engines::open_with(dir.path(), made).unwrap();
+            let mut batch = raftlog::LogBatch::new();
+            batch.put_state(1, b"state".to_vec());
+            engines.raft_log.write(&batch, true).unwrap();
+            drop(engines);
+            let err = match Engines::open_with(dir.path(), other) {
+                Ok(_) => panic!("{made:?} dir opened as {other:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(hint), "{err}");
+            let engines = Engines::open_with(dir.path(), made).unwrap();
+            assert_eq!(engines.raft_log.raft_state(1).unwrap().unwrap(), b"state");
+        }
+    }
 
     /// The options RocksDB recorded for the engine in `dir` (its newest OPTIONS file).
     fn recorded_options(dir: &Path) -> String {

@@ -29,7 +29,7 @@ mod storage;
 pub mod txn;
 
 pub use cas::{Cas, CasOutcome};
-pub use engine::{Cf, EngineSnapshot, Engines, WriteBatch};
+pub use engine::{Cf, EngineSnapshot, Engines, RaftLogKind, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use raft_engine::RocksRaftEngine;

@@ -4,9 +4,13 @@
 //! peer's new entries and states, group commit), read back an entry or a state at a time. The
 //! engine sees only bytes: entries and states come encoded, keyed by region and index.
 //!
-//! The store's RocksDB raft engine (`kv::RocksRaftEngine`) implements it.
+//! Two engines implement it: the store's RocksDB raft engine (`kv::RocksRaftEngine`), the
+//! default, and [`FileEngine`], a log-structured engine that appends each batch to a segment
+//! file and drops segments once compacted (`raftstore.raft_engine = "file"`).
 
 #![deny(missing_docs)]
+mod file;
+pub use file::{FileConfig, FileEngine};
 
 /// Raft-log engine errors.
 #[derive(Debug, thiserror::Error)]

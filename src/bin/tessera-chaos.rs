@@ -65,6 +65,9 @@ struct Args {
     /// (`raftstore.async_apply = true`)
     #[arg(long)]
     async_apply: bool,
+    /// Start the stores with raft logs in the file engine (`raftstore.raft_engine = "file"`)
+    #[arg(long)]
+    file_raft_engine: bool,
     /// Keys in use at a time
     #[arg(long, default_value_t = 6)]
     keys: usize,
@@ -140,6 +143,7 @@ fn configs(args: &Args) -> Result<Vec<ChaosConfig>, String> {
             c.unsafe_local_reads = args.unsafe_local_reads;
             c.async_log_writes = args.async_log_writes;
             c.async_apply = args.async_apply;
+            c.file_raft_engine = args.file_raft_engine;
             c.keys = args.keys;
             c.ops_per_key = args.ops_per_key;
             c.keep = args.keep;

@@ -198,6 +198,9 @@ pub fn replay_command(config: &ChaosConfig) -> String {
     if config.async_apply {
         cmd.push_str(" --async-apply");
     }
+    if config.file_raft_engine {
+        cmd.push_str(" --file-raft-engine");
+    }
     cmd
 }
 

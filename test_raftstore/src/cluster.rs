@@ -45,6 +45,19 @@ pub const ASYNC_LOG_WRITES_ENV: &str = "TESSERA_TEST_ASYNC_LOG_WRITES";
 /// (`Config::async_apply`), whatever its configuration says.
 pub const ASYNC_APPLY_ENV: &str = "TESSERA_TEST_ASYNC_APPLY";
 
+/// Set to `file` in the environment, every store keeps its raft log in the file engine
+/// (`kv::RaftLogKind::File`) instead of RocksDB.
+pub const RAFT_ENGINE_ENV: &str = "TESSERA_TEST_RAFT_ENGINE";
+
+/// The raft-log engine the stores of this process's clusters use (see [`RAFT_ENGINE_ENV`]).
+fn raft_log_kind() -> kv::RaftLogKind {
+    match std::env::var(RAFT_ENGINE_ENV).as_deref() {
+        Ok("file") => kv::RaftLogKind::File,
+        Ok("rocksdb") | Err(_) => kv::RaftLogKind::RocksDb,
+        Ok(other) => panic!("{RAFT_ENGINE_ENV}={other:?}: expected file or rocksdb"),
+    }
+}
+
 impl Cluster {
     /// A cluster of `count` stores with configuration `cfg`, not started.
     pub fn new(count: usize, mut cfg: Config) -> Cluster {
@@ -120,7 +133,7 @@ impl Cluster {
             .collect();
         for &id in &ids {
             let dir = self.root.path().join(format!("store-{id}"));
-            let engines = Engines::open(&dir).expect("opening engines");
+            let engines = Engines::open_with(&dir, raft_log_kind()).expect("opening engines");
             raftstore::bootstrap::bootstrap_store(&engines, self.scheduler.cluster_id(), id)
                 .expect("bootstrapping a store");
             let mut wb = WriteBatch::new(&engines.kv);
@@ -164,7 +177,7 @@ impl Cluster {
         // reader dropped late; RocksDB's lock tells us.
         let deadline = Instant::now() + Duration::from_secs(5);
         let engines = loop {
-            match Engines::open(dir) {
+            match Engines::open_with(dir, raft_log_kind()) {
                 Ok(e) => break e,
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(store_id = id, error = %e, "engines still locked; retrying");
