@@ -156,8 +156,9 @@ pub struct RaftstoreConfig {
     /// Apply committed puts and deletes on a thread of their own while the raft worker goes on
     /// (off: the raft worker applies every entry).
     pub async_apply: bool,
-    /// Where raft logs and states are kept: "rocksdb" (the default) or "file" (the
-    /// log-structured file engine). A data dir keeps the one it was created with.
+    /// Where raft logs and states are kept: "rocksdb" (the default), "file" (the log-structured
+    /// file engine) or "file-preallocated" (the same, segments zero-filled before use). A data dir
+    /// keeps the engine it was created with.
     pub raft_engine: kv::RaftLogKind,
 }
 
@@ -355,6 +356,21 @@ mod tests {
             format!("{:?}", RaftstoreConfig::default().to_raftstore()),
             format!("{:?}", raftstore::Config::default())
         );
+    }
+
+    #[test]
+    fn raft_engine_names_parse_and_others_are_refused_2b() {
+        for (name, kind) in [
+            ("rocksdb", kv::RaftLogKind::RocksDb),
+            ("file", kv::RaftLogKind::File),
+            ("file-preallocated", kv::RaftLogKind::FilePreallocated),
+        ] {
+            let text = format!("[raftstore]\nraft_engine = \"{name}\"\n");
+            assert_eq!(Config::from_toml(&text).unwrap().raftstore.raft_engine, kind);
+        }
+        assert_eq!(Config::default().raftstore.raft_engine, kv::RaftLogKind::RocksDb);
+        let e = Config::from_toml("[raftstore]\nraft_engine = \"leveldb\"\n").unwrap_err();
+        assert!(e.to_string().contains("leveldb"), "{e}");
     }
 
     #[test]

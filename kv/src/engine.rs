@@ -101,13 +101,18 @@ fn open_engine_of(path: &Path, cfs: &[Cf], kind: EngineKind) -> Result<Arc<DB>> 
 
 /// Where a store keeps its raft logs and raft states.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum RaftLogKind {
-    /// The RocksDB raft engine (`dir/raft`), the default.
+    /// The RocksDB raft engine (`dir/raft`), the default: `"rocksdb"`.
     #[default]
+    #[serde(rename = "rocksdb")]
     RocksDb,
-    /// The log-structured file engine (`raftlog::FileEngine`, `dir/raft-log`).
+    /// The log-structured file engine (`raftlog::FileEngine`, `dir/raft-log`): `"file"`.
     File,
+    /// The file engine with each segment zero-filled before use (on a background thread), so a
+    /// synced append only writes data blocks, not the file's size: `"file-preallocated"`. Same
+    /// files as `File`: a data dir may switch between the two.
+    FilePreallocated,
 }
 
 /// A store's engines: the kv engine (user data and apply state, CFs default/lock/write) and the
@@ -159,7 +164,7 @@ impl Engines {
                     files.display()
                 )))
             }
-            RaftLogKind::File if existing && !files.exists() => {
+            RaftLogKind::File | RaftLogKind::FilePreallocated if existing && !files.exists() => {
                 return Err(Error::Unavailable(format!(
                     "{} keeps its raft log in RocksDB; start it with raft_engine = \"rocksdb\"",
                     dir.display()
@@ -170,8 +175,12 @@ impl Engines {
         let engines = Engines::open(dir)?;
         match kind {
             RaftLogKind::RocksDb => Ok(engines),
-            RaftLogKind::File => {
-                let log = raftlog::FileEngine::open(&files).map_err(|e| {
+            RaftLogKind::File | RaftLogKind::FilePreallocated => {
+                let cfg = raftlog::FileConfig {
+                    preallocate: kind == RaftLogKind::FilePreallocated,
+                    ..Default::default()
+                };
+                let log = raftlog::FileEngine::open_with(&files, cfg).map_err(|e| {
                     Error::Unavailable(format!(
                         "cannot open the raft log in {}: {e}",
                         files.display()
@@ -403,6 +412,11 @@ mod tests {
             ),
             (
                 RaftLogKind::File,
+                RaftLogKind::RocksDb,
+                "raft_engine = \"file\"",
+            ),
+            (
+                RaftLogKind::FilePreallocated,
                 RaftLogKind::RocksDb,
                 "raft_engine = \"file\"",
             ),

@@ -45,16 +45,19 @@ pub const ASYNC_LOG_WRITES_ENV: &str = "TESSERA_TEST_ASYNC_LOG_WRITES";
 /// (`Config::async_apply`), whatever its configuration says.
 pub const ASYNC_APPLY_ENV: &str = "TESSERA_TEST_ASYNC_APPLY";
 
-/// Set to `file` in the environment, every store keeps its raft log in the file engine
-/// (`kv::RaftLogKind::File`) instead of RocksDB.
+/// Set to `file` (or `file-preallocated`) in the environment, every store keeps its raft log in
+/// the file engine (`kv::RaftLogKind::File`) instead of RocksDB.
 pub const RAFT_ENGINE_ENV: &str = "TESSERA_TEST_RAFT_ENGINE";
 
 /// The raft-log engine the stores of this process's clusters use (see [`RAFT_ENGINE_ENV`]).
 fn raft_log_kind() -> kv::RaftLogKind {
     match std::env::var(RAFT_ENGINE_ENV).as_deref() {
         Ok("file") => kv::RaftLogKind::File,
+        Ok("file-preallocated") => kv::RaftLogKind::FilePreallocated,
         Ok("rocksdb") | Err(_) => kv::RaftLogKind::RocksDb,
-        Ok(other) => panic!("{RAFT_ENGINE_ENV}={other:?}: expected file or rocksdb"),
+        Ok(other) => {
+            panic!("{RAFT_ENGINE_ENV}={other:?}: expected file, file-preallocated or rocksdb")
+        }
     }
 }
 
