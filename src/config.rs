@@ -366,9 +366,15 @@ mod tests {
             ("file-preallocated", kv::RaftLogKind::FilePreallocated),
         ] {
             let text = format!("[raftstore]\nraft_engine = \"{name}\"\n");
-            assert_eq!(Config::from_toml(&text).unwrap().raftstore.raft_engine, kind);
+            assert_eq!(
+                Config::from_toml(&text).unwrap().raftstore.raft_engine,
+                kind
+            );
         }
-        assert_eq!(Config::default().raftstore.raft_engine, kv::RaftLogKind::RocksDb);
+        assert_eq!(
+            Config::default().raftstore.raft_engine,
+            kv::RaftLogKind::RocksDb
+        );
         let e = Config::from_toml("[raftstore]\nraft_engine = \"leveldb\"\n").unwrap_err();
         assert!(e.to_string().contains("leveldb"), "{e}");
     }
