@@ -33,6 +33,14 @@ pub enum Error {
     Unavailable(String),
 }
 
+impl From<codec::Error> for Error {
+    fn from(e: codec::Error) -> Self {
+        match e {
+            codec::Error::Corrupt { what, reason } => Error::Corrupt { what, reason },
+        }
+    }
+}
+
 impl From<errorpb::Error> for Error {
     fn from(e: errorpb::Error) -> Self {
         Error::Region(Box::new(e))

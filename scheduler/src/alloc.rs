@@ -17,21 +17,11 @@ use crate::error::{Error, Result};
 /// Ids reserved per disk write.
 pub(crate) const ID_BATCH: u64 = 1000;
 
-/// Bits of a timestamp that hold the logical counter.
-pub const LOGICAL_BITS: u32 = 18;
-const MAX_LOGICAL: u64 = 1 << LOGICAL_BITS;
+use codec::ts::MAX_LOGICAL;
+pub use codec::ts::{compose_ts, split_ts, LOGICAL_BITS};
+
 /// How far ahead of the current physical time the TSO persists its high-water mark, in ms.
 pub(crate) const TSO_SAVE_WINDOW_MS: u64 = 3000;
-
-/// Composes a timestamp from its physical (ms) and logical parts.
-pub fn compose_ts(physical: u64, logical: u64) -> u64 {
-    (physical << LOGICAL_BITS) | logical
-}
-
-/// Splits a timestamp into its physical (ms) and logical parts.
-pub fn split_ts(ts: u64) -> (u64, u64) {
-    (ts >> LOGICAL_BITS, ts & (MAX_LOGICAL - 1))
-}
 
 /// Hands out unique, increasing ids in batches reserved on disk.
 #[derive(Debug)]

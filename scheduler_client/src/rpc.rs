@@ -433,7 +433,7 @@ impl SchedulerClient for RpcClient {
         let ts = resp
             .timestamp
             .ok_or_else(|| Error::Rpc("tso response without a timestamp".into()))?;
-        Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+        Ok(codec::ts::compose_ts(ts.physical as u64, ts.logical as u64))
     }
 }
 

@@ -25,7 +25,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use kv::mvcc::key::{decode_ts, encode_bytes, is_version_of};
+use codec::key::{decode_ts, encode_bytes, is_version_of};
 use kv::mvcc::{Lock, Write, WriteKind};
 use proto::kvrpcpb::RawScanRequest;
 
@@ -216,7 +216,7 @@ async fn read_account(
     let what = format!("reading the records of account {i}");
     let cluster = &bank.cluster;
     // Locks are stored under the encoded user key, like the versions.
-    let lock_key = kv::mvcc::key::encode_bytes(key);
+    let lock_key = codec::key::encode_bytes(key);
     let lock = with_retry(deadline, &what, || cluster.get("lock", &lock_key)).await?;
     let writes = with_retry(deadline, &what, || versions(cluster, "write", key)).await?;
     let values: HashMap<u64, Vec<u8>> =

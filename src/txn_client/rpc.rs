@@ -98,7 +98,7 @@ impl Route {
             Route::Cluster(cluster) => {
                 // Transactional data lives under memcomparable-encoded keys (and regions split
                 // between them), so that is what locates a key's region.
-                let located = kv::mvcc::key::encode_bytes(key);
+                let located = codec::key::encode_bytes(key);
                 let resp = cluster
                     .call(R::OP, &located, |client, ctx| {
                         let mut req = req.clone();

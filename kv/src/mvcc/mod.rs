@@ -7,17 +7,17 @@
 //! lock     encoded key                 Lock { primary, kind, start_ts, ttl }
 //! ```
 //! `encode` is a memcomparable, prefix-free encoding and `!ts` the inverted big-endian timestamp
-//! (see [`key`]), so each user key's versions are contiguous and newest first. A rollback record
+//! (see [`key`], from the `codec` crate with the records), so each user key's versions are
+//! contiguous and newest first. A rollback record
 //! sits in the write CF at `key@start_ts`, where no commit of that transaction can ever land.
 //!
 //! [`MvccTxn`] reads these records from a snapshot and buffers a command's writes;
 //! [`Scanner`] lists the values visible at a timestamp.
 
-pub mod key;
-mod record;
 mod scanner;
 mod txn;
 
-pub use record::{Lock, LockKind, Write, WriteKind};
+pub use codec::key;
+pub use codec::record::{Lock, LockKind, Write, WriteKind};
 pub use scanner::{ScanEntry, Scanner};
 pub use txn::{decode_lock_key, get_lock, get_value, user_key_of, MvccTxn};

@@ -13,8 +13,8 @@ use crate::error::Result;
 use crate::storage::{DbIterator, StorageReader};
 
 use super::key::{append_ts, decode_bytes, encode_bytes, is_version_of, seek_past_versions};
-use super::record::{Lock, Write, WriteKind};
 use super::txn::{decode_lock_key, read_default};
+use codec::record::{Lock, Write, WriteKind};
 
 /// One key the scanner met.
 #[derive(Clone, Debug, PartialEq, Eq)]

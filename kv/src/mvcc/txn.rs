@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::storage::{Modify, StorageReader};
 
 use super::key::{decode_bytes, decode_key, decode_ts, encode_bytes, encode_key, is_version_of};
-use super::record::{Lock, Write, WriteKind};
+use codec::record::{Lock, Write, WriteKind};
 
 /// A transaction's view of the MVCC records: a snapshot reader, a start timestamp, and the
 /// writes buffered so far.
@@ -143,7 +143,7 @@ impl MvccTxn {
 pub fn user_key_of(modify: &Modify) -> Result<Vec<u8>> {
     match modify.cf() {
         Cf::Lock => decode_lock_key(modify.key()),
-        Cf::Default | Cf::Write => decode_key(modify.key()).map(|(key, _)| key),
+        Cf::Default | Cf::Write => Ok(decode_key(modify.key()).map(|(key, _)| key)?),
     }
 }
 
@@ -163,7 +163,7 @@ pub fn decode_lock_key(stored: &[u8]) -> Result<Vec<u8>> {
 pub fn get_lock(reader: &dyn StorageReader, key: &[u8]) -> Result<Option<Lock>> {
     reader
         .get_cf(Cf::Lock, &encode_bytes(key))?
-        .map(|bytes| Lock::from_bytes(&bytes))
+        .map(|bytes| Lock::from_bytes(&bytes).map_err(Into::into))
         .transpose()
 }
 

@@ -73,6 +73,12 @@ pub(crate) enum Outcome {
     Fail(Error),
 }
 
+impl From<codec::Error> for Error {
+    fn from(e: codec::Error) -> Self {
+        Error::Storage(e.into())
+    }
+}
+
 impl Error {
     /// The key error a client sees for this error, if it is one.
     pub fn key_error(&self) -> Option<KeyError> {

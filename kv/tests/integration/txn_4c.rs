@@ -1,7 +1,7 @@
 //! Stage 4C: `KvBatchRollback`, `KvCheckTxnStatus`, `KvResolveLock` and `KvScan` through the
 //! command layer, over the in-memory storage.
 
-use kv::mvcc::key::compose_ts;
+use codec::ts::compose_ts;
 use kv::mvcc::{Lock, LockKind, Write, WriteKind};
 use kv::txn::testkit::{PrewriteRequestExt, TxnFixture};
 use kv::Cf;

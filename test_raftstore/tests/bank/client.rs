@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kv::mvcc::key::compose_ts;
+use codec::ts::compose_ts;
 use kv::txn::testkit::{PrewriteRequestExt as _, RequestBuilder};
 use kv::{Storage as _, StorageReader, TxnApi};
 use proto::errorpb;

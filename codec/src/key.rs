@@ -14,7 +14,7 @@
 //! Inverting the timestamp makes the newest version of a key come first, so "the latest version
 //! at or before `ts`" is a single seek to `encode_key(key, ts)`.
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 const GROUP: usize = 8;
 const MARKER_FULL: u8 = 0xFF;
@@ -133,16 +133,6 @@ pub fn seek_past_versions(prefix: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The physical part of a timestamp, in milliseconds (timestamps are `physical_ms << 18 | logical`).
-pub fn physical_ms(ts: u64) -> u64 {
-    ts >> 18
-}
-
-/// A timestamp made of `physical_ms` milliseconds and a logical counter.
-pub fn compose_ts(physical_ms: u64, logical: u64) -> u64 {
-    (physical_ms << 18) | (logical & ((1 << 18) - 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,13 +243,5 @@ mod tests {
         long.push(0);
         assert!(decode_key(&long).is_err());
         assert!(decode_ts(b"short").is_err());
-    }
-
-    #[test]
-    fn timestamps_split_into_physical_and_logical_4a() {
-        let ts = compose_ts(1_700_000_000_000, 42);
-        assert_eq!(physical_ms(ts), 1_700_000_000_000);
-        assert_eq!(ts & ((1 << 18) - 1), 42);
-        assert!(compose_ts(10, 0) > compose_ts(9, (1 << 18) - 1));
     }
 }

@@ -9,7 +9,8 @@
 
 use proto::kvrpcpb::{LockInfo, Op};
 
-use crate::error::{Error, Result};
+use crate::ts::physical_ms;
+use crate::{Error, Result};
 
 fn corrupt(what: &'static str, reason: impl Into<String>) -> Error {
     Error::Corrupt {
@@ -206,8 +207,8 @@ impl Lock {
 
     /// Whether the lock's TTL has run out at `current_ts`, comparing physical milliseconds.
     pub fn is_expired(&self, current_ts: u64) -> bool {
-        let start = super::key::physical_ms(self.start_ts);
-        super::key::physical_ms(current_ts) >= start.saturating_add(self.ttl)
+        let start = physical_ms(self.start_ts);
+        physical_ms(current_ts) >= start.saturating_add(self.ttl)
     }
 
     /// The lock as reported to clients for `key`.
@@ -224,7 +225,7 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::key::compose_ts;
+    use crate::ts::compose_ts;
 
     #[test]
     fn write_roundtrip_4a() {
