@@ -59,9 +59,12 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+# The crates a client takes (the shared encodings) and the raft-log engines must not depend on
+# RocksDB (scripts/check_no_rocksdb.sh, which fails on a crate that does).
 lint: setup fmt-check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+	CARGO="$(CARGO)" bash scripts/check_no_rocksdb.sh codec raftlog
 
 bench: setup
 	$(CARGO) run --release --bin tessera-bench -- --mode local --clients 1

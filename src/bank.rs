@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The clients' seeded choices.
+use raft::SplitMix64 as Rng;
 use tokio::task::JoinHandle;
 
 use crate::cluster_client::{ClusterClient, ClusterError};
@@ -538,22 +540,4 @@ fn progress(c: &Counters) -> Progress {
 /// Parses a stored balance.
 fn balance(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// SplitMix64: the clients' seeded choices, with no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0), up to a negligible bias.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }

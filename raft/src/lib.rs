@@ -126,4 +126,5 @@ pub use crate::raw_node::{RawNode, Ready, SnapshotStatus, Status};
 pub use crate::read_only::ReadState;
 pub use crate::storage::{MemStorage, RaftState, Storage};
 pub use crate::tracker::{Inflights, Progress, ProgressState, ProgressTracker, VoteResult};
+pub use crate::util::SplitMix64;
 pub use crate::util::{INVALID_ID, NO_LIMIT};

@@ -85,16 +85,19 @@ pub(crate) fn vote_resp_msg_type(t: MessageType) -> MessageType {
 }
 
 /// A small deterministic generator (SplitMix64). The core must not read clocks or
-/// global randomness, so a node's election timeouts are a function of its seed.
+/// global randomness, so a node's election timeouts are a function of its seed. Exported for
+/// the project's seeded harnesses and workloads, which need the same kind of generator.
 #[derive(Debug, Clone)]
-pub(crate) struct Prng(u64);
+pub struct SplitMix64(u64);
 
-impl Prng {
-    pub(crate) fn new(seed: u64) -> Prng {
-        Prng(seed)
+impl SplitMix64 {
+    /// A generator whose sequence is a function of `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -103,11 +106,21 @@ impl Prng {
     }
 
     /// A value in `[lo, hi)`; `lo` when the range is empty.
-    pub(crate) fn gen_range(&mut self, lo: usize, hi: usize) -> usize {
+    pub fn gen_range(&mut self, lo: usize, hi: usize) -> usize {
         if hi <= lo {
             return lo;
         }
         lo + (self.next_u64() % (hi - lo) as u64) as usize
+    }
+
+    /// A value in `[0, n)` (0 when `n` is 0), up to a negligible bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A float in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -138,13 +151,13 @@ mod tests {
 
     #[test]
     fn prng_is_deterministic_and_in_range_2aa() {
-        let mut a = Prng::new(7);
-        let mut b = Prng::new(7);
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
         for _ in 0..1000 {
             let x = a.gen_range(10, 20);
             assert_eq!(x, b.gen_range(10, 20));
             assert!((10..20).contains(&x));
         }
-        assert_eq!(Prng::new(1).gen_range(5, 5), 5);
+        assert_eq!(SplitMix64::new(1).gen_range(5, 5), 5);
     }
 }

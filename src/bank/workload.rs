@@ -13,10 +13,12 @@ fn bump(c: &AtomicU64) {
 
 /// Runs transfers until stopped; returns every transfer that got as far as its prewrite.
 pub(super) async fn run_client(shared: Arc<Shared>, id: usize) -> Vec<Transfer> {
-    let mut rng = Rng(shared
-        .config
-        .seed
-        .wrapping_add((id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)));
+    let mut rng = Rng::new(
+        shared
+            .config
+            .seed
+            .wrapping_add((id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)),
+    );
     let n = shared.keys.len() as u64;
     let every = shared.config.abandon_every;
     let mut log = Vec::new();

@@ -24,7 +24,7 @@ use crate::raft_log::RaftLog;
 use crate::read_only::{ReadOnly, ReadState};
 use crate::storage::Storage;
 use crate::tracker::{Progress, ProgressTracker};
-use crate::util::{needs_persistence, Prng, INVALID_ID};
+use crate::util::{needs_persistence, SplitMix64, INVALID_ID};
 
 /// The role of a node (§5.1, plus the PreVote phase of thesis §9.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,7 +89,7 @@ pub struct Raft<S: Storage> {
     read_only_option: ReadOnlyOption,
     max_msg_size: u64,
     max_uncommitted_size: u64,
-    rng: Prng,
+    rng: SplitMix64,
 }
 
 impl<S: Storage> Raft<S> {
@@ -141,7 +141,7 @@ impl<S: Storage> Raft<S> {
             read_only_option: config.read_only_option,
             max_msg_size: config.max_size_per_msg,
             max_uncommitted_size: config.max_uncommitted_size,
-            rng: Prng::new(seed),
+            rng: SplitMix64::new(seed),
         };
         r.is_learner = r.prs.get(r.id).is_some_and(Progress::is_learner);
         let hs = rs.hard_state;
