@@ -37,22 +37,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::record::{decode, encode, read_record, seal, Op, HEADER};
 use crate::{Error, LogBatch, LogOp, RaftEngine, Result};
 
-/// First field of every record header (never zero, so zero-filled space is no record).
-const MAGIC: u32 = 0x7E55_E4A1;
-/// Bytes of a record header.
-const HEADER: usize = 20;
-const APPEND: u8 = 1;
-const PUT_STATE: u8 = 2;
-const DELETE_STATE: u8 = 3;
-const DELETE_ENTRIES: u8 = 4;
 /// Bytes written or read at a time when zero-filling or checking a segment's tail.
 const CHUNK: usize = 1 << 20;
 
@@ -116,14 +108,6 @@ impl Segment {
 struct Index {
     regions: HashMap<u64, Region>,
     segments: BTreeMap<u64, Segment>,
-}
-
-/// A decoded op (region first); entry and state bytes are given by their place in the payload.
-enum Op {
-    Append(u64, u64, Range<usize>),
-    PutState(u64, Range<usize>),
-    DeleteState(u64),
-    DeleteEntries(u64, u64, u64),
 }
 
 fn count(segments: &mut BTreeMap<u64, Segment>, seq: u64, bytes: usize, add: bool) {
@@ -194,137 +178,6 @@ impl Index {
             }
         }
     }
-}
-
-fn len32(n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Other(format!("{n} bytes in a raft log record")))
-}
-
-/// Appends one op to `buf`.
-fn put(buf: &mut Vec<u8>, tag: u8, region: u64, nums: &[u64], data: Option<&[u8]>) -> Result<()> {
-    buf.push(tag);
-    buf.extend_from_slice(&region.to_le_bytes());
-    for n in nums {
-        buf.extend_from_slice(&n.to_le_bytes());
-    }
-    if let Some(data) = data {
-        buf.extend_from_slice(&len32(data.len())?.to_le_bytes());
-        buf.extend_from_slice(data);
-    }
-    Ok(())
-}
-
-/// Encodes `ops` as a record, its header left blank (the segment is not known yet).
-fn encode(ops: &[LogOp]) -> Result<Vec<u8>> {
-    let mut buf = vec![0; HEADER];
-    for op in ops {
-        let b = &mut buf;
-        match op {
-            LogOp::Append {
-                region_id: r,
-                index: i,
-                entry: e,
-            } => put(b, APPEND, *r, &[*i], Some(e)),
-            LogOp::PutState {
-                region_id: r,
-                state: s,
-            } => put(b, PUT_STATE, *r, &[], Some(s)),
-            LogOp::DeleteState { region_id: r } => put(b, DELETE_STATE, *r, &[], None),
-            LogOp::DeleteEntries {
-                region_id: r,
-                from: f,
-                to: t,
-            } => put(b, DELETE_ENTRIES, *r, &[*f, *t], None),
-        }?;
-    }
-    len32(buf.len() - HEADER)?;
-    Ok(buf)
-}
-
-/// Fills in the header of record `rec` (from [`encode`]) for segment `seq`.
-fn seal(rec: &mut [u8], seq: u64) {
-    let payload = &rec[HEADER..];
-    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
-    rec[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    rec[4..8].copy_from_slice(&len.to_le_bytes());
-    rec[8..12].copy_from_slice(&crc.to_le_bytes());
-    rec[12..20].copy_from_slice(&seq.to_le_bytes());
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from(u32_at(b, at)) | u64::from(u32_at(b, at + 4)) << 32
-}
-
-/// Decodes a payload; an error names what is wrong with it.
-fn decode(p: &[u8]) -> std::result::Result<Vec<Op>, String> {
-    let mut at = 0;
-    // Where the next `n` bytes start, if the payload holds them.
-    let mut take = |n: usize| {
-        if p.len() - at < n {
-            return Err(format!("op at payload byte {at} runs past the record"));
-        }
-        at += n;
-        Ok(at - n)
-    };
-    let mut ops = Vec::new();
-    while take(0)? < p.len() {
-        let (tag, region) = (p[take(1)?], u64_at(p, take(8)?));
-        ops.push(match tag {
-            APPEND => {
-                let (index, len) = (u64_at(p, take(8)?), u32_at(p, take(4)?) as usize);
-                let at = take(len)?;
-                Op::Append(region, index, at..at + len)
-            }
-            PUT_STATE => {
-                let len = u32_at(p, take(4)?) as usize;
-                let at = take(len)?;
-                Op::PutState(region, at..at + len)
-            }
-            DELETE_STATE => Op::DeleteState(region),
-            DELETE_ENTRIES => {
-                let at = take(16)?;
-                Op::DeleteEntries(region, u64_at(p, at), u64_at(p, at + 8))
-            }
-            t => return Err(format!("unknown op tag {t}")),
-        });
-    }
-    Ok(ops)
-}
-
-/// What lies at an offset of a segment: its clean end (`None`), a valid record's payload, or
-/// (`Err`) why the bytes there are no valid record.
-type Found = std::result::Result<Option<Vec<u8>>, String>;
-
-/// Reads the record at `off` of segment `seq`, `len` bytes long.
-fn read_record(file: &File, seq: u64, off: u64, len: u64) -> io::Result<Found> {
-    if off == len {
-        return Ok(Ok(None));
-    }
-    if len - off < HEADER as u64 {
-        return Ok(Err("short record header".into()));
-    }
-    let mut h = [0u8; HEADER];
-    file.read_exact_at(&mut h, off)?;
-    let (magic, plen, crc) = (u32_at(&h, 0), u32_at(&h, 4), u32_at(&h, 8));
-    let why = if magic != MAGIC {
-        format!("bad magic {magic:#x}")
-    } else if u64_at(&h, 12) != seq {
-        format!("record of segment {}", u64_at(&h, 12))
-    } else if u64::from(plen) > len - off - HEADER as u64 {
-        format!("record length {plen} runs past the end")
-    } else {
-        let mut payload = vec![0u8; plen as usize];
-        file.read_exact_at(&mut payload, off + HEADER as u64)?;
-        if crc32fast::hash(&payload) == crc {
-            return Ok(Ok(Some(payload)));
-        }
-        "checksum mismatch".into()
-    };
-    Ok(Err(why))
 }
 
 /// Segment `seq`'s path, or with `tmp` the path it is zero-filled under.

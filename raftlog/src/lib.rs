@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 mod file;
+mod record;
 pub use file::{FileConfig, FileEngine};
 
 /// Raft-log engine errors.
