@@ -16,8 +16,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
-use kv::engine::{Engines, WriteBatch};
+use kv::engine::WriteBatch;
 use kv::keys;
+use kv::RocksRaftEngine;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -32,9 +33,9 @@ fn main() {
     let entry = vec![0x5a_u8; entry_bytes];
     let state = [7_u8; 24];
 
-    let engines = Engines::open(&dir.join("engines")).expect("open engines");
+    let raft = RocksRaftEngine::open(&dir.join("engines/raft")).expect("open the raft engine");
     let rocks = time_each(writes, |i| {
-        let mut wb = WriteBatch::new(&engines.raft);
+        let mut wb = WriteBatch::new(raft.db());
         wb.put(&keys::raft_log_key(1, i as u64 + 1), &entry);
         wb.put(&keys::raft_state_key(1), &state);
         wb.write(true).expect("raft engine write");

@@ -116,38 +116,29 @@ pub enum RaftLogKind {
 }
 
 /// A store's engines: the kv engine (user data and apply state, CFs default/lock/write) and the
-/// raft-log engine (raft logs and raft state): by default the RocksDB instance `raft` (default CF
-/// only), or another engine set with [`Engines::with_raft_log`].
+/// raft-log engine (raft logs and raft state): the RocksDB raft engine (default CF only) or the
+/// file engine (see [`RaftLogKind`]).
 #[derive(Clone)]
 pub struct Engines {
     /// The kv engine.
     pub kv: Arc<DB>,
-    /// The RocksDB raft engine (unused when `raft_log` is another engine).
-    pub raft: Arc<DB>,
     /// Where raft logs and states are written and read.
     pub raft_log: Arc<dyn raftlog::RaftEngine>,
     /// Where the kv engine lives.
     pub kv_path: PathBuf,
-    /// Where the raft engine lives.
+    /// Where the RocksDB raft engine lives (`dir/raft`; absent with the file engine).
     pub raft_path: PathBuf,
 }
 
+/// Opens the RocksDB raft engine at `path`, tuned for raft logs.
+pub(crate) fn open_raft_engine(path: &Path) -> Result<Arc<DB>> {
+    open_engine_of(path, &[Cf::Default], EngineKind::Raft)
+}
+
 impl Engines {
-    /// Opens both engines under `dir` (`dir/kv` and `dir/raft`).
+    /// Opens both engines under `dir` (`dir/kv` and the RocksDB raft engine in `dir/raft`).
     pub fn open(dir: &Path) -> Result<Engines> {
-        let kv_path = dir.join("kv");
-        let raft_path = dir.join("raft");
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
-        })?;
-        let raft = open_engine_of(&raft_path, &[Cf::Default], EngineKind::Raft)?;
-        Ok(Engines {
-            kv: open_engine(&kv_path, &Cf::ALL)?,
-            raft_log: Arc::new(crate::RocksRaftEngine::new(raft.clone())),
-            raft,
-            kv_path,
-            raft_path,
-        })
+        Engines::open_with(dir, RaftLogKind::RocksDb)
     }
 
     /// Opens the engines under `dir` with the raft log in the engine `kind`: RocksDB (`dir/raft`),
@@ -172,9 +163,14 @@ impl Engines {
             }
             _ => {}
         }
-        let engines = Engines::open(dir)?;
-        match kind {
-            RaftLogKind::RocksDb => Ok(engines),
+        let (kv_path, raft_path) = (dir.join("kv"), dir.join("raft"));
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        // Only the engine in use is opened: a RocksDB raft engine beside the file engine would
+        // hold memtables and threads for nothing.
+        let raft_log: Arc<dyn raftlog::RaftEngine> = match kind {
+            RaftLogKind::RocksDb => Arc::new(crate::RocksRaftEngine::open(&raft_path)?),
             RaftLogKind::File | RaftLogKind::FilePreallocated => {
                 let cfg = raftlog::FileConfig {
                     preallocate: kind == RaftLogKind::FilePreallocated,
@@ -186,17 +182,15 @@ impl Engines {
                         files.display()
                     ))
                 })?;
-                let log = crate::raft_engine::FaultInjected(log);
-                Ok(engines.with_raft_log(Arc::new(log)))
+                Arc::new(crate::raft_engine::FaultInjected(log))
             }
-        }
-    }
-
-    /// These engines with raft logs and states kept in `engine` instead of the RocksDB raft
-    /// engine.
-    pub fn with_raft_log(mut self, engine: Arc<dyn raftlog::RaftEngine>) -> Engines {
-        self.raft_log = engine;
-        self
+        };
+        Ok(Engines {
+            kv: open_engine(&kv_path, &Cf::ALL)?,
+            raft_log,
+            kv_path,
+            raft_path,
+        })
     }
 
     /// Flushes memtables and the WAL of both engines to disk.

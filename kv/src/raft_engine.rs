@@ -27,9 +27,19 @@ impl std::fmt::Debug for RocksRaftEngine {
 }
 
 impl RocksRaftEngine {
-    /// The raft engine over `db`.
-    pub fn new(db: Arc<DB>) -> RocksRaftEngine {
-        RocksRaftEngine { db }
+    /// Opens (creating it if missing) the raft engine at `path`.
+    ///
+    /// # Errors
+    /// RocksDB could not open it.
+    pub fn open(path: &std::path::Path) -> crate::Result<RocksRaftEngine> {
+        Ok(RocksRaftEngine {
+            db: crate::engine::open_raft_engine(path)?,
+        })
+    }
+
+    /// The RocksDB instance underneath (for measurements that write it directly).
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
     }
 }
 
@@ -148,8 +158,7 @@ mod tests {
     #[test]
     fn ops_land_at_the_raft_keys_1() {
         let dir = tempfile::tempdir().unwrap();
-        let engines = crate::Engines::open(dir.path()).unwrap();
-        let engine = RocksRaftEngine::new(engines.raft.clone());
+        let engine = RocksRaftEngine::open(dir.path()).unwrap();
         let mut batch = LogBatch::new();
         for index in 1..=200 {
             batch.append(7, index, format!("e{index}").into_bytes());

@@ -49,8 +49,9 @@ pub const ASYNC_APPLY_ENV: &str = "TESSERA_TEST_ASYNC_APPLY";
 /// the file engine (`kv::RaftLogKind::File`) instead of RocksDB.
 pub const RAFT_ENGINE_ENV: &str = "TESSERA_TEST_RAFT_ENGINE";
 
-/// The raft-log engine the stores of this process's clusters use (see [`RAFT_ENGINE_ENV`]).
-fn raft_log_kind() -> kv::RaftLogKind {
+/// The raft-log engine the stores of this process's clusters use (see [`RAFT_ENGINE_ENV`]): what
+/// a test that opens a stopped store's engines itself must open them with.
+pub fn raft_log_kind() -> kv::RaftLogKind {
     match std::env::var(RAFT_ENGINE_ENV).as_deref() {
         Ok("file") => kv::RaftLogKind::File,
         Ok("file-preallocated") => kv::RaftLogKind::FilePreallocated,

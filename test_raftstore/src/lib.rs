@@ -25,7 +25,7 @@ mod transport;
 pub use checker;
 
 pub use client::{cas_req, get_req, put_req, CasError, LeaderCache, RequestError};
-pub use cluster::{Cluster, ASYNC_APPLY_ENV, ASYNC_LOG_WRITES_ENV, RAFT_ENGINE_ENV};
+pub use cluster::{raft_log_kind, Cluster, ASYNC_APPLY_ENV, ASYNC_LOG_WRITES_ENV, RAFT_ENGINE_ENV};
 pub use filter::{
     DelayFilter, DropFilter, Filter, FilterAction, IsolationFilter, MessageTypeFilter,
     PartitionFilter, RegionFilter,

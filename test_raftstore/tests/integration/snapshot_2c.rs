@@ -235,7 +235,7 @@ fn crash_during_snapshot_apply_recovers_2c() {
     // Rebuild the store's disk as the crash would have left it: a received snapshot of its
     // region at the applied index, the states of step 1, and the data half gone.
     let dir = cluster.store_dir(store);
-    let engines = kv::Engines::open(&dir).unwrap();
+    let engines = kv::Engines::open_with(&dir, test_raftstore::raft_log_kind()).unwrap();
     let snap_key = snap::SnapKey::new(region_id, term, index);
     let tmp = tempfile::tempdir().unwrap();
     let builder = snap::SnapManager::open(tmp.path(), Default::default()).unwrap();
