@@ -11,8 +11,8 @@ use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CmdType,
-    CompactLogResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
-    RaftResponseHeader, Request, Response, SnapResponse,
+    CompactLogResponse, DeleteRequest, DeleteResponse, GetResponse, PutRequest, PutResponse,
+    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
@@ -362,14 +362,17 @@ pub(crate) fn exec_write(r: &Request, wb: &mut WriteBatch) -> Result<Option<Resp
         cmd_type: r.cmd_type,
         ..Default::default()
     };
+    // Read in place: the apply path copies a command's bytes only into the write batch.
     match CmdType::try_from(r.cmd_type) {
         Ok(CmdType::Put) => {
-            let p = r.put.as_ref().cloned().unwrap_or_default();
+            let none = PutRequest::default();
+            let p = r.put.as_ref().unwrap_or(&none);
             wb.put_cf(Cf::from_name(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
             resp.put = Some(PutResponse {});
         }
         Ok(CmdType::Delete) => {
-            let d = r.delete.as_ref().cloned().unwrap_or_default();
+            let none = DeleteRequest::default();
+            let d = r.delete.as_ref().unwrap_or(&none);
             wb.delete_cf(Cf::from_name(&d.cf)?, &keys::data_key(&d.key))?;
             resp.delete = Some(DeleteResponse {});
         }
