@@ -446,8 +446,7 @@ impl FileEngine {
     /// Appends `ops` as one record to the active segment, then applies them to the index. With
     /// `rotate`, first starts a new segment if the record does not belong in the active one.
     fn append(&self, w: &mut Writer, ops: &[LogOp], sync: bool, rotate: bool) -> Result<()> {
-        let mut rec = encode(ops)?;
-        let decoded = decode(&rec[HEADER..]).map_err(Error::Other)?;
+        let (mut rec, decoded) = encode(ops)?;
         let target = self.cfg.target_file_size;
         let full =
             w.offset >= target || self.cfg.preallocate && w.offset + rec.len() as u64 > target;
