@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use codec::ts::MAX_LOGICAL;
+pub use codec::ts::{compose_ts, split_ts, LOGICAL_BITS};
+
 use crate::error::{Error, Result};
 
 /// Ids reserved per disk write.
 pub(crate) const ID_BATCH: u64 = 1000;
-
-use codec::ts::MAX_LOGICAL;
-pub use codec::ts::{compose_ts, split_ts, LOGICAL_BITS};
 
 /// How far ahead of the current physical time the TSO persists its high-water mark, in ms.
 pub(crate) const TSO_SAVE_WINDOW_MS: u64 = 3000;
