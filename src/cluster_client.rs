@@ -115,29 +115,6 @@ pub struct ClusterClient {
     inner: Arc<Inner>,
 }
 
-/// Every region `scheduler` knows, in key order, with its leader if known: asks for the region
-/// of the first key, then of each region's end key, until a region ends the key space. Blocking.
-///
-/// # Errors
-/// The scheduler's error for the first key it cannot answer for (a gap right after a split, or
-/// the scheduler being unreachable).
-pub fn walk_regions(
-    scheduler: &dyn SchedulerClient,
-) -> scheduler_client::Result<Vec<(metapb::Region, Option<metapb::Peer>)>> {
-    let mut out: Vec<(metapb::Region, Option<metapb::Peer>)> = Vec::new();
-    let mut at = Vec::new();
-    loop {
-        let (region, leader) = scheduler.get_region(&at)?;
-        let next = region.end_key.clone();
-        out.push((region, leader));
-        // A region always ends after the key asked for; anything else would loop forever.
-        if next.is_empty() || next <= at {
-            return Ok(out);
-        }
-        at = next;
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -74,6 +74,7 @@ has_header!(
     StoreHeartbeatResponse,
     GetRegionResponse,
     AskSplitResponse,
+    ScanRegionsResponse,
 );
 
 /// A scheduler client over gRPC.
@@ -205,6 +206,37 @@ impl RpcClient {
     /// The scheduler's address.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The regions intersecting `[start, end)` (an empty `end` = to the last key) in key order,
+    /// at most `limit` of them (0 = all), each with its leader if known. One consistent view of
+    /// the scheduler's region tree, so it may show a hole: a split's new region is known only
+    /// from its first heartbeat.
+    pub fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(metapb::Region, Option<metapb::Peer>)>> {
+        let req = ScanRegionsRequest {
+            header: self.header(),
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            limit: i32::try_from(limit).unwrap_or(i32::MAX),
+        };
+        let resp = self.call("scan_regions", move |mut c| {
+            let req = req.clone();
+            async move { c.scan_regions(req).await }
+        })?;
+        let mut leaders = resp.leaders.into_iter();
+        Ok(resp
+            .regions
+            .into_iter()
+            .map(|region| {
+                let leader = leaders.next().filter(|l| l.id != 0);
+                (region, leader)
+            })
+            .collect())
     }
 
     /// Runs `fut` on the client's runtime and waits for it from this (plain) thread. Spawning

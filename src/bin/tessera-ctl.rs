@@ -14,7 +14,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::client::{CasResult, ClientError, RawClient};
-use tessera::cluster_client::{walk_regions, ClusterClient, ClusterConfig, ClusterError};
+use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
 use tessera::txn_client::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
@@ -44,7 +44,8 @@ enum Cmd {
     #[command(subcommand)]
     Txn(TxnCmd),
     /// List the cluster's regions as --scheduler knows them (id, range, version, peers, leader),
-    /// then the voters and leaders of each store
+    /// then the voters and leaders of each store. A range no region has reported yet (a split's
+    /// new region before its first heartbeat) is listed as a hole
     Regions,
 }
 
@@ -278,10 +279,17 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
                 ..RpcClientConfig::default()
             };
             let client = RpcClient::connect(&addr, config).map_err(|e| e.to_string())?;
-            let regions = walk_regions(&client).map_err(|e| e.to_string())?;
+            let regions = client
+                .scan_regions(b"", b"", 0)
+                .map_err(|e| e.to_string())?;
             let mut lines = Vec::new();
             let mut per_store: std::collections::BTreeMap<u64, (usize, usize)> = Default::default();
-            for (region, leader) in regions {
+            let mut covered: &[u8] = b"";
+            for (region, leader) in &regions {
+                if region.start_key.as_slice() != covered {
+                    lines.push(hole_line(covered, &region.start_key));
+                }
+                covered = &region.end_key;
                 let peers: Vec<String> = region
                     .peers
                     .iter()
@@ -311,6 +319,9 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
                     leader.map_or("unknown".to_string(), |l| format!("store {}", l.store_id)),
                 ));
             }
+            if regions.is_empty() || !covered.is_empty() {
+                lines.push(hole_line(covered, b""));
+            }
             for (store, (voters, leaders)) in per_store {
                 lines.push(format!("store {store}: {voters} voters, {leaders} leaders"));
             }
@@ -325,6 +336,15 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
         println!("{l}");
     }
     Ok(0)
+}
+
+/// A key range no region known to the scheduler covers.
+fn hole_line(start: &[u8], end: &[u8]) -> String {
+    format!(
+        "hole [{:?}, {:?}) no region reported yet",
+        String::from_utf8_lossy(start),
+        String::from_utf8_lossy(end)
+    )
 }
 
 /// Where raw commands go: one server, or the whole cluster.
