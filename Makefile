@@ -64,7 +64,7 @@ fmt-check:
 lint: setup fmt-check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
-	CARGO="$(CARGO)" bash scripts/check_no_rocksdb.sh codec raftlog
+	CARGO="$(CARGO)" bash scripts/check_no_rocksdb.sh codec raftlog tessera-client
 
 bench: setup
 	$(CARGO) run --release --bin tessera-bench -- --mode local --clients 1

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use raft::SplitMix64 as Rng;
 use tokio::task::JoinHandle;
 
-use crate::cluster_client::{ClusterClient, ClusterError};
-use crate::txn_client::{TxnClient, TxnError};
+use tessera_client::cluster::{ClusterClient, ClusterError};
+use tessera_client::txn::{TxnClient, TxnError};
 
 /// The knobs of a bank run.
 #[derive(Clone, Debug)]

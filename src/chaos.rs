@@ -43,8 +43,8 @@ use workload::{ClientCtx, Keys};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 
 use crate::bank::{self, Bank, BankConfig};
-use crate::cluster_client::{ClusterClient, ClusterConfig};
-use crate::txn_client::TxnClient;
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use tessera_client::txn::TxnClient;
 
 /// Which plan the nemesis follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

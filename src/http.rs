@@ -26,7 +26,7 @@ use proto::kvrpcpb::Context;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use crate::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
+use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 
 /// How long a gateway request waits for the scheduler when it first connects.
 const GATEWAY_SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

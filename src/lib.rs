@@ -2,16 +2,14 @@
 //!
 //! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`,
 //! `tessera-chaos`) and the pieces they share: configuration, server assembly, the HTTP gateway,
-//! a raw client, a transaction client, the bank workload of the transaction tests and
-//! `tessera-bench`, and the chaos harness.
+//! the bank workload of the transaction tests and `tessera-bench`, and the chaos harness. The
+//! clients live in the `tessera-client` crate.
 
 #![deny(missing_docs)]
 
 pub mod bank;
 pub mod bytesize;
 pub mod chaos;
-pub mod client;
-pub mod cluster_client;
 pub mod config;
 pub mod http;
 pub mod incoming;
@@ -20,7 +18,6 @@ pub mod peer_service;
 pub mod raft_server;
 pub mod server;
 pub mod status;
-pub mod txn_client;
 
 /// Makes any panic, on any thread, stop the whole process: the panic is reported as usual
 /// (message, location, backtrace if enabled), a last line says the process is stopping, and the

@@ -6,7 +6,7 @@
 //! scheduler is told of the first region at bootstrap and learns the others from their leaders'
 //! heartbeats; [`LocalCluster::start`] returns once every region has a leader the scheduler
 //! knows. Each store serves the `TinyKv` service (raw, transactions, raft messages) and an HTTP
-//! gateway that routes through a [`crate::cluster_client::ClusterClient`].
+//! gateway that routes through a [`tessera_client::cluster::ClusterClient`].
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;

@@ -194,10 +194,20 @@ fn raw_delete_answer<S: Storage>(
     }
 }
 
-/// Splits an outcome into the `(region_error, error)` pair of a raw response.
+/// Splits an outcome into the `(region_error, error)` pair of a raw response. Storage that did
+/// not answer in time is a typed region error (`storage_unavailable`), so a client tells "the
+/// outcome is unknown" from a refusal without reading the message.
 fn split_error(e: Error) -> (Option<proto::errorpb::Error>, String) {
     match e {
         Error::Region(re) => (Some(*re), String::new()),
+        Error::Unavailable(reason) => {
+            let region_error = proto::errorpb::Error {
+                message: Error::Unavailable(reason.clone()).to_string(),
+                storage_unavailable: Some(proto::errorpb::StorageUnavailable { reason }),
+                ..Default::default()
+            };
+            (Some(region_error), String::new())
+        }
         other => (None, other.to_string()),
     }
 }
@@ -475,8 +485,11 @@ mod tests {
             .await
             .unwrap()
             .into_inner();
-        let unavailable = Error::Unavailable(String::new()).to_string();
-        assert!(late.error.starts_with(&unavailable), "{late:?}");
+        let unavailable = late
+            .region_error
+            .as_ref()
+            .and_then(|e| e.storage_unavailable.as_ref());
+        assert!(unavailable.is_some(), "{late:?}");
 
         // Both writes land once their outcome is known, and the latch goes with the prewrite.
         open.send(()).unwrap();

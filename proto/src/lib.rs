@@ -53,6 +53,17 @@ pub mod etcdserverpb {
 
 pub use prost::Message;
 
+/// Bounds both ends of the protocol keep to.
+pub mod limits {
+    /// The most requests one `BatchCommands` message may carry (and one answer message
+    /// carries); a server ends a stream whose message carries more.
+    pub const BATCH_MAX_REQUESTS: usize = 1024;
+    /// The bytes of requests a client puts in one `BatchCommands` message before it sends it
+    /// (so a message is at most this plus one request: a server's message limit must allow
+    /// that), and the bytes of answers a server collects before it sends them.
+    pub const BATCH_MAX_BYTES: usize = 1 << 20;
+}
+
 impl errorpb::Error {
     /// Whether this region error proves that the write it answers was not applied and never
     /// will be, so that sending it again cannot apply it twice. Tessera's stores answer these

@@ -29,8 +29,8 @@ use codec::key::{decode_ts, encode_bytes, is_version_of};
 use kv::mvcc::{Lock, Write, WriteKind};
 use proto::kvrpcpb::RawScanRequest;
 
-use crate::cluster_client::{ClusterClient, Reply};
-use crate::txn_client::TxnStatus;
+use tessera_client::cluster::{ClusterClient, Reply};
+use tessera_client::txn::TxnStatus;
 
 use super::{balance, Abandon, Bank, BankError, History, Outcome, Report, Shared, Transfer};
 
@@ -126,7 +126,7 @@ async fn final_read(shared: &Shared, deadline: Instant) -> Result<Vec<Option<u64
         for key in &shared.keys {
             out.push(txn.get(key).await?.as_deref().and_then(balance));
         }
-        Ok::<_, crate::txn_client::TxnError>(out)
+        Ok::<_, tessera_client::txn::TxnError>(out)
     })
     .await
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::txn_client::TxnError;
+use tessera_client::txn::TxnError;
 
 use super::{balance, Abandon, Outcome, Rng, Shared, Snapshot, Transfer};
 
@@ -45,7 +45,7 @@ pub(super) async fn run_client(shared: Arc<Shared>, id: usize) -> Vec<Transfer> 
 }
 
 /// The balance of account `i` read by `txn`; `None` after counting or reporting why not.
-async fn read(shared: &Shared, txn: &mut crate::txn_client::Txn, i: usize) -> Option<u64> {
+async fn read(shared: &Shared, txn: &mut tessera_client::txn::Txn, i: usize) -> Option<u64> {
     match txn.get(&shared.keys[i]).await {
         Ok(Some(v)) => match balance(&v) {
             Some(b) => Some(b),

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::client::{CasResult, ClientError, RawClient};
-use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
-use tessera::txn_client::{TxnClient, TxnError};
+use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
+use tessera_client::raw::{CasResult, ClientError, RawClient};
+use tessera_client::txn::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
 #[derive(Parser, Debug)]
@@ -216,7 +216,10 @@ fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::Server(_) | ClientError::Region(_) => 3,
         ClientError::DiskFull(_) => 5,
-        ClientError::Connect { .. } | ClientError::Rpc(_) | ClientError::Undetermined(_) => 4,
+        ClientError::Connect { .. }
+        | ClientError::Rpc(_)
+        | ClientError::Unavailable(_)
+        | ClientError::Undetermined(_) => 4,
     }
 }
 

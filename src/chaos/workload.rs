@@ -32,8 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::history::{Outcome, Record, Recorder, Via};
-use crate::client::RawClient;
-use crate::cluster_client::{ClusterClient, ClusterConfig};
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use tessera_client::raw::RawClient;
 /// Bound of one HTTP request (the gateway's own client gives up after 10 s).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -99,7 +99,7 @@ impl Keys {
 }
 
 /// A put, delete or compare-and-swap over gRPC. `ClusterClient` never resends a raw write
-/// once an attempt's outcome is unknown, and says so ([`crate::cluster_client::ClusterError::Undetermined`]); any
+/// once an attempt's outcome is unknown, and says so ([`tessera_client::cluster::ClusterError::Undetermined`]); any
 /// other error claims that no attempt applied, a claim the checker then holds it to.
 async fn grpc_write(client: &ClusterClient, key: &[u8], input: &Input) -> Outcome {
     let result = match input {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use proto::metapb::PeerRole;
 use scheduler_client::{RpcClient, RpcClientConfig};
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
 
 use crate::procs::{small_regions_config, Cluster};
 

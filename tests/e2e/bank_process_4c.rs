@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::bank::{Bank, BankConfig};
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
-use tessera::txn_client::TxnClient;
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use tessera_client::txn::TxnClient;
 use tokio::task::block_in_place;
 
 use crate::procs::{small_regions_config, Cluster, STORES, WAIT};

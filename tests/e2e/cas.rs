@@ -12,9 +12,9 @@ use kv::{Cas, CasOutcome, KvService, MemoryStorage, Modify, RawApi, RawLimits, S
 use proto::kvrpcpb::Context;
 use proto::{errorpb, metapb};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient as _};
-use tessera::client::{ClientError, RawClient};
-use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
+use tessera_client::raw::{ClientError, RawClient};
 
 use crate::util::{ctl, start, start_scheduler, test_config};
 
@@ -421,6 +421,11 @@ async fn cluster_client_resends_a_cas_only_when_it_did_not_apply_2b() {
         .await
         .unwrap();
     assert!(r.succeed, "{r:?}");
+    // A put the store did not answer in time fails with the typed error saying so (its region
+    // error's `storage_unavailable`), not with a refusal.
+    script(vec![Step::ServeAndStall]);
+    let e = raw.put("", b"q", b"v").await.unwrap_err();
+    assert!(matches!(e, ClientError::Unavailable(_)), "{e}");
 
     server.abort();
     scheduler.shutdown().await.unwrap();

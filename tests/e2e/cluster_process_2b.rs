@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tokio::task::{block_in_place, JoinHandle};
 
 use crate::procs::{Cluster, STORES, WAIT};

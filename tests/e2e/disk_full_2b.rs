@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tessera::cluster_client::{ClusterClient, ClusterError};
+use tessera_client::cluster::{ClusterClient, ClusterError};
 use tokio::task::block_in_place;
 
 use crate::procs::{Cluster, STORES, STORE_CONFIG};

@@ -41,7 +41,7 @@ async fn http_gateway_and_grpc_share_the_store_1() {
             .0,
         204
     );
-    let mut c = tessera::client::RawClient::connect(&server.addr.to_string())
+    let mut c = tessera_client::raw::RawClient::connect(&server.addr.to_string())
         .await
         .unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use tessera::client::RawClient;
+use tessera_client::raw::RawClient;
 
 /// A server process and the gRPC address it printed.
 struct ServerProcess {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use proto::kvrpcpb::RawGetRequest;
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::client::RawClient;
+use tessera_client::raw::RawClient;
 use tokio::task::block_in_place;
 
 /// Short raft timings (an election within 0.5–1 s), quick heartbeats to the scheduler, and a

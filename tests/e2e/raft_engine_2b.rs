@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use tessera::client::RawClient;
 use tessera::config::{Config, EngineKind};
+use tessera_client::raw::RawClient;
 
 use crate::util::{http, start, start_scheduler, test_config};
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use proto::metapb;
 use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
 use scheduler_client::{HeartbeatHandler, Result as SchedResult, SchedulerClient};
-use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
 use tessera::config::{Config, EngineKind};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tokio::sync::watch;
 
 use crate::util::{ctl, http, start, start_scheduler, test_config};
@@ -376,4 +376,32 @@ async fn server_gateway_forwards_from_a_store_without_the_region_2b() {
     second.shutdown().await.unwrap();
     first.shutdown().await.unwrap();
     sched.shutdown().await.unwrap();
+}
+
+/// The blocking client, from a plain thread: writes, reads, swaps and scans across a split
+/// cluster, through the same routing as the async client.
+#[test]
+fn blocking_cluster_client_serves_a_plain_thread_2b() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = runtime.block_on(start_cluster(dir.path(), &["m"]));
+    let scheduler = cluster.scheduler_addr().to_string();
+
+    let client =
+        tessera_client::blocking::ClusterClient::connect(&scheduler, ClusterConfig::default())
+            .expect("scheduler reachable");
+    for key in ["a", "z"] {
+        client.put("default", key.as_bytes(), b"1").unwrap();
+    }
+    assert_eq!(client.get("default", b"z").unwrap(), Some(b"1".to_vec()));
+    let swapped = client
+        .compare_and_swap("default", b"a", Some(b"1"), b"2")
+        .unwrap();
+    assert!(swapped.succeed, "{swapped:?}");
+    client.delete("default", b"z").unwrap();
+    let pairs = client.scan("default", b"", 10).unwrap();
+    assert_eq!(pairs, vec![(b"a".to_vec(), b"2".to_vec())]);
+    drop(client);
+
+    runtime.block_on(cluster.shutdown()).unwrap();
 }

@@ -10,7 +10,7 @@
 //! ```
 
 use proto::kvrpcpb::RawScanRequest;
-use tessera::client::RawClient;
+use tessera_client::raw::RawClient;
 
 use crate::procs::Standalone;
 

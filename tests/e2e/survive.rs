@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use tessera::cluster_client::{ClusterClient, ClusterConfig, ClusterError};
+use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tokio::task::block_in_place;
 
 use crate::forge::Topology;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use proto::kvrpcpb::{CommitRequest, Mutation, Op, PrewriteRequest};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::client::RawClient;
-use tessera::txn_client::{TxnClient, TxnError};
+use tessera_client::raw::RawClient;
+use tessera_client::txn::{TxnClient, TxnError};
 
 use crate::util::{ctl, start, start_scheduler, test_config};
 

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
-use tessera::txn_client::TxnClient;
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use tessera_client::txn::TxnClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_route_by_encoded_keys_across_regions_4c() {

@@ -46,12 +46,9 @@ use super::{raw_delete_answer, raw_get_answer, raw_put_answer};
 use crate::raw::RawApi;
 use crate::storage::Storage;
 
-/// The most requests one inbound message may carry (and one outbound message carries).
-pub const MAX_REQUESTS_PER_MESSAGE: usize = 1024;
-/// The bytes of requests a client puts in one message before it sends it (so a message is at
-/// most this plus one request: a server's message limit must allow that), and the bytes of
-/// answers the server collects before it sends them.
-pub const MAX_BYTES: usize = 1 << 20;
+pub use proto::limits::{
+    BATCH_MAX_BYTES as MAX_BYTES, BATCH_MAX_REQUESTS as MAX_REQUESTS_PER_MESSAGE,
+};
 /// Requests of one stream running at once; past it, the stream is read no further until some
 /// complete.
 pub const MAX_IN_FLIGHT: usize = 4096;

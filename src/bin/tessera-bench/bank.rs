@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera::bank::{Bank, BankConfig};
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
-use tessera::txn_client::TxnClient;
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use tessera_client::txn::TxnClient;
 
 use crate::Args;
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera::client::RawClient;
-use tessera::cluster_client::ClusterClient;
+use tessera_client::cluster::ClusterClient;
+use tessera_client::raw::RawClient;
 
 use crate::etcd::EtcdKv;
 

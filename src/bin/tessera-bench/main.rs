@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use kv::{RawApi, RawLimits, StandaloneStorage};
 use proto::kvrpcpb::Context;
-use tessera::cluster_client::{ClusterClient, ClusterConfig};
 use tessera::config::Config;
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
 
 use load::{Target, Workload};
 

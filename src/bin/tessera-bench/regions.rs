@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use scheduler_client::SchedulerClient;
-use tessera::cluster_client::ClusterClient;
+use tessera_client::cluster::ClusterClient;
 
 use crate::load::key;
 

@@ -38,6 +38,10 @@ pub enum ClientError {
     /// returns.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The store's storage did not answer in time, or is stopping: a put or delete may still
+    /// apply (sending it again is harmless), a read may be retried.
+    #[error("{0}")]
+    Unavailable(String),
     /// A compare-and-swap was sent and no definite answer came back (the connection failed
     /// after sending, or the server stopped waiting for its storage): it may have happened or
     /// not. Read the key to learn its state; do not take the swap as refused.
@@ -47,8 +51,8 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether the request may have taken effect although it failed: only a compare-and-swap
-    /// reports this. (A put or delete that fails with an `Rpc` error or the server's
-    /// "unavailable" may have taken effect too; sending those again is harmless.)
+    /// reports this. (A put or delete that fails with an `Rpc` error or
+    /// [`ClientError::Unavailable`] may have taken effect too; sending those again is harmless.)
     pub fn is_undetermined(&self) -> bool {
         matches!(self, ClientError::Undetermined(_))
     }
@@ -124,14 +128,6 @@ pub(crate) fn may_have_run(status: &Status) -> bool {
     ambiguous && !never_sent(status)
 }
 
-/// Whether a store's `error` text is `kv::Error::Unavailable`: its storage did not answer in
-/// time or stopped, and a write's outcome is unknown.
-pub(crate) fn is_unavailable(error: &str) -> bool {
-    // The prefix comes from the error type itself, so it cannot drift from the server's text.
-    let prefix = kv::Error::Unavailable(String::new()).to_string();
-    error.starts_with(&prefix)
-}
-
 /// A raw key-value client of one server.
 #[derive(Clone)]
 pub struct RawClient {
@@ -142,6 +138,9 @@ fn check(region_error: Option<proto::errorpb::Error>, error: String) -> Result<(
     if let Some(re) = region_error {
         if re.disk_full.is_some() {
             return Err(ClientError::DiskFull(re.message));
+        }
+        if re.storage_unavailable.is_some() {
+            return Err(ClientError::Unavailable(re.message));
         }
         return Err(ClientError::Region(format!("{re:?}")));
     }
@@ -245,7 +244,6 @@ impl RawClient {
         let result = cas_result(&resp);
         match resp.region_error {
             Some(re) if !re.proves_not_applied() => Err(ClientError::Undetermined(re.message)),
-            None if is_unavailable(&resp.error) => Err(ClientError::Undetermined(resp.error)),
             re => check(re, resp.error).map(|()| result),
         }
     }

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use proto::kvrpcpb::*;
 use scheduler_client::SchedulerClient;
 
-use crate::client::ClientError;
-use crate::cluster_client::{ClusterClient, ClusterError};
+use crate::cluster::{ClusterClient, ClusterError};
+use crate::raw::ClientError;
 use rpc::Route;
 
 /// Default lock TTL of the transactions a client writes, in milliseconds.
@@ -200,7 +200,7 @@ fn key_text(key: &[u8]) -> String {
 impl TxnClient {
     /// A client of the one server at `addr`, with timestamps from `tso`.
     pub async fn connect(addr: &str, tso: Arc<dyn SchedulerClient>) -> Result<TxnClient, TxnError> {
-        let raw = crate::client::RawClient::connect(addr).await?;
+        let raw = crate::raw::RawClient::connect(addr).await?;
         Ok(TxnClient::with_route(Route::One(raw.into_inner()), tso))
     }
 

@@ -16,8 +16,8 @@ use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::client::ClientError;
-use crate::cluster_client::{ClusterClient, Reply};
+use crate::cluster::{ClusterClient, Reply};
+use crate::raw::ClientError;
 
 use super::TxnError;
 

@@ -9,7 +9,7 @@ use proto::metapb;
 
 use super::retry::{ClusterError, Reply, Retry};
 use super::{ClusterClient, StoreConn, SCAN_BATCH};
-use crate::client::{cas_request, cas_result, CasResult};
+use crate::raw::{cas_request, cas_result, CasResult};
 
 impl ClusterClient {
     /// The value at `key` in `cf`, or `None`.

@@ -93,8 +93,10 @@ pub enum Reply<T> {
     Ok(T),
     /// A region error: the client refreshes its routing and retries.
     RegionError(Box<errorpb::Error>),
-    /// The response's `error` field: retried when the store's storage was unavailable (a
-    /// command timed out there), final otherwise.
+    /// The store's storage did not answer in time (its region error says
+    /// `storage_unavailable`): a write's outcome is unknown, a read is retried.
+    Unavailable(String),
+    /// The response's `error` field: the store refused the request; final.
     Error(String),
 }
 
@@ -102,6 +104,7 @@ impl<T> Reply<T> {
     /// The reply of a raw response with these fields.
     pub fn raw(region_error: Option<errorpb::Error>, error: String, value: T) -> Reply<T> {
         match region_error {
+            Some(e) if e.storage_unavailable.is_some() => Reply::Unavailable(e.message),
             Some(e) => Reply::RegionError(Box::new(e)),
             None if !error.is_empty() => Reply::Error(error),
             None => Reply::Ok(value),

@@ -48,7 +48,7 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::client::{is_unavailable, may_have_run};
+use crate::raw::may_have_run;
 use cache::{CachedRegion, RegionCache};
 use retry::{is_transport_failure, Failure, Retry};
 pub use retry::{ClusterError, Reply};
@@ -374,7 +374,7 @@ impl ClusterClient {
         };
         match reply {
             Reply::Ok(t) => Ok((t, region)),
-            Reply::Error(e) if is_unavailable(&e) => {
+            Reply::Unavailable(e) => {
                 if retry.once {
                     lock(&self.inner.regions).invalidate(region.id);
                     return Err(retry.undetermined(format!("{at}: {e}")));

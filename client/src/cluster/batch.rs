@@ -9,7 +9,7 @@
 //!
 //! What a failure means for a request (the caller's retry rules depend on it): a request the
 //! task never put on the stream (the stream could not be opened, or had ended) fails with a
-//! status [`never_sent`](crate::client::never_sent) recognises, so even a write is retried; a
+//! status [`never_sent`](crate::raw::never_sent) recognises, so even a write is retried; a
 //! request on a stream that then broke fails with `Unavailable`, which may have run.
 
 use std::collections::HashMap;
@@ -28,16 +28,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::client::NotSent;
+use crate::raw::NotSent;
 
 /// Requests waiting for the stream task; a caller waits for room past it.
 const QUEUE: usize = 4096;
 /// Messages handed to the stream ahead of the network.
 const AHEAD: usize = 16;
-/// The most requests in one message (the server takes up to `kv::BATCH_MAX_REQUESTS`).
+/// The most requests in one message (the server takes up to
+/// `proto::limits::BATCH_MAX_REQUESTS`).
 const MAX_BATCH: usize = 256;
 /// The bytes of requests that fill a message (one more request may follow them).
-const MAX_BYTES: usize = kv::BATCH_MAX_BYTES;
+const MAX_BYTES: usize = proto::limits::BATCH_MAX_BYTES;
 
 /// The answer a caller gets: the store's answer, or why there is none.
 type Outcome = Result<Answer, Status>;
