@@ -51,6 +51,7 @@ test: setup
 	TESSERA_TEST_ASYNC_LOG_WRITES=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
 	TESSERA_TEST_ASYNC_APPLY=1 $(CARGO) nextest run -p test_raftstore --no-fail-fast
 	TESSERA_TEST_RAFT_ENGINE=file $(CARGO) nextest run -p test_raftstore --no-fail-fast
+	TESSERA_TEST_ENGINE=memory $(CARGO) nextest run -p tessera --test e2e -E 'test(/_1$$/)' --no-fail-fast
 	$(NEXTEST)
 
 fmt:

@@ -14,6 +14,9 @@ use crate::bytesize::ByteSize;
 pub enum EngineKind {
     /// One local RocksDB, no replication.
     Standalone,
+    /// In memory, no replication, nothing written to disk: for tests and demos. Every write is
+    /// lost when the server stops.
+    Memory,
     /// A raft store of a cluster run by the scheduler at `scheduler_addr`.
     Raft,
 }

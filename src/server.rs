@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kv::{Engines, KvService, RawApi, StandaloneStorage};
+use kv::{Engines, KvService, MemoryStorage, RawApi, StandaloneStorage, Storage};
 use proto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
@@ -86,6 +86,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// What a server runs on, and how it is closed once both listeners have drained.
 enum Backend {
     Standalone(Arc<StandaloneStorage>),
+    Memory,
     Raft(Box<raftstore::Node>),
 }
 
@@ -93,6 +94,7 @@ impl Backend {
     fn close(self) -> anyhow::Result<()> {
         match self {
             Backend::Standalone(storage) => storage.flush().context("flushing storage"),
+            Backend::Memory => Ok(()),
             Backend::Raft(mut node) => {
                 node.stop();
                 Ok(())
@@ -191,17 +193,14 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let (backend, status, grpc_task, http_task) = match config.engine {
         EngineKind::Standalone => {
             let storage = open_standalone(config)?;
-            let raw = RawApi::new(storage.clone(), config.raw.limits());
-            let status = StatusSource::Standalone {
-                stopping: rx.clone(),
-            };
-            let app = crate::http::router(raw.clone(), config.raw.max_value_size)
-                .merge(crate::status::routes(status.clone()));
-            let service = KvService::new(raw)
-                .with_stopping(rx.clone())
-                .with_batch_limits(config.raw.batch_limits());
-            let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
+            let (status, g, h) = serve_local(config, storage.clone(), grpc, http, &rx);
             (Backend::Standalone(storage), status, g, h)
+        }
+        EngineKind::Memory => {
+            tracing::warn!("engine memory: nothing is written to disk; every write is lost when the server stops");
+            let storage = Arc::new(MemoryStorage::new());
+            let (status, g, h) = serve_local(config, storage, grpc, http, &rx);
+            (Backend::Memory, status, g, h)
         }
         EngineKind::Raft => {
             let peer = bind(&config.peer_addr).await?;
@@ -343,6 +342,32 @@ async fn watchdog(status: StatusSource, mut stopping: watch::Receiver<bool>) -> 
 }
 
 type ServeTask<E> = JoinHandle<Result<(), E>>;
+
+/// Serves a one-node storage (standalone or in memory): the raw and transactional API over
+/// gRPC, and the HTTP gateway on the same storage.
+fn serve_local<S: Storage>(
+    config: &Config,
+    storage: Arc<S>,
+    grpc: TcpListener,
+    http: TcpListener,
+    rx: &watch::Receiver<bool>,
+) -> (
+    StatusSource,
+    ServeTask<tonic::transport::Error>,
+    ServeTask<std::io::Error>,
+) {
+    let raw = RawApi::new(storage, config.raw.limits());
+    let status = StatusSource::Standalone {
+        stopping: rx.clone(),
+    };
+    let app = crate::http::router(raw.clone(), config.raw.max_value_size)
+        .merge(crate::status::routes(status.clone()));
+    let service = KvService::new(raw)
+        .with_stopping(rx.clone())
+        .with_batch_limits(config.raw.batch_limits());
+    let (g, h) = serve(config, service, app, grpc, http, rx, status.clone());
+    (status, g, h)
+}
 
 /// Serves `service` (gRPC, with the standard health service) and the HTTP gateway `app` until
 /// `rx` says stop.

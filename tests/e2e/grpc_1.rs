@@ -1,5 +1,6 @@
 //! The TinyKv raw API over gRPC on 127.0.0.1.
 
+use tessera::config::{Config, EngineKind};
 use tessera_client::raw::{ClientError, RawClient};
 
 use crate::util::{start, test_config};
@@ -96,10 +97,14 @@ async fn grpc_default_limit_accepts_8mib_and_rejects_more_1() {
     server.shutdown().await.unwrap();
 }
 
+/// Durability is the RocksDB engine's: this test runs on it whatever `TESSERA_TEST_ENGINE` says.
 #[tokio::test]
 async fn data_survives_server_restart_1() {
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path());
+    let config = Config {
+        engine: EngineKind::Standalone,
+        ..test_config(dir.path())
+    };
     let server = start(&config).await;
     let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
     for i in 0..100u32 {
@@ -124,6 +129,28 @@ async fn data_survives_server_restart_1() {
         c.get("lock", b"l").await.unwrap().as_deref(),
         Some(&b"lv"[..])
     );
+    server.shutdown().await.unwrap();
+}
+
+/// `--engine memory` serves the same API from memory, writes nothing to the data dir, and
+/// starts empty again: it is for tests and demos, not durable.
+#[tokio::test]
+async fn memory_engine_serves_and_forgets_on_restart_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        engine: EngineKind::Memory,
+        ..test_config(dir.path())
+    };
+    let server = start(&config).await;
+    let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
+    c.put("default", b"k", b"v").await.unwrap();
+    assert_eq!(c.get("default", b"k").await.unwrap(), Some(b"v".to_vec()));
+    server.shutdown().await.unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let server = start(&config).await;
+    let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
+    assert_eq!(c.get("default", b"k").await.unwrap(), None);
     server.shutdown().await.unwrap();
 }
 

@@ -4,13 +4,23 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use tessera::config::Config;
+use tessera::config::{Config, EngineKind};
 use tessera::server::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A config for a server on random loopback ports with data under `dir`.
+/// A config for a server on random loopback ports with data under `dir`, on the standalone
+/// engine `TESSERA_TEST_ENGINE` names (`standalone`, the default, or `memory`: `make test` runs
+/// the stage-1 tests on both).
 pub fn test_config(dir: &Path) -> Config {
-    Config::loopback(dir)
+    let engine = match std::env::var("TESSERA_TEST_ENGINE").as_deref() {
+        Ok("memory") => EngineKind::Memory,
+        Ok("standalone") | Ok("") | Err(_) => EngineKind::Standalone,
+        Ok(other) => panic!("TESSERA_TEST_ENGINE={other}: expected standalone or memory"),
+    };
+    Config {
+        engine,
+        ..Config::loopback(dir)
+    }
 }
 
 /// Starts a server with `config`.
