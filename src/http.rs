@@ -1,6 +1,7 @@
 //! The HTTP gateway on the status address.
 //!
 //! ```text
+//! GET    /kv?start=&end=&limit=  200 JSON pairs of a range (see `range`)
 //! GET    /kv/<key>[?cf=CF]     200 value | 404 key not found
 //! PUT    /kv/<key>[?cf=CF]     204 (body = value) | 413 value over the limit
 //! DELETE /kv/<key>[?cf=CF]     204
@@ -12,6 +13,8 @@
 //! [`router`] serves from a local storage (the standalone engine). [`cluster_router`] serves a
 //! raft store's gateway: every request goes through a [`ClusterClient`] to the leader of its
 //! key's region, so the gateway of any store, follower or not, serves every key.
+
+mod range;
 
 use std::sync::Arc;
 
@@ -42,6 +45,7 @@ pub struct KvQuery {
 /// The gateway's routes over `raw`; request bodies are limited to `max_value_size` bytes.
 pub fn router<S: Storage>(raw: RawApi<S>, max_value_size: usize) -> Router {
     Router::new()
+        .route("/kv", get(range::local_scan::<S>))
         .route(
             "/kv/{*key}",
             get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
@@ -158,6 +162,7 @@ pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
         client: OnceCell::new(),
     });
     Router::new()
+        .route("/kv", get(range::cluster_scan))
         .route(
             "/kv/{*key}",
             get(cluster_get).put(cluster_put).delete(cluster_delete),

@@ -332,6 +332,27 @@ impl TinyKv for PeerService {
         Err(client_rpc())
     }
 
+    async fn raw_batch_get(
+        &self,
+        _: Request<RawBatchGetRequest>,
+    ) -> Result<Response<RawBatchGetResponse>, Status> {
+        Err(client_rpc())
+    }
+
+    async fn raw_batch_put(
+        &self,
+        _: Request<RawBatchPutRequest>,
+    ) -> Result<Response<RawBatchPutResponse>, Status> {
+        Err(client_rpc())
+    }
+
+    async fn raw_batch_delete(
+        &self,
+        _: Request<RawBatchDeleteRequest>,
+    ) -> Result<Response<RawBatchDeleteResponse>, Status> {
+        Err(client_rpc())
+    }
+
     async fn split_region(
         &self,
         _: Request<SplitRegionRequest>,

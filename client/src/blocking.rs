@@ -20,10 +20,7 @@ use std::future::Future;
 use tokio::runtime::Runtime;
 
 use crate::cluster::{ClusterConfig, ClusterError};
-use crate::raw::CasResult;
-
-/// Key-value pairs in key order.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+use crate::raw::{CasResult, Pairs};
 
 /// The routing cluster client, blocking. It owns its runtime, so it is not `Clone`: share it by
 /// reference (its methods take `&self`) or in an `Arc`.

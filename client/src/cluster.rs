@@ -33,6 +33,7 @@
 
 mod batch;
 mod cache;
+mod multi;
 mod raw;
 mod retry;
 
@@ -312,7 +313,7 @@ impl ClusterClient {
         Failure::backoff(format!("{at}: {}", e.message))
     }
 
-    /// One attempt: locate, send, interpret.
+    /// One attempt: locate, send, interpret. `f` learns the region it is sent to.
     async fn attempt<T, F, Fut>(
         &self,
         retry: &mut Retry,
@@ -320,7 +321,7 @@ impl ClusterClient {
         f: &mut F,
     ) -> Result<(T, metapb::Region), Failure>
     where
-        F: FnMut(StoreConn, Context) -> Fut,
+        F: FnMut(&metapb::Region, StoreConn, Context) -> Fut,
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
         let (region, peer) = self
@@ -342,7 +343,7 @@ impl ClusterClient {
         };
         let at = format!("store {} ({})", peer.store_id, store.addr);
         let budget = self.inner.config.rpc_timeout.min(retry.remaining());
-        let reply = match tokio::time::timeout(budget, f(store, ctx)).await {
+        let reply = match tokio::time::timeout(budget, f(&region, store, ctx)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(status)) if retry.once && may_have_run(&status) => {
                 retry.avoid.insert(peer.store_id);
@@ -405,6 +406,22 @@ impl ClusterClient {
     ) -> Result<(T, metapb::Region), ClusterError>
     where
         F: FnMut(StoreConn, Context) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, Status>>,
+    {
+        let mut f = |_: &metapb::Region, s: StoreConn, ctx: Context| f(s, ctx);
+        self.call_in_region(retry, key, &mut f).await
+    }
+
+    /// As [`ClusterClient::call_routed`], with `f` told the region each attempt goes to (a
+    /// batch sends that region's share of its keys).
+    async fn call_in_region<T, F, Fut>(
+        &self,
+        retry: &mut Retry,
+        key: &[u8],
+        f: &mut F,
+    ) -> Result<(T, metapb::Region), ClusterError>
+    where
+        F: FnMut(&metapb::Region, StoreConn, Context) -> Fut,
         Fut: Future<Output = Result<Reply<T>, Status>>,
     {
         loop {

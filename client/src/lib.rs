@@ -34,5 +34,5 @@ pub mod raw;
 pub mod txn;
 
 pub use cluster::{ClusterClient, ClusterConfig, ClusterError, Reply};
-pub use raw::{CasResult, ClientError, RawClient};
+pub use raw::{CasResult, ClientError, Pairs, RawClient, ScanRange};
 pub use txn::{Txn, TxnClient, TxnError, TxnStatus};

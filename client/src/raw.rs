@@ -7,8 +7,8 @@
 use std::error::Error as _;
 
 use proto::kvrpcpb::{
-    Context, RawCasRequest, RawCasResponse, RawDeleteRequest, RawGetRequest, RawPutRequest,
-    RawScanRequest,
+    Context, KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest, RawCasRequest,
+    RawCasResponse, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
 };
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tonic::transport::Channel;
@@ -248,13 +248,9 @@ impl RawClient {
         }
     }
 
-    /// Up to `limit` pairs of `cf` from `start`.
-    pub async fn scan(
-        &mut self,
-        cf: &str,
-        start: &[u8],
-        limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+    /// Up to `limit` pairs of `cf` from `start`, in the server's first page (see
+    /// [`RawClient::scan_range`] for every page).
+    pub async fn scan(&mut self, cf: &str, start: &[u8], limit: u32) -> Result<Pairs, ClientError> {
         let resp = self
             .inner
             .raw_scan(RawScanRequest {
@@ -267,6 +263,155 @@ impl RawClient {
             .into_inner();
         check(resp.region_error, resp.error)?;
         Ok(resp.kvs.into_iter().map(|p| (p.key, p.value)).collect())
+    }
+
+    /// The pairs of `range` in `cf` (up to its limit), asking page after page while the server
+    /// cuts its pages at its own bounds.
+    pub async fn scan_range(&mut self, cf: &str, range: &ScanRange) -> Result<Pairs, ClientError> {
+        let mut out = Vec::new();
+        let mut rest = range.clone();
+        while (out.len() as u32) < range.limit {
+            rest.limit = range.limit - out.len() as u32;
+            let resp = self
+                .inner
+                .raw_scan(rest.request(cf, None))
+                .await?
+                .into_inner();
+            check(resp.region_error, resp.error)?;
+            let truncated = resp.truncated;
+            let pairs: Pairs = resp.kvs.into_iter().map(|p| (p.key, p.value)).collect();
+            let last = pairs.last().map(|(k, _)| k.clone());
+            out.extend(pairs);
+            match last {
+                Some(last) if truncated => rest.resume_past(last),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The present values of `keys` in `cf`, read at one point; absent keys are left out.
+    pub async fn batch_get(&mut self, cf: &str, keys: &[Vec<u8>]) -> Result<Pairs, ClientError> {
+        let resp = self
+            .inner
+            .raw_batch_get(RawBatchGetRequest {
+                context: None,
+                keys: keys.to_vec(),
+                cf: cf.to_string(),
+            })
+            .await?
+            .into_inner();
+        check(resp.region_error, resp.error)?;
+        Ok(resp.pairs.into_iter().map(|p| (p.key, p.value)).collect())
+    }
+
+    /// Puts every pair in `cf` in one write: all apply or none.
+    pub async fn batch_put(
+        &mut self,
+        cf: &str,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), ClientError> {
+        let resp = self
+            .inner
+            .raw_batch_put(RawBatchPutRequest {
+                context: None,
+                pairs: pairs.iter().map(|(k, v)| kv_pair(k, v)).collect(),
+                cf: cf.to_string(),
+            })
+            .await?
+            .into_inner();
+        check(resp.region_error, resp.error)
+    }
+
+    /// Deletes every key of `keys` from `cf` in one write (a missing key is no error).
+    pub async fn batch_delete(&mut self, cf: &str, keys: &[Vec<u8>]) -> Result<(), ClientError> {
+        let resp = self
+            .inner
+            .raw_batch_delete(RawBatchDeleteRequest {
+                context: None,
+                keys: keys.to_vec(),
+                cf: cf.to_string(),
+            })
+            .await?
+            .into_inner();
+        check(resp.region_error, resp.error)
+    }
+}
+
+/// Key-value pairs, in the order the call defines (key order for scans).
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub(crate) fn kv_pair(key: &[u8], value: &[u8]) -> KvPair {
+    KvPair {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        error: None,
+    }
+}
+
+/// What a scan reads: the keys of `[start, end)` (an empty `end`: to the last key), at most
+/// `limit` pairs, in key order or from the top of the range down (`reverse`), with values or
+/// keys only (`key_only`: every value comes back empty).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanRange {
+    /// First key of the range (inclusive).
+    pub start: Vec<u8>,
+    /// End of the range (exclusive); empty is unbounded.
+    pub end: Vec<u8>,
+    /// The most pairs wanted.
+    pub limit: u32,
+    /// Largest keys first.
+    pub reverse: bool,
+    /// Keys only.
+    pub key_only: bool,
+}
+
+impl ScanRange {
+    /// Up to `limit` pairs of `[start, end)` in key order, with their values.
+    pub fn new(start: &[u8], end: &[u8], limit: u32) -> ScanRange {
+        ScanRange {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            limit,
+            ..ScanRange::default()
+        }
+    }
+
+    /// The same range, largest keys first.
+    pub fn reversed(mut self) -> ScanRange {
+        self.reverse = true;
+        self
+    }
+
+    /// The same range, keys only.
+    pub fn keys_only(mut self) -> ScanRange {
+        self.key_only = true;
+        self
+    }
+
+    /// The request for this range (its pairs within the region of `context`).
+    pub(crate) fn request(&self, cf: &str, context: Option<Context>) -> RawScanRequest {
+        RawScanRequest {
+            context,
+            start_key: self.start.clone(),
+            limit: self.limit,
+            cf: cf.to_string(),
+            end_key: self.end.clone(),
+            key_only: self.key_only,
+            reverse: self.reverse,
+        }
+    }
+
+    /// Narrows the range to what lies past `last`, the last key a page returned: after it in
+    /// key order, below it when reversed.
+    pub(crate) fn resume_past(&mut self, last: Vec<u8>) {
+        if self.reverse {
+            self.end = last;
+        } else {
+            let mut next = last;
+            next.push(0);
+            self.start = next;
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub use engine::{Cf, EngineSnapshot, Engines, RaftLogKind, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use raft_engine::RocksRaftEngine;
-pub use raw::{RawApi, RawLimits, ScanPage};
+pub use raw::{RawApi, RawLimits, ScanPage, ScanRange};
 pub use server::{
     BatchCommandsStream, BatchLimits, KvService, BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES,
     BATCH_DEFAULT_MAX_STREAMS, BATCH_MAX_BYTES, BATCH_MAX_IN_FLIGHT, BATCH_MAX_REQUESTS,

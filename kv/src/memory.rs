@@ -134,4 +134,23 @@ impl DbIterator for MemoryIterator<'_> {
                 .next();
         }
     }
+
+    fn seek_before(&mut self, key: &[u8]) {
+        self.cur = if key.is_empty() {
+            self.map.iter().next_back()
+        } else {
+            self.map
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(key)))
+                .next_back()
+        };
+    }
+
+    fn prev(&mut self) {
+        if let Some((k, _)) = self.cur {
+            self.cur = self
+                .map
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(k.as_slice())))
+                .next_back();
+        }
+    }
 }

@@ -54,6 +54,22 @@ pub struct ScanPage {
     pub truncated: bool,
 }
 
+/// What a raw scan reads: the keys of `[start, end)` (an empty `end`: to the last key), at
+/// most `limit` pairs, in key order or from the top down (`reverse`), with or without values.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanRange {
+    /// First key of the range (inclusive).
+    pub start: Vec<u8>,
+    /// End of the range (exclusive); empty is unbounded.
+    pub end: Vec<u8>,
+    /// The most pairs wanted.
+    pub limit: usize,
+    /// Largest keys first.
+    pub reverse: bool,
+    /// Keys only: values come back empty and do not count against the byte bound.
+    pub key_only: bool,
+}
+
 /// The raw API over a storage.
 pub struct RawApi<S> {
     storage: Arc<S>,
@@ -226,9 +242,7 @@ impl<S: Storage> RawApi<S> {
     }
 
     /// Up to `limit` pairs of column family `cf` from `start` (inclusive) in key order, as one
-    /// page within the limits: at most `max_scan_limit` pairs and `max_scan_bytes` of keys and
-    /// values (but at least one pair). A page cut short by a limit while more pairs follow is
-    /// marked `truncated`; the caller goes on after its last key.
+    /// page within the limits (see [`RawApi::scan_range`]).
     pub fn scan_page(
         &self,
         ctx: &Context,
@@ -236,30 +250,128 @@ impl<S: Storage> RawApi<S> {
         start: &[u8],
         limit: usize,
     ) -> Result<ScanPage> {
+        let range = ScanRange {
+            start: start.to_vec(),
+            limit,
+            ..ScanRange::default()
+        };
+        self.scan_range(ctx, cf, &range)
+    }
+
+    /// The pairs of `range` in column family `cf`, as one page within the limits: at most
+    /// `max_scan_limit` pairs and `max_scan_bytes` of keys and values (but at least one pair).
+    /// A page cut short by a limit while more pairs follow is marked `truncated`; the caller
+    /// goes on past its last key (after it, or below it when reversed). An empty range (an
+    /// `end` at or before `start`) has no pairs.
+    pub fn scan_range(&self, ctx: &Context, cf: &str, range: &ScanRange) -> Result<ScanPage> {
         let cf = Cf::from_name(cf)?;
         let mut page = ScanPage::default();
-        if limit == 0 {
+        let bounded = !range.end.is_empty();
+        if range.limit == 0 || (bounded && range.end <= range.start) {
             return Ok(page);
         }
-        let max_pairs = limit.min(self.limits.max_scan_limit.max(1) as usize);
+        let max_pairs = range.limit.min(self.limits.max_scan_limit.max(1) as usize);
         let reader = self.storage.reader(ctx)?;
         let mut it = reader.iter_cf(cf)?;
-        it.seek(start);
+        if range.reverse {
+            it.seek_before(&range.end);
+        } else {
+            it.seek(&range.start);
+        }
         let mut bytes = 0usize;
         while it.valid()? {
-            let size = it.key().len() + it.value().len();
+            let key = it.key();
+            let past = if range.reverse {
+                key < range.start.as_slice()
+            } else {
+                bounded && key >= range.end.as_slice()
+            };
+            if past {
+                break;
+            }
+            let value = if range.key_only { &[][..] } else { it.value() };
+            let size = key.len() + value.len();
             let full = page.pairs.len() >= max_pairs
                 || (!page.pairs.is_empty() && bytes + size > self.limits.max_scan_bytes);
             if full {
                 // Only the server's bounds make a page short of what was asked while more
                 // pairs follow.
-                page.truncated = page.pairs.len() < limit;
+                page.truncated = page.pairs.len() < range.limit;
                 break;
             }
             bytes += size;
-            page.pairs.push((it.key().to_vec(), it.value().to_vec()));
-            it.next();
+            page.pairs.push((key.to_vec(), value.to_vec()));
+            if range.reverse {
+                it.prev();
+            } else {
+                it.next();
+            }
         }
         Ok(page)
+    }
+
+    /// The present values of `keys` in `cf`, read from one snapshot; absent keys are left out.
+    /// At most `max_scan_limit` keys per call.
+    pub fn batch_get(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = Cf::from_name(cf)?;
+        self.check_batch_len(keys.len())?;
+        for key in keys {
+            self.check_key(key)?;
+        }
+        let reader = self.storage.reader(ctx)?;
+        let mut pairs = Vec::new();
+        for key in keys {
+            if let Some(value) = reader.get_cf(cf, key)? {
+                pairs.push((key.clone(), value));
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// Puts every pair in one write: all apply or none (over the raftstore the keys must lie in
+    /// one region). At most `max_scan_limit` pairs per call.
+    pub fn batch_put(&self, ctx: &Context, cf: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        self.check_batch_len(pairs.len())?;
+        let puts = pairs
+            .into_iter()
+            .map(|(key, value)| self.checked_put(cf, key, value))
+            .collect::<Result<Vec<_>>>()?;
+        if puts.is_empty() {
+            return Ok(());
+        }
+        self.storage.write(ctx, puts)
+    }
+
+    /// Deletes every key in one write (a missing key is no error); as [`RawApi::batch_put`].
+    pub fn batch_delete(&self, ctx: &Context, cf: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.check_batch_len(keys.len())?;
+        let deletes = keys
+            .into_iter()
+            .map(|key| {
+                Ok(Modify::Delete {
+                    cf: self.checked_cf(cf, &key)?,
+                    key,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if deletes.is_empty() {
+            return Ok(());
+        }
+        self.storage.write(ctx, deletes)
+    }
+
+    fn check_batch_len(&self, len: usize) -> Result<()> {
+        let max = self.limits.max_scan_limit.max(1) as usize;
+        if len > max {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {len} keys exceeds the limit of {max}"
+            )));
+        }
+        Ok(())
     }
 }

@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
-use crate::raw::RawApi;
+use crate::raw::{RawApi, ScanRange};
 use crate::storage::{Storage, StorageFuture};
 use crate::txn::TxnApi;
 
@@ -212,6 +212,14 @@ fn split_error(e: Error) -> (Option<proto::errorpb::Error>, String) {
     }
 }
 
+fn kv_pair((key, value): (Vec<u8>, Vec<u8>)) -> KvPair {
+    KvPair {
+        key,
+        value,
+        error: None,
+    }
+}
+
 fn unsupported(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not served by this server"))
 }
@@ -258,6 +266,59 @@ impl<S: Storage> TinyKv for KvService<S> {
         Ok(Response::new(stream))
     }
 
+    async fn raw_batch_get(
+        &self,
+        req: Request<RawBatchGetRequest>,
+    ) -> Result<Response<RawBatchGetResponse>, Status> {
+        let req = req.into_inner();
+        let raw = self.raw.clone();
+        let ctx = req.context.unwrap_or_default();
+        let out = self
+            .blocking(move || raw.batch_get(&ctx, &req.cf, &req.keys))
+            .await?;
+        let mut resp = RawBatchGetResponse::default();
+        match out {
+            Ok(pairs) => resp.pairs = pairs.into_iter().map(kv_pair).collect(),
+            Err(e) => (resp.region_error, resp.error) = split_error(e),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_batch_put(
+        &self,
+        req: Request<RawBatchPutRequest>,
+    ) -> Result<Response<RawBatchPutResponse>, Status> {
+        let req = req.into_inner();
+        let raw = self.raw.clone();
+        let ctx = req.context.unwrap_or_default();
+        let pairs = req.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+        let out = self
+            .blocking(move || raw.batch_put(&ctx, &req.cf, pairs))
+            .await?;
+        let (region_error, error) = out.err().map(split_error).unwrap_or_default();
+        Ok(Response::new(RawBatchPutResponse {
+            region_error,
+            error,
+        }))
+    }
+
+    async fn raw_batch_delete(
+        &self,
+        req: Request<RawBatchDeleteRequest>,
+    ) -> Result<Response<RawBatchDeleteResponse>, Status> {
+        let req = req.into_inner();
+        let raw = self.raw.clone();
+        let ctx = req.context.unwrap_or_default();
+        let out = self
+            .blocking(move || raw.batch_delete(&ctx, &req.cf, req.keys))
+            .await?;
+        let (region_error, error) = out.err().map(split_error).unwrap_or_default();
+        Ok(Response::new(RawBatchDeleteResponse {
+            region_error,
+            error,
+        }))
+    }
+
     async fn raw_scan(
         &self,
         req: Request<RawScanRequest>,
@@ -265,23 +326,21 @@ impl<S: Storage> TinyKv for KvService<S> {
         let req = req.into_inner();
         let raw = self.raw.clone();
         let ctx = req.context.unwrap_or_default();
-        let limit = req.limit as usize;
+        let range = ScanRange {
+            start: req.start_key,
+            end: req.end_key,
+            limit: req.limit as usize,
+            reverse: req.reverse,
+            key_only: req.key_only,
+        };
         let out = self
-            .blocking(move || raw.scan_page(&ctx, &req.cf, &req.start_key, limit))
+            .blocking(move || raw.scan_range(&ctx, &req.cf, &range))
             .await?;
         let mut resp = RawScanResponse::default();
         match out {
             Ok(page) => {
                 resp.truncated = page.truncated;
-                resp.kvs = page
-                    .pairs
-                    .into_iter()
-                    .map(|(key, value)| KvPair {
-                        key,
-                        value,
-                        error: None,
-                    })
-                    .collect()
+                resp.kvs = page.pairs.into_iter().map(kv_pair).collect()
             }
             Err(e) => (resp.region_error, resp.error) = split_error(e),
         }

@@ -154,6 +154,10 @@ pub trait DbIterator {
     fn value(&self) -> &[u8];
     /// Moves to the next entry.
     fn next(&mut self);
+    /// Positions the cursor at the last key `< key`; an empty `key` means the last key.
+    fn seek_before(&mut self, key: &[u8]);
+    /// Moves to the previous entry.
+    fn prev(&mut self);
 }
 
 /// A [`StorageReader`] over an engine snapshot, limited to the user keys in `[start, end)`
@@ -230,12 +234,17 @@ impl StorageReader for EngineReader {
         let raw = self
             .snap
             .iter_cf(cf, self.lower.clone(), self.upper.clone())?;
-        Ok(Box::new(EngineIterator { raw }))
+        Ok(Box::new(EngineIterator {
+            raw,
+            upper: self.upper.clone(),
+        }))
     }
 }
 
 struct EngineIterator<'a> {
     raw: rocksdb::DBRawIterator<'a>,
+    /// The iterator's upper bound (a data key, exclusive).
+    upper: Vec<u8>,
 }
 
 impl DbIterator for EngineIterator<'_> {
@@ -262,6 +271,25 @@ impl DbIterator for EngineIterator<'_> {
     fn next(&mut self) {
         if self.raw.valid() {
             self.raw.next();
+        }
+    }
+
+    fn seek_before(&mut self, key: &[u8]) {
+        let target = keys::data_key(key);
+        if key.is_empty() || target >= self.upper {
+            // The last key under the iterator's upper bound.
+            self.raw.seek_to_last();
+            return;
+        }
+        self.raw.seek_for_prev(&target);
+        if self.raw.valid() && self.raw.key() == Some(target.as_slice()) {
+            self.raw.prev();
+        }
+    }
+
+    fn prev(&mut self) {
+        if self.raw.valid() {
+            self.raw.prev();
         }
     }
 }

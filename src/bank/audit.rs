@@ -150,6 +150,7 @@ async fn versions(
                     start_key: start.clone(),
                     limit: PAGE,
                     cf: cf.to_string(),
+                    ..Default::default()
                 };
                 async move {
                     let r = c.raw_scan(req).await?.into_inner();

@@ -51,3 +51,48 @@ fn ctl_unreachable_server_exits_4_1() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// The batch commands, scans of a range (`--end`, `--reverse`, `--keys-only`) and `--hex` keys
+/// and values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_batches_ranges_and_hex_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&test_config(dir.path())).await;
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        vec![
+            ctl_at(
+                &addr,
+                &["batch-put", "a", "1", "b", "2", "c", "3", "d", "4"],
+            ),
+            ctl_at(&addr, &["batch-get", "d", "zz", "a"]),
+            ctl_at(&addr, &["scan", "--start", "b", "--end", "d"]),
+            ctl_at(&addr, &["scan", "--reverse", "--limit", "3"]),
+            ctl_at(&addr, &["scan", "--end", "c", "--keys-only"]),
+            ctl_at(&addr, &["batch-delete", "a", "c"]),
+            ctl_at(&addr, &["scan"]),
+            // Binary keys and values, written and read back in hex.
+            ctl_at(&addr, &["--hex", "put", "00ff", "cafe"]),
+            ctl_at(&addr, &["--hex", "get", "00ff"]),
+            ctl_at(&addr, &["--hex", "scan", "--end", "0100"]),
+            ctl_at(&addr, &["--hex", "get", "0g"]),
+            ctl_at(&addr, &["batch-put", "odd"]),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(out[0], (0, "OK\n".into(), String::new()));
+    assert_eq!(out[1], (0, "a\t1\nd\t4\n".into(), String::new()));
+    assert_eq!(out[2], (0, "b\t2\nc\t3\n".into(), String::new()));
+    assert_eq!(out[3], (0, "d\t4\nc\t3\nb\t2\n".into(), String::new()));
+    assert_eq!(out[4], (0, "a\nb\n".into(), String::new()));
+    assert_eq!(out[5], (0, "OK\n".into(), String::new()));
+    assert_eq!(out[6], (0, "b\t2\nd\t4\n".into(), String::new()));
+    assert_eq!(out[7], (0, "OK\n".into(), String::new()));
+    assert_eq!(out[8], (0, "cafe\n".into(), String::new()));
+    assert_eq!(out[9], (0, "00ff\tcafe\n".into(), String::new()));
+    assert_eq!(out[10].0, 2, "{:?}", out[10]);
+    assert!(out[10].2.contains("not hex"), "{:?}", out[10]);
+    assert_eq!(out[11].0, 2, "{:?}", out[11]);
+    server.shutdown().await.unwrap();
+}

@@ -174,6 +174,9 @@ impl ClientGen {
                 start_key: self.read_key(d),
                 limit: self.limit(d),
                 cf: self.cf(d),
+                end_key: self.read_key(d),
+                key_only: d.below(2) == 0,
+                reverse: d.below(2) == 0,
             }),
         }
     }

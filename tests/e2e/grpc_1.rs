@@ -168,3 +168,62 @@ async fn unreachable_server_is_a_connect_error_1() {
         .expect("must fail");
     assert!(matches!(e, ClientError::Connect { .. }), "{e}");
 }
+
+/// Batch get / put / delete and range scans (bounded, reversed, keys only) through one
+/// server's gRPC API.
+#[tokio::test]
+async fn grpc_batches_and_range_scans_1() {
+    use tessera_client::ScanRange;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&test_config(dir.path())).await;
+    let mut c = RawClient::connect(&server.addr.to_string()).await.unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (b'a'..=b'f').map(|k| (vec![k], vec![k, k])).collect();
+    c.batch_put("default", &pairs).await.unwrap();
+    let got = c
+        .batch_get("default", &[b"b".to_vec(), b"x".to_vec(), b"e".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (b"b".to_vec(), b"bb".to_vec()),
+            (b"e".to_vec(), b"ee".to_vec())
+        ]
+    );
+
+    let reader = c.clone();
+    let scan = |r: ScanRange| {
+        let mut c = reader.clone();
+        async move { c.scan_range("default", &r).await.unwrap() }
+    };
+    let ks =
+        |p: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<u8> { p.into_iter().flat_map(|(k, _)| k).collect() };
+    assert_eq!(ks(scan(ScanRange::new(b"b", b"e", 10)).await), b"bcd");
+    assert_eq!(
+        ks(scan(ScanRange::new(b"b", b"e", 10).reversed()).await),
+        b"dcb"
+    );
+    assert_eq!(
+        ks(scan(ScanRange::new(b"", b"", 2).reversed()).await),
+        b"fe"
+    );
+    let only = scan(ScanRange::new(b"a", b"c", 10).keys_only()).await;
+    assert_eq!(only, vec![(b"a".to_vec(), vec![]), (b"b".to_vec(), vec![])]);
+
+    c.batch_delete("default", &[b"a".to_vec(), b"f".to_vec(), b"zz".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(ks(scan(ScanRange::new(b"", b"", 10)).await), b"bcde");
+    // One bad key refuses the whole batch, and nothing of it is written.
+    let e = c
+        .batch_put(
+            "default",
+            &[(b"q".to_vec(), b"1".to_vec()), (vec![], b"2".to_vec())],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Server(_)), "{e}");
+    assert_eq!(c.get("default", b"q").await.unwrap(), None);
+    server.shutdown().await.unwrap();
+}

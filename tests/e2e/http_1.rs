@@ -67,3 +67,64 @@ async fn http_gateway_bad_input_1() {
     assert_eq!(http(a, "POST", "/kv/k", b"v").await.0, 405);
     server.shutdown().await.unwrap();
 }
+
+/// `GET /kv?start=&end=&limit=`: a range as JSON, reversed or keys only, binary keys in hex or
+/// base64, and clear refusals.
+#[tokio::test]
+async fn http_gateway_scans_a_range_as_json_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&test_config(dir.path())).await;
+    let a = server.status_addr;
+    for k in ["a", "b", "c", "d"] {
+        assert_eq!(
+            http(a, "PUT", &format!("/kv/{k}"), k.to_uppercase().as_bytes())
+                .await
+                .0,
+            204
+        );
+    }
+    let get = |path: &'static str| async move {
+        let (code, body) = http(a, "GET", path, b"").await;
+        (code, String::from_utf8(body).unwrap())
+    };
+    assert_eq!(
+        get("/kv?start=b&end=d").await,
+        (
+            200,
+            r#"{"kvs":[{"key":"b","value":"B"},{"key":"c","value":"C"}],"truncated":false}"#.into()
+        )
+    );
+    assert_eq!(
+        get("/kv?limit=2&reverse=true&keys_only=true").await,
+        (
+            200,
+            r#"{"kvs":[{"key":"d"},{"key":"c"}],"truncated":false}"#.into()
+        )
+    );
+    // A binary key: written over gRPC, read back in hex and base64, refused as UTF-8.
+    let mut c = tessera_client::RawClient::connect(&server.addr.to_string())
+        .await
+        .unwrap();
+    c.put("default", b"\xff\x00", b"\x01").await.unwrap();
+    assert_eq!(
+        get("/kv?start=ff&encoding=hex").await,
+        (
+            200,
+            r#"{"kvs":[{"key":"ff00","value":"01"}],"truncated":false}"#.into()
+        )
+    );
+    assert_eq!(
+        get("/kv?start=%2FwA%3D&encoding=base64").await,
+        (
+            200,
+            r#"{"kvs":[{"key":"/wA=","value":"AQ=="}],"truncated":false}"#.into()
+        )
+    );
+    let (code, body) = get("/kv?start=e").await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("encoding=hex"), "{body}");
+    assert_eq!(get("/kv?encoding=rot13").await.0, 400);
+    assert_eq!(get("/kv?start=zz&encoding=hex").await.0, 400);
+    assert_eq!(get("/kv?cf=bogus").await.0, 400);
+    server.shutdown().await.unwrap();
+}

@@ -405,3 +405,102 @@ fn blocking_cluster_client_serves_a_plain_thread_2b() {
 
     runtime.block_on(cluster.shutdown()).unwrap();
 }
+
+/// Batches and range scans over three regions: a batch is split by region (each share one
+/// write), a scan crosses regions in key order or from the top down, with an end, a limit and
+/// keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_range_scans_span_regions_2b() {
+    use tessera_client::ScanRange;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), &["g", "p"]).await;
+    let client = client_of(&cluster).await;
+    let letters = |from: u8, to: u8| -> Vec<Vec<u8>> { (from..=to).map(|c| vec![c]).collect() };
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = letters(b'a', b'z')
+        .into_iter()
+        .rev()
+        .map(|k| (k.clone(), [b"v-", &k[..]].concat()))
+        .collect();
+    client.batch_put("default", &pairs).await.unwrap();
+
+    let got = client
+        .batch_get(
+            "default",
+            &[b"z".to_vec(), b"a".to_vec(), b"h".to_vec(), b"0".to_vec()],
+        )
+        .await
+        .unwrap();
+    let expect = |ks: &[&[u8]]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        ks.iter()
+            .map(|k| (k.to_vec(), [b"v-", *k].concat()))
+            .collect()
+    };
+    assert_eq!(got, expect(&[b"a", b"h", b"z"]));
+
+    let keys = |r: &ScanRange| {
+        let client = &client;
+        let r = r.clone();
+        async move {
+            let pairs = client.scan_range("default", &r).await.unwrap();
+            String::from_utf8(pairs.into_iter().flat_map(|(k, _)| k).collect()).unwrap()
+        }
+    };
+    assert_eq!(
+        keys(&ScanRange::new(b"e", b"r", 100)).await,
+        "efghijklmnopq"
+    );
+    assert_eq!(keys(&ScanRange::new(b"e", b"r", 5)).await, "efghi");
+    assert_eq!(
+        keys(&ScanRange::new(b"e", b"r", 100).reversed()).await,
+        "qponmlkjihgfe"
+    );
+    assert_eq!(
+        keys(&ScanRange::new(b"", b"", 12).reversed()).await,
+        "zyxwvutsrqpo"
+    );
+    assert_eq!(keys(&ScanRange::new(b"", b"p", 3).reversed()).await, "onm");
+    assert_eq!(
+        keys(&ScanRange::new(b"", b"g\0", 3).reversed()).await,
+        "gfe"
+    );
+    let only = client
+        .scan_range("default", &ScanRange::new(b"f", b"i", 10).keys_only())
+        .await
+        .unwrap();
+    assert_eq!(
+        only,
+        vec![
+            (b"f".to_vec(), vec![]),
+            (b"g".to_vec(), vec![]),
+            (b"h".to_vec(), vec![])
+        ]
+    );
+
+    // Any store's HTTP gateway serves a range across regions.
+    let (code, body) = http(
+        cluster.stores()[0].status_addr,
+        "GET",
+        "/kv?start=e&end=i&reverse=true&keys_only=true",
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (code, String::from_utf8(body).unwrap()),
+        (
+            200,
+            r#"{"kvs":[{"key":"h"},{"key":"g"},{"key":"f"},{"key":"e"}],"truncated":false}"#.into()
+        )
+    );
+
+    client
+        .batch_delete("default", &letters(b'c', b'x'))
+        .await
+        .unwrap();
+    assert_eq!(keys(&ScanRange::new(b"", b"", 100)).await, "abyz");
+    assert_eq!(
+        keys(&ScanRange::new(b"", b"", 100).reversed()).await,
+        "zyba"
+    );
+    cluster.shutdown().await.unwrap();
+}

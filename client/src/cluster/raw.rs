@@ -2,14 +2,12 @@
 //! routed to its key's region leader by the machinery in the parent module. Gets, puts and
 //! deletes travel over the store's `BatchCommands` stream when the client batches.
 
-use proto::kvrpcpb::{
-    RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest, SplitRegionRequest,
-};
+use proto::kvrpcpb::{RawDeleteRequest, RawGetRequest, RawPutRequest, SplitRegionRequest};
 use proto::metapb;
 
 use super::retry::{ClusterError, Reply, Retry};
-use super::{ClusterClient, StoreConn, SCAN_BATCH};
-use crate::raw::{cas_request, cas_result, CasResult};
+use super::{ClusterClient, StoreConn};
+use crate::raw::{cas_request, cas_result, CasResult, ScanRange};
 
 impl ClusterClient {
     /// The value at `key` in `cf`, or `None`.
@@ -123,54 +121,14 @@ impl ClusterClient {
     }
 
     /// Up to `limit` pairs of `cf` from `start` (inclusive) in key order, across regions, in
-    /// requests of at most [`SCAN_BATCH`] pairs.
+    /// requests of at most [`SCAN_BATCH`](super::SCAN_BATCH) pairs (see [`ClusterClient::scan_range`]).
     pub async fn scan(
         &self,
         cf: &str,
         start: &[u8],
         limit: u32,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClusterError> {
-        let mut retry = Retry::new("scan", start, &self.inner.config);
-        let mut out = Vec::new();
-        let mut from = start.to_vec();
-        while out.len() < limit as usize {
-            let want = (limit - out.len() as u32).min(SCAN_BATCH);
-            let mut f = |s: StoreConn, ctx| {
-                let mut c = s.client;
-                let req = RawScanRequest {
-                    context: Some(ctx),
-                    start_key: from.clone(),
-                    limit: want,
-                    cf: cf.to_string(),
-                };
-                async move {
-                    let r = c.raw_scan(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, (r.kvs, r.truncated)))
-                }
-            };
-            let ((pairs, truncated), region) = self.call_routed(&mut retry, &from, &mut f).await?;
-            let got = pairs.len();
-            let last = pairs.last().map(|p| p.key.clone());
-            out.extend(pairs.into_iter().map(|p| (p.key, p.value)));
-            if got >= want as usize || truncated {
-                // A full page, or one cut at the server's byte bound: go on right after its
-                // last key (the smallest key greater than it).
-                match last {
-                    Some(mut k) => {
-                        k.push(0);
-                        from = k;
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            // A region answers only from its own range: fewer pairs than asked means it is
-            // exhausted, and the scan goes on where the next region starts.
-            if region.end_key.is_empty() {
-                break;
-            }
-            from = region.end_key;
-        }
-        Ok(out)
+        self.scan_range(cf, &ScanRange::new(start, b"", limit))
+            .await
     }
 }

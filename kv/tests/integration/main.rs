@@ -7,6 +7,7 @@ mod corruption_1;
 mod mvcc_4a;
 mod power_cut_1;
 mod raw_1;
+mod raw_range_1;
 mod storage_1;
 mod txn_4b;
 mod txn_4c;

@@ -11,10 +11,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod raw;
+
 use clap::{Parser, Subcommand};
+use raw::{run_raw, Raw, RawCmd};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
-use tessera_client::raw::{CasResult, ClientError, RawClient};
+use tessera_client::raw::{ClientError, RawClient};
 use tessera_client::txn::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
@@ -27,6 +30,9 @@ struct Args {
     /// Column family: default, lock or write
     #[arg(long, default_value = "default", global = true)]
     cf: String,
+    /// Raw commands: keys and values are hexadecimal, on the command line and in the output
+    #[arg(long, global = true)]
+    hex: bool,
     /// Scheduler address: without --addr, raw commands and `txn` then go through the whole
     /// cluster (to the leader of each key's region); `txn` always takes its timestamps there
     /// [default: 127.0.0.1:2379]
@@ -48,48 +54,6 @@ enum Cmd {
     /// new region before its first heartbeat) is listed as a hole
     Regions,
 }
-
-#[derive(Subcommand, Debug)]
-enum RawCmd {
-    /// Print the value of KEY
-    Get { key: String },
-    /// Set KEY to VALUE
-    Put { key: String, value: String },
-    /// Delete KEY
-    Delete { key: String },
-    /// Set KEY to NEW if it holds OLD (--expect) or is absent (--expect-absent), atomically;
-    /// prints "swapped" or "not swapped", then "previous: VALUE" or "previous absent"
-    Cas {
-        key: String,
-        new: String,
-        #[command(flatten)]
-        expect: Expect,
-    },
-    /// Print up to LIMIT pairs from START, one "key TAB value" per line
-    Scan {
-        /// First key (inclusive)
-        #[arg(long, default_value = "")]
-        start: String,
-        /// The most pairs to print
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
-}
-
-/// What `cas` expects KEY to hold: exactly one of the two.
-#[derive(clap::Args, Debug)]
-#[group(required = true, multiple = false)]
-struct Expect {
-    /// Swap only if KEY holds OLD
-    #[arg(long, value_name = "OLD")]
-    expect: Option<String>,
-    /// Swap only if KEY is absent
-    #[arg(long)]
-    expect_absent: bool,
-}
-
-/// The exit code of a `cas` that compared and did not swap.
-const CAS_REFUSED: u8 = 6;
 
 #[derive(Subcommand, Debug)]
 enum TxnCmd {
@@ -246,7 +210,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
                     Raw::One(RawClient::connect(addr.as_deref().unwrap_or(DEFAULT_ADDR)).await?)
                 }
             };
-            run_raw(&mut client, &args.cf, cmd).await
+            run_raw(&mut client, &args.cf, args.hex, cmd).await
         }
         Cmd::Regions => {
             let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
@@ -348,110 +312,6 @@ fn hole_line(start: &[u8], end: &[u8]) -> String {
         String::from_utf8_lossy(start),
         String::from_utf8_lossy(end)
     )
-}
-
-/// Where raw commands go: one server, or the whole cluster.
-enum Raw {
-    One(RawClient),
-    Cluster(ClusterClient),
-}
-
-impl Raw {
-    async fn get(&mut self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
-        Ok(match self {
-            Raw::One(c) => c.get(cf, key).await?,
-            Raw::Cluster(c) => c.get(cf, key).await?,
-        })
-    }
-
-    async fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), Failure> {
-        match self {
-            Raw::One(c) => c.put(cf, key, value).await?,
-            Raw::Cluster(c) => c.put(cf, key, value).await?,
-        }
-        Ok(())
-    }
-
-    async fn delete(&mut self, cf: &str, key: &[u8]) -> Result<(), Failure> {
-        match self {
-            Raw::One(c) => c.delete(cf, key).await?,
-            Raw::Cluster(c) => c.delete(cf, key).await?,
-        }
-        Ok(())
-    }
-
-    async fn cas(
-        &mut self,
-        cf: &str,
-        key: &[u8],
-        expect: Option<&[u8]>,
-        value: &[u8],
-    ) -> Result<CasResult, Failure> {
-        Ok(match self {
-            Raw::One(c) => c.compare_and_swap(cf, key, expect, value).await?,
-            Raw::Cluster(c) => c.compare_and_swap(cf, key, expect, value).await?,
-        })
-    }
-
-    async fn scan(&mut self, cf: &str, start: &[u8], limit: u32) -> Result<Pairs, Failure> {
-        Ok(match self {
-            Raw::One(c) => c.scan(cf, start, limit).await?,
-            Raw::Cluster(c) => c.scan(cf, start, limit).await?,
-        })
-    }
-}
-
-type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-async fn run_raw(client: &mut Raw, cf: &str, cmd: RawCmd) -> Result<u8, Failure> {
-    match cmd {
-        RawCmd::Get { key } => match client.get(cf, key.as_bytes()).await? {
-            Some(v) => println!("{}", String::from_utf8_lossy(&v)),
-            None => {
-                eprintln!("key not found: {key}");
-                return Ok(1);
-            }
-        },
-        RawCmd::Put { key, value } => {
-            client.put(cf, key.as_bytes(), value.as_bytes()).await?;
-            println!("OK");
-        }
-        RawCmd::Delete { key } => {
-            client.delete(cf, key.as_bytes()).await?;
-            println!("OK");
-        }
-        RawCmd::Cas { key, new, expect } => {
-            let expect = expect.expect.as_ref().map(String::as_bytes);
-            let out = client
-                .cas(cf, key.as_bytes(), expect, new.as_bytes())
-                .await?;
-            println!(
-                "{}",
-                if out.succeed {
-                    "swapped"
-                } else {
-                    "not swapped"
-                }
-            );
-            match out.previous {
-                Some(v) => println!("previous: {}", String::from_utf8_lossy(&v)),
-                None => println!("previous absent"),
-            }
-            if !out.succeed {
-                return Ok(CAS_REFUSED);
-            }
-        }
-        RawCmd::Scan { start, limit } => {
-            for (k, v) in client.scan(cf, start.as_bytes(), limit).await? {
-                println!(
-                    "{}\t{}",
-                    String::from_utf8_lossy(&k),
-                    String::from_utf8_lossy(&v)
-                );
-            }
-        }
-    }
-    Ok(0)
 }
 
 #[tokio::main(flavor = "current_thread")]

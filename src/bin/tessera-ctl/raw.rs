@@ -1,0 +1,264 @@
+//! The raw commands of `tessera-ctl`: one server's API (`--addr`) or the whole cluster's
+//! (`--scheduler`). With `--hex`, keys and values on the command line and in the output are
+//! hexadecimal, so binary keys can be written and read.
+
+use clap::Subcommand;
+use tessera_client::cluster::{ClusterClient, ClusterError};
+use tessera_client::raw::{CasResult, ClientError, RawClient};
+use tessera_client::{Pairs, ScanRange};
+
+use crate::Failure;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RawCmd {
+    /// Print the value of KEY
+    Get { key: String },
+    /// Set KEY to VALUE
+    Put { key: String, value: String },
+    /// Delete KEY
+    Delete { key: String },
+    /// Set KEY to NEW if it holds OLD (--expect) or is absent (--expect-absent), atomically;
+    /// prints "swapped" or "not swapped", then "previous: VALUE" or "previous absent"
+    Cas {
+        key: String,
+        new: String,
+        #[command(flatten)]
+        expect: Expect,
+    },
+    /// Print up to LIMIT pairs of [START, END), one "key TAB value" per line (--keys-only: one
+    /// key per line); --reverse from the last key below END down
+    Scan {
+        /// First key (inclusive)
+        #[arg(long, default_value = "")]
+        start: String,
+        /// End of the range (exclusive); empty is unbounded
+        #[arg(long, default_value = "")]
+        end: String,
+        /// The most pairs to print
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Largest keys first
+        #[arg(long)]
+        reverse: bool,
+        /// Print keys only
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Print "key TAB value" for each KEY that is present (in key order)
+    BatchGet {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Set each KEY to its VALUE: `batch-put k1 v1 k2 v2` (one write per region)
+    BatchPut {
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+    },
+    /// Delete each KEY (one write per region)
+    BatchDelete {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// What `cas` expects KEY to hold: exactly one of the two.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct Expect {
+    /// Swap only if KEY holds OLD
+    #[arg(long, value_name = "OLD")]
+    expect: Option<String>,
+    /// Swap only if KEY is absent
+    #[arg(long)]
+    expect_absent: bool,
+}
+
+/// The exit code of a `cas` that compared and did not swap.
+const CAS_REFUSED: u8 = 6;
+/// The exit code of bad usage (a malformed hex argument among them).
+const USAGE: u8 = 2;
+
+/// Where raw commands go: one server, or the whole cluster.
+pub(crate) enum Raw {
+    One(RawClient),
+    Cluster(ClusterClient),
+}
+
+/// Dispatches one call to whichever client `$raw` holds (their methods share names and
+/// arguments).
+macro_rules! either {
+    ($raw:expr, $method:ident($($arg:expr),*)) => {
+        match $raw {
+            Raw::One(c) => c.$method($($arg),*).await?,
+            Raw::Cluster(c) => c.$method($($arg),*).await?,
+        }
+    };
+}
+
+/// How keys and values are written on the command line and printed.
+#[derive(Clone, Copy)]
+struct Text {
+    hex: bool,
+}
+
+impl Text {
+    fn bytes(self, s: &str) -> Result<Vec<u8>, String> {
+        if !self.hex {
+            return Ok(s.as_bytes().to_vec());
+        }
+        if s.len() % 2 != 0 {
+            return Err(format!("{s:?} is not hex: odd length"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|d| u8::from_str_radix(d, 16).ok())
+                    .ok_or_else(|| format!("{s:?} is not hex"))
+            })
+            .collect()
+    }
+
+    fn show(self, b: &[u8]) -> String {
+        if self.hex {
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        } else {
+            String::from_utf8_lossy(b).into_owned()
+        }
+    }
+
+    fn all(self, list: &[String]) -> Result<Vec<Vec<u8>>, String> {
+        list.iter().map(|s| self.bytes(s)).collect()
+    }
+
+    fn print_pairs(self, pairs: &Pairs) {
+        for (k, v) in pairs {
+            println!("{}\t{}", self.show(k), self.show(v));
+        }
+    }
+}
+
+pub(crate) async fn run_raw(
+    client: &mut Raw,
+    cf: &str,
+    hex: bool,
+    cmd: RawCmd,
+) -> Result<u8, Failure> {
+    let text = Text { hex };
+    match run(client, cf, text, cmd).await {
+        Ok(code) => Ok(code),
+        Err(Usage::Bad(e)) => {
+            eprintln!("error: {e}");
+            Ok(USAGE)
+        }
+        Err(Usage::Failed(f)) => Err(f),
+    }
+}
+
+/// A command that could not run: bad arguments, or the request failed.
+enum Usage {
+    Bad(String),
+    Failed(Failure),
+}
+
+impl From<ClientError> for Usage {
+    fn from(e: ClientError) -> Self {
+        Usage::Failed(e.into())
+    }
+}
+
+impl From<ClusterError> for Usage {
+    fn from(e: ClusterError) -> Self {
+        Usage::Failed(e.into())
+    }
+}
+
+async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, Usage> {
+    let arg = |s: &str| text.bytes(s).map_err(Usage::Bad);
+    match cmd {
+        RawCmd::Get { key } => match either!(client, get(cf, &arg(&key)?)) {
+            Some(v) => println!("{}", text.show(&v)),
+            None => {
+                eprintln!("key not found: {key}");
+                return Ok(1);
+            }
+        },
+        RawCmd::Put { key, value } => {
+            either!(client, put(cf, &arg(&key)?, &arg(&value)?));
+            println!("OK");
+        }
+        RawCmd::Delete { key } => {
+            either!(client, delete(cf, &arg(&key)?));
+            println!("OK");
+        }
+        RawCmd::Cas { key, new, expect } => {
+            let old = expect.expect.as_deref().map(arg).transpose()?;
+            let out: CasResult = either!(
+                client,
+                compare_and_swap(cf, &arg(&key)?, old.as_deref(), &arg(&new)?)
+            );
+            println!(
+                "{}",
+                if out.succeed {
+                    "swapped"
+                } else {
+                    "not swapped"
+                }
+            );
+            match out.previous {
+                Some(v) => println!("previous: {}", text.show(&v)),
+                None => println!("previous absent"),
+            }
+            if !out.succeed {
+                return Ok(CAS_REFUSED);
+            }
+        }
+        RawCmd::Scan {
+            start,
+            end,
+            limit,
+            reverse,
+            keys_only,
+        } => {
+            let range = ScanRange {
+                start: arg(&start)?,
+                end: arg(&end)?,
+                limit,
+                reverse,
+                key_only: keys_only,
+            };
+            let pairs = either!(client, scan_range(cf, &range));
+            if keys_only {
+                for (k, _) in pairs {
+                    println!("{}", text.show(&k));
+                }
+            } else {
+                text.print_pairs(&pairs);
+            }
+        }
+        RawCmd::BatchGet { keys } => {
+            let keys = text.all(&keys).map_err(Usage::Bad)?;
+            let mut pairs = either!(client, batch_get(cf, &keys));
+            pairs.sort();
+            text.print_pairs(&pairs);
+        }
+        RawCmd::BatchPut { pairs } => {
+            if pairs.len() % 2 != 0 {
+                return Err(Usage::Bad("batch-put takes KEY VALUE pairs".into()));
+            }
+            let flat = text.all(&pairs).map_err(Usage::Bad)?;
+            let pairs: Pairs = flat
+                .chunks(2)
+                .map(|kv| (kv[0].clone(), kv[1].clone()))
+                .collect();
+            either!(client, batch_put(cf, &pairs));
+            println!("OK");
+        }
+        RawCmd::BatchDelete { keys } => {
+            let keys = text.all(&keys).map_err(Usage::Bad)?;
+            either!(client, batch_delete(cf, &keys));
+            println!("OK");
+        }
+    }
+    Ok(0)
+}
