@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! GET    /kv?start=&end=&limit=  200 JSON pairs of a range (see `range`)
+//! DELETE /kv?start=&end=       204 every key of the range deleted
 //! GET    /kv/<key>[?cf=CF]     200 value | 404 key not found
 //! PUT    /kv/<key>[?cf=CF]     204 (body = value) | 413 value over the limit
 //! DELETE /kv/<key>[?cf=CF]     204
@@ -45,7 +46,10 @@ pub struct KvQuery {
 /// The gateway's routes over `raw`; request bodies are limited to `max_value_size` bytes.
 pub fn router<S: Storage>(raw: RawApi<S>, max_value_size: usize) -> Router {
     Router::new()
-        .route("/kv", get(range::local_scan::<S>))
+        .route(
+            "/kv",
+            get(range::local_scan::<S>).delete(range::local_delete::<S>),
+        )
         .route(
             "/kv/{*key}",
             get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
@@ -162,7 +166,10 @@ pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
         client: OnceCell::new(),
     });
     Router::new()
-        .route("/kv", get(range::cluster_scan))
+        .route(
+            "/kv",
+            get(range::cluster_scan).delete(range::cluster_delete),
+        )
         .route(
             "/kv/{*key}",
             get(cluster_get).put(cluster_put).delete(cluster_delete),

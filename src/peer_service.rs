@@ -353,6 +353,13 @@ impl TinyKv for PeerService {
         Err(client_rpc())
     }
 
+    async fn raw_delete_range(
+        &self,
+        _: Request<RawDeleteRangeRequest>,
+    ) -> Result<Response<RawDeleteRangeResponse>, Status> {
+        Err(client_rpc())
+    }
+
     async fn split_region(
         &self,
         _: Request<SplitRegionRequest>,

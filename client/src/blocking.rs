@@ -20,7 +20,7 @@ use std::future::Future;
 use tokio::runtime::Runtime;
 
 use crate::cluster::{ClusterConfig, ClusterError};
-use crate::raw::{CasResult, Pairs};
+use crate::raw::{CasResult, Pairs, ScanRange};
 
 /// The routing cluster client, blocking. It owns its runtime, so it is not `Clone`: share it by
 /// reference (its methods take `&self`) or in an `Arc`.
@@ -90,5 +90,30 @@ impl ClusterClient {
     /// [`crate::ClusterClient::scan`].
     pub fn scan(&self, cf: &str, start: &[u8], limit: u32) -> Result<Pairs, ClusterError> {
         self.wait(self.inner.scan(cf, start, limit))
+    }
+
+    /// The pairs of `range` in `cf`. See [`crate::ClusterClient::scan_range`].
+    pub fn scan_range(&self, cf: &str, range: &ScanRange) -> Result<Pairs, ClusterError> {
+        self.wait(self.inner.scan_range(cf, range))
+    }
+
+    /// The present values of `keys`. See [`crate::ClusterClient::batch_get`].
+    pub fn batch_get(&self, cf: &str, keys: &[Vec<u8>]) -> Result<Pairs, ClusterError> {
+        self.wait(self.inner.batch_get(cf, keys))
+    }
+
+    /// Puts every pair. See [`crate::ClusterClient::batch_put`].
+    pub fn batch_put(&self, cf: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), ClusterError> {
+        self.wait(self.inner.batch_put(cf, pairs))
+    }
+
+    /// Deletes every key of `keys`. See [`crate::ClusterClient::batch_delete`].
+    pub fn batch_delete(&self, cf: &str, keys: &[Vec<u8>]) -> Result<(), ClusterError> {
+        self.wait(self.inner.batch_delete(cf, keys))
+    }
+
+    /// Deletes every key of `[start, end)`. See [`crate::ClusterClient::delete_range`].
+    pub fn delete_range(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<(), ClusterError> {
+        self.wait(self.inner.delete_range(cf, start, end))
     }
 }

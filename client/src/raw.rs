@@ -8,7 +8,8 @@ use std::error::Error as _;
 
 use proto::kvrpcpb::{
     Context, KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest, RawCasRequest,
-    RawCasResponse, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
+    RawCasResponse, RawDeleteRangeRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
+    RawScanRequest,
 };
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tonic::transport::Channel;
@@ -330,6 +331,29 @@ impl RawClient {
             .raw_batch_delete(RawBatchDeleteRequest {
                 context: None,
                 keys: keys.to_vec(),
+                cf: cf.to_string(),
+            })
+            .await?
+            .into_inner();
+        check(resp.region_error, resp.error)
+    }
+}
+
+impl RawClient {
+    /// Deletes every key of `[start, end)` in `cf` (an empty `end`: to the last key) in one
+    /// write.
+    pub async fn delete_range(
+        &mut self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<(), ClientError> {
+        let resp = self
+            .inner
+            .raw_delete_range(RawDeleteRangeRequest {
+                context: None,
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
                 cf: cf.to_string(),
             })
             .await?

@@ -62,6 +62,21 @@ impl Storage for MemoryStorage {
                 Modify::Delete { cf, key } => {
                     Arc::make_mut(&mut cfs[index(cf)]).remove(&key);
                 }
+                Modify::DeleteRange { cf, start, end } => {
+                    let map = Arc::make_mut(&mut cfs[index(cf)]);
+                    let upper = if end.is_empty() {
+                        Bound::Unbounded
+                    } else {
+                        Bound::Excluded(end.as_slice())
+                    };
+                    let doomed: Vec<Vec<u8>> = map
+                        .range::<[u8], _>((Bound::Included(start.as_slice()), upper))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in doomed {
+                        map.remove(&k);
+                    }
+                }
             }
         }
         Ok(())

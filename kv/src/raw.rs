@@ -365,6 +365,37 @@ impl<S: Storage> RawApi<S> {
         self.storage.write(ctx, deletes)
     }
 
+    /// Deletes every key of `[start, end)` from `cf` (an empty `end`: to the last key) in one
+    /// write; over the raftstore the range must lie in one region. An empty range is a no-op.
+    pub fn delete_range(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<()> {
+        let cf = Cf::from_name(cf)?;
+        for (what, key) in [("start", &start), ("end", &end)] {
+            if key.len() > self.limits.max_key_size {
+                return Err(Error::InvalidArgument(format!(
+                    "range {what} of {} bytes exceeds the limit of {} bytes",
+                    key.len(),
+                    self.limits.max_key_size
+                )));
+            }
+        }
+        if !end.is_empty() && end < start {
+            return Err(Error::InvalidArgument(
+                "the range ends before it starts".to_string(),
+            ));
+        }
+        if !end.is_empty() && end == start {
+            return Ok(());
+        }
+        self.storage
+            .write(ctx, vec![Modify::DeleteRange { cf, start, end }])
+    }
+
     fn check_batch_len(&self, len: usize) -> Result<()> {
         let max = self.limits.max_scan_limit.max(1) as usize;
         if len > max {

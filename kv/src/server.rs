@@ -319,6 +319,23 @@ impl<S: Storage> TinyKv for KvService<S> {
         }))
     }
 
+    async fn raw_delete_range(
+        &self,
+        req: Request<RawDeleteRangeRequest>,
+    ) -> Result<Response<RawDeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        let raw = self.raw.clone();
+        let ctx = req.context.unwrap_or_default();
+        let out = self
+            .blocking(move || raw.delete_range(&ctx, &req.cf, req.start_key, req.end_key))
+            .await?;
+        let (region_error, error) = out.err().map(split_error).unwrap_or_default();
+        Ok(Response::new(RawDeleteRangeResponse {
+            region_error,
+            error,
+        }))
+    }
+
     async fn raw_scan(
         &self,
         req: Request<RawScanRequest>,

@@ -4,10 +4,11 @@
 //! latches the keys it touches (the transaction layer's [`Latches`], per user key whatever the
 //! column family: coarser than needed, never wrong) and a swap holds its key's latch from its
 //! read to its write. Writes of different keys still run side by side and share the WAL's
-//! group commit.
+//! group commit. A delete of a range cannot latch every key in it: it takes `ranges` for
+//! writing, which every other write and swap holds for reading, so it runs alone.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use proto::kvrpcpb::Context;
 use rocksdb::DB;
@@ -24,6 +25,7 @@ pub struct StandaloneStorage {
     db: Arc<DB>,
     sync: bool,
     latches: Latches,
+    ranges: RwLock<()>,
 }
 
 impl StandaloneStorage {
@@ -34,6 +36,7 @@ impl StandaloneStorage {
             db: open_engine(path, &Cf::ALL)?,
             sync,
             latches: Latches::new(),
+            ranges: RwLock::new(()),
         })
     }
 
@@ -47,18 +50,37 @@ impl StandaloneStorage {
 
 impl Storage for StandaloneStorage {
     fn write(&self, _ctx: &Context, batch: Vec<Modify>) -> Result<()> {
+        let ranged = batch
+            .iter()
+            .any(|m| matches!(m, Modify::DeleteRange { .. }));
+        // A poisoned lock guards nothing: the unit it protects holds no data.
+        let (_shared, _alone) = if ranged {
+            (
+                None,
+                Some(self.ranges.write().unwrap_or_else(|e| e.into_inner())),
+            )
+        } else {
+            (
+                Some(self.ranges.read().unwrap_or_else(|e| e.into_inner())),
+                None,
+            )
+        };
         let _latched = self.latches.acquire(batch.iter().map(Modify::key));
         let mut wb = WriteBatch::new(&self.db);
         for m in batch {
             match m {
                 Modify::Put { cf, key, value } => wb.put_cf(cf, &keys::data_key(&key), &value)?,
                 Modify::Delete { cf, key } => wb.delete_cf(cf, &keys::data_key(&key))?,
+                Modify::DeleteRange { cf, start, end } => {
+                    wb.delete_range_cf(cf, &keys::data_key(&start), &keys::data_end_key(&end))?
+                }
             }
         }
         wb.write(self.sync)
     }
 
     fn compare_and_swap(&self, _ctx: &Context, cas: Cas) -> Result<CasOutcome> {
+        let _shared = self.ranges.read().unwrap_or_else(|e| e.into_inner());
         let _latched = self.latches.acquire([cas.key.as_slice()]);
         let data_key = keys::data_key(&cas.key);
         let outcome = cas.decide(get_cf(&self.db, cas.cf, &data_key)?);

@@ -37,20 +37,32 @@ pub enum Modify {
         /// User key.
         key: Vec<u8>,
     },
+    /// Delete every key of `[start, end)` from `cf`; an empty `end` is unbounded.
+    DeleteRange {
+        /// Column family.
+        cf: Cf,
+        /// First user key deleted.
+        start: Vec<u8>,
+        /// End of the range (exclusive); empty is unbounded.
+        end: Vec<u8>,
+    },
 }
 
 impl Modify {
-    /// The user key this write touches.
+    /// The user key this write touches (a range: its first key).
     pub fn key(&self) -> &[u8] {
         match self {
             Modify::Put { key, .. } | Modify::Delete { key, .. } => key,
+            Modify::DeleteRange { start, .. } => start,
         }
     }
 
     /// The column family this write touches.
     pub fn cf(&self) -> Cf {
         match self {
-            Modify::Put { cf, .. } | Modify::Delete { cf, .. } => *cf,
+            Modify::Put { cf, .. } | Modify::Delete { cf, .. } | Modify::DeleteRange { cf, .. } => {
+                *cf
+            }
         }
     }
 }

@@ -30,8 +30,8 @@ use kv::{EngineReader, EngineSnapshot, Modify, StorageReader};
 use proto::kvrpcpb::Context;
 use proto::metapb;
 use proto::raft_cmdpb::{
-    CasRequest, CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
-    SnapRequest,
+    CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest,
+    RaftRequestHeader, Request, SnapRequest,
 };
 
 use crate::error::Error;
@@ -265,7 +265,13 @@ impl RaftStorage {
         let (region, peer) = self.route(ctx, first.key())?;
         let mut requests = Vec::with_capacity(batch.len());
         for m in batch {
-            if let Err(e) = util::check_key_in_region(m.key(), &region) {
+            let checked = match &m {
+                Modify::DeleteRange { start, end, .. } => {
+                    util::check_range_in_region(start, end, &region)
+                }
+                other => util::check_key_in_region(other.key(), &region),
+            };
+            if let Err(e) = checked {
                 return Err(e.into_errorpb().into());
             }
             requests.push(match m {
@@ -283,6 +289,15 @@ impl RaftStorage {
                     delete: Some(DeleteRequest {
                         cf: cf.name().to_string(),
                         key,
+                    }),
+                    ..Default::default()
+                },
+                Modify::DeleteRange { cf, start, end } => Request {
+                    cmd_type: CmdType::DeleteRange as i32,
+                    delete_range: Some(DeleteRangeRequest {
+                        cf: cf.name().to_string(),
+                        start_key: start,
+                        end_key: end,
                     }),
                     ..Default::default()
                 },

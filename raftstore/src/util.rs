@@ -91,10 +91,38 @@ pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
 pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
     check_region_epoch(req, region)?;
     check_cas_alone(req)?;
+    for r in &req.requests {
+        if let Some(d) = &r.delete_range {
+            if CmdType::try_from(r.cmd_type) == Ok(CmdType::DeleteRange) {
+                check_range_in_region(&d.start_key, &d.end_key, region)?;
+            }
+        }
+    }
     req.requests
         .iter()
         .filter_map(request_key)
         .try_for_each(|k| check_key_in_region(k, region))
+}
+
+/// Checks that `[start, end)` (an empty `end`: to the end of the key space) lies in `region`:
+/// its start in the region and its end no further than the region's.
+pub(crate) fn check_range_in_region(
+    start: &[u8],
+    end: &[u8],
+    region: &metapb::Region,
+) -> Result<()> {
+    check_key_in_region(start, region)?;
+    let region_end = region.end_key.as_slice();
+    let within = region_end.is_empty() || (!end.is_empty() && end <= region_end);
+    if within {
+        return Ok(());
+    }
+    Err(Error::KeyNotInRegion {
+        key: end.to_vec(),
+        region_id: region.id,
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+    })
 }
 
 /// Checks that `key` can split `region`: inside it and not its first key.

@@ -1,9 +1,13 @@
-//! `GET /kv?start=&end=&limit=`: the pairs of a key range as JSON.
+//! `GET /kv?start=&end=&limit=`: the pairs of a key range as JSON; `DELETE /kv?start=&end=`:
+//! every key of the range deleted.
 //!
 //! ```text
 //! GET /kv?start=a&end=m&limit=100[&reverse=true][&keys_only=true][&encoding=utf8|hex|base64][&cf=CF]
 //! 200 {"kvs":[{"key":"a","value":"1"},...],"truncated":false}
+//! DELETE /kv?start=a&end=m[&encoding=..][&cf=CF]    204
 //! ```
+//! A `DELETE /kv` must name `start` or `end`: deleting every key takes `start=` and `end=`
+//! given empty on purpose (`DELETE /kv?start=&end=`).
 //! `start` (inclusive) and `end` (exclusive; empty: to the last key) and every key and value in
 //! the answer are written in `encoding`: `utf8` (the default; a key or value that is not UTF-8
 //! is a 422 naming the other encodings), `hex` or `base64` (standard alphabet, padded).
@@ -192,6 +196,63 @@ fn answer(
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         },
         Err(reason) => unprocessable(reason),
+    }
+}
+
+/// Whether a `DELETE /kv` names its range (a bare `DELETE /kv` is refused, so a typo cannot
+/// delete everything).
+fn names_range(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.starts_with("start=") || p.starts_with("end="))
+    })
+}
+
+/// `DELETE /kv?start=&end=` over a local storage.
+pub async fn local_delete<S: Storage>(
+    State(raw): State<RawApi<S>>,
+    uri: axum::http::Uri,
+    Query(q): Query<RangeQuery>,
+) -> Response {
+    if !names_range(uri.query()) {
+        return bad_request("DELETE /kv needs start= and end= (empty for unbounded)".into());
+    }
+    let (_, range) = match parse(&q, u32::MAX) {
+        Ok(p) => p,
+        Err(reason) => return bad_request(reason),
+    };
+    let cf = q.cf;
+    match super::run(move || raw.delete_range(&Context::default(), &cf, range.start, range.end))
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /kv?start=&end=` through the cluster, region by region.
+pub async fn cluster_delete(
+    State(gw): State<Arc<Gateway>>,
+    uri: axum::http::Uri,
+    Query(q): Query<RangeQuery>,
+) -> Response {
+    if !names_range(uri.query()) {
+        return bad_request("DELETE /kv needs start= and end= (empty for unbounded)".into());
+    }
+    let (_, range) = match parse(&q, u32::MAX) {
+        Ok(p) => p,
+        Err(reason) => return bad_request(reason),
+    };
+    if let Err(e) = kv::Cf::from_name(&q.cf) {
+        return error_response(e);
+    }
+    let client = match gw.client().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.delete_range(&q.cf, &range.start, &range.end).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => cluster_error_response(e),
     }
 }
 

@@ -77,6 +77,10 @@ async fn ctl_batches_ranges_and_hex_1() {
             ctl_at(&addr, &["--hex", "scan", "--end", "0100"]),
             ctl_at(&addr, &["--hex", "get", "0g"]),
             ctl_at(&addr, &["batch-put", "odd"]),
+            ctl_at(&addr, &["batch-put", "m", "1", "n", "2", "o", "3"]),
+            ctl_at(&addr, &["delete-range", "--start", "m", "--end", "o"]),
+            ctl_at(&addr, &["scan", "--start", "m", "--keys-only"]),
+            ctl_at(&addr, &["delete-range", "--start", "m"]),
         ]
     })
     .await
@@ -94,5 +98,12 @@ async fn ctl_batches_ranges_and_hex_1() {
     assert_eq!(out[10].0, 2, "{:?}", out[10]);
     assert!(out[10].2.contains("not hex"), "{:?}", out[10]);
     assert_eq!(out[11].0, 2, "{:?}", out[11]);
+    assert_eq!(out[13], (0, "OK\n".into(), String::new()));
+    assert_eq!(out[14], (0, "o\n".into(), String::new()));
+    assert_eq!(
+        out[15].0, 2,
+        "an unbounded end is asked for, not assumed: {:?}",
+        out[15]
+    );
     server.shutdown().await.unwrap();
 }

@@ -126,5 +126,21 @@ async fn http_gateway_scans_a_range_as_json_1() {
     assert_eq!(get("/kv?encoding=rot13").await.0, 400);
     assert_eq!(get("/kv?start=zz&encoding=hex").await.0, 400);
     assert_eq!(get("/kv?cf=bogus").await.0, 400);
+
+    // DELETE /kv deletes a range, and only when the range is named.
+    assert_eq!(http(a, "DELETE", "/kv?start=b&end=d", b"").await.0, 204);
+    assert_eq!(
+        get("/kv?keys_only=true&end=e").await,
+        (
+            200,
+            r#"{"kvs":[{"key":"a"},{"key":"d"}],"truncated":false}"#.into()
+        )
+    );
+    assert_eq!(http(a, "DELETE", "/kv", b"").await.0, 400);
+    assert_eq!(http(a, "DELETE", "/kv?start=&end=", b"").await.0, 204);
+    assert_eq!(
+        get("/kv?encoding=hex").await,
+        (200, r#"{"kvs":[],"truncated":false}"#.into())
+    );
     server.shutdown().await.unwrap();
 }

@@ -493,6 +493,24 @@ async fn batches_and_range_scans_span_regions_2b() {
         )
     );
 
+    // A delete of a range across regions, one write per region; the keys around it stay.
+    client.delete_range("default", b"e", b"r").await.unwrap();
+    assert_eq!(keys(&ScanRange::new(b"", b"", 100)).await, "abcdrstuvwxyz");
+    // A store refuses a range that crosses its region's end: it could reach the next region.
+    let leader = cluster.leader_store(b"f").expect("a leader");
+    let addr = cluster
+        .stores()
+        .iter()
+        .find(|s| s.id == leader)
+        .unwrap()
+        .addr;
+    let mut one = tessera_client::RawClient::connect(&addr.to_string())
+        .await
+        .unwrap();
+    let e = one.delete_range("default", b"f", b"h").await.unwrap_err();
+    assert!(e.to_string().contains("not in region"), "{e}");
+    client.batch_put("default", &pairs).await.unwrap();
+
     client
         .batch_delete("default", &letters(b'c', b'x'))
         .await

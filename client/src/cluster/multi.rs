@@ -11,7 +11,9 @@
 //! asks for the region of a key below the end; a region that ends below the end is not the one
 //! (more keys lie between), and the client moves to the next region until one reaches the end.
 
-use proto::kvrpcpb::{KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest};
+use proto::kvrpcpb::{
+    KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest, RawDeleteRangeRequest,
+};
 use proto::metapb;
 
 use super::retry::{ClusterError, Reply, Retry};
@@ -234,6 +236,52 @@ impl ClusterClient {
             pending.drain(..share(&pending, &region));
         }
         Ok(())
+    }
+}
+
+impl ClusterClient {
+    /// Deletes every key of `[start, end)` in `cf` (an empty `end`: to the last key), one write
+    /// per region the range crosses, from the first region up; errors as
+    /// [`ClusterClient::batch_put`] (the regions below the failed one are done).
+    pub async fn delete_range(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<(), ClusterError> {
+        let mut from = start.to_vec();
+        loop {
+            if !end.is_empty() && end <= from.as_slice() {
+                return Ok(());
+            }
+            let mut retry = Retry::once("delete_range", &from, &self.inner.config);
+            let mut f = |region: &metapb::Region, s: StoreConn, ctx| {
+                // This region's part of the range: up to its end or the range's, the lower.
+                let upto = if region.end_key.is_empty()
+                    || (!end.is_empty() && end <= region.end_key.as_slice())
+                {
+                    end.to_vec()
+                } else {
+                    region.end_key.clone()
+                };
+                let req = RawDeleteRangeRequest {
+                    context: Some(ctx),
+                    start_key: from.clone(),
+                    end_key: upto,
+                    cf: cf.to_string(),
+                };
+                let mut c = s.client;
+                async move {
+                    let r = c.raw_delete_range(req).await?.into_inner();
+                    Ok(Reply::raw(r.region_error, r.error, ()))
+                }
+            };
+            let ((), region) = self.call_in_region(&mut retry, &from, &mut f).await?;
+            if region.end_key.is_empty() {
+                return Ok(());
+            }
+            from = region.end_key;
+        }
     }
 }
 

@@ -119,6 +119,52 @@ fn batch_bound<S: Storage>(a: &RawApi<S>) {
     assert!(e.to_string().contains("exceeds the limit of 4"), "{e}");
 }
 
+fn delete_ranges<S: Storage>(a: &RawApi<S>) {
+    let ctx = Context::default();
+    let all = |a: &RawApi<S>| {
+        keys(
+            &a.scan_range(&ctx, "default", &range("", "", 100))
+                .unwrap()
+                .pairs,
+        )
+    };
+    a.delete_range(&ctx, "default", b"c".to_vec(), b"f".to_vec())
+        .unwrap();
+    assert_eq!(all(a), ["a", "b", "f", "g", "h", "i", "j"]);
+    // An empty end: to the last key. Another column family is untouched.
+    a.delete_range(&ctx, "default", b"h".to_vec(), Vec::new())
+        .unwrap();
+    assert_eq!(all(a), ["a", "b", "f", "g"]);
+    assert_eq!(a.get(&ctx, "lock", b"b").unwrap(), Some(b"other".to_vec()));
+    // An empty range deletes nothing; an inverted one is refused.
+    a.delete_range(&ctx, "default", b"g".to_vec(), b"g".to_vec())
+        .unwrap();
+    assert_eq!(all(a), ["a", "b", "f", "g"]);
+    let e = a
+        .delete_range(&ctx, "default", b"g".to_vec(), b"a".to_vec())
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    // Keys written after the delete are there.
+    a.put(&ctx, "default", b"d".to_vec(), b"again".to_vec())
+        .unwrap();
+    assert_eq!(all(a), ["a", "b", "d", "f", "g"]);
+    a.delete_range(&ctx, "default", Vec::new(), Vec::new())
+        .unwrap();
+    assert!(all(a).is_empty());
+}
+
+#[test]
+fn delete_ranges_in_memory_1() {
+    delete_ranges(&filled(MemoryStorage::new(), RawLimits::default()));
+}
+
+#[test]
+fn delete_ranges_on_rocksdb_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StandaloneStorage::open(dir.path(), false).unwrap();
+    delete_ranges(&filled(storage, RawLimits::default()));
+}
+
 fn small() -> RawLimits {
     RawLimits {
         max_scan_limit: 4,

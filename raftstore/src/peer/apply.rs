@@ -11,8 +11,9 @@ use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CmdType,
-    CompactLogResponse, DeleteRequest, DeleteResponse, GetResponse, PutRequest, PutResponse,
-    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response, SnapResponse,
+    CompactLogResponse, DeleteRangeResponse, DeleteRequest, DeleteResponse, GetResponse,
+    PutRequest, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request,
+    Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
@@ -265,6 +266,7 @@ impl PeerMsgHandler<'_> {
                 Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.cf.as_str()),
                 Ok(CmdType::Get) => r.get.as_ref().map(|g| g.cf.as_str()),
                 Ok(CmdType::Cas) => r.cas.as_ref().map(|c| c.cf.as_str()),
+                Ok(CmdType::DeleteRange) => r.delete_range.as_ref().map(|d| d.cf.as_str()),
                 _ => None,
             };
             Cf::from_name(cf.unwrap_or_default())?;
@@ -280,6 +282,23 @@ impl PeerMsgHandler<'_> {
             match cmd_type {
                 CmdType::Put | CmdType::Delete => {
                     resp = exec_write(r, wb)?.expect("a put or a delete");
+                }
+                CmdType::DeleteRange => {
+                    let d = r.delete_range.clone().unwrap_or_default();
+                    // Checked against the region at proposal and above; cut to the region's
+                    // range all the same, so no command can reach another region's data.
+                    let region = self.peer.region();
+                    let start =
+                        keys::data_key(d.start_key.max(region.start_key.clone()).as_slice());
+                    let end = match (d.end_key.is_empty(), region.end_key.is_empty()) {
+                        (_, true) => keys::data_end_key(&d.end_key),
+                        (true, false) => keys::data_key(&region.end_key),
+                        (false, false) => keys::data_key(d.end_key.min(region.end_key).as_slice()),
+                    };
+                    if start < end {
+                        wb.delete_range_cf(Cf::from_name(&d.cf)?, &start, &end)?;
+                    }
+                    resp.delete_range = Some(DeleteRangeResponse {});
                 }
                 CmdType::Get => {
                     let g = r.get.clone().unwrap_or_default();

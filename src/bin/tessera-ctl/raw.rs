@@ -59,6 +59,16 @@ pub(crate) enum RawCmd {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Delete every key of [START, END) (one write per region); both are required, an empty
+    /// END meaning to the last key: `delete-range --start a --end ''`
+    DeleteRange {
+        /// First key deleted
+        #[arg(long)]
+        start: String,
+        /// End of the range (exclusive); empty is unbounded
+        #[arg(long)]
+        end: String,
+    },
 }
 
 /// What `cas` expects KEY to hold: exactly one of the two.
@@ -257,6 +267,10 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
         RawCmd::BatchDelete { keys } => {
             let keys = text.all(&keys).map_err(Usage::Bad)?;
             either!(client, batch_delete(cf, &keys));
+            println!("OK");
+        }
+        RawCmd::DeleteRange { start, end } => {
+            either!(client, delete_range(cf, &arg(&start)?, &arg(&end)?));
             println!("OK");
         }
     }

@@ -115,3 +115,56 @@ fn readies_of_several_regions_share_one_write_2b() {
         assert!(m.raft_engine_syncs() <= m.raft_engine_writes());
     }
 }
+
+/// A delete of a range inside a region removes its keys on every replica and nothing outside
+/// it; a range that reaches past the region's end is refused before it is proposed.
+#[test]
+fn a_deleted_range_stays_inside_its_region_2b() {
+    let cluster = two_regions();
+    for k in [&b"a"[..], b"c", b"l", b"m", b"x"] {
+        cluster.must_put(k, k);
+    }
+    let left = cluster.get_region(b"a");
+    let leader = cluster.wait_leader(left.id, WAIT);
+    let storage = cluster.raft_storage(leader.store_id).unwrap();
+    let range = |start: &[u8], end: &[u8]| Modify::DeleteRange {
+        cf: Cf::Default,
+        start: start.to_vec(),
+        end: end.to_vec(),
+    };
+    match storage.write(&Context::default(), vec![range(b"b", b"z")]) {
+        Err(kv::Error::Region(e)) => {
+            let kn = e.key_not_in_region.expect("KeyNotInRegion");
+            assert_eq!(kn.region_id, left.id);
+        }
+        other => panic!("expected KeyNotInRegion, got {other:?}"),
+    }
+    match storage.write(&Context::default(), vec![range(b"b", b"")]) {
+        Err(kv::Error::Region(e)) => assert!(e.key_not_in_region.is_some(), "{e:?}"),
+        other => panic!("an unbounded range in a bounded region: {other:?}"),
+    }
+    storage
+        .write(&Context::default(), vec![range(b"b", b"m")])
+        .unwrap();
+    assert_eq!(cluster.must_get(b"a").as_deref(), Some(&b"a"[..]));
+    assert_eq!(cluster.must_get(b"c"), None);
+    assert_eq!(cluster.must_get(b"l"), None);
+    assert_eq!(cluster.must_get(b"m").as_deref(), Some(&b"m"[..]));
+    // Every replica applies it: "c" and "l" leave each store's engine, "m" stays.
+    let deadline = Instant::now() + WAIT;
+    for store in cluster.store_ids() {
+        let engines = cluster.engines(store).unwrap();
+        let get = |k: &[u8]| {
+            kv::engine::get_cf(&engines.kv, Cf::Default, &kv::keys::data_key(k)).unwrap()
+        };
+        while get(b"c").is_some() || get(b"l").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "store {store} never applied the delete"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(get(b"m").as_deref(), Some(&b"m"[..]), "store {store}");
+        assert_eq!(get(b"a").as_deref(), Some(&b"a"[..]), "store {store}");
+    }
+}
