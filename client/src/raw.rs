@@ -373,6 +373,19 @@ pub(crate) fn kv_pair(key: &[u8], value: &[u8]) -> KvPair {
     }
 }
 
+/// The first key after every key starting with `prefix`: the prefix without its trailing 0xff
+/// bytes, its last byte incremented; empty (unbounded) when there is no such key.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    end
+}
+
 /// What a scan reads: the keys of `[start, end)` (an empty `end`: to the last key), at most
 /// `limit` pairs, in key order or from the top of the range down (`reverse`), with values or
 /// keys only (`key_only`: every value comes back empty).
@@ -399,6 +412,11 @@ impl ScanRange {
             limit,
             ..ScanRange::default()
         }
+    }
+
+    /// Up to `limit` pairs of the keys starting with `prefix`, in key order.
+    pub fn prefix(prefix: &[u8], limit: u32) -> ScanRange {
+        ScanRange::new(prefix, &prefix_end(prefix), limit)
     }
 
     /// The same range, largest keys first.
@@ -442,6 +460,19 @@ impl ScanRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_ends_after_its_last_key_1() {
+        assert_eq!(prefix_end(b"ab"), b"ac");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"");
+        assert_eq!(prefix_end(b""), b"");
+        let r = ScanRange::prefix(b"k/", 10);
+        assert_eq!(
+            (r.start.as_slice(), r.end.as_slice()),
+            (&b"k/"[..], &b"k0"[..])
+        );
+    }
 
     #[tokio::test]
     async fn only_a_connection_never_made_proves_a_request_was_not_sent_1() {

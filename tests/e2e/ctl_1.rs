@@ -1,6 +1,6 @@
 //! `tessera-ctl` as a user runs it: output and exit codes.
 
-use crate::util::{ctl, start, test_config};
+use crate::util::{ctl, ctl_env, start, test_config};
 
 fn ctl_at(addr: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["--addr", addr];
@@ -105,5 +105,55 @@ async fn ctl_batches_ranges_and_hex_1() {
         "an unbounded end is asked for, not assumed: {:?}",
         out[15]
     );
+    server.shutdown().await.unwrap();
+}
+
+/// Global flags from `TESSERA_*` variables (the command line wins), `-w json` answers, and
+/// `scan --prefix`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_environment_json_and_prefix_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&test_config(dir.path())).await;
+    let addr = server.addr.to_string();
+    let nobody = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        let at = [("TESSERA_ADDR", addr.as_str())];
+        vec![
+            ctl_env(&at, &["batch-put", "p1", "a", "p2", "b", "q", "c"]),
+            ctl_env(&at, &["-w", "json", "get", "p1"]),
+            ctl_env(&at, &["-w", "json", "scan", "--prefix", "p"]),
+            ctl_env(&[at[0], ("TESSERA_WRITE_OUT", "json")], &["put", "x", "y"]),
+            ctl_env(&[at[0], ("TESSERA_HEX", "true")], &["get", "7031"]),
+            ctl_env(&at, &["-w", "json", "cas", "new", "1", "--expect-absent"]),
+            ctl_env(&at, &["-w", "json", "get", "missing"]),
+            // A scheduler named on the command line wins over the address in the environment.
+            ctl_env(&at, &["--scheduler", &nobody, "get", "p1"]),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(out[0], (0, "OK\n".into(), String::new()));
+    assert_eq!(
+        out[1],
+        (
+            0,
+            "{\"kvs\":[{\"key\":\"p1\",\"value\":\"a\"}]}\n".into(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        out[2].1,
+        "{\"kvs\":[{\"key\":\"p1\",\"value\":\"a\"},{\"key\":\"p2\",\"value\":\"b\"}]}\n"
+    );
+    assert_eq!(out[3], (0, "{\"ok\":true}\n".into(), String::new()));
+    assert_eq!(out[4], (0, "61\n".into(), String::new()));
+    assert_eq!(out[5].1, "{\"previous\":null,\"swapped\":true}\n");
+    assert_eq!(out[6].0, 1);
+    assert_eq!(out[6].1, "{\"kvs\":[]}\n");
+    assert_eq!(out[7].0, 4, "{:?}", out[7]);
+    assert!(out[7].2.contains("scheduler"), "{:?}", out[7]);
     server.shutdown().await.unwrap();
 }

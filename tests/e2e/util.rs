@@ -42,7 +42,13 @@ pub async fn start_scheduler(dir: &std::path::Path) -> scheduler::server::Runnin
 
 /// Runs `tessera-ctl` with `args`; returns (exit code, stdout, stderr).
 pub fn ctl(args: &[&str]) -> (i32, String, String) {
+    ctl_env(&[], args)
+}
+
+/// Runs `tessera-ctl` with `args` and the environment variables `envs` set.
+pub fn ctl_env(envs: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-ctl"))
+        .envs(envs.iter().copied())
         .args(args)
         .output()
         .expect("run tessera-ctl");

@@ -1,6 +1,10 @@
 //! `tessera-ctl`: a command-line client of a Tessera server's raw API, or of a whole cluster's
 //! (`--scheduler`: each request goes to the leader of its key's region).
 //!
+//! Global flags may come from the environment instead: `TESSERA_ADDR`, `TESSERA_SCHEDULER`,
+//! `TESSERA_CF`, `TESSERA_HEX` (true/false), `TESSERA_WRITE_OUT` (simple/json); a flag given on
+//! the command line wins.
+//!
 //! Exit codes: 0 success (`cas`: swapped), 1 key not found (`get`), 2 bad usage, 3 the server
 //! rejected the request (or the transaction conflicted or was aborted), 4 the server or the
 //! scheduler could not be reached or the RPC failed (for `cas` and a transaction's commit: or
@@ -25,21 +29,36 @@ use tessera_client::txn::{TxnClient, TxnError};
 #[command(version, about)]
 struct Args {
     /// Server gRPC address [default: 127.0.0.1:20160]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "TESSERA_ADDR")]
     addr: Option<String>,
     /// Column family: default, lock or write
-    #[arg(long, default_value = "default", global = true)]
+    #[arg(long, default_value = "default", global = true, env = "TESSERA_CF")]
     cf: String,
     /// Raw commands: keys and values are hexadecimal, on the command line and in the output
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "TESSERA_HEX", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     hex: bool,
+    /// Raw commands' output: `simple` (lines) or `json` (`{"kvs":[{"key":..,"value":..}]}`,
+    /// keys and values as text, or hex with --hex)
+    #[arg(
+        short = 'w',
+        long,
+        global = true,
+        env = "TESSERA_WRITE_OUT",
+        value_enum,
+        default_value = "simple"
+    )]
+    write_out: raw::WriteOut,
     /// Scheduler address: without --addr, raw commands and `txn` then go through the whole
     /// cluster (to the leader of each key's region); `txn` always takes its timestamps there
     /// [default: 127.0.0.1:2379]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "TESSERA_SCHEDULER")]
     scheduler: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
+    /// Where --addr and --scheduler came from: the environment (`true`) or the command line.
+    #[arg(skip)]
+    from_env: (bool, bool),
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,7 +212,14 @@ const DEFAULT_SCHEDULER: &str = "127.0.0.1:2379";
 async fn run(args: Args) -> Result<u8, Failure> {
     match args.cmd {
         Cmd::Raw(cmd) => {
-            let mut client = match (args.addr, args.scheduler) {
+            // One of the two named on the command line wins over the other from the
+            // environment; both from the same place are a usage error.
+            let (addr, scheduler) = match args.from_env {
+                (true, false) if args.scheduler.is_some() => (None, args.scheduler),
+                (false, true) if args.addr.is_some() => (args.addr, None),
+                _ => (args.addr, args.scheduler),
+            };
+            let mut client = match (addr, scheduler) {
                 (Some(_), Some(_)) => {
                     eprintln!("error: raw commands take either --addr or --scheduler, not both");
                     return Ok(2);
@@ -210,7 +236,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
                     Raw::One(RawClient::connect(addr.as_deref().unwrap_or(DEFAULT_ADDR)).await?)
                 }
             };
-            run_raw(&mut client, &args.cf, args.hex, cmd).await
+            run_raw(&mut client, &args.cf, args.hex, args.write_out, cmd).await
         }
         Cmd::Regions => {
             let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
@@ -316,7 +342,12 @@ fn hole_line(start: &[u8], end: &[u8]) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let from_env =
+        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+    args.from_env = (from_env("addr"), from_env("scheduler"));
     match run(args).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

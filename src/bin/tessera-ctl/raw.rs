@@ -29,11 +29,14 @@ pub(crate) enum RawCmd {
     /// key per line); --reverse from the last key below END down
     Scan {
         /// First key (inclusive)
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", conflicts_with = "prefix")]
         start: String,
         /// End of the range (exclusive); empty is unbounded
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", conflicts_with = "prefix")]
         end: String,
+        /// Every key starting with PREFIX (instead of --start/--end)
+        #[arg(long)]
+        prefix: Option<String>,
         /// The most pairs to print
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -105,10 +108,20 @@ macro_rules! either {
     };
 }
 
+/// How raw commands print their answers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteOut {
+    /// Lines: a value, `key TAB value`, `OK`
+    Simple,
+    /// One JSON object
+    Json,
+}
+
 /// How keys and values are written on the command line and printed.
 #[derive(Clone, Copy)]
 struct Text {
     hex: bool,
+    json: bool,
 }
 
 impl Text {
@@ -141,9 +154,38 @@ impl Text {
         list.iter().map(|s| self.bytes(s)).collect()
     }
 
-    fn print_pairs(self, pairs: &Pairs) {
+    /// Prints pairs: `key TAB value` lines (keys alone with `keys_only`), or
+    /// `{"kvs":[{"key":..,"value":..}]}`.
+    fn print_pairs(self, pairs: &Pairs, keys_only: bool) {
+        if self.json {
+            let kvs: Vec<serde_json::Value> = pairs
+                .iter()
+                .map(|(k, v)| {
+                    let mut o = serde_json::json!({ "key": self.show(k) });
+                    if !keys_only {
+                        o["value"] = self.show(v).into();
+                    }
+                    o
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "kvs": kvs }));
+            return;
+        }
         for (k, v) in pairs {
-            println!("{}\t{}", self.show(k), self.show(v));
+            if keys_only {
+                println!("{}", self.show(k));
+            } else {
+                println!("{}\t{}", self.show(k), self.show(v));
+            }
+        }
+    }
+
+    /// Prints the acknowledgement of a write.
+    fn print_ok(self) {
+        if self.json {
+            println!("{}", serde_json::json!({ "ok": true }));
+        } else {
+            println!("OK");
         }
     }
 }
@@ -152,9 +194,13 @@ pub(crate) async fn run_raw(
     client: &mut Raw,
     cf: &str,
     hex: bool,
+    write_out: WriteOut,
     cmd: RawCmd,
 ) -> Result<u8, Failure> {
-    let text = Text { hex };
+    let text = Text {
+        hex,
+        json: write_out == WriteOut::Json,
+    };
     match run(client, cf, text, cmd).await {
         Ok(code) => Ok(code),
         Err(Usage::Bad(e)) => {
@@ -186,20 +232,27 @@ impl From<ClusterError> for Usage {
 async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, Usage> {
     let arg = |s: &str| text.bytes(s).map_err(Usage::Bad);
     match cmd {
-        RawCmd::Get { key } => match either!(client, get(cf, &arg(&key)?)) {
-            Some(v) => println!("{}", text.show(&v)),
-            None => {
-                eprintln!("key not found: {key}");
-                return Ok(1);
+        RawCmd::Get { key } => {
+            let k = arg(&key)?;
+            match either!(client, get(cf, &k)) {
+                Some(v) if text.json => text.print_pairs(&vec![(k, v)], false),
+                Some(v) => println!("{}", text.show(&v)),
+                None => {
+                    if text.json {
+                        text.print_pairs(&Vec::new(), false);
+                    }
+                    eprintln!("key not found: {key}");
+                    return Ok(1);
+                }
             }
-        },
+        }
         RawCmd::Put { key, value } => {
             either!(client, put(cf, &arg(&key)?, &arg(&value)?));
-            println!("OK");
+            text.print_ok();
         }
         RawCmd::Delete { key } => {
             either!(client, delete(cf, &arg(&key)?));
-            println!("OK");
+            text.print_ok();
         }
         RawCmd::Cas { key, new, expect } => {
             let old = expect.expect.as_deref().map(arg).transpose()?;
@@ -207,17 +260,23 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
                 client,
                 compare_and_swap(cf, &arg(&key)?, old.as_deref(), &arg(&new)?)
             );
-            println!(
-                "{}",
-                if out.succeed {
-                    "swapped"
-                } else {
-                    "not swapped"
+            if text.json {
+                let previous = out.previous.as_deref().map(|v| text.show(v));
+                let answer = serde_json::json!({ "swapped": out.succeed, "previous": previous });
+                println!("{answer}");
+            } else {
+                println!(
+                    "{}",
+                    if out.succeed {
+                        "swapped"
+                    } else {
+                        "not swapped"
+                    }
+                );
+                match &out.previous {
+                    Some(v) => println!("previous: {}", text.show(v)),
+                    None => println!("previous absent"),
                 }
-            );
-            match out.previous {
-                Some(v) => println!("previous: {}", text.show(&v)),
-                None => println!("previous absent"),
             }
             if !out.succeed {
                 return Ok(CAS_REFUSED);
@@ -226,31 +285,25 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
         RawCmd::Scan {
             start,
             end,
+            prefix,
             limit,
             reverse,
             keys_only,
         } => {
-            let range = ScanRange {
-                start: arg(&start)?,
-                end: arg(&end)?,
-                limit,
-                reverse,
-                key_only: keys_only,
+            let mut range = match prefix {
+                Some(p) => ScanRange::prefix(&arg(&p)?, limit),
+                None => ScanRange::new(&arg(&start)?, &arg(&end)?, limit),
             };
+            range.reverse = reverse;
+            range.key_only = keys_only;
             let pairs = either!(client, scan_range(cf, &range));
-            if keys_only {
-                for (k, _) in pairs {
-                    println!("{}", text.show(&k));
-                }
-            } else {
-                text.print_pairs(&pairs);
-            }
+            text.print_pairs(&pairs, keys_only);
         }
         RawCmd::BatchGet { keys } => {
             let keys = text.all(&keys).map_err(Usage::Bad)?;
             let mut pairs = either!(client, batch_get(cf, &keys));
             pairs.sort();
-            text.print_pairs(&pairs);
+            text.print_pairs(&pairs, false);
         }
         RawCmd::BatchPut { pairs } => {
             if pairs.len() % 2 != 0 {
@@ -262,16 +315,16 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
                 .map(|kv| (kv[0].clone(), kv[1].clone()))
                 .collect();
             either!(client, batch_put(cf, &pairs));
-            println!("OK");
+            text.print_ok();
         }
         RawCmd::BatchDelete { keys } => {
             let keys = text.all(&keys).map_err(Usage::Bad)?;
             either!(client, batch_delete(cf, &keys));
-            println!("OK");
+            text.print_ok();
         }
         RawCmd::DeleteRange { start, end } => {
             either!(client, delete_range(cf, &arg(&start)?, &arg(&end)?));
-            println!("OK");
+            text.print_ok();
         }
     }
     Ok(0)
