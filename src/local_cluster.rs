@@ -5,31 +5,24 @@
 //! keys, or one per range between the split keys), each with a peer on every store. The
 //! scheduler is told of the first region at bootstrap and learns the others from their leaders'
 //! heartbeats; [`LocalCluster::start`] returns once every region has a leader the scheduler
-//! knows. Each store serves the `TinyKv` service (raw, transactions, raft messages) and an HTTP
-//! gateway that routes through a [`tessera_client::cluster::ClusterClient`].
+//! knows. Each store is started by the one store assembly, [`crate::server::start_with`], as
+//! `tessera-server --engine raft` starts it: the client port, the peer port, the HTTP gateway
+//! (routing through a [`tessera_client::cluster::ClusterClient`]) and the scheduler's operators.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kv::{Engines, KvService, RawApi, RawLimits, WriteBatch};
+use kv::{Engines, WriteBatch};
 use proto::metapb;
-use proto::tinykvpb::tiny_kv_server::TinyKvServer;
-use raftstore::{RaftstoreHandle, SchedulerRunner, Worker};
 use scheduler::server::RunningScheduler;
 use scheduler_client::SchedulerClient;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::peer_service::{ClusterToken, PeerService};
-use crate::raft_server::ServerTransport;
-
-/// How long a stopping store's servers may take to drain before they are cut off.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::config::{Config, EngineKind, RawConfig};
+use crate::server::{Listeners, RunningServer, StartOptions};
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -41,7 +34,7 @@ pub struct LocalClusterConfig {
     /// The stores' configuration.
     pub raftstore: raftstore::Config,
     /// Limits of the raw API.
-    pub raw: RawLimits,
+    pub raw: RawConfig,
     /// How long [`LocalCluster::start`] waits for every region to have a known leader.
     pub ready_timeout: Duration,
 }
@@ -53,7 +46,7 @@ impl LocalClusterConfig {
             stores,
             split_keys: Vec::new(),
             raftstore: raftstore::Config::test(),
-            raw: RawLimits::default(),
+            raw: RawConfig::default(),
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -61,21 +54,16 @@ impl LocalClusterConfig {
 
 /// One running store.
 pub struct LocalStore {
-    /// The store id.
+    /// Its store id.
     pub id: u64,
-    /// Its gRPC address.
+    /// Its client gRPC address.
     pub addr: SocketAddr,
     /// Its HTTP gateway's address.
     pub status_addr: SocketAddr,
-    handle: RaftstoreHandle,
-    heartbeats: Worker<SchedulerRunner>,
-    stop: watch::Sender<bool>,
-    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
-    peer: JoinHandle<Result<(), tonic::transport::Error>>,
-    http: JoinHandle<std::io::Result<()>>,
+    server: RunningServer,
 }
 
-/// A running in-process cluster; stop it with [`LocalCluster::shutdown`].
+/// A scheduler and raft stores in this process.
 pub struct LocalCluster {
     scheduler: Arc<scheduler::Cluster>,
     scheduler_server: RunningScheduler,
@@ -125,7 +113,8 @@ impl LocalCluster {
     pub async fn start(dir: &Path, config: LocalClusterConfig) -> anyhow::Result<LocalCluster> {
         anyhow::ensure!(config.stores > 0, "a cluster needs at least one store");
         let sched_config = scheduler::Config {
-            // Operators are not executed by these stores; keep the scheduler from planning any.
+            // The layout stays as bootstrapped: the stores would carry out balancing operators,
+            // and the benchmark and the tests want regions and leaders where they put them.
             balance_leader: false,
             balance_region: false,
             max_replicas: config.stores as u32,
@@ -143,20 +132,22 @@ impl LocalCluster {
         let regions = initial_regions(&sched, &ids, &config.split_keys)?;
         let mut listeners = Vec::new();
         for &id in &ids {
-            let grpc = TcpListener::bind("127.0.0.1:0").await?;
-            let peer = TcpListener::bind("127.0.0.1:0").await?;
-            let http = TcpListener::bind("127.0.0.1:0").await?;
+            let l = Listeners {
+                grpc: TcpListener::bind("127.0.0.1:0").await?,
+                peer: TcpListener::bind("127.0.0.1:0").await?,
+                http: TcpListener::bind("127.0.0.1:0").await?,
+            };
             let store = metapb::Store {
                 id,
-                address: grpc.local_addr()?.to_string(),
+                address: l.grpc.local_addr()?.to_string(),
                 state: metapb::StoreState::Up as i32,
-                peer_address: peer.local_addr()?.to_string(),
+                peer_address: l.peer.local_addr()?.to_string(),
             };
             if id == ids[0] {
                 sched.bootstrap(store.clone(), regions[0].clone())?;
             }
             sched.put_store(store)?;
-            listeners.push((grpc, peer, http));
+            listeners.push(l);
         }
         let mut this = LocalCluster {
             scheduler: cluster.clone(),
@@ -165,20 +156,34 @@ impl LocalCluster {
             regions: regions.len(),
         };
         let scheduler_addr = this.scheduler_addr().to_string();
-        for (&id, (grpc, peer, http)) in ids.iter().zip(listeners) {
-            let dir = dir.join(format!("store-{id}"));
-            let dir = dir.as_path();
-            let store = StoreSetup {
-                config: &config,
-                cluster: &cluster,
-                scheduler_addr: &scheduler_addr,
-                dir,
-                regions: &regions,
-            }
-            .start(id, grpc, peer, http)
-            .await
-            .with_context(|| format!("starting store {id}"))?;
-            this.stores.push(store);
+        for (&id, l) in ids.iter().zip(listeners) {
+            let data_dir = dir.join(format!("store-{id}"));
+            let store_config = Config {
+                engine: EngineKind::Raft,
+                scheduler_addr: scheduler_addr.clone(),
+                raw: config.raw.clone(),
+                ..Config::loopback(&data_dir)
+            };
+            let (cluster_id, regions_owned) = (sched.cluster_id(), regions.clone());
+            let dir_owned = data_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                bootstrap_store(&dir_owned, cluster_id, id, &regions_owned)
+            })
+            .await?
+            .with_context(|| format!("bootstrapping store {id}"))?;
+            let options = StartOptions {
+                listeners: Some(l),
+                raftstore: Some(config.raftstore.clone()),
+            };
+            let server = crate::server::start_with(&store_config, options)
+                .await
+                .with_context(|| format!("starting store {id}"))?;
+            this.stores.push(LocalStore {
+                id,
+                addr: server.addr,
+                status_addr: server.status_addr,
+                server,
+            });
         }
         this.wait_ready(config.ready_timeout).await?;
         Ok(this)
@@ -259,153 +264,26 @@ impl LocalCluster {
 
 impl LocalStore {
     async fn stop(self) {
-        let LocalStore {
-            mut handle,
-            mut heartbeats,
-            stop,
-            mut grpc,
-            mut peer,
-            mut http,
-            ..
-        } = self;
-        let _ = stop.send(true);
-        // Stopping the raftstore joins its thread; commands still pending time out.
-        let _ = tokio::task::spawn_blocking(move || {
-            handle.stop();
-            heartbeats.stop();
-        })
-        .await;
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut grpc)
-            .await
-            .is_err()
-        {
-            grpc.abort();
-        }
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut peer)
-            .await
-            .is_err()
-        {
-            peer.abort();
-        }
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut http)
-            .await
-            .is_err()
-        {
-            http.abort();
+        if let Err(e) = self.server.shutdown().await {
+            tracing::warn!(store_id = self.id, error = %e, "store stopped with an error");
         }
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// What every store of a cluster is started with.
-struct StoreSetup<'a> {
-    config: &'a LocalClusterConfig,
-    cluster: &'a Arc<scheduler::Cluster>,
-    scheduler_addr: &'a str,
-    dir: &'a Path,
-    regions: &'a [metapb::Region],
-}
-
-impl StoreSetup<'_> {
-    /// Bootstraps store `id` over fresh engines with the regions, and starts it serving on
-    /// the three listeners (clients, other stores, HTTP).
-    async fn start(
-        &self,
-        id: u64,
-        grpc: TcpListener,
-        peer: TcpListener,
-        http: TcpListener,
-    ) -> anyhow::Result<LocalStore> {
-        let (config, cluster, dir, regions) = (self.config, self.cluster, self.dir, self.regions);
-        let sched: Arc<dyn SchedulerClient> =
-            Arc::new(scheduler::LocalClient::new(cluster.clone()));
-        let engines = Engines::open(dir)?;
-        raftstore::bootstrap::bootstrap_store(&engines, sched.cluster_id(), id)?;
-        let mut wb = WriteBatch::new(&engines.kv);
-        for region in regions {
-            raftstore::bootstrap::write_initial_region(&engines, region, &mut wb)?;
-        }
-        wb.write(true)?;
-        let heartbeats = Worker::start(
-            &format!("sched-{id}"),
-            SchedulerRunner::new(id, sched.clone()),
-            None,
-        )?;
-        let transport = Arc::new(ServerTransport::new(
-            tokio::runtime::Handle::current(),
-            sched,
-            ClusterToken::default(),
-            None,
-        ));
-        let snap_mgr = snap::SnapManager::open(dir.join("snap"), snap::SnapConfig::default())?;
-        let cfg = config.raftstore.clone();
-        let scheduler_task = heartbeats.scheduler();
-        let (node_transport, node_snaps) = (transport.clone(), snap_mgr.clone());
-        let handle = tokio::task::spawn_blocking(move || {
-            raftstore::start_raftstore(
-                cfg,
-                engines,
-                node_snaps,
-                id,
-                node_transport,
-                Some(scheduler_task),
-            )
-        })
-        .await??;
-        transport.set_router(handle.router().clone());
-        let raw = RawApi::new(Arc::new(handle.storage()), config.raw.clone());
-        let (stop, rx) = watch::channel(false);
-        let service = KvService::new(raw).with_stopping(rx.clone());
-        let peer_service = PeerService::new(
-            handle.inbound().clone(),
-            snap_mgr,
-            ClusterToken::default(),
-            rx.clone(),
-        );
-        let peer = crate::peer_service::serve(
-            peer,
-            peer_service,
-            64 << 20,
-            crate::config::DEFAULT_MAX_CONNECTIONS,
-            rx.clone(),
-        );
-        let addr = grpc.local_addr()?;
-        let status_addr = http.local_addr()?;
-        let incoming = crate::incoming::bounded(grpc, crate::config::DEFAULT_MAX_CONNECTIONS);
-        let grpc = tokio::spawn(
-            crate::server::grpc_server()
-                .add_service(TinyKvServer::new(service))
-                .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
-        );
-        let status = crate::status::StatusSource::Raft {
-            store_id: id,
-            health: handle.health().clone(),
-            metrics: handle.metrics().clone(),
-            stopping: rx.clone(),
-        };
-        let app = crate::http::cluster_router(self.scheduler_addr.to_string(), config.raw.clone())
-            .merge(crate::status::routes(status));
-        let http = tokio::spawn(
-            axum::serve(
-                crate::incoming::BoundedListener::new(http, crate::config::DEFAULT_MAX_CONNECTIONS),
-                app,
-            )
-            .with_graceful_shutdown(stopped(rx))
-            .into_future(),
-        );
-        Ok(LocalStore {
-            id,
-            addr,
-            status_addr,
-            handle,
-            heartbeats,
-            stop,
-            grpc,
-            peer,
-            http,
-        })
+/// Bootstraps the engines of store `id` under `data_dir` (where the store assembly opens them)
+/// with the cluster's regions, as the static bootstrap has every store hold them from the start.
+fn bootstrap_store(
+    data_dir: &Path,
+    cluster_id: u64,
+    id: u64,
+    regions: &[metapb::Region],
+) -> anyhow::Result<()> {
+    let engines = Engines::open(&data_dir.join("store"))?;
+    raftstore::bootstrap::bootstrap_store(&engines, cluster_id, id)?;
+    let mut wb = WriteBatch::new(&engines.kv);
+    for region in regions {
+        raftstore::bootstrap::write_initial_region(&engines, region, &mut wb)?;
     }
+    wb.write(true)?;
+    Ok(())
 }

@@ -37,8 +37,31 @@ pub(crate) fn grpc_server() -> tonic::transport::Server {
     tonic::transport::Server::builder().max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
 }
 
+/// What an in-process caller (the local cluster) may give [`start_with`] beyond the
+/// configuration file's settings.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Listeners already bound, instead of binding `addr`, `peer_addr` and `status_addr`.
+    pub listeners: Option<Listeners>,
+    /// The raftstore's whole configuration, instead of `[raftstore]` over the defaults (for
+    /// settings the file does not carry, such as the test timings).
+    pub raftstore: Option<raftstore::Config>,
+}
+
+/// The three listeners of a store: clients, other stores, HTTP.
+pub struct Listeners {
+    /// The client gRPC port.
+    pub grpc: TcpListener,
+    /// The peer gRPC port (raft engine).
+    pub peer: TcpListener,
+    /// The HTTP gateway.
+    pub http: TcpListener,
+}
+
 /// A server started by [`start`]; stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {
+    /// The store's id (raft engine).
+    pub store_id: Option<u64>,
     /// The bound client gRPC address.
     pub addr: SocketAddr,
     /// The bound peer gRPC address (raft engine only).
@@ -121,6 +144,7 @@ fn open_standalone(config: &Config) -> anyhow::Result<Arc<StandaloneStorage>> {
 /// address it takes raft on.
 async fn start_raft_node(
     config: &Config,
+    raft_cfg: raftstore::Config,
     addr: SocketAddr,
     peer_addr: SocketAddr,
     token: ClusterToken,
@@ -156,7 +180,6 @@ async fn start_raft_node(
         token,
         source_ip,
     ));
-    let raft_cfg = config.to_raftstore();
     let raft_engine = config.raftstore.raft_engine;
     let node_transport = transport.clone();
     let node = tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
@@ -181,15 +204,30 @@ async fn start_raft_node(
 
 /// Opens the storage, binds the listeners and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let grpc = bind(&config.addr).await?;
-    let http = bind(&config.status_addr).await?;
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`], with what only an in-process caller can give (see [`StartOptions`]).
+pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Result<RunningServer> {
+    let (grpc, http, mut peer) = match options.listeners {
+        Some(l) => (l.grpc, l.http, Some(l.peer)),
+        None => (
+            bind(&config.addr).await?,
+            bind(&config.status_addr).await?,
+            None,
+        ),
+    };
     let addr = grpc.local_addr()?;
     let status_addr = http.local_addr()?;
     let (stop, rx) = watch::channel(false);
+    // The peer port stops only once the client ports have drained: the writes still running
+    // then need the other stores' answers to commit.
+    let (peer_stop, peer_rx) = watch::channel(false);
     let stop = Arc::new(stop);
 
     let mut peer_task = None;
     let mut peer_addr = None;
+    let mut store_id = None;
     let (backend, status, grpc_task, http_task) = match config.engine {
         EngineKind::Standalone => {
             let storage = open_standalone(config)?;
@@ -203,7 +241,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             (Backend::Memory, status, g, h)
         }
         EngineKind::Raft => {
-            let peer = bind(&config.peer_addr).await?;
+            let peer = match peer.take() {
+                Some(l) => l,
+                None => bind(&config.peer_addr).await?,
+            };
             let bound_peer = peer.local_addr()?;
             let token = ClusterToken::new(&config.security.token()?);
             if !token.is_set() {
@@ -211,13 +252,22 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
                     "no cluster token: the peer port takes raft traffic from anyone who can \
                      reach it (set security.cluster_token or --cluster-token-file)");
             }
-            let node = start_raft_node(config, addr, bound_peer, token.clone()).await?;
+            let raft_cfg = match options.raftstore {
+                // The disk reserve is the configuration's, as with `[raftstore]`.
+                Some(c) => raftstore::Config {
+                    reserve_space: config.storage.reserve_space.0,
+                    ..c
+                },
+                None => config.to_raftstore(),
+            };
+            let node = start_raft_node(config, raft_cfg, addr, bound_peer, token.clone()).await?;
+            store_id = Some(node.store_id());
             let rs = node.raftstore();
             let peer_service = PeerService::new(
                 rs.inbound().clone(),
                 rs.snap_manager().clone(),
                 token,
-                rx.clone(),
+                peer_rx.clone(),
             );
             let max_peer_message = peer_message_limit(config);
             peer_task = Some(peer_service::serve(
@@ -225,7 +275,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
                 peer_service,
                 max_peer_message,
                 config.max_connections,
-                rx.clone(),
+                peer_rx,
             ));
             peer_addr = Some(bound_peer);
             let status = StatusSource::Raft {
@@ -263,6 +313,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             Ok(f) => (grpc_task.await, f),
         };
         let http_result = http_task.await;
+        // No client request runs any more: the raft traffic may stop too.
+        let _ = peer_stop.send(true);
         let peer_result = match peer_task {
             Some(t) => Some(t.await),
             None => None,
@@ -288,6 +340,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         Ok(())
     });
     Ok(RunningServer {
+        store_id,
         addr,
         peer_addr,
         status_addr,

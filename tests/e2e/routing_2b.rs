@@ -522,3 +522,48 @@ async fn batches_and_range_scans_span_regions_2b() {
     );
     cluster.shutdown().await.unwrap();
 }
+
+/// A leader stopped gracefully finishes the writes it has taken before its raft traffic stops:
+/// its peer port closes only once its client ports have drained, so those writes still commit
+/// and none of them ends with an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_finishes_the_writes_it_took_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(dir.path(), &[]).await;
+    let client = client_of(&cluster).await;
+    let (stop, stop_rx) = watch::channel(false);
+    let unknown = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, unknown, mut stop_rx) = (client.clone(), unknown.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if *stop_rx.borrow_and_update() {
+                        return;
+                    }
+                    let key = format!("s{w}-{i:05}");
+                    match client.put("default", key.as_bytes(), b"v").await {
+                        Err(e) if e.is_undetermined() => {
+                            unknown.lock().unwrap().push(e.to_string())
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leader = cluster.leader_store(b"s").expect("a leader");
+    cluster.stop_store(leader).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(true);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let unknown = unknown.lock().unwrap().clone();
+    assert!(
+        unknown.is_empty(),
+        "writes left undetermined by a graceful stop: {unknown:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}

@@ -115,6 +115,8 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
     let mut bytes = batch[0].encoded_len();
     let mut out = Some(out);
     let mut callers_gone = false;
+    // Set when the store says it ends the stream: the highest request id it read.
+    let mut last_read: Option<u64> = None;
     // Answers are read in every state, so a store waiting for its answers to be read never
     // waits on this task's sends.
     let why = loop {
@@ -144,6 +146,9 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
             },
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
+                    if m.ends {
+                        last_read = Some(m.last_read_id);
+                    }
                     for a in m.responses {
                         let outcome = match a.cmd {
                             Some(cmd) => Ok(cmd),
@@ -170,8 +175,14 @@ async fn run(mut client: TinyKvClient<Channel>, mut queue: mpsc::Receiver<Queued
             let _ = tx.send(Err(not_sent(&why)));
         }
     }
-    for (_, tx) in pending.drain() {
-        let _ = tx.send(Err(Status::unavailable(why.clone())));
+    for (id, tx) in pending.drain() {
+        // Requests are numbered in the order they go on the stream: past the last one the
+        // store read, none ran.
+        let outcome = match last_read {
+            Some(last) if id > last => not_sent(&why),
+            _ => Status::unavailable(why.clone()),
+        };
+        let _ = tx.send(Err(outcome));
     }
     drain(&mut queue, &why);
 }

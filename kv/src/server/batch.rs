@@ -153,6 +153,10 @@ async fn run<S: Storage>(
     // Requests read but not started: they wait for room in the server's in-flight bound.
     let mut waiting: VecDeque<BatchRequest> = VecDeque::new();
     let mut open = true;
+    // Whether the server, not the client, closed the stream's inbound side; the highest
+    // request id read (see `BatchCommandsResponse.last_read_id`).
+    let mut server_closed = false;
+    let mut last_read_id = 0u64;
     let stop = stopped(stopping);
     tokio::pin!(stop);
     loop {
@@ -169,7 +173,10 @@ async fn run<S: Storage>(
         }
         tokio::select! {
             // The server stops: read no more, answer what runs, end the stream.
-            () = &mut stop, if open => open = false,
+            () = &mut stop, if open => {
+                open = false;
+                server_closed = true;
+            }
             place = limits.in_flight.clone().acquire_many_owned(need), if !waiting.is_empty() => {
                 // The semaphore is never closed.
                 let Ok(place) = place else { return };
@@ -188,6 +195,7 @@ async fn run<S: Storage>(
                         let _ = tx.send(Err(refused)).await;
                         return;
                     }
+                    last_read_id = m.requests.iter().map(|r| r.id).fold(last_read_id, u64::max);
                     waiting.extend(m.requests);
                 }
                 // The client sends no more; answer what runs, then end the stream.
@@ -208,11 +216,27 @@ async fn run<S: Storage>(
                         _ => break,
                     }
                 }
-                if tx.send(Ok(BatchCommandsResponse { responses })).await.is_err() {
+                let message = BatchCommandsResponse {
+                    responses,
+                    ..Default::default()
+                };
+                if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
             },
-            else => return,
+            else => {
+                if server_closed {
+                    // Every request read has been answered: say which were, so the client
+                    // knows the rest never ran.
+                    let goodbye = BatchCommandsResponse {
+                        responses: Vec::new(),
+                        ends: true,
+                        last_read_id,
+                    };
+                    let _ = tx.send(Ok(goodbye)).await;
+                }
+                return;
+            }
         }
     }
 }

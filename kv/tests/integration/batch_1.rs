@@ -337,7 +337,8 @@ async fn stopping_server_ends_open_streams_after_answering_them_1() {
     s.send(vec![put(1, "k", "v")]).await;
     storage.wait_for_writes(1).await;
     // The server stops while the put runs and the client keeps its side open: the put is
-    // still answered, then the stream ends (a graceful shutdown does not wait for clients).
+    // still answered, the server says which requests it read (so the client knows any it sent
+    // later never ran), then the stream ends (a graceful shutdown does not wait for clients).
     stop.send(true).unwrap();
     gate.send(()).unwrap();
     let answers = s.answers(1).await;
@@ -345,6 +346,14 @@ async fn stopping_server_ends_open_streams_after_answering_them_1() {
         matches!(answers[0].cmd, Some(Answer::RawPut(_))),
         "{answers:?}"
     );
+    let goodbye = tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await;
+    match goodbye {
+        Ok(Ok(Some(m))) => {
+            assert!(m.ends && m.responses.is_empty(), "{m:?}");
+            assert_eq!(m.last_read_id, 1, "{m:?}");
+        }
+        other => panic!("expected the closing message, got {other:?}"),
+    }
     let end = tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await;
     assert!(matches!(end, Ok(Ok(None))), "{end:?}");
 }
