@@ -22,7 +22,7 @@ pub enum EngineKind {
 }
 
 /// The most connections each of a store's ports keeps open at once, by default.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub use net::DEFAULT_MAX_CONNECTIONS;
 
 /// The whole server configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,6 @@ pub mod bytesize;
 pub mod chaos;
 pub mod config;
 pub mod http;
-pub mod incoming;
 pub mod local_cluster;
 pub mod peer_service;
 pub mod raft_server;

@@ -221,9 +221,9 @@ pub fn serve(
     let service = proto::tinykvpb::tiny_kv_server::TinyKvServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let incoming = crate::incoming::bounded(listener, max_connections);
+    let incoming = net::bounded(listener, max_connections);
     tokio::spawn(
-        crate::server::grpc_server()
+        net::grpc_server()
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let mut stop = stop;

@@ -25,17 +25,9 @@ use crate::status::{StatusSource, LIVENESS_TIMEOUT};
 
 /// Room for the key and the request framing on top of the largest value.
 const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
-/// The most gRPC calls one connection may have open at once, on the client and the peer port
-/// (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS; a client past it waits for a call to end).
-/// tonic sets no bound unless told, so without it one connection could open any number.
-pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
+pub use net::GRPC_MAX_CONCURRENT_STREAMS;
 /// How often the fail-stop watchdog looks at the raft worker.
 const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// A gRPC server with Tessera's per-connection bounds.
-pub(crate) fn grpc_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder().max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
-}
 
 /// What an in-process caller (the local cluster) may give [`start_with`] beyond the
 /// configuration file's settings.
@@ -457,20 +449,17 @@ fn serve<T: TinyKv>(
         rx.clone(),
     ));
     // Nagle's algorithm is off: small request/response RPCs must not wait on it.
-    let incoming = crate::incoming::bounded(grpc, config.max_connections);
+    let incoming = net::bounded(grpc, config.max_connections);
     let grpc_task = tokio::spawn(
-        grpc_server()
+        net::grpc_server()
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
     );
     let http_task = tokio::spawn(
-        axum::serve(
-            crate::incoming::BoundedListener::new(http, config.max_connections),
-            app,
-        )
-        .with_graceful_shutdown(stopped(rx.clone()))
-        .into_future(),
+        axum::serve(net::BoundedListener::new(http, config.max_connections), app)
+            .with_graceful_shutdown(stopped(rx.clone()))
+            .into_future(),
     );
     (grpc_task, http_task)
 }

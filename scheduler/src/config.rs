@@ -37,6 +37,9 @@ pub struct Config {
     pub balance_leader: bool,
     /// Run the balance-region scheduler.
     pub balance_region: bool,
+    /// The most connections the gRPC port keeps open at once; past it, new connections wait in
+    /// the kernel's backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             use_learner: false,
             balance_leader: true,
             balance_region: true,
+            max_connections: net::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -83,6 +87,9 @@ impl Config {
             return Err(Error::Config(
                 "schedule_interval_ms must be positive".into(),
             ));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::Config("max_connections must be at least 1".into()));
         }
         Ok(())
     }

@@ -14,8 +14,7 @@ use proto::schedulerpb::*;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
@@ -24,10 +23,7 @@ use crate::region::RegionInfo;
 
 /// How long shutdown waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// The most gRPC calls one connection may have open at once (HTTP/2's
-/// SETTINGS_MAX_CONCURRENT_STREAMS; a client past it waits for a call to end). tonic sets no
-/// bound unless told, so without it one connection could open any number.
-pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
+pub use net::GRPC_MAX_CONCURRENT_STREAMS;
 
 type GrpcResult<T> = std::result::Result<Response<T>, Status>;
 
@@ -445,16 +441,11 @@ pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler
         addr: local.to_string(),
         stop: stop_rx.clone(),
     };
-    // Small request/response exchanges (TSO, heartbeats) would otherwise wait on Nagle's
-    // algorithm and delayed ACKs: tens of milliseconds per timestamp.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(conn) = &conn {
-            let _ = conn.set_nodelay(true);
-        }
-        conn
-    });
-    let serve = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
+    // At most `max_connections` open at once, each with Nagle's algorithm off: small
+    // request/response exchanges (TSO, heartbeats) would otherwise wait on it and on delayed
+    // ACKs, tens of milliseconds per timestamp.
+    let incoming = net::bounded(listener, cluster.config().max_connections);
+    let serve = net::grpc_server()
         .add_service(SchedulerServer::new(service))
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let mut grpc = tokio::spawn(serve);

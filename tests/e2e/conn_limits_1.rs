@@ -73,22 +73,17 @@ async fn the_scheduler_port_bounds_streams_per_connection_1() {
     );
 }
 
-/// Past `max_connections` a connection is not served (it waits in the kernel's backlog) until
-/// an open one closes; then it is.
-#[tokio::test]
-async fn the_client_port_serves_at_most_max_connections_at_once_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.max_connections = 2;
-    let server = start(&config).await;
-    let mut first = h2_connect(server.addr).await;
-    let mut second = h2_connect(server.addr).await;
+/// Checks that a port bounded to two connections serves two, keeps a third waiting, and serves
+/// the third once the first closes.
+async fn serves_two_at_once(addr: SocketAddr) {
+    let mut first = h2_connect(addr).await;
+    let mut second = h2_connect(addr).await;
     for conn in [&mut first, &mut second] {
         tokio::time::timeout(Duration::from_secs(10), server_settings(conn))
             .await
             .expect("each of the first two connections is served");
     }
-    let mut third = h2_connect(server.addr).await;
+    let mut third = h2_connect(addr).await;
     let early = tokio::time::timeout(Duration::from_millis(300), server_settings(&mut third)).await;
     assert!(
         early.is_err(),
@@ -99,6 +94,17 @@ async fn the_client_port_serves_at_most_max_connections_at_once_1() {
         .await
         .expect("the third connection is served once the first closes");
     drop((second, third));
+}
+
+/// Past `max_connections` a connection is not served (it waits in the kernel's backlog) until
+/// an open one closes; then it is.
+#[tokio::test]
+async fn the_client_port_serves_at_most_max_connections_at_once_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.max_connections = 2;
+    let server = start(&config).await;
+    serves_two_at_once(server.addr).await;
     server.shutdown().await.unwrap();
 }
 
@@ -150,4 +156,22 @@ async fn the_http_port_serves_at_most_max_connections_at_once_1() {
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     drop((second, third));
     server.shutdown().await.unwrap();
+}
+
+/// The scheduler's port takes at most its `max_connections` at once too: every store and
+/// client dials it, so it is as exposed as a store's client port.
+#[tokio::test]
+async fn the_scheduler_port_serves_at_most_max_connections_at_once_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scheduler::Config {
+        data_dir: dir.path().to_path_buf(),
+        max_connections: 2,
+        ..scheduler::Config::default()
+    };
+    let cluster = std::sync::Arc::new(scheduler::Cluster::open(&config).expect("scheduler state"));
+    let scheduler = scheduler::server::start(cluster, "127.0.0.1:0")
+        .await
+        .expect("scheduler starts");
+    serves_two_at_once(scheduler.addr).await;
+    scheduler.shutdown().await.unwrap();
 }

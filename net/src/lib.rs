@@ -1,3 +1,6 @@
+//! The bounds every Tessera server keeps on its ports (the store's client, peer and HTTP ports,
+//! and the scheduler's): connections open at once, and HTTP/2 streams per connection.
+//!
 //! Connections a port takes (gRPC or the HTTP gateway), at most so many open at once.
 //!
 //! Each connection holds a file descriptor, and the engines need descriptors too (RocksDB opens
@@ -5,6 +8,8 @@
 //! store unable to read its own data. So a port accepts a connection only while fewer than its
 //! bound are open; past it, new connections wait in the kernel's listen backlog (which refuses
 //! them once full) until one closes.
+
+#![deny(missing_docs)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +23,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// The most connections each port keeps open at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The most gRPC calls one connection may have open at once (HTTP/2's
+/// SETTINGS_MAX_CONCURRENT_STREAMS; a client past it waits for a call to end). tonic sets no
+/// bound unless told, so without it one connection could open any number.
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// A gRPC server with these per-connection bounds.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder().max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
+}
 
 /// How long the accept loop rests after an accept error other than one about a single
 /// connection (out of descriptors, say), so it does not spin.
