@@ -35,10 +35,22 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// and 35 over a whole test. So every round without partitions must acknowledge something for
 /// each client, and every client must get well more than that over the test.
 ///
+/// With partitions every round can stall as a whole: a client whose write went to a leader the
+/// partition cut off waits out the attempt (`command_timeout`, 1 s) and often the rest of the
+/// 1.5 s round: 16 runs of `split_conf_change_snapshot_unreliable_recover_partition_3b` on a
+/// busy 2-core machine had two rounds of `[1, 1, 1, 1, 1]` and one of `[0, 0, 4, 1, 0]`, and one
+/// CI run left a client at 4 over the whole test (all: [7, 11, 7, 6, 4]) with
+/// every region led and applied at the end. Liveness once the faults stop is checked apart (a
+/// key's value must be read back within `KNOWN_DEADLINE` after every round). So with partitions
+/// the floor is on the whole history and on each client having taken part.
+///
 /// Per client per round, in fault mixes without partitions.
 const MIN_ACKED_PER_CLIENT_ROUND: u64 = 1;
-/// Per client over the whole test, in every fault mix.
+/// Per client over the whole test, in fault mixes without partitions.
 const MIN_ACKED_PER_CLIENT_TEST: usize = 5;
+/// With partitions: per client over the whole test, and over all clients together (per client).
+const MIN_ACKED_PER_CLIENT_TEST_PARTITIONED: usize = 1;
+const MIN_ACKED_PER_CLIENT_ON_AVERAGE_PARTITIONED: usize = 5;
 /// How long a client may go without a successful read of a key whose value it must learn. A
 /// correct cluster elects a leader and answers within a few election timeouts once the faults
 /// of the moment pass (partitions last under a second, and every filter is gone between
@@ -213,11 +225,24 @@ pub fn generic_test(
         .iter()
         .map(|s| s.keys.iter().map(|k| k.acked.len()).sum())
         .collect();
-    if let Some(c) = totals.iter().position(|&n| n < MIN_ACKED_PER_CLIENT_TEST) {
+    let floor = if partitions {
+        MIN_ACKED_PER_CLIENT_TEST_PARTITIONED
+    } else {
+        MIN_ACKED_PER_CLIENT_TEST
+    };
+    if let Some(c) = totals.iter().position(|&n| n < floor) {
         panic!(
             "seed {seed}: client {c} had {} writes acknowledged in the whole test, under the floor \
-             of {MIN_ACKED_PER_CLIENT_TEST} (all: {totals:?})\n{}",
+             of {floor} (all: {totals:?})\n{}",
             totals[c],
+            cluster.describe_cluster()
+        );
+    }
+    let all: usize = totals.iter().sum();
+    if partitions && all < MIN_ACKED_PER_CLIENT_ON_AVERAGE_PARTITIONED * totals.len() {
+        panic!(
+            "seed {seed}: {all} writes acknowledged in the whole test, under the floor of \
+             {MIN_ACKED_PER_CLIENT_ON_AVERAGE_PARTITIONED} per client (all: {totals:?})\n{}",
             cluster.describe_cluster()
         );
     }
