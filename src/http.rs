@@ -3,6 +3,7 @@
 //! ```text
 //! GET    /kv?start=&end=&limit=  200 JSON pairs of a range (see `range`)
 //! DELETE /kv?start=&end=       204 every key of the range deleted
+//! POST   /batch/{get,put,delete}  many keys in one request, as JSON (see `batch`)
 //! GET    /kv/<key>[?cf=CF]     200 value | 404 key not found
 //! PUT    /kv/<key>[?cf=CF]     204 (body = value) | 413 value over the limit
 //! DELETE /kv/<key>[?cf=CF]     204
@@ -15,6 +16,7 @@
 //! raft store's gateway: every request goes through a [`ClusterClient`] to the leader of its
 //! key's region, so the gateway of any store, follower or not, serves every key.
 
+mod batch;
 mod range;
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use kv::{Cf, Error, RawApi, RawLimits, Storage};
 use proto::kvrpcpb::Context;
@@ -50,6 +52,9 @@ pub fn router<S: Storage>(raw: RawApi<S>, max_value_size: usize) -> Router {
             "/kv",
             get(range::local_scan::<S>).delete(range::local_delete::<S>),
         )
+        .route("/batch/get", post(batch::local_get::<S>))
+        .route("/batch/put", post(batch::local_put::<S>))
+        .route("/batch/delete", post(batch::local_delete::<S>))
         .route(
             "/kv/{*key}",
             get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
@@ -170,6 +175,9 @@ pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
             "/kv",
             get(range::cluster_scan).delete(range::cluster_delete),
         )
+        .route("/batch/get", post(batch::cluster_get))
+        .route("/batch/put", post(batch::cluster_put))
+        .route("/batch/delete", post(batch::cluster_delete))
         .route(
             "/kv/{*key}",
             get(cluster_get).put(cluster_put).delete(cluster_delete),

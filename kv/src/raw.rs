@@ -336,6 +336,8 @@ impl<S: Storage> RawApi<S> {
     /// Puts every pair in one write: all apply or none (over the raftstore the keys must lie in
     /// one region). At most `max_scan_limit` pairs per call.
     pub fn batch_put(&self, ctx: &Context, cf: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        // The column family is checked even when no pair comes to check it with.
+        Cf::from_name(cf)?;
         self.check_batch_len(pairs.len())?;
         let puts = pairs
             .into_iter()
@@ -349,6 +351,7 @@ impl<S: Storage> RawApi<S> {
 
     /// Deletes every key in one write (a missing key is no error); as [`RawApi::batch_put`].
     pub fn batch_delete(&self, ctx: &Context, cf: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        Cf::from_name(cf)?;
         self.check_batch_len(keys.len())?;
         let deletes = keys
             .into_iter()

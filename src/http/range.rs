@@ -62,7 +62,7 @@ struct Answer {
 
 /// How keys and values are written in the query and the answer.
 #[derive(Clone, Copy)]
-enum Encoding {
+pub(super) enum Encoding {
     Utf8,
     Hex,
     Base64,
@@ -71,7 +71,7 @@ enum Encoding {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl Encoding {
-    fn parse(name: &str) -> Result<Encoding, String> {
+    pub(super) fn parse(name: &str) -> Result<Encoding, String> {
         match name {
             "" | "utf8" => Ok(Encoding::Utf8),
             "hex" => Ok(Encoding::Hex),
@@ -82,7 +82,7 @@ impl Encoding {
         }
     }
 
-    fn decode(self, s: &str) -> Result<Vec<u8>, String> {
+    pub(super) fn decode(self, s: &str) -> Result<Vec<u8>, String> {
         match self {
             Encoding::Utf8 => Ok(s.as_bytes().to_vec()),
             Encoding::Hex => {
@@ -152,7 +152,7 @@ fn unprocessable(reason: String) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, format!("{reason}\n")).into_response()
 }
 
-fn bad_request(reason: String) -> Response {
+pub(super) fn bad_request(reason: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
 }
 
@@ -171,7 +171,7 @@ fn parse(q: &RangeQuery, max_limit: u32) -> Result<(Encoding, ScanRange), String
 }
 
 /// The JSON answer for `pairs`.
-fn answer(
+pub(super) fn answer(
     encoding: Encoding,
     keys_only: bool,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,

@@ -144,3 +144,64 @@ async fn http_gateway_scans_a_range_as_json_1() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// `POST /batch/{get,put,delete}`: many keys in one request as JSON, binary keys in an encoding,
+/// and a clear 400 for a body that is not the expected JSON.
+#[tokio::test]
+async fn http_gateway_batches_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&test_config(dir.path())).await;
+    let a = server.status_addr;
+    let post = |path: &'static str, body: &'static str| async move {
+        let (code, body) = http(a, "POST", path, body.as_bytes()).await;
+        (code, String::from_utf8(body).unwrap())
+    };
+    assert_eq!(
+        post(
+            "/batch/put",
+            r#"{"kvs":[{"key":"b","value":"2"},{"key":"a","value":"1"}]}"#
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        post("/batch/get", r#"{"keys":["b","zz","a"]}"#).await,
+        (
+            200,
+            r#"{"kvs":[{"key":"a","value":"1"},{"key":"b","value":"2"}],"truncated":false}"#.into()
+        )
+    );
+    assert_eq!(
+        post(
+            "/batch/put?encoding=hex",
+            r#"{"kvs":[{"key":"ff01","value":"00"}]}"#
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        post("/batch/get?encoding=hex", r#"{"keys":["ff01"]}"#).await,
+        (
+            200,
+            r#"{"kvs":[{"key":"ff01","value":"00"}],"truncated":false}"#.into()
+        )
+    );
+    assert_eq!(post("/batch/delete", r#"{"keys":["a","b"]}"#).await.0, 204);
+    assert_eq!(
+        post("/batch/get", r#"{"keys":["a","b"]}"#).await,
+        (200, r#"{"kvs":[],"truncated":false}"#.into())
+    );
+    let (code, body) = post("/batch/get", r#"{"key":["a"]}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("keys"), "{body}");
+    assert_eq!(post("/batch/put?cf=bogus", r#"{"kvs":[]}"#).await.0, 400);
+    assert_eq!(
+        post("/batch/put", r#"{"kvs":[{"key":"","value":"x"}]}"#)
+            .await
+            .0,
+        400
+    );
+    server.shutdown().await.unwrap();
+}

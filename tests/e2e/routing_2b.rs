@@ -493,6 +493,21 @@ async fn batches_and_range_scans_span_regions_2b() {
         )
     );
 
+    // The HTTP gateway's batches go region by region too.
+    let gw = cluster.stores()[1].status_addr;
+    let body =
+        br#"{"kvs":[{"key":"a","value":"A"},{"key":"h","value":"H"},{"key":"z","value":"Z"}]}"#;
+    assert_eq!(http(gw, "POST", "/batch/put", body).await.0, 204);
+    let (code, got) = http(gw, "POST", "/batch/get", br#"{"keys":["z","h","a"]}"#).await;
+    assert_eq!(
+        (code, String::from_utf8(got).unwrap()),
+        (
+            200,
+            r#"{"kvs":[{"key":"a","value":"A"},{"key":"h","value":"H"},{"key":"z","value":"Z"}],"truncated":false}"#.into()
+        )
+    );
+    client.batch_put("default", &pairs).await.unwrap();
+
     // A delete of a range across regions, one write per region; the keys around it stay.
     client.delete_range("default", b"e", b"r").await.unwrap();
     assert_eq!(keys(&ScanRange::new(b"", b"", 100)).await, "abcdrstuvwxyz");

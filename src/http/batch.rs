@@ -1,0 +1,199 @@
+//! `POST /batch/get`, `/batch/put`, `/batch/delete`: many keys in one request, as JSON.
+//!
+//! ```text
+//! POST /batch/get[?cf=CF][&encoding=utf8|hex|base64]     {"keys":["a","b"]}
+//!   200 {"kvs":[{"key":"a","value":"1"}],"truncated":false}   (present keys, in key order)
+//! POST /batch/put[?cf=..][&encoding=..]     {"kvs":[{"key":"a","value":"1"},...]}   204
+//! POST /batch/delete[?cf=..][&encoding=..]  {"keys":["a","b"]}                        204
+//! ```
+//! Keys and values are written in `encoding` (see `range`). On a standalone store a batch is one
+//! write; through a raft store's gateway it is split by region, one write per region (a failed
+//! write has applied the regions of smaller keys). A body that is not such JSON is a 400.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kv::{RawApi, Storage};
+use proto::kvrpcpb::Context;
+use serde::Deserialize;
+
+use super::range::{answer, bad_request, Encoding};
+use super::{cluster_error_response, error_response, Gateway};
+
+/// The query of a batch request.
+#[derive(Deserialize, Default)]
+pub struct BatchQuery {
+    #[serde(default)]
+    cf: String,
+    #[serde(default)]
+    encoding: String,
+}
+
+#[derive(Deserialize)]
+struct Keys {
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Pair {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct Pairs {
+    kvs: Vec<Pair>,
+}
+
+type KeysAndValues = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The keys of a `{"keys":[...]}` body, in the query's encoding; or why the request is bad.
+fn keys(q: &BatchQuery, body: &[u8]) -> Result<(Encoding, Vec<Vec<u8>>), String> {
+    let encoding = Encoding::parse(&q.encoding)?;
+    let keys: Keys = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not {{\"keys\":[...]}}: {e}"))?;
+    let keys = keys
+        .keys
+        .iter()
+        .map(|k| encoding.decode(k))
+        .collect::<Result<_, _>>()?;
+    Ok((encoding, keys))
+}
+
+/// The pairs of a `{"kvs":[...]}` body, in the query's encoding; or why the request is bad.
+fn pairs(q: &BatchQuery, body: &[u8]) -> Result<KeysAndValues, String> {
+    let encoding = Encoding::parse(&q.encoding)?;
+    let pairs: Pairs = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not {{\"kvs\":[{{\"key\":..,\"value\":..}}]}}: {e}"))?;
+    pairs
+        .kvs
+        .iter()
+        .map(|p| Ok((encoding.decode(&p.key)?, encoding.decode(&p.value)?)))
+        .collect()
+}
+
+/// `POST /batch/get` over a local storage.
+pub async fn local_get<S: Storage>(
+    State(raw): State<RawApi<S>>,
+    Query(q): Query<BatchQuery>,
+    body: Bytes,
+) -> Response {
+    let (encoding, keys) = match keys(&q, &body) {
+        Ok(k) => k,
+        Err(reason) => return bad_request(reason),
+    };
+    let cf = q.cf;
+    match super::run(move || raw.batch_get(&Context::default(), &cf, &keys)).await {
+        Ok(mut pairs) => {
+            pairs.sort();
+            answer(encoding, false, pairs, false)
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST /batch/put` over a local storage.
+pub async fn local_put<S: Storage>(
+    State(raw): State<RawApi<S>>,
+    Query(q): Query<BatchQuery>,
+    body: Bytes,
+) -> Response {
+    let pairs = match pairs(&q, &body) {
+        Ok(p) => p,
+        Err(reason) => return bad_request(reason),
+    };
+    let cf = q.cf;
+    match super::run(move || raw.batch_put(&Context::default(), &cf, pairs)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /batch/delete` over a local storage.
+pub async fn local_delete<S: Storage>(
+    State(raw): State<RawApi<S>>,
+    Query(q): Query<BatchQuery>,
+    body: Bytes,
+) -> Response {
+    let (_, keys) = match keys(&q, &body) {
+        Ok(k) => k,
+        Err(reason) => return bad_request(reason),
+    };
+    let cf = q.cf;
+    match super::run(move || raw.batch_delete(&Context::default(), &cf, keys)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The cluster client, once the column family is known to be valid.
+async fn client<'a>(
+    gw: &'a Gateway,
+    q: &BatchQuery,
+) -> Result<&'a tessera_client::ClusterClient, Response> {
+    kv::Cf::from_name(&q.cf).map_err(error_response)?;
+    gw.client().await
+}
+
+/// `POST /batch/get` through the cluster, region by region.
+pub async fn cluster_get(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<BatchQuery>,
+    body: Bytes,
+) -> Response {
+    let (encoding, keys) = match keys(&q, &body) {
+        Ok(k) => k,
+        Err(reason) => return bad_request(reason),
+    };
+    let client = match client(&gw, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.batch_get(&q.cf, &keys).await {
+        Ok(pairs) => answer(encoding, false, pairs, false),
+        Err(e) => cluster_error_response(e),
+    }
+}
+
+/// `POST /batch/put` through the cluster, one write per region.
+pub async fn cluster_put(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<BatchQuery>,
+    body: Bytes,
+) -> Response {
+    let pairs = match pairs(&q, &body) {
+        Ok(p) => p,
+        Err(reason) => return bad_request(reason),
+    };
+    let client = match client(&gw, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.batch_put(&q.cf, &pairs).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => cluster_error_response(e),
+    }
+}
+
+/// `POST /batch/delete` through the cluster, one write per region.
+pub async fn cluster_delete(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<BatchQuery>,
+    body: Bytes,
+) -> Response {
+    let (_, keys) = match keys(&q, &body) {
+        Ok(k) => k,
+        Err(reason) => return bad_request(reason),
+    };
+    let client = match client(&gw, &q).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match client.batch_delete(&q.cf, &keys).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => cluster_error_response(e),
+    }
+}
