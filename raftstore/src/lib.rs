@@ -24,6 +24,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod apply_worker;
+mod cmd;
 mod config;
 mod disk_monitor;
 mod error;

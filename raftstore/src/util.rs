@@ -1,8 +1,9 @@
 //! Checks shared by proposing and applying: region epochs and key ranges.
 
 use proto::metapb;
-use proto::raft_cmdpb::{CmdType, RaftCmdRequest, Request};
+use proto::raft_cmdpb::RaftCmdRequest;
 
+use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 
 /// Whether every request of `req` only reads (`Get`/`Snap`): such commands are served by
@@ -10,12 +11,10 @@ use crate::error::{Error, Result};
 pub(crate) fn is_read_only(req: &RaftCmdRequest) -> bool {
     req.admin_request.is_none()
         && !req.requests.is_empty()
-        && req.requests.iter().all(|r| {
-            matches!(
-                CmdType::try_from(r.cmd_type),
-                Ok(CmdType::Get) | Ok(CmdType::Snap)
-            )
-        })
+        && req
+            .requests
+            .iter()
+            .all(|r| Cmd::decode(r).is_ok_and(|c| c.read_only()))
 }
 
 /// Checks that the request's epoch is the region's current one. Normal commands depend on the
@@ -41,17 +40,6 @@ pub(crate) fn check_region_epoch(req: &RaftCmdRequest, region: &metapb::Region) 
     Ok(())
 }
 
-/// The key a request touches, if any.
-pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
-    match CmdType::try_from(r.cmd_type) {
-        Ok(CmdType::Get) => r.get.as_ref().map(|g| g.key.as_slice()),
-        Ok(CmdType::Put) => r.put.as_ref().map(|p| p.key.as_slice()),
-        Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.key.as_slice()),
-        Ok(CmdType::Cas) => r.cas.as_ref().map(|c| c.key.as_slice()),
-        _ => None,
-    }
-}
-
 /// Checks that `key` lies in `[region.start_key, region.end_key)`.
 pub(crate) fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
     let after_start = key >= region.start_key.as_slice();
@@ -75,7 +63,7 @@ pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
     let cas = req
         .requests
         .iter()
-        .any(|r| CmdType::try_from(r.cmd_type) == Ok(CmdType::Cas));
+        .any(|r| matches!(Cmd::decode(r), Ok(Cmd::Cas { .. })));
     if cas && req.requests.len() > 1 {
         return Err(Error::Other(format!(
             "a compare-and-swap must be the only request of its command, not one of {}",
@@ -91,17 +79,19 @@ pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
 pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
     check_region_epoch(req, region)?;
     check_cas_alone(req)?;
-    for r in &req.requests {
-        if let Some(d) = &r.delete_range {
-            if CmdType::try_from(r.cmd_type) == Ok(CmdType::DeleteRange) {
-                check_range_in_region(&d.start_key, &d.end_key, region)?;
+    // A request that does not decode is refused by apply, which decodes every request of a
+    // command before it writes any.
+    for cmd in req.requests.iter().filter_map(|r| Cmd::decode(r).ok()) {
+        match cmd {
+            Cmd::DeleteRange { start, end, .. } => check_range_in_region(start, end, region)?,
+            other => {
+                if let Some(key) = other.key() {
+                    check_key_in_region(key, region)?;
+                }
             }
         }
     }
-    req.requests
-        .iter()
-        .filter_map(request_key)
-        .try_for_each(|k| check_key_in_region(k, region))
+    Ok(())
 }
 
 /// Checks that `[start, end)` (an empty `end`: to the end of the key space) lies in `region`:
@@ -146,7 +136,9 @@ pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::raft_cmdpb::{CasRequest, GetRequest, PutRequest, RaftRequestHeader};
+    use proto::raft_cmdpb::{
+        CasRequest, CmdType, GetRequest, PutRequest, RaftRequestHeader, Request,
+    };
 
     fn region(start: &[u8], end: &[u8]) -> metapb::Region {
         metapb::Region {

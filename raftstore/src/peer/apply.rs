@@ -10,15 +10,15 @@ use kv::{keys, Cf, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CmdType,
-    CompactLogResponse, DeleteRangeResponse, DeleteRequest, DeleteResponse, GetResponse,
-    PutRequest, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request,
-    Response, SnapResponse,
+    AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CompactLogResponse,
+    DeleteRangeResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
+    RaftResponseHeader, Request, Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
 use super::conf_change::admin_response;
 use super::PeerMsgHandler;
+use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
 use crate::region_worker::RaftLogGcTask;
@@ -193,12 +193,10 @@ impl PeerMsgHandler<'_> {
         if let Err(err) = util::check_request(&req, &region) {
             return CmdResponse::from_error(err, self.peer.term());
         }
-        let reads = req.requests.iter().any(|r| {
-            matches!(
-                CmdType::try_from(r.cmd_type),
-                Ok(CmdType::Get) | Ok(CmdType::Snap) | Ok(CmdType::Cas)
-            )
-        });
+        let reads = req
+            .requests
+            .iter()
+            .any(|r| Cmd::decode(r).is_ok_and(|c| c.reads()));
         if reads {
             // A read inside a write command (a Get, the comparison of a Cas) reads the engine,
             // which must hold the writes of earlier entries of this batch first. They go out
@@ -259,69 +257,52 @@ impl PeerMsgHandler<'_> {
         index: u64,
     ) -> Result<CmdResponse> {
         let kv = &self.peer.raft_group.store().engines().kv;
-        // Validate every request before writing any, so a bad one cannot half-apply a command.
-        for r in &req.requests {
-            let cf = match CmdType::try_from(r.cmd_type) {
-                Ok(CmdType::Put) => r.put.as_ref().map(|p| p.cf.as_str()),
-                Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.cf.as_str()),
-                Ok(CmdType::Get) => r.get.as_ref().map(|g| g.cf.as_str()),
-                Ok(CmdType::Cas) => r.cas.as_ref().map(|c| c.cf.as_str()),
-                Ok(CmdType::DeleteRange) => r.delete_range.as_ref().map(|d| d.cf.as_str()),
-                _ => None,
-            };
-            Cf::from_name(cf.unwrap_or_default())?;
-        }
-        let mut responses = Vec::with_capacity(req.requests.len());
+        // Decode every request before writing any, so a bad one cannot half-apply a command.
+        let cmds = req
+            .requests
+            .iter()
+            .map(Cmd::decode)
+            .collect::<Result<Vec<_>>>()?;
+        let mut responses = Vec::with_capacity(cmds.len());
         let mut snapshot = None;
-        for r in &req.requests {
-            let cmd_type = CmdType::try_from(r.cmd_type).unwrap_or(CmdType::Invalid);
+        for (r, cmd) in req.requests.iter().zip(cmds) {
             let mut resp = Response {
-                cmd_type: cmd_type as i32,
+                cmd_type: r.cmd_type,
                 ..Default::default()
             };
-            match cmd_type {
-                CmdType::Put | CmdType::Delete => {
-                    resp = exec_write(r, wb)?.expect("a put or a delete");
+            match cmd {
+                Cmd::Put { .. } | Cmd::Delete { .. } => {
+                    resp = write_one(cmd, r.cmd_type, wb)?.expect("a put or a delete");
                 }
-                CmdType::DeleteRange => {
-                    let d = r.delete_range.clone().unwrap_or_default();
+                Cmd::DeleteRange { cf, start, end } => {
                     // Checked against the region at proposal and above; cut to the region's
                     // range all the same, so no command can reach another region's data.
                     let region = self.peer.region();
-                    let start =
-                        keys::data_key(d.start_key.max(region.start_key.clone()).as_slice());
-                    let end = match (d.end_key.is_empty(), region.end_key.is_empty()) {
-                        (_, true) => keys::data_end_key(&d.end_key),
+                    let start = keys::data_key(start.max(region.start_key.as_slice()));
+                    let end = match (end.is_empty(), region.end_key.is_empty()) {
+                        (_, true) => keys::data_end_key(end),
                         (true, false) => keys::data_key(&region.end_key),
-                        (false, false) => keys::data_key(d.end_key.min(region.end_key).as_slice()),
+                        (false, false) => keys::data_key(end.min(region.end_key.as_slice())),
                     };
                     if start < end {
-                        wb.delete_range_cf(Cf::from_name(&d.cf)?, &start, &end)?;
+                        wb.delete_range_cf(cf, &start, &end)?;
                     }
                     resp.delete_range = Some(DeleteRangeResponse {});
                 }
-                CmdType::Get => {
-                    let g = r.get.clone().unwrap_or_default();
-                    let v = kv::engine::get_cf(kv, Cf::from_name(&g.cf)?, &keys::data_key(&g.key))?;
+                Cmd::Get { cf, key } => {
+                    let v = kv::engine::get_cf(kv, cf, &keys::data_key(key))?;
                     resp.get = Some(GetResponse {
                         value: v.unwrap_or_default(),
                     });
                 }
-                CmdType::Cas => {
-                    let c = r.cas.clone().unwrap_or_default();
-                    resp.cas = Some(self.exec_cas(c, wb, index)?);
+                Cmd::Cas { cf, req: c } => {
+                    resp.cas = Some(self.exec_cas(cf, c.clone(), wb, index)?);
                 }
-                CmdType::Snap => {
+                Cmd::Snap => {
                     snapshot = Some(EngineSnapshot::new(kv));
                     resp.snap = Some(SnapResponse {
                         region: Some(self.peer.region()),
                     });
-                }
-                CmdType::Invalid => {
-                    return Err(Error::Other(format!(
-                        "region {}: invalid command type {}",
-                        self.peer.region_id, r.cmd_type
-                    )))
                 }
             }
             responses.push(resp);
@@ -344,9 +325,14 @@ impl PeerMsgHandler<'_> {
     /// replica decides the same way: same log, same state. A failed read cannot be answered as
     /// a refusal (another replica reading fine would swap): the store stops, as it does when
     /// an apply write fails.
-    fn exec_cas(&self, req: CasRequest, wb: &mut WriteBatch, index: u64) -> Result<CasResponse> {
+    fn exec_cas(
+        &self,
+        cf: Cf,
+        req: CasRequest,
+        wb: &mut WriteBatch,
+        index: u64,
+    ) -> Result<CasResponse> {
         let kv = &self.peer.raft_group.store().engines().kv;
-        let cf = Cf::from_name(&req.cf)?;
         let data_key = keys::data_key(&req.key);
         let current = kv::engine::get_cf(kv, cf, &data_key).unwrap_or_else(|e| {
             panic!(
@@ -377,22 +363,24 @@ impl PeerMsgHandler<'_> {
 
 /// Adds `r` to `wb` if it is a put or a delete and answers it; `None` for any other command.
 pub(crate) fn exec_write(r: &Request, wb: &mut WriteBatch) -> Result<Option<Response>> {
+    write_one(Cmd::decode(r)?, r.cmd_type, wb)
+}
+
+/// Adds a decoded put or delete to `wb` and answers it (`cmd_type` as the request had it);
+/// `None` for any other command. Reads in place: the apply path copies a command's bytes only
+/// into the write batch.
+fn write_one(cmd: Cmd<'_>, cmd_type: i32, wb: &mut WriteBatch) -> Result<Option<Response>> {
     let mut resp = Response {
-        cmd_type: r.cmd_type,
+        cmd_type,
         ..Default::default()
     };
-    // Read in place: the apply path copies a command's bytes only into the write batch.
-    match CmdType::try_from(r.cmd_type) {
-        Ok(CmdType::Put) => {
-            let none = PutRequest::default();
-            let p = r.put.as_ref().unwrap_or(&none);
-            wb.put_cf(Cf::from_name(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
+    match cmd {
+        Cmd::Put { cf, key, value } => {
+            wb.put_cf(cf, &keys::data_key(key), value)?;
             resp.put = Some(PutResponse {});
         }
-        Ok(CmdType::Delete) => {
-            let none = DeleteRequest::default();
-            let d = r.delete.as_ref().unwrap_or(&none);
-            wb.delete_cf(Cf::from_name(&d.cf)?, &keys::data_key(&d.key))?;
+        Cmd::Delete { cf, key } => {
+            wb.delete_cf(cf, &keys::data_key(key))?;
             resp.delete = Some(DeleteResponse {});
         }
         _ => return Ok(None),

@@ -15,7 +15,7 @@
 //! written, never later ones; since rounds finish in the order they were written, a peer's
 //! readies finish in order and its entries are applied only once durable here.
 
-use kv::{keys, Cf, EngineSnapshot};
+use kv::{keys, EngineSnapshot};
 use proto::raft_cmdpb::{
     CmdType, GetResponse, RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
 };
@@ -23,6 +23,7 @@ use raft::{Ready, SoftState, StateRole};
 use raftlog::LogBatch;
 
 use super::PeerMsgHandler;
+use crate::cmd::Cmd;
 use crate::error::Error;
 use crate::msg::CmdResponse;
 use crate::util;
@@ -171,11 +172,10 @@ impl PeerMsgHandler<'_> {
             let mut snapshot = None;
             let mut failed = None;
             for req in &r.request.requests {
-                match CmdType::try_from(req.cmd_type) {
-                    Ok(CmdType::Get) => {
-                        let get = req.get.clone().unwrap_or_default();
-                        let value = Cf::from_name(&get.cf)
-                            .and_then(|cf| snap.get_cf(cf, &keys::data_key(&get.key)));
+                // Only read-only commands come here (`is_read_only`): gets and snapshots.
+                match Cmd::decode(req) {
+                    Ok(Cmd::Get { cf, key }) => {
+                        let value = snap.get_cf(cf, &keys::data_key(key));
                         match value {
                             Ok(v) => response.responses.push(Response {
                                 cmd_type: CmdType::Get as i32,

@@ -13,7 +13,7 @@
 //! column families. A `Cas` or a `Get` inside a write reads the engine and answers for itself, and
 //! admin commands change the region: those are proposed alone.
 
-use proto::raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse};
+use proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
 use crate::error::Error;
 use crate::msg::{Callback, CmdResponse};
@@ -36,14 +36,10 @@ impl PendingWrites {
     pub(super) fn batchable(req: &RaftCmdRequest) -> bool {
         req.admin_request.is_none()
             && !req.requests.is_empty()
-            && req.requests.iter().all(|r| {
-                let cf = match CmdType::try_from(r.cmd_type) {
-                    Ok(CmdType::Put) => r.put.as_ref().map(|p| p.cf.as_str()),
-                    Ok(CmdType::Delete) => r.delete.as_ref().map(|d| d.cf.as_str()),
-                    _ => None,
-                };
-                cf.is_some_and(|cf| kv::Cf::from_name(cf).is_ok())
-            })
+            && req
+                .requests
+                .iter()
+                .all(|r| crate::cmd::Cmd::decode(r).is_ok_and(|c| c.plain_write()))
     }
 
     /// Whether nothing waits.
@@ -151,7 +147,8 @@ mod tests {
     use prost::Message as _;
     use proto::metapb::RegionEpoch;
     use proto::raft_cmdpb::{
-        CasRequest, DeleteRequest, PutRequest, PutResponse, RaftRequestHeader, Request, Response,
+        CasRequest, CmdType, DeleteRequest, PutRequest, PutResponse, RaftRequestHeader, Request,
+        Response,
     };
 
     use super::*;
