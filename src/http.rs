@@ -159,6 +159,12 @@ impl Gateway {
         self.check(cf, key).map_err(error_response)?;
         self.client().await
     }
+
+    /// [`Gateway::ready`] for a request about many keys or a range: checks its column family.
+    async fn ready_cf(&self, cf: &str) -> Result<&ClusterClient, Response> {
+        Cf::from_name(cf).map_err(error_response)?;
+        self.client().await
+    }
 }
 
 /// The gateway's routes for a raft store: requests go to the region leaders of the cluster run

@@ -21,7 +21,7 @@ use proto::kvrpcpb::Context;
 use serde::Deserialize;
 
 use super::range::{answer, bad_request, Encoding};
-use super::{cluster_error_response, error_response, Gateway};
+use super::{cluster_error_response, Gateway};
 
 /// The query of a batch request.
 #[derive(Deserialize, Default)]
@@ -129,15 +129,6 @@ pub async fn local_delete<S: Storage>(
     }
 }
 
-/// The cluster client, once the column family is known to be valid.
-async fn client<'a>(
-    gw: &'a Gateway,
-    q: &BatchQuery,
-) -> Result<&'a tessera_client::ClusterClient, Response> {
-    kv::Cf::from_name(&q.cf).map_err(error_response)?;
-    gw.client().await
-}
-
 /// `POST /batch/get` through the cluster, region by region.
 pub async fn cluster_get(
     State(gw): State<Arc<Gateway>>,
@@ -148,7 +139,7 @@ pub async fn cluster_get(
         Ok(k) => k,
         Err(reason) => return bad_request(reason),
     };
-    let client = match client(&gw, &q).await {
+    let client = match gw.ready_cf(&q.cf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -168,7 +159,7 @@ pub async fn cluster_put(
         Ok(p) => p,
         Err(reason) => return bad_request(reason),
     };
-    let client = match client(&gw, &q).await {
+    let client = match gw.ready_cf(&q.cf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -188,7 +179,7 @@ pub async fn cluster_delete(
         Ok(k) => k,
         Err(reason) => return bad_request(reason),
     };
-    let client = match client(&gw, &q).await {
+    let client = match gw.ready_cf(&q.cf).await {
         Ok(c) => c,
         Err(r) => return r,
     };

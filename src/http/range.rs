@@ -24,7 +24,7 @@ use kv::{RawApi, ScanRange, Storage};
 use proto::kvrpcpb::Context;
 use serde::{Deserialize, Serialize};
 
-use super::{cluster_error_response, error_response, Gateway};
+use super::{cluster_error_response, Gateway};
 
 /// The pairs asked for when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
@@ -199,13 +199,17 @@ pub(super) fn answer(
     }
 }
 
-/// Whether a `DELETE /kv` names its range (a bare `DELETE /kv` is refused, so a typo cannot
-/// delete everything).
-fn names_range(query: Option<&str>) -> bool {
-    query.is_some_and(|q| {
+/// The range a `DELETE /kv` names; a bare `DELETE /kv` (neither `start=` nor `end=` in the
+/// `query`) is refused, so a typo cannot delete everything.
+fn range_to_delete(query: Option<&str>, q: &RangeQuery) -> Result<ScanRange, String> {
+    let named = query.is_some_and(|q| {
         q.split('&')
             .any(|p| p.starts_with("start=") || p.starts_with("end="))
-    })
+    });
+    if !named {
+        return Err("DELETE /kv needs start= and end= (empty for unbounded)".into());
+    }
+    parse(q, u32::MAX).map(|(_, range)| range)
 }
 
 /// `DELETE /kv?start=&end=` over a local storage.
@@ -214,11 +218,8 @@ pub async fn local_delete<S: Storage>(
     uri: axum::http::Uri,
     Query(q): Query<RangeQuery>,
 ) -> Response {
-    if !names_range(uri.query()) {
-        return bad_request("DELETE /kv needs start= and end= (empty for unbounded)".into());
-    }
-    let (_, range) = match parse(&q, u32::MAX) {
-        Ok(p) => p,
+    let range = match range_to_delete(uri.query(), &q) {
+        Ok(r) => r,
         Err(reason) => return bad_request(reason),
     };
     let cf = q.cf;
@@ -236,17 +237,11 @@ pub async fn cluster_delete(
     uri: axum::http::Uri,
     Query(q): Query<RangeQuery>,
 ) -> Response {
-    if !names_range(uri.query()) {
-        return bad_request("DELETE /kv needs start= and end= (empty for unbounded)".into());
-    }
-    let (_, range) = match parse(&q, u32::MAX) {
-        Ok(p) => p,
+    let range = match range_to_delete(uri.query(), &q) {
+        Ok(r) => r,
         Err(reason) => return bad_request(reason),
     };
-    if let Err(e) = kv::Cf::from_name(&q.cf) {
-        return error_response(e);
-    }
-    let client = match gw.client().await {
+    let client = match gw.ready_cf(&q.cf).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -279,10 +274,7 @@ pub async fn cluster_scan(State(gw): State<Arc<Gateway>>, Query(q): Query<RangeQ
         Ok(p) => p,
         Err(reason) => return bad_request(reason),
     };
-    if let Err(e) = kv::Cf::from_name(&q.cf) {
-        return error_response(e);
-    }
-    let client = match gw.client().await {
+    let client = match gw.ready_cf(&q.cf).await {
         Ok(c) => c,
         Err(r) => return r,
     };

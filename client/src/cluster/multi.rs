@@ -11,10 +11,14 @@
 //! asks for the region of a key below the end; a region that ends below the end is not the one
 //! (more keys lie between), and the client moves to the next region until one reaches the end.
 
+use std::future::Future;
+
 use proto::kvrpcpb::{
-    KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest, RawDeleteRangeRequest,
+    Context, KvPair, RawBatchDeleteRequest, RawBatchGetRequest, RawBatchPutRequest,
+    RawDeleteRangeRequest,
 };
 use proto::metapb;
+use tonic::Status;
 
 use super::retry::{ClusterError, Reply, Retry};
 use super::{ClusterClient, StoreConn, SCAN_BATCH};
@@ -27,11 +31,32 @@ fn in_region(key: &[u8], region: &metapb::Region) -> bool {
 }
 
 /// How many of `keys` (sorted, the first in `region`) an attempt on `region` sends.
-fn share(keys: &[Vec<u8>], region: &metapb::Region) -> usize {
-    keys.iter()
-        .take(SCAN_BATCH as usize)
+fn share<'k>(keys: impl Iterator<Item = &'k [u8]>, region: &metapb::Region) -> usize {
+    keys.take(SCAN_BATCH as usize)
         .take_while(|k| in_region(k, region))
         .count()
+}
+
+/// What a batch holds per key: its key, and what goes with it.
+trait Keyed {
+    fn key(&self) -> &[u8];
+}
+
+impl Keyed for Vec<u8> {
+    fn key(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Keyed for (Vec<u8>, Vec<u8>) {
+    fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// How many of `items` an attempt on `region` sends.
+fn share_of<I: Keyed>(items: &[I], region: &metapb::Region) -> usize {
+    share(items.iter().map(Keyed::key), region)
 }
 
 /// A key below `end` (any key when `end` is empty) to find a region holding keys just below it.
@@ -145,32 +170,67 @@ impl ClusterClient {
         self.call_routed(retry, route, &mut f).await
     }
 
+    /// Sends `items` (sorted by key, each key once) region by region: each attempt `send`s the
+    /// items that lie in the region it goes to, and those it served leave the batch; the
+    /// answers of the regions, in key order. A read shares one deadline over the batch; a
+    /// write (`once`) gets one per region share and follows the rule of
+    /// [`ClusterClient::call_once`].
+    async fn by_region<I, T, F, Fut>(
+        &self,
+        op: &'static str,
+        once: bool,
+        mut pending: Vec<I>,
+        mut send: F,
+    ) -> Result<Vec<T>, ClusterError>
+    where
+        I: Keyed,
+        F: FnMut(&[I], StoreConn, Context) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, Status>>,
+    {
+        let mut out = Vec::new();
+        let mut shared = match pending.first() {
+            Some(first) if !once => Some(Retry::new(op, first.key(), &self.inner.config)),
+            _ => None,
+        };
+        while let Some(first) = pending.first() {
+            let first = first.key().to_vec();
+            let mut own;
+            let retry = match &mut shared {
+                Some(r) => r,
+                None => {
+                    own = Retry::once(op, &first, &self.inner.config);
+                    &mut own
+                }
+            };
+            let mut f = |region: &metapb::Region, s: StoreConn, ctx: Context| {
+                send(&pending[..share_of(&pending, region)], s, ctx)
+            };
+            let (answer, region) = self.call_in_region(retry, &first, &mut f).await?;
+            out.push(answer);
+            pending.drain(..share_of(&pending, &region));
+        }
+        Ok(out)
+    }
+
     /// The present values of `keys` in `cf`, in key order (absent keys are left out), read
     /// region by region: each region's share at one point, not the whole batch.
     pub async fn batch_get(&self, cf: &str, keys: &[Vec<u8>]) -> Result<Pairs, ClusterError> {
-        let mut pending = sorted(keys);
-        let mut out = Vec::new();
-        let Some(first) = pending.first() else {
-            return Ok(out);
-        };
-        let mut retry = Retry::new("batch_get", first, &self.inner.config);
-        while let Some(first) = pending.first().cloned() {
-            let mut f = |region: &metapb::Region, s: StoreConn, ctx| {
-                let req = RawBatchGetRequest {
-                    context: Some(ctx),
-                    keys: pending[..share(&pending, region)].to_vec(),
-                    cf: cf.to_string(),
-                };
-                let mut c = s.client;
-                async move {
-                    let r = c.raw_batch_get(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, pairs(r.pairs)))
-                }
+        let send = |keys: &[Vec<u8>], s: StoreConn, ctx| {
+            let req = RawBatchGetRequest {
+                context: Some(ctx),
+                keys: keys.to_vec(),
+                cf: cf.to_string(),
             };
-            let (got, region) = self.call_in_region(&mut retry, &first, &mut f).await?;
-            out.extend(got);
-            pending.drain(..share(&pending, &region));
-        }
+            let mut c = s.client;
+            async move {
+                let r = c.raw_batch_get(req).await?.into_inner();
+                Ok(Reply::raw(r.region_error, r.error, pairs(r.pairs)))
+            }
+        };
+        let answers = self
+            .by_region("batch_get", false, sorted(keys), send)
+            .await?;
+        let mut out: Pairs = answers.into_iter().flatten().collect();
         out.sort();
         Ok(out)
     }
@@ -191,50 +251,39 @@ impl ClusterClient {
         pending.reverse();
         pending.dedup_by(|later, earlier| later.0 == earlier.0);
         pending.reverse();
-        while let Some((first, _)) = pending.first().cloned() {
-            let keys: Vec<Vec<u8>> = pending.iter().map(|(k, _)| k.clone()).collect();
-            let mut retry = Retry::once("batch_put", &first, &self.inner.config);
-            let mut f = |region: &metapb::Region, s: StoreConn, ctx| {
-                let n = share(&keys, region);
-                let req = RawBatchPutRequest {
-                    context: Some(ctx),
-                    pairs: pending[..n].iter().map(|(k, v)| kv_pair(k, v)).collect(),
-                    cf: cf.to_string(),
-                };
-                let mut c = s.client;
-                async move {
-                    let r = c.raw_batch_put(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, ()))
-                }
+        let send = |pairs: &[(Vec<u8>, Vec<u8>)], s: StoreConn, ctx| {
+            let req = RawBatchPutRequest {
+                context: Some(ctx),
+                pairs: pairs.iter().map(|(k, v)| kv_pair(k, v)).collect(),
+                cf: cf.to_string(),
             };
-            let ((), region) = self.call_in_region(&mut retry, &first, &mut f).await?;
-            let n = share(&keys, &region);
-            pending.drain(..n);
-        }
+            let mut c = s.client;
+            async move {
+                let r = c.raw_batch_put(req).await?.into_inner();
+                Ok(Reply::raw(r.region_error, r.error, ()))
+            }
+        };
+        self.by_region("batch_put", true, pending, send).await?;
         Ok(())
     }
 
     /// Deletes every key of `keys` from `cf` (a missing key is no error), one write per region;
     /// errors as [`ClusterClient::batch_put`].
     pub async fn batch_delete(&self, cf: &str, keys: &[Vec<u8>]) -> Result<(), ClusterError> {
-        let mut pending = sorted(keys);
-        while let Some(first) = pending.first().cloned() {
-            let mut retry = Retry::once("batch_delete", &first, &self.inner.config);
-            let mut f = |region: &metapb::Region, s: StoreConn, ctx| {
-                let req = RawBatchDeleteRequest {
-                    context: Some(ctx),
-                    keys: pending[..share(&pending, region)].to_vec(),
-                    cf: cf.to_string(),
-                };
-                let mut c = s.client;
-                async move {
-                    let r = c.raw_batch_delete(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, ()))
-                }
+        let send = |keys: &[Vec<u8>], s: StoreConn, ctx| {
+            let req = RawBatchDeleteRequest {
+                context: Some(ctx),
+                keys: keys.to_vec(),
+                cf: cf.to_string(),
             };
-            let ((), region) = self.call_in_region(&mut retry, &first, &mut f).await?;
-            pending.drain(..share(&pending, &region));
-        }
+            let mut c = s.client;
+            async move {
+                let r = c.raw_batch_delete(req).await?.into_inner();
+                Ok(Reply::raw(r.region_error, r.error, ()))
+            }
+        };
+        self.by_region("batch_delete", true, sorted(keys), send)
+            .await?;
         Ok(())
     }
 }
@@ -322,10 +371,10 @@ mod tests {
             .iter()
             .map(|k| k.to_vec())
             .collect();
-        assert_eq!(share(&keys, &region(b"", b"m")), 2);
-        assert_eq!(share(&keys, &region(b"", b"")), 4);
-        assert_eq!(share(&keys[2..], &region(b"m", b"")), 2);
+        assert_eq!(share_of(&keys, &region(b"", b"m")), 2);
+        assert_eq!(share_of(&keys, &region(b"", b"")), 4);
+        assert_eq!(share_of(&keys[2..], &region(b"m", b"")), 2);
         let many: Vec<Vec<u8>> = (0..3000u32).map(|i| i.to_be_bytes().to_vec()).collect();
-        assert_eq!(share(&many, &region(b"", b"")), SCAN_BATCH as usize);
+        assert_eq!(share_of(&many, &region(b"", b"")), SCAN_BATCH as usize);
     }
 }

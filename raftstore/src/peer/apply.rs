@@ -193,11 +193,17 @@ impl PeerMsgHandler<'_> {
         if let Err(err) = util::check_request(&req, &region) {
             return CmdResponse::from_error(err, self.peer.term());
         }
-        let reads = req
+        // Decode every request before writing any, so a bad one cannot half-apply a command.
+        let cmds = match req
             .requests
             .iter()
-            .any(|r| Cmd::decode(r).is_ok_and(|c| c.reads()));
-        if reads {
+            .map(Cmd::decode)
+            .collect::<Result<Vec<_>>>()
+        {
+            Ok(cmds) => cmds,
+            Err(err) => return CmdResponse::from_error(err, self.peer.term()),
+        };
+        if cmds.iter().any(|c| c.reads()) {
             // A read inside a write command (a Get, the comparison of a Cas) reads the engine,
             // which must hold the writes of earlier entries of this batch first. They go out
             // with the applied index before this entry, so a crash right after replays from
@@ -205,7 +211,7 @@ impl PeerMsgHandler<'_> {
             apply_state.applied_index = e.index - 1;
             self.write_apply_state(wb, apply_state, effects.sync);
         }
-        match self.exec_requests(&req, wb, e.index) {
+        match self.exec_requests(&req, cmds, wb, e.index) {
             Ok(resp) => resp,
             Err(err) => CmdResponse::from_error(err, self.peer.term()),
         }
@@ -250,19 +256,15 @@ impl PeerMsgHandler<'_> {
         admin_response(term, resp)
     }
 
+    /// Executes the requests of `req`, decoded as `cmds`.
     fn exec_requests(
         &self,
         req: &RaftCmdRequest,
+        cmds: Vec<Cmd<'_>>,
         wb: &mut WriteBatch,
         index: u64,
     ) -> Result<CmdResponse> {
         let kv = &self.peer.raft_group.store().engines().kv;
-        // Decode every request before writing any, so a bad one cannot half-apply a command.
-        let cmds = req
-            .requests
-            .iter()
-            .map(Cmd::decode)
-            .collect::<Result<Vec<_>>>()?;
         let mut responses = Vec::with_capacity(cmds.len());
         let mut snapshot = None;
         for (r, cmd) in req.requests.iter().zip(cmds) {
