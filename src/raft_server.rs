@@ -17,14 +17,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
 use proto::metapb;
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
-use raftstore::{Router, Transport};
+use raftstore::{SnapshotReport, Transport};
 use scheduler_client::SchedulerClient;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -51,8 +51,6 @@ pub struct ServerTransport {
     /// The local IP connections to other stores leave from (`None`: the system picks).
     source_ip: Option<IpAddr>,
     conns: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
-    /// Where the outcome of snapshot transfers is reported; set once the store runs.
-    router: OnceLock<Router>,
 }
 
 impl ServerTransport {
@@ -70,14 +68,7 @@ impl ServerTransport {
             token,
             source_ip,
             conns: Mutex::new(HashMap::new()),
-            router: OnceLock::new(),
         }
-    }
-
-    /// Sets the router of the store this transport sends for, so the outcome of snapshot
-    /// transfers reaches the sending peers. Call once, right after the store starts.
-    pub fn set_router(&self, router: Router) {
-        let _ = self.router.set(router);
     }
 
     fn connect(&self, store_id: u64) -> mpsc::Sender<RaftMessage> {
@@ -215,6 +206,7 @@ impl Transport for ServerTransport {
         &self,
         msg: RaftMessage,
         snap_mgr: &snap::SnapManager,
+        report: SnapshotReport,
     ) -> raftstore::Result<()> {
         let transport_err = |e: String| raftstore::Error::Transport(e);
         let (key, _) = snap::snapshot_in_message(&msg).map_err(|e| transport_err(e.to_string()))?;
@@ -222,20 +214,16 @@ impl Transport for ServerTransport {
             .send(key, snap::DEFAULT_CHUNK_SIZE)
             .map_err(|e| transport_err(format!("snapshot {key} cannot be sent: {e}")))?;
         let store_id = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
-        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
         let region_id = msg.region_id;
         let scheduler = self.scheduler.clone();
         let token = self.token.clone();
         let source_ip = self.source_ip;
-        let router = self.router.get().cloned();
         self.runtime.spawn(async move {
             let result = stream_snapshot(store_id, scheduler, token, source_ip, reader, msg).await;
             if let Err(e) = &result {
                 tracing::warn!(region_id, store_id, %key, error = %e, "snapshot transfer failed");
             }
-            if let Some(r) = router {
-                r.report_snapshot(region_id, to_peer_id, result.is_err());
-            }
+            report.finish(result.is_err());
         });
         Ok(())
     }

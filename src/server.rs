@@ -173,7 +173,6 @@ async fn start_raft_node(
         source_ip,
     ));
     let raft_engine = config.raftstore.raft_engine;
-    let node_transport = transport.clone();
     let node = tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
         let engines = Engines::open_with(&dir, raft_engine)
             .with_context(|| format!("cannot open engines in {}", dir.display()))?;
@@ -181,7 +180,7 @@ async fn start_raft_node(
             raft_cfg,
             engines,
             snap_mgr,
-            node_transport,
+            transport,
             client,
             addr.to_string(),
             advertised,
@@ -190,7 +189,6 @@ async fn start_raft_node(
         Ok(node)
     })
     .await??;
-    transport.set_router(node.raftstore().router().clone());
     Ok(node)
 }
 

@@ -66,6 +66,6 @@ pub use raft_storage::RaftStorage;
 pub use router::Router;
 pub use scheduler_worker::{SchedulerRunner, SchedulerTask};
 pub use store::StoreMeta;
-pub use transport::Transport;
+pub use transport::{SnapshotReport, Transport};
 pub use util::region_contains;
 pub use worker::{Runnable, Scheduler, Worker};

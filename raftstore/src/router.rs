@@ -221,7 +221,7 @@ impl Router {
 
     /// Tells the peer of `region_id` how sending a snapshot to `to_peer_id` went. A region
     /// that is gone needs no report.
-    pub fn report_snapshot(&self, region_id: u64, to_peer_id: u64, failed: bool) {
+    pub(crate) fn report_snapshot(&self, region_id: u64, to_peer_id: u64, failed: bool) {
         let _ = self.send(region_id, PeerMsg::SnapshotStatus { to_peer_id, failed });
     }
 

@@ -4,6 +4,34 @@
 use proto::raft_serverpb::RaftMessage;
 
 use crate::error::Result;
+use crate::router::Router;
+
+/// How a transport tells the sending peer that a snapshot transfer it took on has ended: handed
+/// to [`Transport::send_snapshot`] with each transfer, so a transport needs no handle on the
+/// store it sends for.
+pub struct SnapshotReport {
+    router: Router,
+    region_id: u64,
+    to_peer_id: u64,
+}
+
+impl SnapshotReport {
+    pub(crate) fn new(router: Router, region_id: u64, to_peer_id: u64) -> SnapshotReport {
+        SnapshotReport {
+            router,
+            region_id,
+            to_peer_id,
+        }
+    }
+
+    /// Tells the sending peer whether the transfer failed (raft then sends a new snapshot) or
+    /// reached the receiver verified (raft then probes the follower). A region gone meanwhile
+    /// needs no report.
+    pub fn finish(self, failed: bool) {
+        self.router
+            .report_snapshot(self.region_id, self.to_peer_id, failed);
+    }
+}
 
 /// Sends raft messages to other stores. Delivery is best effort: raft retransmits.
 pub trait Transport: Send + Sync + 'static {
@@ -17,10 +45,15 @@ pub trait Transport: Send + Sync + 'static {
     /// Sends `msg`, whose raft message is a `MsgSnapshot`, together with the files of the
     /// generated snapshot it names (see `snap::snapshot_in_message`) from `snap_mgr`. The receiver
     /// must hold the verified files as a received snapshot before the message reaches its raft.
-    /// A transfer that fails after this returns is reported with `Router::report_snapshot`.
+    /// Once this returns `Ok`, the transfer's end is told through `report`, whatever it is.
     ///
     /// # Errors
-    /// [`crate::Error::Transport`] when the transfer cannot start or fails in place; the sender
-    /// reports the snapshot failed to raft, which retries.
-    fn send_snapshot(&self, msg: RaftMessage, snap_mgr: &snap::SnapManager) -> Result<()>;
+    /// [`crate::Error::Transport`] when the transfer cannot start or fails in place; `report`
+    /// is then dropped unused, and the sender reports the snapshot failed to raft itself.
+    fn send_snapshot(
+        &self,
+        msg: RaftMessage,
+        snap_mgr: &snap::SnapManager,
+        report: SnapshotReport,
+    ) -> Result<()>;
 }

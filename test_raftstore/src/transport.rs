@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use proto::raft_serverpb::RaftMessage;
-use raftstore::{Router, Transport};
+use raftstore::{Router, SnapshotReport, Transport};
 use snap::SnapManager;
 
 use crate::filter::{Filter, FilterAction};
@@ -28,8 +28,8 @@ struct Delayed {
     at: Instant,
     seq: u64,
     msg: RaftMessage,
-    /// The message carries a snapshot whose sender learns of its delivery.
-    snapshot: bool,
+    /// The message carries a snapshot; its sender learns of the delivery through this.
+    snapshot: Option<SnapshotReport>,
 }
 
 impl PartialEq for Delayed {
@@ -83,21 +83,18 @@ fn deliver(routers: &Routers, msg: RaftMessage) -> raftstore::Result<()> {
     }
 }
 
-/// Delivers `msg`, which carries a snapshot whose files are in place at the receiver, and tells
-/// the sender how the transfer went, as a store's gRPC transport does at the end of the stream:
-/// raft then probes the follower instead of waiting for its answer to the snapshot, which may be
-/// lost.
-fn deliver_snapshot(routers: &Routers, msg: RaftMessage) -> raftstore::Result<()> {
-    let (region_id, to_peer) = (msg.region_id, msg.to_peer.as_ref().map_or(0, |p| p.id));
-    let from_store = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+/// Delivers `msg`, and when it carries a snapshot (whose files are in place at the receiver),
+/// tells the sender how the transfer went, as a store's gRPC transport does at the end of the
+/// stream: raft then probes the follower instead of waiting for its answer to the snapshot,
+/// which may be lost.
+fn deliver_reporting(
+    routers: &Routers,
+    msg: RaftMessage,
+    report: Option<SnapshotReport>,
+) -> raftstore::Result<()> {
     let result = deliver(routers, msg);
-    let sender = routers
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&from_store)
-        .map(|(r, _)| r.clone());
-    if let Some(r) = sender {
-        r.report_snapshot(region_id, to_peer, result.is_err());
+    if let Some(report) = report {
+        report.finish(result.is_err());
     }
     result
 }
@@ -130,11 +127,7 @@ impl MockTransport {
                     }
                     while heap.peek().is_some_and(|d| d.0.at <= Instant::now()) {
                         let d = heap.pop().expect("peeked").0;
-                        let _ = if d.snapshot {
-                            deliver_snapshot(&timer_routers, d.msg)
-                        } else {
-                            deliver(&timer_routers, d.msg)
-                        };
+                        let _ = deliver_reporting(&timer_routers, d.msg, d.snapshot);
                     }
                 }
             })
@@ -192,14 +185,10 @@ impl MockTransport {
         &self,
         msg: RaftMessage,
         delay: Duration,
-        snapshot: bool,
+        snapshot: Option<SnapshotReport>,
     ) -> raftstore::Result<()> {
         if delay.is_zero() {
-            return if snapshot {
-                deliver_snapshot(&self.routers, msg)
-            } else {
-                deliver(&self.routers, msg)
-            };
+            return deliver_reporting(&self.routers, msg, snapshot);
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let _ = self.delayed.send(Delayed {
@@ -277,7 +266,12 @@ impl MockTransport {
 }
 
 impl Transport for MockTransport {
-    fn send_snapshot(&self, msg: RaftMessage, snap_mgr: &SnapManager) -> raftstore::Result<()> {
+    fn send_snapshot(
+        &self,
+        msg: RaftMessage,
+        snap_mgr: &SnapManager,
+        report: SnapshotReport,
+    ) -> raftstore::Result<()> {
         // The filters decide first: a snapshot lost on the wire is a failed transfer, which the
         // sender learns of (a real stream would break).
         let Some(delay) = self.filtered(&msg) else {
@@ -292,12 +286,12 @@ impl Transport for MockTransport {
             )));
         }
         self.snapshots.delivered.fetch_add(1, Ordering::SeqCst);
-        self.deliver_after(msg, delay, true)
+        self.deliver_after(msg, delay, Some(report))
     }
 
     fn send(&self, msg: RaftMessage) -> raftstore::Result<()> {
         match self.filtered(&msg) {
-            Some(delay) => self.deliver_after(msg, delay, false),
+            Some(delay) => self.deliver_after(msg, delay, None),
             // Lost on the wire: the sender cannot tell.
             None => Ok(()),
         }

@@ -49,16 +49,9 @@ fn start_store(
         ClusterToken::default(),
         None,
     ));
-    let handle = raftstore::start_raftstore(
-        cfg,
-        engines.clone(),
-        snap_mgr.clone(),
-        id,
-        transport.clone(),
-        None,
-    )
-    .expect("raftstore starts");
-    transport.set_router(handle.router().clone());
+    let handle =
+        raftstore::start_raftstore(cfg, engines.clone(), snap_mgr.clone(), id, transport, None)
+            .expect("raftstore starts");
     let raw = RawApi::new(Arc::new(handle.storage()), RawLimits::default());
     // Never set: these stores stop by crashing (see stop_store).
     let (_never, stop) = watch::channel(false);

@@ -40,6 +40,7 @@ use crate::error::Result;
 use crate::msg::Callback;
 use crate::peer_storage::{PeerStorage, SnapContext};
 use crate::raft_worker::PollContext;
+use crate::transport::SnapshotReport;
 use lease::Lease;
 
 pub(crate) use apply::exec_write;
@@ -260,7 +261,8 @@ impl Peer {
                 end_key: region.end_key.clone(),
             };
             if is_snapshot {
-                if let Err(e) = ctx.transport.send_snapshot(msg, &ctx.snap_mgr) {
+                let report = SnapshotReport::new(ctx.router.clone(), self.region_id, to);
+                if let Err(e) = ctx.transport.send_snapshot(msg, &ctx.snap_mgr, report) {
                     tracing::info!(region_id = self.region_id, peer_id = self.meta.id, to,
                         error = %e, "snapshot not sent");
                     self.snapshot_sent.remove(&to);
