@@ -1,22 +1,15 @@
 //! Tessera: a multi-raft, region-sharded, transactional key-value store.
 //!
 //! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`,
-//! `tessera-chaos`) and the pieces they share: configuration, server assembly, the HTTP gateway,
-//! the bank workload of the transaction tests and `tessera-bench`, and the chaos harness. The
-//! clients live in the `tessera-client` crate.
+//! `tessera-chaos`) and the pieces they share: the in-process local cluster, the bank workload of
+//! the transaction tests and `tessera-bench`, and the chaos harness. The server lives in the
+//! `server` crate, the clients in the `tessera-client` crate.
 
 #![deny(missing_docs)]
 
 pub mod bank;
-pub mod bytesize;
 pub mod chaos;
-pub mod config;
-pub mod http;
 pub mod local_cluster;
-pub mod peer_service;
-pub mod raft_server;
-pub mod server;
-pub mod status;
 
 /// Makes any panic, on any thread, stop the whole process: the panic is reported as usual
 /// (message, location, backtrace if enabled), a last line says the process is stopping, and the

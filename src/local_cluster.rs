@@ -5,7 +5,7 @@
 //! keys, or one per range between the split keys), each with a peer on every store. The
 //! scheduler is told of the first region at bootstrap and learns the others from their leaders'
 //! heartbeats; [`LocalCluster::start`] returns once every region has a leader the scheduler
-//! knows. Each store is started by the one store assembly, [`crate::server::start_with`], as
+//! knows. Each store is started by the one store assembly, [`server::start_with`], as
 //! `tessera-server --engine raft` starts it: the client port, the peer port, the HTTP gateway
 //! (routing through a [`tessera_client::cluster::ClusterClient`]) and the scheduler's operators.
 
@@ -21,8 +21,8 @@ use scheduler::server::RunningScheduler;
 use scheduler_client::SchedulerClient;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, EngineKind, RawConfig};
-use crate::server::{Listeners, RunningServer, StartOptions};
+use server::config::{Config, EngineKind, RawConfig};
+use server::{Listeners, RunningServer, StartOptions};
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -175,7 +175,7 @@ impl LocalCluster {
                 listeners: Some(l),
                 raftstore: Some(config.raftstore.clone()),
             };
-            let server = crate::server::start_with(&store_config, options)
+            let server = server::start_with(&store_config, options)
                 .await
                 .with_context(|| format!("starting store {id}"))?;
             this.stores.push(LocalStore {

@@ -1,4 +1,4 @@
-//! Tessera's storage foundation and user-facing service.
+//! Tessera's storage foundation: engines, storages, MVCC, transactions and the raw API.
 //!
 //! - [`engine`]: the RocksDB engines ([`Engines`]: `kv` with CFs default/lock/write, and `raft`),
 //!   write batches spanning CFs, snapshots.
@@ -9,7 +9,8 @@
 //!   [`MemoryStorage`] (tests); the raftstore crate adds a replicated one. Besides batches, a
 //!   storage runs a compare-and-swap ([`Cas`]) atomically with respect to its other writes.
 //! - [`mvcc`] and [`txn`]: MVCC records and Percolator transactions ([`TxnApi`]) over any storage.
-//! - [`RawApi`] and [`KvService`]: the raw API and the tonic `TinyKv` service over any storage.
+//! - [`RawApi`]: the raw API over any storage. The gRPC service that serves it and [`TxnApi`]
+//!   lives in the `server` crate.
 
 #![deny(missing_docs)]
 
@@ -23,7 +24,6 @@ mod memory;
 pub mod mvcc;
 mod raft_engine;
 mod raw;
-mod server;
 mod standalone;
 mod storage;
 pub mod txn;
@@ -34,10 +34,6 @@ pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use raft_engine::RocksRaftEngine;
 pub use raw::{RawApi, RawLimits, ScanPage, ScanRange};
-pub use server::{
-    BatchCommandsStream, BatchLimits, KvService, BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES,
-    BATCH_DEFAULT_MAX_STREAMS, BATCH_MAX_BYTES, BATCH_MAX_IN_FLIGHT, BATCH_MAX_REQUESTS,
-};
 pub use standalone::StandaloneStorage;
 pub use storage::{
     answered, DbIterator, EngineReader, Modify, Storage, StorageFuture, StorageReader,

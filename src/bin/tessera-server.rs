@@ -15,7 +15,7 @@ use std::path::PathBuf;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use tessera::config::{Config, EngineKind};
+use server::config::{Config, EngineKind};
 
 /// A Tessera key-value server.
 #[derive(Parser, Debug)]
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let config = load_config(Args::parse())?;
     tessera::init_tracing(&config.log_level);
     tessera::install_fail_stop_hook("tessera-server");
-    let server = tessera::server::start(&config).await?;
+    let server = server::start(&config).await?;
     // Scripts (make run, tests) read these two lines to find the bound addresses. A closed
     // stdout must not take the server down, so write errors are ignored.
     let mut out = std::io::stdout();

@@ -58,7 +58,7 @@ async fn the_client_port_bounds_streams_per_connection_1() {
     let server = start(&test_config(dir.path())).await;
     assert_eq!(
         announced_stream_bound(server.addr).await,
-        Some(tessera::server::GRPC_MAX_CONCURRENT_STREAMS)
+        Some(net::GRPC_MAX_CONCURRENT_STREAMS)
     );
     server.shutdown().await.unwrap();
 }

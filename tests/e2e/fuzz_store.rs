@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use proto::eraftpb::MessageType;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use rand::SeedableRng;
-use tessera::peer_service::ClusterToken;
+use server::peer_service::ClusterToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;

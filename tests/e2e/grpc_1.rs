@@ -1,6 +1,6 @@
 //! The TinyKv raw API over gRPC on 127.0.0.1.
 
-use tessera::config::{Config, EngineKind};
+use server::config::{Config, EngineKind};
 use tessera_client::raw::{ClientError, RawClient};
 
 use crate::util::{start, test_config};

@@ -38,7 +38,7 @@ async fn peer_client(store: &Store) -> Result<TinyKvClient<Channel>, Status> {
 /// must refuse what it is sent on its content, not for want of credentials.
 fn peer_request<T>(store: &Store, body: T) -> Request<T> {
     let mut req = Request::new(body);
-    tessera::peer_service::ClusterToken::new(&store.token).attach(&mut req);
+    server::peer_service::ClusterToken::new(&store.token).attach(&mut req);
     req
 }
 

@@ -14,7 +14,7 @@ use proto::eraftpb::MessageType;
 use proto::kvrpcpb::RawGetRequest;
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
-use tessera::peer_service::ClusterToken;
+use server::peer_service::ClusterToken;
 use tonic::{Code, Request};
 
 use crate::forge::{forge_raft, raft_msg};

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tessera::config::{Config, EngineKind};
+use server::config::{Config, EngineKind};
 use tessera_client::raw::RawClient;
 
 use crate::util::{http, start, start_scheduler, test_config};
@@ -90,10 +90,7 @@ async fn raft_engine_without_scheduler_is_a_clear_error_2b() {
         .unwrap()
         .port();
     let config = raft_config(dir.path(), &format!("127.0.0.1:{port}"));
-    let err = tessera::server::start(&config)
-        .await
-        .err()
-        .expect("must fail");
+    let err = server::start(&config).await.err().expect("must fail");
     assert!(
         format!("{err:#}").contains("cannot reach the scheduler"),
         "{err:#}"

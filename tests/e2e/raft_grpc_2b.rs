@@ -7,13 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kv::{Engines, KvService, RawApi, RawLimits, WriteBatch};
+use kv::{Engines, RawApi, RawLimits, WriteBatch};
 use proto::metapb;
 use proto::tinykvpb::tiny_kv_server::TinyKvServer;
 use raftstore::RaftstoreHandle;
 use scheduler_client::SchedulerClient;
-use tessera::peer_service::{ClusterToken, PeerService};
-use tessera::raft_server::ServerTransport;
+use server::peer_service::{ClusterToken, PeerService};
+use server::transport::ServerTransport;
+use server::KvService;
 use tessera_client::raw::{ClientError, RawClient};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use proto::metapb;
 use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
 use scheduler_client::{HeartbeatHandler, Result as SchedResult, SchedulerClient};
-use tessera::config::{Config, EngineKind};
+use server::config::{Config, EngineKind};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tokio::sync::watch;

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use tessera::config::{Config, EngineKind};
-use tessera::server::RunningServer;
+use server::config::{Config, EngineKind};
+use server::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A config for a server on random loopback ports with data under `dir`, on the standalone
@@ -25,7 +25,7 @@ pub fn test_config(dir: &Path) -> Config {
 
 /// Starts a server with `config`.
 pub async fn start(config: &Config) -> RunningServer {
-    tessera::server::start(config).await.expect("server starts")
+    server::start(config).await.expect("server starts")
 }
 
 /// A scheduler on a random port over a fresh data dir.

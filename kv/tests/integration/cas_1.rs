@@ -3,11 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use kv::{Cas, CasOutcome, Cf, Error, KvService, MemoryStorage, RawApi, RawLimits};
+use kv::{Cas, CasOutcome, Cf, Error, MemoryStorage, RawApi, RawLimits};
 use kv::{StandaloneStorage, Storage};
-use proto::kvrpcpb::{Context, RawCasRequest};
-use proto::tinykvpb::tiny_kv_server::TinyKv;
-use tonic::Request;
+use proto::kvrpcpb::Context;
 
 /// Runs `check` against the raw API over a fresh instance of every storage.
 fn each_api(limits: RawLimits, check: impl Fn(&str, &dyn Fn() -> Api)) {
@@ -247,36 +245,4 @@ fn storage_cas_writes_only_when_it_succeeds_1() {
         );
         assert_eq!(r.get_cf(Cf::Default, b"w").unwrap(), None);
     }
-}
-
-#[tokio::test]
-async fn service_answers_cas_with_the_previous_value_1() {
-    let storage = Arc::new(MemoryStorage::new());
-    let service = KvService::new(RawApi::new(storage, RawLimits::default()));
-    let call = |key: &str, previous: Option<&str>, value: &str| {
-        let req = RawCasRequest {
-            context: None,
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            previous_not_exist: previous.is_none(),
-            // Ignored when the key is expected absent.
-            previous_value: previous.unwrap_or("ignored").as_bytes().to_vec(),
-            cf: String::new(),
-        };
-        service.raw_compare_and_swap(Request::new(req))
-    };
-    let r = call("k", None, "1").await.unwrap().into_inner();
-    assert!(
-        r.succeed && r.previous_not_exist && r.previous_value.is_empty(),
-        "{r:?}"
-    );
-    let r = call("k", None, "2").await.unwrap().into_inner();
-    assert!(!r.succeed && !r.previous_not_exist, "{r:?}");
-    assert_eq!(r.previous_value, b"1");
-    let r = call("k", Some("1"), "2").await.unwrap().into_inner();
-    assert!(r.succeed && !r.previous_not_exist, "{r:?}");
-    assert_eq!(r.previous_value, b"1");
-    let r = call("", Some("1"), "2").await.unwrap().into_inner();
-    assert!(!r.succeed && r.error.contains("empty"), "{r:?}");
-    assert!(r.region_error.is_none());
 }

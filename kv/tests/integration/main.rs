@@ -1,6 +1,5 @@
 //! Integration tests of the `kv` crate: one test binary, one module per area.
 
-mod batch_1;
 mod cas_1;
 mod child;
 mod corruption_1;

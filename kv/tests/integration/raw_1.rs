@@ -128,28 +128,3 @@ fn scan_pages_stop_at_the_bounds_and_say_so_1() {
     let p = small.scan_page(&ctx, "default", b"", 100).unwrap();
     assert_eq!((p.pairs.len(), p.truncated), (3, true));
 }
-
-/// `SplitRegion` checks its key like every raw request does, before the storage sees it (a split
-/// key becomes a region boundary that every store and the scheduler keep); a storage without
-/// regions refuses the split itself.
-#[tokio::test]
-async fn service_checks_split_keys_1() {
-    use kv::KvService;
-    use proto::kvrpcpb::SplitRegionRequest;
-    use proto::tinykvpb::tiny_kv_server::TinyKv;
-    let storage = Arc::new(MemoryStorage::new());
-    let service = KvService::new(RawApi::new(storage, RawLimits::default()));
-    let split = |key: Vec<u8>| {
-        service.split_region(tonic::Request::new(SplitRegionRequest {
-            context: None,
-            split_key: key,
-        }))
-    };
-    let huge = split(vec![b'k'; 64 * 1024 + 1]).await.unwrap().into_inner();
-    assert!(huge.error.contains("exceeds the limit"), "{huge:?}");
-    let empty = split(Vec::new()).await.unwrap().into_inner();
-    assert!(empty.error.contains("empty"), "{empty:?}");
-    let fine = split(b"m".to_vec()).await.unwrap().into_inner();
-    assert!(fine.error.contains("no regions to split"), "{fine:?}");
-    assert!(fine.left.is_none() && fine.right.is_none());
-}

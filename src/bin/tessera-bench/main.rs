@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use kv::{RawApi, RawLimits, StandaloneStorage};
 use proto::kvrpcpb::Context;
-use tessera::config::Config;
+use server::config::Config;
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 
@@ -237,7 +237,7 @@ async fn bench_grpc(args: &Args, clients: &[usize], dir: &Path) -> anyhow::Resul
     }
     let mut config = Config::loopback(dir);
     config.storage.sync_write = args.sync;
-    let server = tessera::server::start(&config).await?;
+    let server = server::start(&config).await?;
     let result = async {
         let target = load::server_target(&server.addr.to_string(), conns).await?;
         load::run(&target, &workload, clients).await

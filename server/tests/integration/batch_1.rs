@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use kv::{
-    BatchLimits, Cas, CasOutcome, KvService, MemoryStorage, Modify, RawApi, RawLimits, Storage,
-    StorageReader,
-};
+use kv::{Cas, CasOutcome, MemoryStorage, Modify, RawApi, RawLimits, Storage, StorageReader};
 use proto::kvrpcpb::batch_request::Cmd as Request;
 use proto::kvrpcpb::batch_response::Cmd as Answer;
 use proto::kvrpcpb::Context;
@@ -19,6 +16,8 @@ use proto::kvrpcpb::{
 };
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use proto::tinykvpb::tiny_kv_server::TinyKvServer;
+use server::kv_service::{BatchLimits, BATCH_MAX_REQUESTS};
+use server::KvService;
 use tokio::sync::{mpsc as tmpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::Channel;
@@ -306,7 +305,7 @@ async fn hostile_batch_messages_get_clear_answers_1() {
     }
 
     // One message over the request limit ends the stream with a clear status.
-    let too_many = (0..=kv::BATCH_MAX_REQUESTS as u64)
+    let too_many = (0..=BATCH_MAX_REQUESTS as u64)
         .map(|i| get(100 + i, "k"))
         .collect();
     s.send(too_many).await;

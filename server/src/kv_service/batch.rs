@@ -43,8 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{raw_delete_answer, raw_get_answer, raw_put_answer};
-use crate::raw::RawApi;
-use crate::storage::Storage;
+use kv::{RawApi, Storage};
 
 pub use proto::limits::{
     BATCH_MAX_BYTES as MAX_BYTES, BATCH_MAX_REQUESTS as MAX_REQUESTS_PER_MESSAGE,

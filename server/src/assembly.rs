@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kv::{Engines, KvService, MemoryStorage, RawApi, StandaloneStorage, Storage};
+use kv::{Engines, MemoryStorage, RawApi, StandaloneStorage, Storage};
 use proto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
@@ -19,13 +19,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, EngineKind};
+use crate::kv_service::KvService;
 use crate::peer_service::{self, ClusterToken, PeerService};
-use crate::raft_server::ServerTransport;
 use crate::status::{StatusSource, LIVENESS_TIMEOUT};
+use crate::transport::ServerTransport;
 
 /// Room for the key and the request framing on top of the largest value.
 const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
-pub use net::GRPC_MAX_CONCURRENT_STREAMS;
 /// How often the fail-stop watchdog looks at the raft worker.
 const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -431,7 +431,7 @@ fn serve<T: TinyKv>(
     let max_message = 2 * config.raw.max_value_size
         + config.raw.max_key_size
         + GRPC_MESSAGE_OVERHEAD
-        + kv::BATCH_MAX_BYTES;
+        + crate::kv_service::BATCH_MAX_BYTES;
     // A response holds at most one value, or one scan page (its byte bound plus the pair that
     // crosses it).
     let max_response = usize::try_from(config.raw.max_scan_bytes.0)

@@ -251,7 +251,7 @@ fn client_rpc() -> Status {
 
 #[tonic::async_trait]
 impl TinyKv for PeerService {
-    type BatchCommandsStream = kv::BatchCommandsStream;
+    type BatchCommandsStream = crate::kv_service::BatchCommandsStream;
 
     async fn batch_commands(
         &self,

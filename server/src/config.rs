@@ -256,17 +256,19 @@ impl Default for RawConfig {
             max_value_size: limits.max_value_size,
             max_scan_limit: limits.max_scan_limit,
             max_scan_bytes: ByteSize(limits.max_scan_bytes as u64),
-            max_batch_streams: kv::BATCH_DEFAULT_MAX_STREAMS,
-            max_batch_in_flight: ByteSize(kv::BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES as u64),
+            max_batch_streams: crate::kv_service::BATCH_DEFAULT_MAX_STREAMS,
+            max_batch_in_flight: ByteSize(
+                crate::kv_service::BATCH_DEFAULT_MAX_IN_FLIGHT_BYTES as u64,
+            ),
         }
     }
 }
 
 impl RawConfig {
     /// The bounds over all `BatchCommands` streams.
-    pub fn batch_limits(&self) -> kv::BatchLimits {
+    pub fn batch_limits(&self) -> crate::kv_service::BatchLimits {
         let bytes = usize::try_from(self.max_batch_in_flight.0).unwrap_or(usize::MAX);
-        kv::BatchLimits::new(self.max_batch_streams, bytes)
+        crate::kv_service::BatchLimits::new(self.max_batch_streams, bytes)
     }
 
     /// The limits the raw API enforces.
@@ -329,7 +331,7 @@ mod tests {
 
     #[test]
     fn shipped_example_config_parses_1() {
-        let text = include_str!("../tessera.toml");
+        let text = include_str!("../../tessera.toml");
         let cfg = Config::from_toml(text).unwrap();
         assert_eq!(
             cfg,

@@ -4,12 +4,12 @@
 //! work on tokio's blocking pool and never stall the async workers; the hot raw get and put use
 //! the storage's async calls instead ([`Storage::get_async`], [`Storage::write_async`]), which
 //! the raftstore answers through its callback without a blocking thread; so does the raw delete,
-//! and so do the gets, puts and deletes of [`batch`]'s `BatchCommands` stream, many per message.
+//! and so do the gets, puts and deletes of the `BatchCommands` stream, many per message.
 //! The transactional handlers delegate to [`TxnApi`]; per-key and region errors travel in the
 //! responses, other failures become gRPC statuses.
 //!
 //! A replicated write waits for its proposal's outcome without a deadline, and a transactional
-//! command keeps its latches meanwhile (see [`crate::txn`]). A handler therefore answers
+//! command keeps its latches meanwhile (see [`kv::txn`]). A handler therefore answers
 //! `Unavailable` ("the outcome is unknown") once its reply timeout passes and leaves the work
 //! running on its blocking thread, latches held, until the outcome is known. That bounds every
 //! RPC, so a graceful shutdown, which drains the RPCs in flight before the storage stops, ends
@@ -33,10 +33,7 @@ use proto::tinykvpb::tiny_kv_server::TinyKv;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::Error;
-use crate::raw::{RawApi, ScanRange};
-use crate::storage::{Storage, StorageFuture};
-use crate::txn::TxnApi;
+use kv::{Error, RawApi, ScanRange, Storage, StorageFuture, TxnApi};
 
 /// How long a handler waits for its storage work by default: the raftstore's default
 /// `command_timeout`, so clients see the same bound as when writes gave up after it.
@@ -495,9 +492,8 @@ mod tests {
     use tonic::{Code, Request};
 
     use super::*;
-    use crate::storage::{Modify, StorageReader};
-    use crate::txn::testkit::{PrewriteRequestExt as _, RequestBuilder};
-    use crate::{Cas, CasOutcome, MemoryStorage, RawLimits};
+    use kv::txn::testkit::{PrewriteRequestExt as _, RequestBuilder};
+    use kv::{Cas, CasOutcome, MemoryStorage, Modify, RawLimits, StorageReader};
 
     /// A storage whose writes wait for a ticket each, as a raft write waits for its outcome.
     struct GatedStorage {
@@ -506,7 +502,7 @@ mod tests {
     }
 
     impl Storage for GatedStorage {
-        fn write(&self, ctx: &Context, batch: Vec<Modify>) -> crate::Result<()> {
+        fn write(&self, ctx: &Context, batch: Vec<Modify>) -> kv::Result<()> {
             let tickets = self.tickets.lock().unwrap();
             tickets
                 .recv()
@@ -515,7 +511,7 @@ mod tests {
             self.inner.write(ctx, batch)
         }
 
-        fn compare_and_swap(&self, ctx: &Context, cas: Cas) -> crate::Result<CasOutcome> {
+        fn compare_and_swap(&self, ctx: &Context, cas: Cas) -> kv::Result<CasOutcome> {
             let tickets = self.tickets.lock().unwrap();
             tickets
                 .recv()
@@ -524,7 +520,7 @@ mod tests {
             self.inner.compare_and_swap(ctx, cas)
         }
 
-        fn reader(&self, ctx: &Context) -> crate::Result<Box<dyn StorageReader>> {
+        fn reader(&self, ctx: &Context) -> kv::Result<Box<dyn StorageReader>> {
             self.inner.reader(ctx)
         }
     }
