@@ -60,7 +60,18 @@ pub struct LocalStore {
     pub addr: SocketAddr,
     /// Its HTTP gateway's address.
     pub status_addr: SocketAddr,
+    /// Its peer port's address.
+    pub peer_addr: SocketAddr,
+    /// What it was started with, to start it again.
+    config: Config,
     server: RunningServer,
+}
+
+/// A store that was stopped, and how to start it again at the same addresses.
+struct StoppedStore {
+    id: u64,
+    config: Config,
+    addrs: [SocketAddr; 3],
 }
 
 /// A scheduler and raft stores in this process.
@@ -68,6 +79,8 @@ pub struct LocalCluster {
     scheduler: Arc<scheduler::Cluster>,
     scheduler_server: RunningScheduler,
     stores: Vec<LocalStore>,
+    stopped: Vec<StoppedStore>,
+    raftstore: raftstore::Config,
     regions: usize,
 }
 
@@ -153,6 +166,8 @@ impl LocalCluster {
             scheduler: cluster.clone(),
             scheduler_server,
             stores: Vec::new(),
+            stopped: Vec::new(),
+            raftstore: config.raftstore.clone(),
             regions: regions.len(),
         };
         let scheduler_addr = this.scheduler_addr().to_string();
@@ -171,19 +186,7 @@ impl LocalCluster {
             })
             .await?
             .with_context(|| format!("bootstrapping store {id}"))?;
-            let options = StartOptions {
-                listeners: Some(l),
-                raftstore: Some(config.raftstore.clone()),
-            };
-            let server = server::start_with(&store_config, options)
-                .await
-                .with_context(|| format!("starting store {id}"))?;
-            this.stores.push(LocalStore {
-                id,
-                addr: server.addr,
-                status_addr: server.status_addr,
-                server,
-            });
+            this.start_store(id, store_config, l).await?;
         }
         this.wait_ready(config.ready_timeout).await?;
         Ok(this)
@@ -236,7 +239,36 @@ impl LocalCluster {
         }
     }
 
-    /// Stops store `store_id` (its servers, then its raftstore), as a store that goes down.
+    /// Starts store `id` with `config` on `listeners`, through the one store assembly.
+    async fn start_store(
+        &mut self,
+        id: u64,
+        config: Config,
+        listeners: Listeners,
+    ) -> anyhow::Result<()> {
+        let options = StartOptions {
+            listeners: Some(listeners),
+            raftstore: Some(self.raftstore.clone()),
+        };
+        let server = server::start_with(&config, options)
+            .await
+            .with_context(|| format!("starting store {id}"))?;
+        let peer_addr = server
+            .peer_addr
+            .context("a raft store serves a peer port")?;
+        self.stores.push(LocalStore {
+            id,
+            addr: server.addr,
+            status_addr: server.status_addr,
+            peer_addr,
+            config,
+            server,
+        });
+        Ok(())
+    }
+
+    /// Stops store `store_id` (its servers, then its raftstore), as a store that goes down; its
+    /// data stays for [`LocalCluster::restart_store`].
     ///
     /// # Panics
     /// When no running store has that id.
@@ -246,7 +278,34 @@ impl LocalCluster {
             .iter()
             .position(|s| s.id == store_id)
             .unwrap_or_else(|| panic!("no running store {store_id}"));
-        self.stores.remove(i).stop().await;
+        let store = self.stores.remove(i);
+        self.stopped.push(StoppedStore {
+            id: store.id,
+            config: store.config.clone(),
+            addrs: [store.addr, store.peer_addr, store.status_addr],
+        });
+        store.stop().await;
+    }
+
+    /// Starts store `store_id`, stopped by [`LocalCluster::stop_store`], again from its data and
+    /// at its addresses (where the scheduler and the other stores know it).
+    ///
+    /// # Errors
+    /// When no stopped store has that id, an address cannot be bound again, or the store does not
+    /// start.
+    pub async fn restart_store(&mut self, store_id: u64) -> anyhow::Result<()> {
+        let i = self
+            .stopped
+            .iter()
+            .position(|s| s.id == store_id)
+            .with_context(|| format!("no stopped store {store_id}"))?;
+        let StoppedStore { id, config, addrs } = self.stopped.remove(i);
+        let listeners = Listeners {
+            grpc: TcpListener::bind(addrs[0]).await?,
+            peer: TcpListener::bind(addrs[1]).await?,
+            http: TcpListener::bind(addrs[2]).await?,
+        };
+        self.start_store(id, config, listeners).await
     }
 
     /// Stops every store, then the scheduler.
@@ -263,6 +322,13 @@ impl LocalCluster {
 }
 
 impl LocalStore {
+    /// Its engines, to look at what it holds (see [`RunningServer::engines`]).
+    pub fn engines(&self) -> &Engines {
+        self.server
+            .engines()
+            .expect("a local cluster's stores are raft stores")
+    }
+
     async fn stop(self) {
         if let Err(e) = self.server.shutdown().await {
             tracing::warn!(store_id = self.id, error = %e, "store stopped with an error");

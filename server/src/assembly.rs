@@ -60,6 +60,8 @@ pub struct RunningServer {
     pub peer_addr: Option<SocketAddr>,
     /// The bound HTTP gateway address.
     pub status_addr: SocketAddr,
+    /// The raft store's engines (raft engine only).
+    engines: Option<Engines>,
     stop: Arc<watch::Sender<bool>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -69,6 +71,12 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("server task panicked")?
+    }
+
+    /// The raft store's engines (raft engine only), for tests and tools that look at what the
+    /// store holds; writing to them behind the store's back breaks it.
+    pub fn engines(&self) -> Option<&Engines> {
+        self.engines.as_ref()
     }
 
     /// A handle that stops the server from elsewhere (e.g. a signal handler).
@@ -140,7 +148,7 @@ async fn start_raft_node(
     addr: SocketAddr,
     peer_addr: SocketAddr,
     token: ClusterToken,
-) -> anyhow::Result<raftstore::Node> {
+) -> anyhow::Result<(raftstore::Node, Engines)> {
     let advertised = if config.advertise_peer_addr.is_empty() {
         peer_addr.to_string()
     } else {
@@ -173,12 +181,12 @@ async fn start_raft_node(
         source_ip,
     ));
     let raft_engine = config.raftstore.raft_engine;
-    let node = tokio::task::spawn_blocking(move || -> anyhow::Result<raftstore::Node> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(raftstore::Node, Engines)> {
         let engines = Engines::open_with(&dir, raft_engine)
             .with_context(|| format!("cannot open engines in {}", dir.display()))?;
         let node = raftstore::Node::start(
             raft_cfg,
-            engines,
+            engines.clone(),
             snap_mgr,
             transport,
             client,
@@ -186,10 +194,9 @@ async fn start_raft_node(
             advertised,
         )
         .context("cannot start the raftstore")?;
-        Ok(node)
+        Ok((node, engines))
     })
-    .await??;
-    Ok(node)
+    .await?
 }
 
 /// Opens the storage, binds the listeners and starts serving.
@@ -218,6 +225,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
     let mut peer_task = None;
     let mut peer_addr = None;
     let mut store_id = None;
+    let mut engines = None;
     let (backend, status, grpc_task, http_task) = match config.engine {
         EngineKind::Standalone => {
             let storage = open_standalone(config)?;
@@ -250,7 +258,9 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 },
                 None => config.to_raftstore(),
             };
-            let node = start_raft_node(config, raft_cfg, addr, bound_peer, token.clone()).await?;
+            let (node, node_engines) =
+                start_raft_node(config, raft_cfg, addr, bound_peer, token.clone()).await?;
+            engines = Some(node_engines);
             store_id = Some(node.store_id());
             let rs = node.raftstore();
             let peer_service = PeerService::new(
@@ -334,6 +344,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
         addr,
         peer_addr,
         status_addr,
+        engines,
         stop,
         task,
     })
