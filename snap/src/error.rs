@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::key::{SnapKey, SnapKind};
-use crate::manager::SnapState;
+use crate::key::{SnapKey, SnapKind, SnapState};
 
 /// Errors of snapshot building, verification, transfer, application and management.
 #[derive(Debug, thiserror::Error)]

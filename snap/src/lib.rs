@@ -10,7 +10,7 @@
 //!   [`SnapManager::receive`], [`SnapManager::gc`].
 //! - [`ChunkReader`] / [`SnapReceiver`]: the two ends of a chunked transfer; [`transfer`] joins
 //!   them in process.
-//! - [`SnapKey`], [`SnapKind`]: identity and file naming.
+//! - [`SnapKey`], [`SnapKind`]: identity; file naming in `name`.
 
 #![deny(missing_docs)]
 
@@ -18,12 +18,13 @@ mod error;
 mod key;
 mod manager;
 mod meta;
+mod name;
 mod sst;
 mod transfer;
 
 pub use error::{Error, Result};
-pub use key::{SnapKey, SnapKind};
-pub use manager::{SnapConfig, SnapGuard, SnapManager, SnapState};
+pub use key::{SnapKey, SnapKind, SnapState};
+pub use manager::{SnapConfig, SnapGuard, SnapManager};
 pub use meta::meta_total_size;
 pub use sst::{ApplyStats, BuiltSnapshot};
 pub use transfer::{snapshot_in_message, transfer, ChunkReader, SnapReceiver, DEFAULT_CHUNK_SIZE};

@@ -19,25 +19,13 @@ use proto::raft_serverpb::SnapshotMeta;
 use rocksdb::DB;
 
 use crate::error::{io_err, Error, Result};
-use crate::key::{parse_file_name, SnapKey, SnapKind};
+use crate::key::{SnapKey, SnapKind, SnapState};
 use crate::meta::{
     cf_path, ingest_path, meta_path, meta_total_size, read_meta, remove_if_exists, sync_dir,
     tmp_path, verify,
 };
+use crate::name::parse_file_name;
 use crate::sst::{apply_files, build_files, ApplyStats, BuiltSnapshot};
-
-/// What a registered snapshot is being used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SnapState {
-    /// Its files are being built from the kv engine (generated snapshots only).
-    Generating,
-    /// It is being streamed to one or more peers (generated snapshots only).
-    Sending,
-    /// Its files are arriving from another store (received snapshots only).
-    Receiving,
-    /// It is being ingested into the kv engine (received snapshots only).
-    Applying,
-}
 
 /// Limits of a [`SnapManager`].
 #[derive(Clone, Debug)]

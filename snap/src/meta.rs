@@ -10,7 +10,8 @@ use prost::Message;
 use proto::raft_serverpb::{SnapshotCfFile, SnapshotMeta};
 
 use crate::error::{io_err, Error, Result};
-use crate::key::{cf_file_name, meta_file_name, SnapKey, SnapKind, INGEST_SUFFIX, TMP_SUFFIX};
+use crate::key::{SnapKey, SnapKind};
+use crate::name::{cf_file_name, meta_file_name, INGEST_SUFFIX, TMP_SUFFIX};
 
 /// md5 of zero bytes: the checksum recorded for an empty CF, which has no file.
 pub(crate) const EMPTY_MD5: [u8; 16] = [

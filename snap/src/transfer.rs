@@ -21,8 +21,8 @@ use proto::protobuf::Message as _;
 use proto::raft_serverpb::{RaftMessage, RaftSnapshotData, SnapshotChunk, SnapshotMeta};
 
 use crate::error::{io_err, Error, Result};
-use crate::key::{SnapKey, SnapKind};
-use crate::manager::{SnapGuard, SnapManager, SnapState};
+use crate::key::{SnapKey, SnapKind, SnapState};
+use crate::manager::{SnapGuard, SnapManager};
 use crate::meta::{
     cf_path, hex, meta_total_size, sync_and_rename, sync_dir, tmp_path, validate, write_meta,
     CfEntry,
