@@ -2,8 +2,8 @@
 //! config, operators), independent of gRPC so that tests and in-process mocks drive it directly.
 //!
 //! Every change is persisted before it becomes visible in memory, so a failed write leaves the
-//! state as it was. Region heartbeats and queries live in `heartbeat.rs`, scheduling in
-//! `coordinator.rs`.
+//! state as it was. Region heartbeats and queries live in `heartbeat.rs`, the balance
+//! round and operator queries in `schedule.rs`, operators in flight in `coordinator.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -26,6 +26,7 @@ mod local;
 mod meta;
 mod operator;
 mod region;
+mod schedule;
 mod schedulers;
 pub mod server;
 

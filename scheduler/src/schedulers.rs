@@ -1,6 +1,6 @@
 //! The schedulers: the replica checker (run on every region heartbeat) and the balance
-//! schedulers (run by the coordinator's loop). Each looks at a [`Ctx`] and proposes at most one
-//! [`Operator`]; none of them changes state.
+//! schedulers (run by the balance round, `Cluster::schedule` in `schedule.rs`). Each looks at a
+//! [`Ctx`] and proposes at most one [`Operator`]; none of them changes state.
 //!
 //! The replica checker keeps every region at the configured number of healthy voters. In
 //! order: a leftover learner is promoted (or removed when not needed); a missing replica is
