@@ -325,7 +325,7 @@ fn exec_writes(
     }
     let mut responses = Vec::with_capacity(req.requests.len());
     for r in &req.requests {
-        match crate::peer::exec_write(r, wb) {
+        match crate::cmd::exec_write(r, wb) {
             Ok(Some(resp)) => responses.push(resp),
             Ok(None) => {
                 let err = Error::Other(format!(

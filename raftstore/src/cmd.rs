@@ -5,9 +5,13 @@
 //! command type and the column family are decoded in one place. A request whose body is missing
 //! reads as the body's defaults (as it always has: apply must decide every entry the same way
 //! on every replica); an unknown command type or column family is an error.
+//!
+//! A plain write (a put or a delete) is also executed here into a kv-engine write batch
+//! ([`exec_write`], [`write_one`]), the same way by apply in the raft worker and by the apply
+//! thread.
 
-use kv::Cf;
-use proto::raft_cmdpb::{CasRequest, CmdType, Request};
+use kv::{keys, Cf, WriteBatch};
+use proto::raft_cmdpb::{CasRequest, CmdType, DeleteResponse, PutResponse, Request, Response};
 
 use crate::error::{Error, Result};
 
@@ -122,6 +126,37 @@ impl<'a> Cmd<'a> {
     pub(crate) fn plain_write(&self) -> bool {
         matches!(self, Cmd::Put { .. } | Cmd::Delete { .. })
     }
+}
+
+/// Adds `r` to `wb` if it is a put or a delete and answers it; `None` for any other command.
+pub(crate) fn exec_write(r: &Request, wb: &mut WriteBatch) -> Result<Option<Response>> {
+    write_one(Cmd::decode(r)?, r.cmd_type, wb)
+}
+
+/// Adds a decoded put or delete to `wb` and answers it (`cmd_type` as the request had it);
+/// `None` for any other command. Reads in place: the apply path copies a command's bytes only
+/// into the write batch.
+pub(crate) fn write_one(
+    cmd: Cmd<'_>,
+    cmd_type: i32,
+    wb: &mut WriteBatch,
+) -> Result<Option<Response>> {
+    let mut resp = Response {
+        cmd_type,
+        ..Default::default()
+    };
+    match cmd {
+        Cmd::Put { cf, key, value } => {
+            wb.put_cf(cf, &keys::data_key(key), value)?;
+            resp.put = Some(PutResponse {});
+        }
+        Cmd::Delete { cf, key } => {
+            wb.delete_cf(cf, &keys::data_key(key))?;
+            resp.delete = Some(DeleteResponse {});
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(resp))
 }
 
 #[cfg(test)]

@@ -17,69 +17,8 @@ use proto::raft_serverpb::RaftMessage;
 use protobuf::Message as _;
 
 use crate::error::Error;
-use crate::metrics::StoreMetrics;
+use crate::metrics::{DropReason, StoreMetrics};
 use crate::router::Router;
-
-/// Why a raft message from another store was dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// The envelope is malformed: region 0, a missing or zero peer, or addressed to another
-    /// store.
-    BadEnvelope,
-    /// The raft message does not decode, or names other peers than its envelope.
-    BadRaftMessage,
-    /// A message type that never travels between stores: one only a node itself generates
-    /// (`MsgHup`, `MsgBeat`, ...), or a request a store makes of its own raft node only
-    /// (`MsgPropose`, `MsgReadIndex` and its answer: a store proposes and reads only where it
-    /// leads, so its raft never forwards one).
-    LocalMessageType,
-    /// A snapshot outside the snapshot stream, or something else on it.
-    SnapshotMisrouted,
-    /// A snapshot the peer refused (region, peer or epoch mismatch, not from the leader it
-    /// follows, overlapping another region, files missing).
-    BadSnapshot,
-    /// A message for another peer of the region that does not prove this one stale.
-    WrongPeer,
-    /// The raft library refused the message (terms or indexes that cannot be right, ...).
-    RaftRefused,
-    /// The peer's mailbox was full: the raft worker is behind, raft will retransmit.
-    MailboxFull,
-}
-
-impl DropReason {
-    /// Every reason, in metric order.
-    pub const ALL: [DropReason; 8] = [
-        DropReason::BadEnvelope,
-        DropReason::BadRaftMessage,
-        DropReason::LocalMessageType,
-        DropReason::SnapshotMisrouted,
-        DropReason::BadSnapshot,
-        DropReason::WrongPeer,
-        DropReason::RaftRefused,
-        DropReason::MailboxFull,
-    ];
-
-    /// A stable label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::BadEnvelope => "bad_envelope",
-            DropReason::BadRaftMessage => "bad_raft_message",
-            DropReason::LocalMessageType => "local_message_type",
-            DropReason::SnapshotMisrouted => "snapshot_misrouted",
-            DropReason::BadSnapshot => "bad_snapshot",
-            DropReason::WrongPeer => "wrong_peer",
-            DropReason::RaftRefused => "raft_refused",
-            DropReason::MailboxFull => "mailbox_full",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        DropReason::ALL
-            .iter()
-            .position(|r| *r == self)
-            .unwrap_or_default()
-    }
-}
 
 /// Which stream a message came on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

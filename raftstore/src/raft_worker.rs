@@ -15,84 +15,23 @@
 //! The worker does not wait for the write: it goes on stepping, sending and collecting the next
 //! rounds while the disk syncs, and the writer syncs the rounds queued meanwhile together (see
 //! `log_writer`).
+//!
+//! The context the worker lends each batch's handlers (`PollContext`) and the peers it owns
+//! (`PeerFsm`) are in the peer module (`peer/context.rs`).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use kv::Engines;
+use crossbeam_channel::RecvTimeoutError;
 use raft::Ready;
 use raftlog::LogBatch;
 
-use crate::apply_worker::Applier;
-use crate::config::Config;
-use crate::health::{StoreHealth, WorkerAlive};
-use crate::inbound::DropLog;
-use crate::log_writer::{LogWriter, RaftBatch};
-use crate::metrics::StoreMetrics;
+use crate::health::WorkerAlive;
+use crate::log_writer::RaftBatch;
 use crate::msg::{PeerMsg, StoreMsg};
-use crate::peer::{Peer, PeerMsgHandler};
-use crate::peer_storage::SnapContext;
-use crate::region_worker::{RaftLogGcTask, RegionTask};
-use crate::router::{Notify, Router, RouterReceivers};
-use crate::scheduler_worker::SchedulerTask;
-use crate::split_check::SplitCheckTask;
-use crate::store::{StoreMeta, StoreMsgHandler};
-use crate::transport::Transport;
-use crate::worker::Scheduler;
-
-/// What every handler of a batch shares: small, typed, owned by the worker.
-pub(crate) struct PollContext {
-    pub(crate) store_id: u64,
-    pub(crate) cfg: Arc<Config>,
-    pub(crate) engines: Engines,
-    pub(crate) snap_mgr: snap::SnapManager,
-    pub(crate) region_worker: Scheduler<RegionTask>,
-    pub(crate) raftlog_gc: Scheduler<RaftLogGcTask>,
-    pub(crate) split_checker: Scheduler<SplitCheckTask>,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) store_meta: Arc<RwLock<StoreMeta>>,
-    pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,
-    pub(crate) router: Router,
-    pub(crate) metrics: Arc<StoreMetrics>,
-    pub(crate) health: Arc<StoreHealth>,
-    /// Counts and logs raft messages peers drop.
-    pub(crate) drops: Arc<DropLog>,
-    /// The leases of the regions this store leads, for reads on the caller's thread.
-    pub(crate) lease_reads: Arc<crate::lease_reads::LeaseReads>,
-    /// Peers created by splits this round; the worker adopts them at the end of the round.
-    pub(crate) new_peers: Vec<PeerFsm>,
-    /// Writes the rounds' raft-engine batches.
-    pub(crate) log_writer: LogWriter,
-    /// The apply thread, when the store runs one (`Config::async_apply`).
-    pub(crate) applier: Option<Applier>,
-}
-
-impl PollContext {
-    /// Waits until every raft-engine batch handed to the log writer is written: for what reads
-    /// or writes a peer's raft state beside the writer (creating a peer from the engines,
-    /// destroying one), which must not read a state about to change or be overwritten by it.
-    pub(crate) fn wait_raft_writes(&self) {
-        if let Err(e) = self.log_writer.wait_all() {
-            panic!("store {}: raft engine write failed: {e}", self.store_id);
-        }
-    }
-
-    /// What a new peer needs to build snapshots.
-    pub(crate) fn snap_context(&self) -> SnapContext {
-        SnapContext {
-            mgr: self.snap_mgr.clone(),
-            worker: self.region_worker.clone(),
-        }
-    }
-}
-
-/// A peer and its mailbox.
-pub(crate) struct PeerFsm {
-    pub(crate) peer: Peer,
-    pub(crate) mailbox: Receiver<PeerMsg>,
-}
+use crate::peer::{PeerFsm, PeerMsgHandler, PollContext};
+use crate::router::{Notify, RouterReceivers};
+use crate::store_handler::StoreMsgHandler;
 
 /// A round's readies, waiting for the log writer to write its batch.
 pub(crate) struct InFlightRound {

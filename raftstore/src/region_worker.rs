@@ -10,37 +10,19 @@
 //!
 //! Apply is idempotent (see `snap::SnapManager::apply`), so a store that crashed mid-apply finds
 //! its region in `Applying` on restart and simply schedules the same apply again.
+//!
+//! The tasks ([`RegionTask`], [`GenResult`]) belong to the peer storage, which owns the
+//! generate/apply protocol; this worker runs them.
 
-use crossbeam_channel::Sender;
 use kv::{keys, EngineSnapshot, Engines};
-use proto::eraftpb::Snapshot;
 use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use snap::{SnapKey, SnapKind, SnapManager};
 
 use crate::msg::PeerMsg;
-use crate::peer_storage::raft_snapshot;
+use crate::peer_storage::{raft_snapshot, GenResult, RegionTask};
 use crate::router::Router;
 use crate::worker::Runnable;
-
-/// The outcome of a generation: the raft snapshot to send, or why there is none.
-pub(crate) type GenResult = std::result::Result<Snapshot, String>;
-
-/// Work for the region worker.
-pub(crate) enum RegionTask {
-    /// Build snapshot `key` of `region` from `kv_snap` (taken at `key.index`).
-    Generate {
-        key: SnapKey,
-        region: metapb::Region,
-        kv_snap: EngineSnapshot,
-        notify: Sender<GenResult>,
-    },
-    /// Replace `region`'s data with received snapshot `key`.
-    Apply {
-        key: SnapKey,
-        region: metapb::Region,
-    },
-}
 
 /// Runs [`RegionTask`]s.
 pub(crate) struct RegionRunner {

@@ -11,14 +11,14 @@ use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CompactLogResponse,
-    DeleteRangeResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
-    RaftResponseHeader, Request, Response, SnapResponse,
+    DeleteRangeResponse, GetResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
+    Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
 use super::conf_change::admin_response;
 use super::PeerMsgHandler;
-use crate::cmd::Cmd;
+use crate::cmd::{write_one, Cmd};
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
 use crate::region_worker::RaftLogGcTask;
@@ -361,33 +361,6 @@ impl PeerMsgHandler<'_> {
             previous_value: outcome.previous.unwrap_or_default(),
         })
     }
-}
-
-/// Adds `r` to `wb` if it is a put or a delete and answers it; `None` for any other command.
-pub(crate) fn exec_write(r: &Request, wb: &mut WriteBatch) -> Result<Option<Response>> {
-    write_one(Cmd::decode(r)?, r.cmd_type, wb)
-}
-
-/// Adds a decoded put or delete to `wb` and answers it (`cmd_type` as the request had it);
-/// `None` for any other command. Reads in place: the apply path copies a command's bytes only
-/// into the write batch.
-fn write_one(cmd: Cmd<'_>, cmd_type: i32, wb: &mut WriteBatch) -> Result<Option<Response>> {
-    let mut resp = Response {
-        cmd_type,
-        ..Default::default()
-    };
-    match cmd {
-        Cmd::Put { cf, key, value } => {
-            wb.put_cf(cf, &keys::data_key(key), value)?;
-            resp.put = Some(PutResponse {});
-        }
-        Cmd::Delete { cf, key } => {
-            wb.delete_cf(cf, &keys::data_key(key))?;
-            resp.delete = Some(DeleteResponse {});
-        }
-        _ => return Ok(None),
-    }
-    Ok(Some(resp))
 }
 
 /// Whether the apply thread may apply `e` (see `apply_worker`): `Some(None)` for an empty

@@ -5,10 +5,9 @@ use proto::eraftpb;
 use proto::raft_serverpb::RaftMessage;
 use protobuf::Message as _;
 
-use super::Peer;
-use crate::inbound::DropReason;
+use super::{Peer, PollContext};
+use crate::metrics::DropReason;
 use crate::msg::PeerMsg;
-use crate::raft_worker::PollContext;
 use crate::scheduler_worker::SchedulerTask;
 
 /// Senders outside the region's peer list a peer remembers at most (peers being added).

@@ -2,6 +2,7 @@
 //! and reads — and [`PeerMsgHandler`], the short-lived handler the raft worker builds per batch.
 //!
 //! The peer's features live in one file each:
+//! - `context`: [`PollContext`], what the handlers of a raft worker batch share, and [`PeerFsm`];
 //! - `handler`: dispatching [`crate::PeerMsg`]s, raft messages from other stores, ticks;
 //! - `propose`: checking and proposing commands, starting ReadIndex reads;
 //! - `write_batch`: a round's plain writes proposed as one log entry;
@@ -15,6 +16,7 @@
 mod apply;
 mod async_apply;
 mod conf_change;
+mod context;
 mod handler;
 mod lease;
 mod propose;
@@ -39,11 +41,10 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::msg::Callback;
 use crate::peer_storage::{PeerStorage, SnapContext};
-use crate::raft_worker::PollContext;
 use crate::transport::SnapshotReport;
 use lease::Lease;
 
-pub(crate) use apply::exec_write;
+pub(crate) use context::{PeerFsm, PollContext};
 pub(crate) use handler::PeerMsgHandler;
 pub use propose::UNSAFE_LOCAL_READS_ENV;
 

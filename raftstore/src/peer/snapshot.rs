@@ -22,7 +22,7 @@ use raft::{ProgressState, SnapshotStatus};
 use snap::{SnapKey, SnapKind};
 
 use super::PeerMsgHandler;
-use crate::region_worker::RegionTask;
+use crate::peer_storage::RegionTask;
 
 /// Where the leader should compact the log to, if anywhere: everything applied once the log
 /// holds `limit` applied entries (followers that far behind catch up by snapshot), else what

@@ -24,11 +24,10 @@ use proto::raft_serverpb::{PeerState, RegionLocalState};
 
 use super::apply::ApplyEffects;
 use super::conf_change::admin_response;
-use super::{Peer, PeerMsgHandler};
+use super::{Peer, PeerFsm, PeerMsgHandler};
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
 use crate::peer_storage::initial_apply_state;
-use crate::raft_worker::PeerFsm;
 use crate::scheduler_worker::SchedulerTask;
 use crate::split_check::SplitCheckTask;
 use crate::util;

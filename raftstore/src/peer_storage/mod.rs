@@ -22,7 +22,7 @@
 
 mod snapshot;
 
-pub(crate) use snapshot::{raft_snapshot, SnapContext};
+pub(crate) use snapshot::{raft_snapshot, GenResult, RegionTask, SnapContext};
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -16,8 +16,12 @@
 //! ```
 //! A crash between 1 and 2 leaves a raft state behind the truncated index;
 //! [`recover_raft_state`] moves it up to the snapshot on restart.
+//!
+//! The region worker's tasks ([`RegionTask`], with a generation's outcome as a [`GenResult`])
+//! are defined here, with the protocol they serve; the region worker (`region_worker.rs`) runs
+//! them.
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use kv::{keys, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::Snapshot;
@@ -32,8 +36,26 @@ use snap::{SnapKey, SnapKind, SnapManager};
 
 use super::{conf_state_of, PeerStorage};
 use crate::error::{Error, Result};
-use crate::region_worker::{GenResult, RegionTask};
 use crate::worker::Scheduler;
+
+/// The outcome of a generation: the raft snapshot to send, or why there is none.
+pub(crate) type GenResult = std::result::Result<Snapshot, String>;
+
+/// Work for the region worker.
+pub(crate) enum RegionTask {
+    /// Build snapshot `key` of `region` from `kv_snap` (taken at `key.index`).
+    Generate {
+        key: SnapKey,
+        region: metapb::Region,
+        kv_snap: EngineSnapshot,
+        notify: Sender<GenResult>,
+    },
+    /// Replace `region`'s data with received snapshot `key`.
+    Apply {
+        key: SnapKey,
+        region: metapb::Region,
+    },
+}
 
 /// What a peer storage needs to produce snapshots.
 #[derive(Clone)]
