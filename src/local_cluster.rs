@@ -77,7 +77,9 @@ struct StoppedStore {
 /// A scheduler and raft stores in this process.
 pub struct LocalCluster {
     scheduler: Arc<scheduler::Cluster>,
-    scheduler_server: RunningScheduler,
+    scheduler_addr: SocketAddr,
+    /// `None` once [`LocalCluster::stop_scheduler`] stopped it.
+    scheduler_server: Option<RunningScheduler>,
     stores: Vec<LocalStore>,
     stopped: Vec<StoppedStore>,
     raftstore: raftstore::Config,
@@ -164,7 +166,8 @@ impl LocalCluster {
         }
         let mut this = LocalCluster {
             scheduler: cluster.clone(),
-            scheduler_server,
+            scheduler_addr: scheduler_server.addr,
+            scheduler_server: Some(scheduler_server),
             stores: Vec::new(),
             stopped: Vec::new(),
             raftstore: config.raftstore.clone(),
@@ -194,7 +197,7 @@ impl LocalCluster {
 
     /// The scheduler's gRPC address.
     pub fn scheduler_addr(&self) -> SocketAddr {
-        self.scheduler_server.addr
+        self.scheduler_addr
     }
 
     /// An in-process client of the scheduler.
@@ -308,6 +311,17 @@ impl LocalCluster {
         self.start_store(id, config, listeners).await
     }
 
+    /// Stops the scheduler's server (the stores keep running, and cannot reach it any more).
+    ///
+    /// # Errors
+    /// When it does not stop cleanly.
+    pub async fn stop_scheduler(&mut self) -> anyhow::Result<()> {
+        match self.scheduler_server.take() {
+            Some(s) => Ok(s.shutdown().await?),
+            None => Ok(()),
+        }
+    }
+
     /// Stops every store, then the scheduler.
     ///
     /// # Errors
@@ -316,7 +330,9 @@ impl LocalCluster {
         for s in self.stores {
             s.stop().await;
         }
-        self.scheduler_server.shutdown().await?;
+        if let Some(s) = self.scheduler_server {
+            s.shutdown().await?;
+        }
         Ok(())
     }
 }

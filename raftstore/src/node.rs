@@ -420,7 +420,9 @@ impl Node {
     /// Stops the raftstore, then the heartbeat worker.
     pub fn stop(&mut self) {
         self.raftstore.stop();
-        self.scheduler_worker.stop();
+        // Heartbeats and split asks queued for a scheduler that is down would each wait out
+        // their request timeout; they are only worth sending to a live store, so they go.
+        self.scheduler_worker.stop_discarding();
     }
 }
 

@@ -2,6 +2,8 @@
 //! optional periodic tick. Scheduler heartbeats run on one (and, later, snapshot generation, log
 //! GC and split checks).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,8 @@ impl<T: Send> Scheduler<T> {
 /// A named thread running a [`Runnable`].
 pub struct Worker<T: Runnable> {
     scheduler: Scheduler<T::Task>,
+    /// Set: the thread runs no further task and ends.
+    discard: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -52,6 +56,8 @@ impl<T: Runnable> Worker<T> {
     /// The OS refused to spawn a thread.
     pub fn start(name: &str, mut runner: T, tick: Option<Duration>) -> std::io::Result<Worker<T>> {
         let (tx, rx) = crossbeam_channel::unbounded::<Option<T::Task>>();
+        let discard = Arc::new(AtomicBool::new(false));
+        let discarding = discard.clone();
         let handle = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -62,6 +68,7 @@ impl<T: Runnable> Worker<T> {
                         None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     };
                     match msg {
+                        Ok(Some(_)) if discarding.load(Ordering::Acquire) => return,
                         Ok(Some(task)) => runner.run(task),
                         Ok(None) | Err(RecvTimeoutError::Disconnected) => return,
                         Err(RecvTimeoutError::Timeout) => {}
@@ -76,6 +83,7 @@ impl<T: Runnable> Worker<T> {
             })?;
         Ok(Worker {
             scheduler: Scheduler { tx },
+            discard,
             handle: Some(handle),
         })
     }
@@ -83,6 +91,19 @@ impl<T: Runnable> Worker<T> {
     /// A handle to queue tasks.
     pub fn scheduler(&self) -> Scheduler<T::Task> {
         self.scheduler.clone()
+    }
+
+    /// Stops the worker after the task it is running, dropping the tasks queued behind it, and
+    /// joins it: for tasks that may each wait long on something outside (the scheduler's
+    /// heartbeats while it is down), where running the backlog would hold up a shutdown.
+    pub fn stop_discarding(&mut self) {
+        self.discard_queued();
+        self.stop();
+    }
+
+    /// Makes the worker run no further task.
+    fn discard_queued(&self) {
+        self.discard.store(true, Ordering::Release);
     }
 
     /// Stops the worker after the tasks queued before this call, and joins it.
@@ -125,5 +146,45 @@ mod tests {
         w.stop();
         assert_eq!(rx.iter().collect::<Vec<_>>(), vec![1, 3, 6, 10]);
         assert!(s.schedule(5).is_err());
+    }
+
+    /// Says each task started, runs it once `gate` lets it through, and says it ran.
+    struct Gated {
+        started: Sender<u64>,
+        gate: crossbeam_channel::Receiver<()>,
+        ran: Sender<u64>,
+    }
+
+    impl Runnable for Gated {
+        type Task = u64;
+        fn run(&mut self, task: u64) {
+            let _ = self.started.send(task);
+            let _ = self.gate.recv();
+            let _ = self.ran.send(task);
+        }
+    }
+
+    /// A worker whose tasks are stuck (say on a scheduler that is down) stops after the task it
+    /// is running, dropping the ones queued behind it, instead of running every one first.
+    #[test]
+    fn stop_discarding_drops_the_queued_tasks_2b() {
+        let (started, started_rx) = crossbeam_channel::unbounded();
+        let (gate_tx, gate) = crossbeam_channel::unbounded();
+        let (ran, ran_rx) = crossbeam_channel::unbounded();
+        let gated = Gated { started, gate, ran };
+        let mut w = Worker::start("gated", gated, None).unwrap();
+        let s = w.scheduler();
+        for i in 1..=10 {
+            s.schedule(i).unwrap();
+        }
+        assert_eq!(started_rx.recv().unwrap(), 1);
+        // The stop is asked for while task 1 waits; then every task could go through.
+        w.discard_queued();
+        for _ in 0..10 {
+            gate_tx.send(()).unwrap();
+        }
+        w.stop_discarding();
+        assert_eq!(ran_rx.try_iter().collect::<Vec<_>>(), vec![1]);
+        assert!(s.schedule(11).is_err());
     }
 }

@@ -285,10 +285,14 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 stopping: rx.clone(),
             };
             let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
-            // Any store's gateway serves every key: it forwards to the region leaders.
-            let app =
-                crate::http::cluster_router(config.scheduler_addr.clone(), config.raw.limits())
-                    .merge(crate::status::routes(status.clone()));
+            // Any store's gateway serves every key: a key of a region this store leads itself,
+            // the others through their region leaders.
+            let app = crate::http::cluster_router(
+                config.scheduler_addr.clone(),
+                config.raw.limits(),
+                Some(raw.clone()),
+            )
+            .merge(crate::status::routes(status.clone()));
             let service = KvService::new(raw)
                 .with_stopping(rx.clone())
                 .with_batch_limits(config.raw.batch_limits());

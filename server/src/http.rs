@@ -13,8 +13,12 @@
 //! The status routes (`/livez`, `/readyz`, `/health`, `/metrics`) are in `crate::status`.
 //!
 //! [`router`] serves from a local storage (the standalone engine). [`cluster_router`] serves a
-//! raft store's gateway: every request goes through a [`ClusterClient`] to the leader of its
-//! key's region, so the gateway of any store, follower or not, serves every key.
+//! raft store's gateway: a request for one key is first offered to this store's own raft peer of
+//! the key's region, which serves it when it leads the region (no network hop, and no need of
+//! the scheduler); when the store has no such peer or it does not lead, the peer refuses at once
+//! without applying anything, and the request goes through a [`ClusterClient`] to the leader of
+//! the key's region. So the gateway of any store, follower or not, serves every key. Ranges and
+//! batches always go through the cluster client.
 
 mod batch;
 mod range;
@@ -27,7 +31,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use kv::{Cf, Error, RawApi, RawLimits, Storage};
+use kv::{Cf, Error, RawApi, RawLimits, Storage, StorageFuture};
 use proto::kvrpcpb::Context;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -36,6 +40,9 @@ use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 
 /// How long a gateway request waits for the scheduler when it first connects.
 const GATEWAY_SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a request served by this store's own peer waits for its answer, as a gRPC call does
+/// (past it, a write's outcome is unknown).
+const LOCAL_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Optional query parameters of `/kv/<key>`.
 #[derive(Deserialize, Default)]
@@ -120,11 +127,61 @@ async fn delete_key<S: Storage>(
     }
 }
 
-/// The state of a cluster gateway: the client, connected at the first request that needs it.
+/// The state of a cluster gateway: this store's own raft storage, and the client, connected at
+/// the first request that needs it.
 struct Gateway {
     scheduler_addr: String,
     limits: RawLimits,
+    local: Option<RawApi<raftstore::RaftStorage>>,
     client: OnceCell<ClusterClient>,
+}
+
+/// What this store's own peer made of a request for one key.
+enum Local<T> {
+    /// It answered (a value, or an error that is the request's answer).
+    Answered(kv::Result<T>),
+    /// It did not take the request, and nothing was applied: it has no peer of the key's region,
+    /// or its peer does not lead; the request goes to the leader through the cluster client.
+    Declined,
+}
+
+impl Gateway {
+    /// Serves a request for one key: by this store's own peer when it leads the key's region
+    /// (`local`), else by the cluster client (`remote`).
+    async fn serve<T>(
+        &self,
+        local: impl FnOnce(&RawApi<raftstore::RaftStorage>) -> StorageFuture<T>,
+        remote: impl AsyncFnOnce(&ClusterClient) -> Result<T, ClusterError>,
+    ) -> Result<T, Response> {
+        match self.local(local).await {
+            Local::Answered(answer) => answer.map_err(error_response),
+            Local::Declined => {
+                let client = self.client().await?;
+                remote(client).await.map_err(cluster_error_response)
+            }
+        }
+    }
+
+    /// Offers a request to this store's own peer (see [`Local`]).
+    async fn local<T>(
+        &self,
+        call: impl FnOnce(&RawApi<raftstore::RaftStorage>) -> StorageFuture<T>,
+    ) -> Local<T> {
+        let Some(raw) = &self.local else {
+            return Local::Declined;
+        };
+        match tokio::time::timeout(LOCAL_REPLY_TIMEOUT, call(raw)).await {
+            Err(_) => Local::Answered(Err(Error::Unavailable(format!(
+                "no answer from the store within {LOCAL_REPLY_TIMEOUT:?}: the outcome is unknown"
+            )))),
+            // Refused before anything was applied: the leader elsewhere can take it. A full disk
+            // is this store's own answer when it leads, and the cluster client's when not.
+            Ok(Err(Error::Region(e))) if e.proves_not_applied() && e.disk_full.is_none() => {
+                Local::Declined
+            }
+            Ok(answer) => Local::Answered(answer),
+        }
+    }
 }
 
 impl Gateway {
@@ -154,13 +211,8 @@ impl Gateway {
         Ok(())
     }
 
-    /// Checks the request, then hands out the client to send it with.
-    async fn ready(&self, cf: &str, key: &[u8]) -> Result<&ClusterClient, Response> {
-        self.check(cf, key).map_err(error_response)?;
-        self.client().await
-    }
-
-    /// [`Gateway::ready`] for a request about many keys or a range: checks its column family.
+    /// For a request about many keys or a range: checks its column family, then hands out the
+    /// client to send it with.
     async fn ready_cf(&self, cf: &str) -> Result<&ClusterClient, Response> {
         Cf::from_name(cf).map_err(error_response)?;
         self.client().await
@@ -168,12 +220,18 @@ impl Gateway {
 }
 
 /// The gateway's routes for a raft store: requests go to the region leaders of the cluster run
-/// by the scheduler at `scheduler_addr`, connected to at the first request.
-pub fn cluster_router(scheduler_addr: String, limits: RawLimits) -> Router {
+/// by the scheduler at `scheduler_addr`, connected to at the first request; requests for one
+/// key that this store's `local` raft storage leads are served by it.
+pub fn cluster_router(
+    scheduler_addr: String,
+    limits: RawLimits,
+    local: Option<RawApi<raftstore::RaftStorage>>,
+) -> Router {
     let max_value_size = limits.max_value_size;
     let gateway = Arc::new(Gateway {
         scheduler_addr,
         limits,
+        local,
         client: OnceCell::new(),
     });
     Router::new()
@@ -208,14 +266,17 @@ async fn cluster_get(
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
 ) -> Response {
-    let client = match gw.ready(&q.cf, key.as_bytes()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.get(&q.cf, key.as_bytes()).await {
+    if let Err(e) = gw.check(&q.cf, key.as_bytes()) {
+        return error_response(e);
+    }
+    let found = gw.serve(
+        |raw| raw.get_async(Context::default(), &q.cf, key.as_bytes().to_vec()),
+        async |client| client.get(&q.cf, key.as_bytes()).await,
+    );
+    match found.await {
         Ok(Some(v)) => (StatusCode::OK, v).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "key not found\n").into_response(),
-        Err(e) => cluster_error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -225,13 +286,19 @@ async fn cluster_put(
     Query(q): Query<KvQuery>,
     body: Bytes,
 ) -> Response {
-    let client = match gw.ready(&q.cf, key.as_bytes()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.put(&q.cf, key.as_bytes(), &body).await {
+    if let Err(e) = gw.check(&q.cf, key.as_bytes()) {
+        return error_response(e);
+    }
+    let written = gw.serve(
+        |raw| {
+            let (key, value) = (key.as_bytes().to_vec(), body.to_vec());
+            raw.put_async(Context::default(), &q.cf, key, value)
+        },
+        async |client| client.put(&q.cf, key.as_bytes(), &body).await,
+    );
+    match written.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => cluster_error_response(e),
+        Err(r) => r,
     }
 }
 
@@ -240,12 +307,15 @@ async fn cluster_delete(
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
 ) -> Response {
-    let client = match gw.ready(&q.cf, key.as_bytes()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.delete(&q.cf, key.as_bytes()).await {
+    if let Err(e) = gw.check(&q.cf, key.as_bytes()) {
+        return error_response(e);
+    }
+    let deleted = gw.serve(
+        |raw| raw.delete_async(Context::default(), &q.cf, key.as_bytes().to_vec()),
+        async |client| client.delete(&q.cf, key.as_bytes()).await,
+    );
+    match deleted.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => cluster_error_response(e),
+        Err(r) => r,
     }
 }

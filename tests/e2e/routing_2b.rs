@@ -343,6 +343,49 @@ async fn follower_gateway_serves_reads_and_writes_2b() {
     cluster.shutdown().await.unwrap();
 }
 
+/// The gateway of the store that leads a key's region serves the key itself, without the
+/// cluster client: with the scheduler down (no cluster client can connect), one gateway, the
+/// leader's, still reads and writes the region, while the followers' gateways, which must route
+/// through the scheduler, cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_gateway_serves_its_regions_without_the_scheduler_2b() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(dir.path(), &[]).await;
+    let gateways: Vec<_> = cluster.stores().iter().map(|s| s.status_addr).collect();
+    cluster.stop_scheduler().await.unwrap();
+
+    // The scheduler's last word on the leader may be stale: ask every gateway.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (serving, refusing) = loop {
+        let mut answers = Vec::new();
+        for &gw in &gateways {
+            answers.push((gw, http(gw, "PUT", "/kv/fast", b"path").await));
+        }
+        let (ok, refused): (Vec<_>, Vec<_>) = answers.into_iter().partition(|a| a.1 .0 == 204);
+        if ok.len() == 1 && refused.iter().all(|a| a.1 .0 == 503) {
+            break (ok[0].0, refused);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single serving gateway: {ok:?} {refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        String::from_utf8_lossy(&refusing[0].1 .1).contains("cannot reach the scheduler"),
+        "{refusing:?}"
+    );
+    assert_eq!(
+        http(serving, "GET", "/kv/fast", b"").await,
+        (200, b"path".to_vec())
+    );
+    assert_eq!(http(serving, "DELETE", "/kv/fast", b"").await.0, 204);
+    assert_eq!(http(serving, "GET", "/kv/fast", b"").await.0, 404);
+    assert_eq!(http(serving, "GET", "/kv/k?cf=bogus", b"").await.0, 400);
+    assert_eq!(http(refusing[0].0, "GET", "/kv/fast", b"").await.0, 503);
+    cluster.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_gateway_forwards_from_a_store_without_the_region_2b() {
     let dir = tempfile::tempdir().unwrap();
