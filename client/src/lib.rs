@@ -8,7 +8,8 @@
 //!   address: it finds each key's region and leader, follows splits, leader changes and moves,
 //!   and retries what is safe to retry under one deadline.
 //! - [`TxnClient`] ([`txn`]): Percolator transactions (snapshot reads at a start timestamp, two
-//!   phase commit, lock resolution), over one server or routed through a [`ClusterClient`].
+//!   phase commit, lock resolution), over one server or routed through a [`ClusterClient`], or
+//!   over any [`TxnTransport`] (a test cluster's in-process stores).
 //! - [`blocking`]: the cluster client for callers without an async runtime.
 //!
 //! Errors are typed: a request that may have taken effect although it failed says so
@@ -35,4 +36,4 @@ pub mod txn;
 
 pub use cluster::{ClusterClient, ClusterConfig, ClusterError, Reply};
 pub use raw::{CasResult, ClientError, Pairs, RawClient, ScanRange};
-pub use txn::{Txn, TxnClient, TxnError, TxnStatus};
+pub use txn::{TimestampOracle, Txn, TxnClient, TxnError, TxnStatus, TxnTransport};

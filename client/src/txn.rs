@@ -1,6 +1,7 @@
 //! A Percolator transaction client, with timestamps from the scheduler's TSO and client-side
 //! lock resolution, over one server ([`TxnClient::connect`]) or a whole cluster
-//! ([`TxnClient::routed`]: each request goes to the leader of its key's region).
+//! ([`TxnClient::routed`]: each request goes to the leader of its key's region), or over any
+//! [`TxnTransport`] and [`TimestampOracle`] ([`TxnClient::new`]; see `transport`).
 //!
 //! A transaction reads at its start timestamp and buffers its writes. Committing it takes two
 //! phases, each a request per key, so that no request spans two regions however they split:
@@ -24,19 +25,23 @@
 //! no answer came, so the transaction may have committed (ask [`TxnClient::check_status`]);
 //! every other error of [`Txn::commit`] means it did not and never will.
 
+mod error;
 mod rpc;
+mod transport;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::kvrpcpb::*;
 use scheduler_client::SchedulerClient;
 
-use crate::cluster::{ClusterClient, ClusterError};
-use crate::raw::ClientError;
+use crate::cluster::ClusterClient;
+pub use error::{TxnError, TxnStats, TxnStatus};
 use rpc::Route;
+use transport::SchedulerTso;
+pub use transport::{TimestampOracle, TransportFuture, TxnTransport};
 
 /// Default lock TTL of the transactions a client writes, in milliseconds.
 const LOCK_TTL_MS: u64 = 3_000;
@@ -49,106 +54,11 @@ const LOCK_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest pause between two looks at a live lock.
 const MAX_LOCK_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Why a transaction failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TxnError {
-    /// Talking to the server failed.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// No leader of the key's region served the request in time, or a store rejected it.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// The scheduler (timestamps) failed.
-    #[error("timestamp: {0}")]
-    Tso(String),
-    /// Another transaction committed one of our keys after we started: retry from the start.
-    #[error("write conflict on key {key:?} (committed at {conflict_ts})")]
-    Conflict {
-        /// The key.
-        key: String,
-        /// When the other transaction committed.
-        conflict_ts: u64,
-    },
-    /// A lock of another live transaction was still held at the deadline.
-    #[error("key {key:?} is locked by transaction {lock_ts}")]
-    Locked {
-        /// The key.
-        key: String,
-        /// The start timestamp of the lock's transaction.
-        lock_ts: u64,
-    },
-    /// The server refused the transaction (e.g. it was rolled back by another client).
-    #[error("transaction aborted: {0}")]
-    Aborted(String),
-    /// The commit of the primary key was sent, and no answer came: the transaction may have
-    /// committed or not. Its primary knows ([`TxnClient::check_status`]).
-    #[error(
-        "transaction {start_ts}: the outcome of its commit at {commit_ts} is unknown: {reason}"
-    )]
-    Undetermined {
-        /// The transaction's start timestamp.
-        start_ts: u64,
-        /// The commit timestamp it asked for.
-        commit_ts: u64,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A transaction without writes has nothing to prewrite.
-    #[error("the transaction has no writes to prewrite")]
-    NoWrites,
-}
-
-impl TxnError {
-    /// Whether the transaction may have committed although its commit failed with this error.
-    pub fn is_undetermined(&self) -> bool {
-        matches!(self, TxnError::Undetermined { .. })
-    }
-}
-
-/// How a transaction stands, as its primary key says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxnStatus {
-    /// Still locked, and the lock has not expired (its TTL in milliseconds).
-    Alive {
-        /// The lock's TTL.
-        ttl: u64,
-    },
-    /// Committed at this timestamp.
-    Committed(u64),
-    /// Rolled back (now, if its lock had expired or was never there).
-    RolledBack,
-}
-
-/// What a client (and its clones) did to other transactions' locks.
-#[derive(Debug, Default)]
-pub struct TxnStats {
-    resolved_commits: AtomicU64,
-    resolved_rollbacks: AtomicU64,
-    lock_waits: AtomicU64,
-}
-
-impl TxnStats {
-    /// Locks of other transactions committed after their primary had committed.
-    pub fn resolved_commits(&self) -> u64 {
-        self.resolved_commits.load(Ordering::Relaxed)
-    }
-
-    /// Locks of other transactions rolled back (their primary rolled back, or expired).
-    pub fn resolved_rollbacks(&self) -> u64 {
-        self.resolved_rollbacks.load(Ordering::Relaxed)
-    }
-
-    /// Times a request met the lock of a live transaction and waited.
-    pub fn lock_waits(&self) -> u64 {
-        self.lock_waits.load(Ordering::Relaxed)
-    }
-}
-
 /// A client that runs transactions. Cheap to clone; clones share connections and stats.
 #[derive(Clone)]
 pub struct TxnClient {
-    route: Route,
-    tso: Arc<dyn SchedulerClient>,
+    transport: Arc<dyn TxnTransport>,
+    tso: Arc<dyn TimestampOracle>,
     lock_ttl_ms: u64,
     stats: Arc<TxnStats>,
 }
@@ -201,18 +111,21 @@ impl TxnClient {
     /// A client of the one server at `addr`, with timestamps from `tso`.
     pub async fn connect(addr: &str, tso: Arc<dyn SchedulerClient>) -> Result<TxnClient, TxnError> {
         let raw = crate::raw::RawClient::connect(addr).await?;
-        Ok(TxnClient::with_route(Route::One(raw.into_inner()), tso))
+        let route = Route::One(raw.into_inner());
+        Ok(TxnClient::new(Arc::new(route), Arc::new(SchedulerTso(tso))))
     }
 
     /// A client of the cluster `cluster` reaches: every request goes to the leader of the
     /// region of the key it concerns. Timestamps come from `tso`.
     pub fn routed(cluster: ClusterClient, tso: Arc<dyn SchedulerClient>) -> TxnClient {
-        TxnClient::with_route(Route::Cluster(cluster), tso)
+        let route = Route::Cluster(cluster);
+        TxnClient::new(Arc::new(route), Arc::new(SchedulerTso(tso)))
     }
 
-    fn with_route(route: Route, tso: Arc<dyn SchedulerClient>) -> TxnClient {
+    /// A client whose requests go through `transport`, with timestamps from `tso`.
+    pub fn new(transport: Arc<dyn TxnTransport>, tso: Arc<dyn TimestampOracle>) -> TxnClient {
         TxnClient {
-            route,
+            transport,
             tso,
             lock_ttl_ms: LOCK_TTL_MS,
             stats: Arc::default(),
@@ -234,10 +147,10 @@ impl TxnClient {
     /// A fresh timestamp from the TSO.
     pub async fn timestamp(&self) -> Result<u64, TxnError> {
         let tso = self.tso.clone();
-        tokio::task::spawn_blocking(move || tso.tso())
+        tokio::task::spawn_blocking(move || tso.timestamp())
             .await
             .map_err(|e| TxnError::Tso(e.to_string()))?
-            .map_err(|e| TxnError::Tso(e.to_string()))
+            .map_err(TxnError::Tso)
     }
 
     /// Starts a transaction at a fresh timestamp.
@@ -260,7 +173,7 @@ impl TxnClient {
             current_ts,
             ..Default::default()
         };
-        let resp = self.route.send(primary, req).await?;
+        let resp = self.transport.check_txn_status(primary, req).await?;
         Ok(if resp.lock_ttl > 0 {
             TxnStatus::Alive { ttl: resp.lock_ttl }
         } else if resp.commit_version > 0 {
@@ -280,7 +193,7 @@ impl TxnClient {
                 keys: vec![key.clone()],
                 ..Default::default()
             };
-            let resp = self.route.send(key, req).await?;
+            let resp = self.transport.batch_rollback(key, req).await?;
             match resp.error {
                 None => {}
                 Some(e) if !e.abort.is_empty() => return Ok(false),
@@ -309,12 +222,14 @@ impl TxnClient {
             commit_version: commit_ts,
             ..Default::default()
         };
-        let resp = self.route.send(&lock.key, req).await?;
+        let resp = self.transport.resolve_lock(&lock.key, req).await?;
         if let Some(e) = resp.error {
-            return Err(TxnError::Aborted(format!(
-                "resolving the lock on {:?} of the transaction at {start_ts}: {e:?}",
-                key_text(&lock.key)
-            )));
+            return Err(TxnError::Unresolvable {
+                key: key_text(&lock.key),
+                start_ts,
+                commit_ts,
+                reason: format!("{e:?}"),
+            });
         }
         let counter = if commit_ts == 0 {
             &self.stats.resolved_rollbacks
@@ -358,7 +273,7 @@ impl TxnClient {
             commit_version: commit_ts,
             ..Default::default()
         };
-        Ok(self.route.send(key, req).await?.error)
+        Ok(self.transport.commit(key, req).await?.error)
     }
 }
 
@@ -380,7 +295,7 @@ impl Txn {
             ..Default::default()
         };
         loop {
-            let resp = self.client.route.send(key, req.clone()).await?;
+            let resp = self.client.transport.get(key, req.clone()).await?;
             match resp.error {
                 None => return Ok((!resp.not_found).then_some(resp.value)),
                 Some(KeyError {
@@ -464,7 +379,7 @@ impl Txn {
             ..Default::default()
         };
         loop {
-            let resp = self.client.route.send(key, req.clone()).await?;
+            let resp = self.client.transport.prewrite(key, req.clone()).await?;
             let Some(err) = resp.errors.into_iter().next() else {
                 return Ok(());
             };

@@ -1,9 +1,9 @@
-//! Where a [`TxnClient`](super::TxnClient)'s requests go, and how one is sent: to one server as
-//! is, or through a [`ClusterClient`] to the leader of the region of the key it concerns, with
+//! The gRPC [`TxnTransport`]: a [`TxnClient`](super::TxnClient)'s requests go to one server as
+//! is, or through a [`ClusterClient`] to the leader of the region of the key they concern, with
 //! that region's [`Context`] and its retries.
 //!
 //! Every request a transaction sends concerns one key (see the module documentation of
-//! `txn_client`), so it always falls in exactly one region, however the regions are split: the
+//! `txn`), so it always falls in exactly one region, however the regions are split: the
 //! `ClusterClient` follows region errors (new leader, new epoch, key no longer in the region)
 //! by itself. Every request is safe to send twice for the same transaction: prewrite and
 //! commit of a key are idempotent, a rollback or a resolution of a decided transaction too.
@@ -19,6 +19,7 @@ use tonic::Status;
 use crate::cluster::{ClusterClient, Reply};
 use crate::raw::ClientError;
 
+use super::transport::{TransportFuture, TxnTransport};
 use super::TxnError;
 
 /// Where requests go.
@@ -31,7 +32,7 @@ pub(super) enum Route {
 }
 
 /// A transactional request: where its context goes, what answers it, how it is sent.
-pub(super) trait TxnRequest: Clone + Send + Sync + 'static {
+trait TxnRequest: Clone + Send + Sync + 'static {
     /// Its response.
     type Response: Send + 'static;
     /// The gRPC operation, for error messages.
@@ -47,8 +48,19 @@ pub(super) trait TxnRequest: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Response, Status>> + Send;
 }
 
+/// Implements [`TxnRequest`] for each request type, and each [`TxnTransport`] method of
+/// [`Route`] as [`Route::send`] of its request.
 macro_rules! txn_request {
-    ($($req:ty => $resp:ty, $method:ident;)*) => {$(
+    ($($req:ty => $resp:ty, $method:ident, $op:ident;)*) => {
+        $(txn_request!(@one $req => $resp, $method);)*
+
+        impl TxnTransport for Route {
+            $(fn $op<'a>(&'a self, key: &'a [u8], req: $req) -> TransportFuture<'a, $resp> {
+                Box::pin(self.send(key, req))
+            })*
+        }
+    };
+    (@one $req:ty => $resp:ty, $method:ident) => {
         impl TxnRequest for $req {
             type Response = $resp;
             const OP: &'static str = stringify!($method);
@@ -62,16 +74,16 @@ macro_rules! txn_request {
                 Ok(client.$method(req).await?.into_inner())
             }
         }
-    )*};
+    };
 }
 
 txn_request! {
-    GetRequest => GetResponse, kv_get;
-    PrewriteRequest => PrewriteResponse, kv_prewrite;
-    CommitRequest => CommitResponse, kv_commit;
-    CheckTxnStatusRequest => CheckTxnStatusResponse, kv_check_txn_status;
-    BatchRollbackRequest => BatchRollbackResponse, kv_batch_rollback;
-    ResolveLockRequest => ResolveLockResponse, kv_resolve_lock;
+    GetRequest => GetResponse, kv_get, get;
+    PrewriteRequest => PrewriteResponse, kv_prewrite, prewrite;
+    CommitRequest => CommitResponse, kv_commit, commit;
+    CheckTxnStatusRequest => CheckTxnStatusResponse, kv_check_txn_status, check_txn_status;
+    BatchRollbackRequest => BatchRollbackResponse, kv_batch_rollback, batch_rollback;
+    ResolveLockRequest => ResolveLockResponse, kv_resolve_lock, resolve_lock;
 }
 
 impl Route {
@@ -80,11 +92,7 @@ impl Route {
     /// # Errors
     /// One server: a region error or a failed RPC, at once. A cluster: whatever
     /// [`ClusterClient::call`] gives up with.
-    pub(super) async fn send<R: TxnRequest>(
-        &self,
-        key: &[u8],
-        req: R,
-    ) -> Result<R::Response, TxnError> {
+    async fn send<R: TxnRequest>(&self, key: &[u8], req: R) -> Result<R::Response, TxnError> {
         match self {
             Route::One(client) => {
                 let mut resp = R::send(client.clone(), req)

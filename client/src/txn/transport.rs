@@ -1,0 +1,96 @@
+//! The seams of a [`TxnClient`](super::TxnClient): [`TxnTransport`], which delivers one
+//! transactional request to whoever serves its key, and [`TimestampOracle`], which hands out
+//! its timestamps.
+//!
+//! The client keeps the protocol (two-phase commit, lock resolution, lock waits); a transport
+//! only routes. Over gRPC that is one server, or the leader of each key's region found through
+//! a [`ClusterClient`](crate::ClusterClient) (see `rpc`); a test cluster can route to its
+//! in-process stores the same way, so that one client runs against both.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use proto::kvrpcpb::{
+    BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
+    CommitRequest, CommitResponse, GetRequest, GetResponse, PrewriteRequest, PrewriteResponse,
+    ResolveLockRequest, ResolveLockResponse,
+};
+use scheduler_client::SchedulerClient;
+
+use super::TxnError;
+
+/// What a [`TxnTransport`] method returns: the response, once delivered.
+pub type TransportFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, TxnError>> + Send + 'a>>;
+
+/// Delivers transactional requests to the server that serves their key.
+///
+/// Each method sends its request, which concerns `key` (for `resolve_lock`: the key of the lock
+/// met, whose region is to be resolved), to the server in charge of that key, filling in the
+/// request's routing context, and returns the response with no region error: region errors
+/// (a new leader, a split, a stopped store) are the transport's to retry. Key errors in the
+/// response are the client's. Every request a client sends is safe to deliver twice.
+///
+/// # Errors
+/// Whatever stopped the transport from getting an answer in time. After such an error a write
+/// may or may not have taken effect.
+pub trait TxnTransport: Send + Sync {
+    /// `KvGet`.
+    fn get<'a>(&'a self, key: &'a [u8], req: GetRequest) -> TransportFuture<'a, GetResponse>;
+
+    /// `KvPrewrite`.
+    fn prewrite<'a>(
+        &'a self,
+        key: &'a [u8],
+        req: PrewriteRequest,
+    ) -> TransportFuture<'a, PrewriteResponse>;
+
+    /// `KvCommit`.
+    fn commit<'a>(
+        &'a self,
+        key: &'a [u8],
+        req: CommitRequest,
+    ) -> TransportFuture<'a, CommitResponse>;
+
+    /// `KvCheckTxnStatus`, sent for the transaction's primary key.
+    fn check_txn_status<'a>(
+        &'a self,
+        key: &'a [u8],
+        req: CheckTxnStatusRequest,
+    ) -> TransportFuture<'a, CheckTxnStatusResponse>;
+
+    /// `KvBatchRollback`.
+    fn batch_rollback<'a>(
+        &'a self,
+        key: &'a [u8],
+        req: BatchRollbackRequest,
+    ) -> TransportFuture<'a, BatchRollbackResponse>;
+
+    /// `KvResolveLock` in the region of `key`.
+    fn resolve_lock<'a>(
+        &'a self,
+        key: &'a [u8],
+        req: ResolveLockRequest,
+    ) -> TransportFuture<'a, ResolveLockResponse>;
+}
+
+/// A source of timestamps, each larger than every one it gave before.
+///
+/// Lock TTLs are judged on a timestamp's physical milliseconds (`codec::ts`), so an oracle
+/// whose timestamps do not follow the clock makes every lock live forever.
+pub trait TimestampOracle: Send + Sync {
+    /// A fresh timestamp. May block (the client calls it off its async workers).
+    ///
+    /// # Errors
+    /// Why no timestamp could be had.
+    fn timestamp(&self) -> Result<u64, String>;
+}
+
+/// The scheduler's TSO as a [`TimestampOracle`].
+pub(super) struct SchedulerTso(pub(super) Arc<dyn SchedulerClient>);
+
+impl TimestampOracle for SchedulerTso {
+    fn timestamp(&self) -> Result<u64, String> {
+        self.0.tso().map_err(|e| e.to_string())
+    }
+}
