@@ -42,7 +42,7 @@ use workload::{ClientCtx, Keys};
 
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 
-use crate::bank::{self, Bank, BankConfig};
+use ::workload::bank::{self, Bank, BankConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::TxnClient;
 

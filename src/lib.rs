@@ -1,13 +1,12 @@
 //! Tessera: a multi-raft, region-sharded, transactional key-value store.
 //!
 //! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`,
-//! `tessera-chaos`) and the pieces they share: the in-process local cluster, the bank workload of
-//! the transaction tests and `tessera-bench`, and the chaos harness. The server lives in the
-//! `server` crate, the clients in the `tessera-client` crate.
+//! `tessera-chaos`) and the pieces they share: the in-process local cluster and the chaos
+//! harness. The server lives in the `server` crate, the clients in the `tessera-client` crate,
+//! the bank workload in the `workload` crate.
 
 #![deny(missing_docs)]
 
-pub mod bank;
 pub mod chaos;
 pub mod local_cluster;
 

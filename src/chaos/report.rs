@@ -48,7 +48,7 @@ pub struct SeedReport {
     pub keys: usize,
     /// The bank's audit, run under the same nemesis (`None`: no bank clients); `Err` when the
     /// accounts could not be opened or read to the end.
-    pub bank: Option<Result<crate::bank::Report, String>>,
+    pub bank: Option<Result<::workload::bank::Report, String>>,
     /// The checked history.
     pub history: Vec<Operation>,
     /// Where the evidence of a failed run went.

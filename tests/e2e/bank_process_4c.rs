@@ -1,4 +1,4 @@
-//! Stage 4C on real processes: the bank workload (`tessera::bank`) on `tessera-scheduler` and
+//! Stage 4C on real processes: the bank workload (`workload::bank`) on `tessera-scheduler` and
 //! three `tessera-server --engine raft` stores, through the routed `TxnClient`, while stores
 //! are killed with SIGKILL and restarted.
 //!
@@ -11,7 +11,7 @@
 //!
 //! Every 8th transfer of a client walks away after its prewrite or after committing its
 //! primary, so other clients must roll back or finish it. The auditor asserts that every
-//! snapshot adds up; the audit (see `tessera::bank`) that no lock is left, every transfer is
+//! snapshot adds up; the audit (see `workload::bank`) that no lock is left, every transfer is
 //! committed on both accounts or neither, as its client or its primary says, no update is lost,
 //! and every read saw exactly the state of its timestamp. Set `TESSERA_SEED` to replay the
 //! clients' choices (the faults' timing depends on the machine).
@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::bank::{Bank, BankConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::TxnClient;
 use tokio::task::block_in_place;
+use workload::bank::{Bank, BankConfig};
 
 use crate::procs::{small_regions_config, Cluster, STORES, WAIT};
 use crate::util::ctl;
@@ -127,7 +127,7 @@ async fn bank_transfers_on_store_processes_under_kill_9_4c() {
         "seed {seed}: {report}"
     );
     assert!(
-        report.abandoned.0 > 0 && report.abandoned.1 > 0,
+        report.abandoned.after_prewrite > 0 && report.abandoned.after_primary > 0,
         "seed {seed}: no transfer abandoned at one of the stages: {report}"
     );
     // The secondaries of transfers abandoned after their primary's commit were finished by
@@ -207,6 +207,9 @@ async fn bank_transfers_across_split_regions_4c() {
     let report = bank.audit(history).await.expect("settle and audit");
     eprintln!("{report}");
     assert!(report.ok(), "{report}");
-    assert!(report.abandoned.0 > 0 && report.abandoned.1 > 0, "{report}");
+    assert!(
+        report.abandoned.after_prewrite > 0 && report.abandoned.after_primary > 0,
+        "{report}"
+    );
     block_in_place(|| cluster.stop_all());
 }

@@ -1,23 +1,29 @@
-//! The bank workload on a real cluster: accounts moved between by transfer transactions, a
-//! snapshot auditor, and an end-of-run audit of what the store holds. Shared by the e2e test of
-//! store processes under kill -9 and by `tessera-bench --mode bank` against a running cluster.
+//! The bank workload: accounts moved between by transfer transactions, a snapshot auditor, and
+//! an end-of-run audit of what the store holds. It runs over any [`TxnClient`] and reads the
+//! store's records through [`Records`], so the same bank runs on store processes (the e2e test
+//! under kill -9, `tessera-bench --mode bank`, the chaos harness; over gRPC) and on the
+//! in-process raftstore cluster of `test_raftstore`.
 //!
 //! ```text
 //!   open: one transaction writes every account's initial balance
 //!   clients (N tasks): read two accounts at start_ts, write both, commit
-//!       every k-th transfer walks away after its prewrite, or after committing its primary,
-//!       as a crashed client does: others must roll back or finish it
+//!       every k-th transfer walks away after its prewrite, as it sends its primary's commit,
+//!       or after committing its primary (the stages `abandon_stages` cycles through), as a
+//!       crashed client does: others must roll back or finish it, the audit ask its primary
 //!   auditor: reads every account at one fresh timestamp; the total must never change
 //!   stop ─► settle ─► audit (see `audit`)
 //! ```
 //!
-//! Nothing here panics on a broken invariant: each one found is a violation in the
+//! This file holds the configuration, the opening of the accounts and the running workload;
+//! `workload` the tasks, `report` the history and the report, `records` the raw reads of the
+//! audit. Nothing here panics on a broken invariant: each one found is a violation in the
 //! [`Report`], and a cluster that cannot be read to the end is a [`BankError`].
 
 mod audit;
+mod records;
+mod report;
 mod workload;
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,8 +32,10 @@ use std::time::{Duration, Instant};
 use raft::SplitMix64 as Rng;
 use tokio::task::JoinHandle;
 
-use tessera_client::cluster::{ClusterClient, ClusterError};
 use tessera_client::txn::{TxnClient, TxnError};
+
+pub use records::{Records, RecordsFuture};
+pub use report::{Abandon, Abandoned, Outcome, Progress, Report, Snapshot, Transfer, WhyNot};
 
 /// The knobs of a bank run.
 #[derive(Clone, Debug)]
@@ -42,10 +50,13 @@ pub struct BankConfig {
     pub max_amount: u64,
     /// Key prefix of the accounts; `None`: `bank-<ts>/`, new for every run.
     pub prefix: Option<String>,
-    /// A client walks away half-way from one transfer in every `abandon_every`, alternately
-    /// after its prewrite and after committing its primary: the first transfer from the
-    /// `abandon_every`-th on that gets that far (0: never).
+    /// A client walks away half-way from one transfer in every `abandon_every`, at the stages
+    /// of `abandon_stages` in turn: the first transfer from the `abandon_every`-th on that
+    /// gets that far (0: never).
     pub abandon_every: u64,
+    /// Where clients walk away, in turn (after the prewrite, then after the primary's commit,
+    /// unless set).
+    pub abandon_stages: Vec<Abandon>,
     /// Pause of the auditor between two snapshots.
     pub auditor_pause: Duration,
     /// Seed of the clients' choices (accounts, amounts).
@@ -63,6 +74,7 @@ impl Default for BankConfig {
             max_amount: 50,
             prefix: None,
             abandon_every: 20,
+            abandon_stages: vec![Abandon::AfterPrewrite, Abandon::AfterPrimary],
             auditor_pause: Duration::from_millis(20),
             seed: 0,
             settle_timeout: Duration::from_secs(60),
@@ -84,92 +96,12 @@ pub enum BankError {
         /// Why it failed.
         source: TxnError,
     },
-    /// A raw read of the audit failed.
-    #[error("{what}: {source}")]
-    Cluster {
-        /// What the audit was reading.
-        what: String,
-        /// Why it failed.
-        source: ClusterError,
-    },
     /// Something did not happen within its deadline.
     #[error("{0}")]
     Timeout(String),
     /// A workload task failed.
     #[error("a bank task failed: {0}")]
     Task(String),
-}
-
-/// What the client that ran a transfer knows of its fate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The commit of its primary was acknowledged at this timestamp.
-    Committed(u64),
-    /// It did not commit and never will (a failed prewrite, a refused commit, or a client that
-    /// walked away before committing).
-    Aborted,
-    /// The commit of its primary got no answer.
-    Unknown,
-}
-
-/// Where a client walked away from a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Abandon {
-    /// With every key locked, before the commit: others must roll it back.
-    AfterPrewrite,
-    /// With the primary committed and the secondary locked: others must commit it.
-    AfterPrimary,
-}
-
-/// One transfer that got as far as its prewrite.
-#[derive(Debug, Clone)]
-pub struct Transfer {
-    /// The transaction's start timestamp, which names it.
-    pub start_ts: u64,
-    /// The debited account.
-    pub from: usize,
-    /// The credited account.
-    pub to: usize,
-    /// The amount moved.
-    pub amount: u64,
-    /// The balances of `from` and `to` it read at `start_ts`.
-    pub read: (u64, u64),
-    /// What its client knows.
-    pub outcome: Outcome,
-    /// Whether, and where, its client walked away.
-    pub abandoned: Option<Abandon>,
-}
-
-impl Transfer {
-    /// The change it makes to account `i` if it commits.
-    pub fn effect_on(&self, i: usize) -> i64 {
-        if i == self.from {
-            -(self.amount as i64)
-        } else if i == self.to {
-            self.amount as i64
-        } else {
-            0
-        }
-    }
-
-    /// The balance it wrote to account `i` (one of its two).
-    fn wrote(&self, i: usize) -> u64 {
-        let before = if i == self.from {
-            self.read.0
-        } else {
-            self.read.1
-        };
-        (before as i64 + self.effect_on(i)) as u64
-    }
-}
-
-/// One balanced read of every account by the auditor.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// Its timestamp.
-    pub ts: u64,
-    /// Every account's balance at `ts`.
-    pub balances: Vec<u64>,
 }
 
 /// Counters of a running workload.
@@ -188,44 +120,12 @@ struct Counters {
     snapshot_failures: AtomicU64,
 }
 
-/// Live figures of a running workload.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Progress {
-    /// Transfers whose commit was acknowledged.
-    pub committed: u64,
-    /// Transfers that did not commit.
-    pub aborted: u64,
-    /// Why they did not.
-    pub why_not: WhyNot,
-    /// Transfers whose commit got no answer.
-    pub unknown: u64,
-    /// Transfers that could not read their accounts (nothing written).
-    pub read_failures: u64,
-    /// Snapshots the auditor read in full.
-    pub snapshots: u64,
-    /// Snapshots the auditor could not read in full.
-    pub snapshot_failures: u64,
-}
-
-/// Why transfers did not commit, as their clients saw it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WhyNot {
-    /// A newer commit on one of its accounts (first committer wins).
-    pub conflicts: u64,
-    /// Another transaction's live lock outlasted the wait.
-    pub locked: u64,
-    /// Its primary was rolled back by someone who found its lock expired.
-    pub rolled_back: u64,
-    /// A request failed (no leader in time, the scheduler, ...).
-    pub failed: u64,
-    /// Its client walked away after the prewrite.
-    pub walked_away: u64,
-}
-
 /// What the workload tasks share.
 struct Shared {
     client: TxnClient,
     config: BankConfig,
+    /// The prefix of every account key: the bank's key range.
+    prefix: Vec<u8>,
     keys: Vec<Vec<u8>>,
     stop: AtomicBool,
     counters: Counters,
@@ -241,8 +141,17 @@ impl Shared {
             .push(what);
     }
 
+    /// Reports `e` as a violation if it is one: a lock that cannot be resolved as its
+    /// primary says shows a transaction that is not atomic.
+    fn check_error(&self, e: &TxnError) {
+        if let TxnError::Unresolvable { .. } = e {
+            self.violation(e.to_string());
+        }
+    }
+
     /// Counts a transfer that did not commit, by why.
     fn not_committed(&self, e: &TxnError) {
+        self.check_error(e);
         let c = &self.counters;
         let counter = match e {
             TxnError::Conflict { .. } => &c.conflicts,
@@ -261,7 +170,7 @@ impl Shared {
 /// Accounts opened on a cluster, ready for a workload.
 pub struct Bank {
     shared: Arc<Shared>,
-    cluster: ClusterClient,
+    records: Box<dyn Records>,
     open_ts: u64,
     started: Instant,
 }
@@ -282,104 +191,16 @@ pub struct History {
     progress: Progress,
 }
 
-/// The verdict of a run and its figures.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// Accounts.
-    pub accounts: usize,
-    /// Transfers that got as far as a prewrite.
-    pub transfers: usize,
-    /// Transfers committed on the store.
-    pub committed: usize,
-    /// Of those, committed although their client never learned it.
-    pub committed_unacknowledged: usize,
-    /// Transfers not committed.
-    pub aborted: usize,
-    /// Why, as their clients saw it (those whose client learned nothing are not counted).
-    pub why_not: WhyNot,
-    /// Transfers abandoned after their prewrite, and after their primary's commit.
-    pub abandoned: (usize, usize),
-    /// Transfers that could not read their accounts.
-    pub read_failures: u64,
-    /// Snapshots read in full (each balanced, or a violation says otherwise).
-    pub snapshots: u64,
-    /// Snapshots that could not be read in full.
-    pub snapshot_failures: u64,
-    /// Locks of other transactions committed, and rolled back, by the bank's clients.
-    pub resolved: (u64, u64),
-    /// Times a request waited for a live lock.
-    pub lock_waits: u64,
-    /// The balances at the end.
-    pub final_balances: Vec<u64>,
-    /// How long the run took, settling and audit included.
-    pub elapsed: Duration,
-    /// Every broken invariant found.
-    pub violations: Vec<String>,
-}
-
-impl Report {
-    /// Whether every invariant held.
-    pub fn ok(&self) -> bool {
-        self.violations.is_empty()
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.ok() { "OK" } else { "VIOLATED" };
-        writeln!(
-            f,
-            "bank verdict: {verdict} ({} violations) after {:.1?}",
-            self.violations.len(),
-            self.elapsed
-        )?;
-        writeln!(
-            f,
-            "  {} transfers: {} committed ({} without their client knowing), {} not committed \
-             ({} conflicts, {} locked past the wait, {} rolled back by others, {} failed \
-             requests, {} walked away); {} could not read; abandoned: {} after prewrite, {} after \
-             the primary's commit",
-            self.transfers,
-            self.committed,
-            self.committed_unacknowledged,
-            self.aborted,
-            self.why_not.conflicts,
-            self.why_not.locked,
-            self.why_not.rolled_back,
-            self.why_not.failed,
-            self.why_not.walked_away,
-            self.read_failures,
-            self.abandoned.0,
-            self.abandoned.1,
-        )?;
-        writeln!(
-            f,
-            "  {} snapshots of {} accounts read ({} could not be read in full); locks of \
-             others resolved: {} committed, {} rolled back; {} waits on live locks",
-            self.snapshots,
-            self.accounts,
-            self.snapshot_failures,
-            self.resolved.0,
-            self.resolved.1,
-            self.lock_waits
-        )?;
-        write!(f, "  final balances {:?}", self.final_balances)?;
-        for v in &self.violations {
-            write!(f, "\n  violation: {v}")?;
-        }
-        Ok(())
-    }
-}
-
 impl Bank {
     /// Opens `config.accounts` accounts at `config.initial` each, in one transaction of
-    /// `client`; `cluster` is used for the raw reads of the audit.
+    /// `client`; `records` serves the raw reads of the audit (a
+    /// [`ClusterClient`](tessera_client::ClusterClient) of the same cluster, say).
     ///
     /// # Errors
     /// A bad configuration, an account that already exists, or a failed transaction.
     pub async fn open(
         client: TxnClient,
-        cluster: ClusterClient,
+        records: impl Records + 'static,
         config: BankConfig,
     ) -> Result<Bank, BankError> {
         if !(2..=1_000).contains(&config.accounts) {
@@ -391,6 +212,11 @@ impl Bank {
         if config.clients == 0 || config.initial == 0 || config.max_amount == 0 {
             return Err(BankError::Config(
                 "clients, initial balance and largest amount must be positive".to_string(),
+            ));
+        }
+        if config.abandon_every > 0 && config.abandon_stages.is_empty() {
+            return Err(BankError::Config(
+                "clients walk away every so often, at no stage".to_string(),
             ));
         }
         let txn_err = |what: &str| {
@@ -428,12 +254,13 @@ impl Bank {
             shared: Arc::new(Shared {
                 client,
                 config,
+                prefix: prefix.into_bytes(),
                 keys,
                 stop: AtomicBool::new(false),
                 counters: Counters::default(),
                 violations: Mutex::new(Vec::new()),
             }),
-            cluster,
+            records: Box::new(records),
             open_ts,
             started,
         })

@@ -1,4 +1,4 @@
-//! `--mode bank`: the bank workload of the transaction tests (`tessera::bank`) on a raft
+//! `--mode bank`: the bank workload of the transaction tests (`workload::bank`) on a raft
 //! cluster, then an audit of the store's records.
 
 use std::sync::Arc;
@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::bank::{Bank, BankConfig};
 use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::TxnClient;
+use workload::bank::{Bank, BankConfig};
 
 use crate::Args;
 
@@ -85,7 +85,7 @@ pub async fn bench_bank(args: &Args, clients: usize, dir: &std::path::Path) -> a
     let acked = history
         .transfers
         .iter()
-        .filter(|t| matches!(t.outcome, tessera::bank::Outcome::Committed(_)))
+        .filter(|t| matches!(t.outcome, workload::bank::Outcome::Committed(_)))
         .count();
     println!(
         "bank: {} transfers in {ran:.1?} ({:.1} acknowledged commits/s); settling and auditing",

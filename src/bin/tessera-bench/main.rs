@@ -10,7 +10,7 @@
 //! - `etcd`: the same load against etcd's v3 API at `--endpoints` (puts, linearizable gets),
 //!   for `make bench-compare`.
 //!
-//! - `bank`: the bank workload of the transaction tests (`tessera::bank`) on a raft cluster:
+//! - `bank`: the bank workload of the transaction tests (`workload::bank`) on a raft cluster:
 //!   `--accounts` accounts, `--clients` transfer clients and a snapshot auditor for `--secs`
 //!   seconds, then an audit of the store's records; prints the invariant verdict and exits
 //!   with 3 if an invariant broke (1 if the run could not be completed).

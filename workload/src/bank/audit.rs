@@ -1,5 +1,6 @@
 //! The end of a bank run: settle every transfer, then audit the store's MVCC records (read raw
-//! from each account's region leader) against the history the clients and the auditor kept.
+//! through the bank's [`Records`](super::Records), from each region's leader) against the
+//! history the clients and the auditor kept.
 //!
 //! Settling: every transfer whose client did not see it committed is decided on its primary
 //! (`KvCheckTxnStatus`: a live lock is waited out, an expired one rolled back); a rolled-back
@@ -8,7 +9,9 @@
 //! left (the secondaries of committed transfers whose clients walked away).
 //!
 //! The audit then checks:
-//! - no lock is left on any account;
+//! - no lock is left in the bank's key range, and no record there is of a key that is no
+//!   account;
+//! - no two transfers share a start timestamp;
 //! - every transfer is committed on both accounts at one timestamp, with the balances it
 //!   computed, or on neither; an acknowledged commit is there at its timestamp, a transfer its
 //!   client saw fail is not, and one whose fate its client never learned is as its primary said;
@@ -25,17 +28,13 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use codec::key::{decode_ts, encode_bytes, is_version_of};
-use kv::mvcc::{Lock, Write, WriteKind};
-use proto::kvrpcpb::RawScanRequest;
+use codec::key::{decode_bytes, decode_key, decode_ts, encode_bytes, seek_past_versions};
+use codec::{Lock, Write, WriteKind};
 
-use tessera_client::cluster::{ClusterClient, Reply};
 use tessera_client::txn::TxnStatus;
 
-use super::{balance, Abandon, Bank, BankError, History, Outcome, Report, Shared, Transfer};
-
-/// Pairs per raw scan of one account's versions.
-const PAGE: u32 = 256;
+use super::records::{encoded_prefix_end, scan_all};
+use super::{balance, Bank, BankError, History, Outcome, Report, Shared, Transfer};
 /// Violations listed in a report; the rest are counted.
 const MAX_LISTED: usize = 40;
 
@@ -131,50 +130,6 @@ async fn final_read(shared: &Shared, deadline: Instant) -> Result<Vec<Option<u64
     .await
 }
 
-/// Every version of `key` in `cf` (`write`: by commit ts; `default`: by start ts), newest
-/// first, read raw from the leader of the key's region.
-async fn versions(
-    cluster: &ClusterClient,
-    cf: &'static str,
-    key: &[u8],
-) -> Result<Vec<(u64, Vec<u8>)>, String> {
-    let prefix = encode_bytes(key);
-    let mut from = prefix.clone();
-    let mut out = Vec::new();
-    loop {
-        let start = from.clone();
-        let pairs = cluster
-            .call("bank audit scan", &prefix, |mut c, ctx| {
-                let req = RawScanRequest {
-                    context: Some(ctx),
-                    start_key: start.clone(),
-                    limit: PAGE,
-                    cf: cf.to_string(),
-                    ..Default::default()
-                };
-                async move {
-                    let r = c.raw_scan(req).await?.into_inner();
-                    Ok(Reply::raw(r.region_error, r.error, r.kvs))
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let full = pairs.len() == PAGE as usize;
-        for p in pairs {
-            // Every version of a key lives in the key's region, next to each other.
-            if !is_version_of(&p.key, &prefix) {
-                return Ok(out);
-            }
-            out.push((decode_ts(&p.key).map_err(|e| e.to_string())?, p.value));
-            from = p.key;
-            from.push(0);
-        }
-        if !full {
-            return Ok(out);
-        }
-    }
-}
-
 /// One committed balance of an account.
 #[derive(Debug, Clone, Copy)]
 struct Version {
@@ -206,25 +161,95 @@ impl Account {
     }
 }
 
-/// Reads account `i`'s lock, write records and values; malformed records are violations.
-async fn read_account(
+/// The records of the bank's key range: each account's lock, write records and values.
+/// Malformed records, and records of keys in the range that are no account, are violations.
+async fn read_accounts(
     bank: &Bank,
-    i: usize,
     deadline: Instant,
     violations: &mut Vec<String>,
-) -> Result<Account, BankError> {
-    let key = &bank.shared.keys[i];
-    let what = format!("reading the records of account {i}");
-    let cluster = &bank.cluster;
-    // Locks are stored under the encoded user key, like the versions.
-    let lock_key = codec::key::encode_bytes(key);
-    let lock = with_retry(deadline, &what, || cluster.get("lock", &lock_key)).await?;
-    let writes = with_retry(deadline, &what, || versions(cluster, "write", key)).await?;
-    let values: HashMap<u64, Vec<u8>> =
-        with_retry(deadline, &what, || versions(cluster, "default", key))
-            .await?
-            .into_iter()
-            .collect();
+) -> Result<Vec<Account>, BankError> {
+    let shared = &bank.shared;
+    let records = bank.records.as_ref();
+    let what = "reading the bank's records";
+    let index: HashMap<&[u8], usize> = shared
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_slice(), i))
+        .collect();
+    // Locks and versions are stored under the encoded user key, which keeps key order.
+    let start = encode_bytes(&shared.prefix);
+    let end = encoded_prefix_end(&shared.prefix);
+    let locks = with_retry(deadline, what, || scan_all(records, "lock", &start, &end)).await?;
+    let writes = with_retry(deadline, what, || scan_all(records, "write", &start, &end)).await?;
+
+    let mut accounts: Vec<Account> = shared
+        .keys
+        .iter()
+        .map(|_| Account {
+            puts: Vec::new(),
+            lock: None,
+        })
+        .collect();
+    for (stored, raw) in locks {
+        let lock = match Lock::from_bytes(&raw) {
+            Ok(l) => format!("{l:?}"),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        match decode_bytes(&stored) {
+            Ok((key, _)) => match index.get(key.as_slice()) {
+                Some(&i) => accounts[i].lock = Some(lock),
+                None => violations.push(format!(
+                    "a lock is left on {:?}, which is no account: {lock}",
+                    String::from_utf8_lossy(&key)
+                )),
+            },
+            Err(e) => violations.push(format!("a lock under the bad key {stored:?}: {e}")),
+        }
+    }
+    // Each account's write records, newest first as stored.
+    let mut versions: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); shared.keys.len()];
+    for (stored, raw) in writes {
+        match decode_key(&stored) {
+            Ok((key, commit_ts)) => match index.get(key.as_slice()) {
+                Some(&i) => versions[i].push((commit_ts, raw)),
+                None => violations.push(format!(
+                    "a write record at {commit_ts} of {:?}, which is no account",
+                    String::from_utf8_lossy(&key)
+                )),
+            },
+            Err(e) => violations.push(format!("a write record under the bad key {stored:?}: {e}")),
+        }
+    }
+    for (i, writes) in versions.into_iter().enumerate() {
+        let key = encode_bytes(&shared.keys[i]);
+        let past = seek_past_versions(&key);
+        let stored =
+            with_retry(deadline, what, || scan_all(records, "default", &key, &past)).await?;
+        let mut values = HashMap::new();
+        for (k, v) in stored {
+            match decode_ts(&k) {
+                Ok(start_ts) => {
+                    values.insert(start_ts, v);
+                }
+                Err(e) => {
+                    violations.push(format!("account {i}: a value under the bad key {k:?}: {e}"))
+                }
+            }
+        }
+        accounts[i].puts = committed_puts(i, writes, &values, violations);
+    }
+    Ok(accounts)
+}
+
+/// The committed balances of account `i`, oldest first, from its write records (newest
+/// first) and its values by start timestamp.
+fn committed_puts(
+    i: usize,
+    writes: Vec<(u64, Vec<u8>)>,
+    values: &HashMap<u64, Vec<u8>>,
+    violations: &mut Vec<String>,
+) -> Vec<Version> {
     let mut puts = Vec::new();
     for (commit_ts, raw) in writes.into_iter().rev() {
         let write = match Write::from_bytes(&raw) {
@@ -252,11 +277,7 @@ async fn read_account(
             other => violations.push(format!("account {i}: a {other:?} record at {commit_ts}")),
         }
     }
-    let lock = lock.map(|raw| match Lock::from_bytes(&raw) {
-        Ok(l) => format!("{l:?}"),
-        Err(e) => format!("unreadable: {e}"),
-    });
-    Ok(Account { puts, lock })
+    puts
 }
 
 pub(super) async fn run(bank: &Bank, history: History) -> Result<Report, BankError> {
@@ -266,10 +287,7 @@ pub(super) async fn run(bank: &Bank, history: History) -> Result<Report, BankErr
     let finals = final_read(shared, deadline).await?;
     let mut violations =
         std::mem::take(&mut *shared.violations.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut accounts = Vec::with_capacity(shared.keys.len());
-    for i in 0..shared.keys.len() {
-        accounts.push(read_account(bank, i, deadline, &mut violations).await?);
-    }
+    let accounts = read_accounts(bank, deadline, &mut violations).await?;
 
     let opening = Opening {
         start_ts: bank.open_ts,
@@ -333,12 +351,16 @@ fn check(
 
     let by_ts: HashMap<u64, &Transfer> =
         history.transfers.iter().map(|t| (t.start_ts, t)).collect();
+    if by_ts.len() != history.transfers.len() {
+        violations.push(format!(
+            "{} transfers share a start_ts with another",
+            history.transfers.len() - by_ts.len()
+        ));
+    }
     let mut committed: Vec<&Transfer> = Vec::new();
     for t in &history.transfers {
-        match t.abandoned {
-            Some(Abandon::AfterPrewrite) => report.abandoned.0 += 1,
-            Some(Abandon::AfterPrimary) => report.abandoned.1 += 1,
-            None => {}
+        if let Some(stage) = t.abandoned {
+            report.abandoned.count(stage);
         }
         let (on_from, on_to) = (
             accounts[t.from].put_of(t.start_ts),

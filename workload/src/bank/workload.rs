@@ -21,6 +21,7 @@ pub(super) async fn run_client(shared: Arc<Shared>, id: usize) -> Vec<Transfer> 
     );
     let n = shared.keys.len() as u64;
     let every = shared.config.abandon_every;
+    let stages = &shared.config.abandon_stages;
     let mut log = Vec::new();
     let mut count = 0u64;
     // A walk-away waits for a transfer that gets as far as its stage, so every run that has
@@ -31,11 +32,8 @@ pub(super) async fn run_client(shared: Arc<Shared>, id: usize) -> Vec<Transfer> 
         let from = rng.below(n) as usize;
         let to = ((from as u64 + 1 + rng.below(n - 1)) % n) as usize;
         if every > 0 && count % every == 0 {
-            abandon = Some(if (count / every) % 2 == 1 {
-                Abandon::AfterPrewrite
-            } else {
-                Abandon::AfterPrimary
-            });
+            let turn = (count / every - 1) as usize;
+            abandon = Some(stages[turn % stages.len()]);
         }
         if let Some(t) = transfer(&shared, &mut rng, from, to, &mut abandon).await {
             log.push(t);
@@ -64,6 +62,7 @@ async fn read(shared: &Shared, txn: &mut tessera_client::txn::Txn, i: usize) -> 
         }
         Err(e) => {
             tracing::debug!("bank read of account {i}: {e}");
+            shared.check_error(&e);
             None
         }
     }
@@ -118,6 +117,15 @@ async fn transfer(
         // Never committed: its locks stay until someone finds them expired.
         t.abandoned = abandon.take();
         bump(&c.walked_away);
+        return Some(t);
+    }
+    if *abandon == Some(Abandon::DuringCommit) {
+        // Sends the primary's commit and never learns the answer (the locks of the secondary
+        // stay, committed or not): the audit must ask the primary what became of it.
+        let _ = prewritten.commit_primary().await;
+        t.abandoned = abandon.take();
+        t.outcome = Outcome::Unknown;
+        bump(&c.unknown);
         return Some(t);
     }
     let committed = match prewritten.commit_primary().await {

@@ -188,3 +188,20 @@ fn lock_left_is_reported_4c() {
     let (_, violations) = audit(&accounts, &history(Vec::new(), &[]), &[]);
     assert_reported(&violations, "a lock is left");
 }
+
+#[test]
+fn transfers_sharing_a_start_ts_are_reported_4c() {
+    let accounts = [
+        account(&[(11, 10, 100), (25, 20, 70)]),
+        account(&[(11, 10, 100), (25, 20, 130)]),
+    ];
+    let h = history(
+        vec![
+            transfer(20, 30, (100, 100), Outcome::Committed(25)),
+            transfer(20, 30, (100, 100), Outcome::Committed(25)),
+        ],
+        &[],
+    );
+    let (_, violations) = audit(&accounts, &h, &[]);
+    assert_reported(&violations, "share a start_ts");
+}
