@@ -1,19 +1,20 @@
 //! Stage 4C: Percolator transactions on the replicated raftstore keep a bank's books straight
 //! under crashes and partitions.
 //!
-//! Clients move money between accounts in two-phase-commit transactions (some walk away after
-//! the prewrite or after the primary's commit, as crashed clients do), readers check that every
-//! snapshot adds up, and a chaos thread partitions and crash-restarts stores. At the end every
-//! lock is resolved, each transfer whose client never learned its fate is decided by its
-//! primary, and an audit of the MVCC records checks that exactly the committed transfers took
-//! effect (see `audit`).
+//! The bank of the `workload` crate (the one `tessera-bench`, the chaos harness and the e2e
+//! tests run over gRPC) runs here on the in-process cluster, through the same `TxnClient` over
+//! a transport that calls the stores' `TxnApi` directly (see `transport`). Clients move money
+//! between accounts in two-phase-commit transactions (some walk away after the prewrite, as
+//! they send the primary's commit, or after it, as crashed clients do), an auditor checks that
+//! every snapshot adds up, and a chaos thread partitions and crash-restarts stores. At the end
+//! every transfer whose client never learned its fate is decided by its primary, every lock is
+//! resolved, and the audit checks the MVCC records against the history (see
+//! `workload::bank`).
 
-mod audit;
-mod bank;
-mod client;
 mod races;
+mod stores;
+mod transport;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,13 +25,19 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use test_raftstore::{DropFilter, Filter, MessageTypeFilter, PartitionFilter};
+use workload::bank::{Abandon, Bank, BankConfig};
 
-use bank::{account, Outcome, Stats, ACCOUNTS, PREFIX};
-use client::{Client, Status, Stores};
+use stores::{txn_client, Stores};
+use transport::StoreRecords;
 
 const STORES: usize = 5;
 const CLIENTS: usize = 4;
-const READERS: usize = 1;
+const ACCOUNTS: usize = 8;
+/// Lock TTL of the transfers: short, so that the locks of abandoned transactions (and of slow
+/// ones caught in a partition) expire and get resolved by others.
+const TTL: Duration = Duration::from_millis(200);
+/// One transfer in this many is walked away from, at each stage in turn.
+const ABANDON_EVERY: u64 = 10;
 /// How long the clients and the chaos run.
 const WORKLOAD: Duration = Duration::from_secs(10);
 /// Fewer committed transfers than this and the test proved nothing.
@@ -46,40 +53,52 @@ fn bank_transfers_under_chaos_4c() {
         .unwrap_or_else(|| rand::thread_rng().gen::<u64>());
     eprintln!("bank seed {seed} (set TESSERA_SEED to replay the fault schedule)");
     let mut rng = StdRng::seed_from_u64(seed);
-    let began = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
 
-    let stores = Stores::start(STORES);
+    let stores = Arc::new(Stores::start(STORES));
     let region_id = stores.cluster().get_region(b"").id;
     stores.cluster().wait_leader(region_id, SETTLE);
-    let open_ts = bank::must_open_accounts(&stores);
+    let (client, transport) = txn_client(&stores, TTL);
+    let config = BankConfig {
+        accounts: ACCOUNTS,
+        clients: CLIENTS,
+        // The whole key space: the audit's range holds the bank's keys and nothing else.
+        prefix: Some(String::new()),
+        abandon_every: ABANDON_EVERY,
+        abandon_stages: vec![
+            Abandon::AfterPrewrite,
+            Abandon::DuringCommit,
+            Abandon::AfterPrimary,
+        ],
+        auditor_pause: Duration::from_millis(10),
+        seed: rng.gen(),
+        settle_timeout: SETTLE,
+        ..BankConfig::default()
+    };
+    let bank = runtime
+        .block_on(Bank::open(client, StoreRecords(transport.clone()), config))
+        .unwrap_or_else(|e| panic!("seed {seed}: opening the accounts: {e}"));
 
     let done = AtomicBool::new(false);
-    let stats = Stats::default();
-    let client_seeds: Vec<u64> = (0..CLIENTS).map(|_| rng.gen()).collect();
     let chaos_seed = rng.gen();
-    let (transfers, faults) = std::thread::scope(|s| {
-        let (stores, done, stats) = (&stores, &done, &stats);
-        let clients: Vec<_> = client_seeds
-            .into_iter()
-            .map(|seed| s.spawn(move || bank::run_client(stores, done, stats, seed)))
-            .collect();
-        let readers: Vec<_> = (0..READERS)
-            .map(|_| s.spawn(move || bank::run_reader(stores, done, stats)))
-            .collect();
-        let chaos = s.spawn(move || run_chaos(stores, region_id, done, chaos_seed));
-        // The length of the experiment, not a wait for a condition.
-        std::thread::sleep(WORKLOAD);
-        done.store(true, Ordering::SeqCst);
+    let (history, faults) = std::thread::scope(|s| {
+        let (chaos_stores, done) = (&stores, &done);
+        let chaos = s.spawn(move || run_chaos(chaos_stores, region_id, done, chaos_seed));
+        let history = runtime.block_on(async {
+            let work = bank.start();
+            // The length of the experiment, not a wait for a condition.
+            tokio::time::sleep(WORKLOAD).await;
+            done.store(true, Ordering::SeqCst);
+            work.stop().await
+        });
         let faults = chaos.join().expect("the chaos thread panicked");
-        for r in readers {
-            r.join().expect("a reader panicked");
-        }
-        let transfers: Vec<_> = clients
-            .into_iter()
-            .flat_map(|c| c.join().expect("a client panicked"))
-            .collect();
-        (transfers, faults)
+        (history, faults)
     });
+    let history = history.unwrap_or_else(|e| panic!("seed {seed}: stopping the workload: {e}"));
     eprintln!("bank: faults: {}", faults.join(", "));
 
     // Heal everything (the chaos thread already did; this is the test's own guarantee).
@@ -90,90 +109,21 @@ fn bank_transfers_under_chaos_4c() {
             stores.restart(id);
         }
     }
-    let deadline = Instant::now() + SETTLE;
-    let mut client = Client::new(&stores);
-    // A read of everything at a fresh timestamp resolves every lock left behind: all
-    // transactions started before it.
-    let final_ts = stores.tso.next();
-    let pairs = client
-        .scan(PREFIX, ACCOUNTS as u32 + 1, final_ts, deadline)
-        .unwrap_or_else(|e| panic!("seed {seed}: final read failed: {e}"));
-    let balances = bank::check_total(&pairs, final_ts);
-    let decided = decide_unknown(&mut client, &transfers, deadline, seed);
-    let reader = client
-        .snapshot(deadline)
-        .unwrap_or_else(|e| panic!("seed {seed}: no snapshot for the audit: {e}"));
-    let (summary, finals) = audit::audit(reader.as_ref(), open_ts, &transfers, &decided);
-    assert_eq!(
-        finals, balances,
-        "seed {seed}: the audit's balances differ from a transactional read"
-    );
-
-    let count = |o: fn(&Outcome) -> bool| transfers.iter().filter(|t| o(&t.outcome)).count();
-    let n = |c| Stats::get(c);
-    eprintln!(
-        "bank: {} transfers in {:?}: {} committed ({} without their client knowing), {} aborted",
-        transfers.len(),
-        began.elapsed(),
-        summary.committed,
-        summary.committed_unacknowledged,
-        summary.aborted,
-    );
-    eprintln!(
-        "bank: client view: {} committed, {} aborted ({} conflicts, {} rolled back by a \
-         resolver), {} unknown, {} abandoned; {} primary locks vanished",
-        count(|o| matches!(o, Outcome::Committed(_))),
-        count(|o| *o == Outcome::Aborted),
-        n(&stats.conflicts),
-        n(&stats.rolled_back_under_us),
-        count(|o| *o == Outcome::Unknown),
-        transfers.iter().filter(|t| t.abandoned).count(),
-        n(&stats.lock_not_found),
-    );
-    eprintln!(
-        "bank: {} retried requests; resolve_lock calls: {} commits, {} rollbacks; {} snapshots balanced, {} timed \
-         out; {} transfers could not read, {} found the account empty; final {balances:?}",
-        n(&stats.retries),
-        n(&stats.resolved_commits),
-        n(&stats.resolved_rollbacks),
-        n(&stats.snapshots),
-        n(&stats.snapshot_timeouts),
-        n(&stats.read_timeouts),
-        n(&stats.empty),
-    );
+    let report = runtime
+        .block_on(bank.audit(history))
+        .unwrap_or_else(|e| panic!("seed {seed}: settling and auditing: {e}"));
+    eprintln!("{report}");
+    eprintln!("bank: {} retried requests", transport.retries());
+    assert!(report.ok(), "seed {seed}: {report}");
     assert!(
-        summary.committed >= MIN_COMMITTED,
+        report.committed >= MIN_COMMITTED,
         "seed {seed}: only {} transfers committed; the test proved little",
-        summary.committed
+        report.committed
     );
     assert!(
-        n(&stats.snapshots) > 0,
+        report.snapshots > 0,
         "seed {seed}: no snapshot read completed"
     );
-}
-
-/// Asks the primary of every transfer whose client does not know its fate how it ended; the
-/// expired ones are rolled back now.
-fn decide_unknown(
-    client: &mut Client<'_>,
-    transfers: &[bank::Transfer],
-    deadline: Instant,
-    seed: u64,
-) -> HashMap<u64, Outcome> {
-    let mut decided = HashMap::new();
-    for t in transfers.iter().filter(|t| t.outcome == Outcome::Unknown) {
-        let status = client
-            .check_status(&account(t.primary), t.start_ts, deadline)
-            .unwrap_or_else(|e| panic!("seed {seed}: status of {t:?}: {e}"));
-        let outcome = match status {
-            Status::Committed(ts) => Outcome::Committed(ts),
-            Status::RolledBack => Outcome::Aborted,
-            // Every lock was resolved by the final read.
-            Status::Alive(ttl) => panic!("seed {seed}: {t:?} is still locked (ttl {ttl})"),
-        };
-        decided.insert(t.start_ts, outcome);
-    }
-    decided
 }
 
 /// Sleeps for `d`, or less if the workload ends first.

@@ -1,4 +1,6 @@
-//! Deterministic reproductions of races the bank test can only hit by chance.
+//! Deterministic reproductions of races the bank test can only hit by chance. The transaction
+//! client (over the stores' transport) sets the scene; the commands whose timing matters go to
+//! a store's `TxnApi` directly.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,11 +13,23 @@ use kv::{Cf, Modify, Storage as _};
 use proto::eraftpb::MessageType;
 use proto::kvrpcpb::{Action, Context};
 use raftstore::Config;
+use tessera_client::{TxnClient, TxnStatus};
 use test_raftstore::{MessageTypeFilter, PartitionFilter};
+use tokio::runtime::Runtime;
 
-use crate::client::{Client, Prewrite, Status, Stores};
+use crate::stores::{txn_client, Stores};
+use crate::transport::StoreTransport;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// A runtime for the transaction client.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
 
 /// Receives from `rx`, panicking with `what` if nothing arrives by `WAIT`.
 fn must_recv<T>(rx: &Receiver<T>, what: &str) -> T {
@@ -47,18 +61,16 @@ fn must_stay_silent<T: std::fmt::Debug>(rx: &Receiver<T>, d: Duration, what: &st
 /// the check reports it committed.
 #[test]
 fn timed_out_commit_then_rollback_of_the_same_lock_4c() {
-    let stores = Stores::start(3);
+    let stores = Arc::new(Stores::start(3));
     let region_id = stores.cluster().get_region(b"").id;
     stores.cluster().wait_leader(region_id, WAIT);
-    let mut client = Client::new(&stores);
+    let rt = runtime();
+    let (client, transport) = txn_client(&stores, Duration::from_millis(100));
     let key = b"k".to_vec();
-    let start_ts = stores.tso.next();
-    let deadline = Instant::now() + WAIT;
-    let writes = [(key.clone(), b"v".to_vec())];
-    let pw = client
-        .prewrite(start_ts, &key, &writes, 100, deadline)
-        .expect("prewrite");
-    assert_eq!(pw, Prewrite::Locked);
+    let mut txn = rt.block_on(client.begin()).expect("a start timestamp");
+    txn.put(&key, b"v");
+    // Locked, and left so: this test commits it through the API.
+    let start_ts = rt.block_on(txn.prewrite()).expect("prewrite").start_ts();
     let leader = stores.cluster().wait_leader(region_id, WAIT).store_id;
     // A clone shares the store's latch table; its hook reports every batch a command is about
     // to write.
@@ -137,25 +149,43 @@ fn timed_out_commit_then_rollback_of_the_same_lock_4c() {
     }
     assert_eq!(api.latches().held_count(), 0, "every latch is released");
     let committed = commit.region_error.is_none();
-    assert_decided_once(&stores, &key, start_ts, commit_ts, committed);
+    let decided = Decided {
+        start_ts,
+        commit_ts,
+        must_commit: committed,
+    };
+    assert_decided_once(&rt, &client, &transport, &key, decided);
+}
+
+/// A transaction of the race, and whether it must have committed.
+struct Decided {
+    start_ts: u64,
+    commit_ts: u64,
+    must_commit: bool,
 }
 
 /// Asserts that the transaction at `start_ts` on `key` is either committed at `commit_ts` with
 /// its value, or rolled back, but not both; and committed if `must_commit`.
 fn assert_decided_once(
-    stores: &Stores,
+    rt: &Runtime,
+    client: &TxnClient,
+    transport: &StoreTransport,
     key: &[u8],
-    start_ts: u64,
-    commit_ts: u64,
-    must_commit: bool,
+    decided: Decided,
 ) {
-    let mut client = Client::new(stores);
+    let Decided {
+        start_ts,
+        commit_ts,
+        must_commit,
+    } = decided;
     // The primary decides: rolls back the lock if the commit never landed.
-    let status = client
-        .check_status(key, start_ts, Instant::now() + WAIT)
+    let status = rt
+        .block_on(client.check_status(key, start_ts))
         .expect("the transaction's status");
     // Every command was answered after applying on the leader: a snapshot there has it all.
-    let reader = client.snapshot(Instant::now() + WAIT).expect("a snapshot");
+    let reader = transport
+        .snapshot(Instant::now() + WAIT)
+        .expect("a snapshot");
     let put = reader
         .get_cf(Cf::Write, &encode_key(key, commit_ts))
         .unwrap()
@@ -179,14 +209,14 @@ fn assert_decided_once(
         "the acknowledged commit at {commit_ts} is lost: status {status:?}"
     );
     if committed {
-        assert_eq!(status, Status::Committed(commit_ts));
+        assert_eq!(status, TxnStatus::Committed(commit_ts));
         assert_eq!(value.as_deref(), Some(&b"v"[..]), "the committed value");
-        let read = client
-            .get(key, stores.tso.next(), Instant::now() + WAIT)
+        let read = rt
+            .block_on(async { client.begin().await?.get(key).await })
             .expect("a transactional read");
         assert_eq!(read.as_deref(), Some(&b"v"[..]));
     } else {
-        assert_eq!(status, Status::RolledBack);
+        assert_eq!(status, TxnStatus::RolledBack);
     }
 }
 
