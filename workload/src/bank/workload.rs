@@ -63,6 +63,13 @@ async fn read(shared: &Shared, txn: &mut tessera_client::txn::Txn, i: usize) -> 
         Err(e) => {
             tracing::debug!("bank read of account {i}: {e}");
             shared.check_error(&e);
+            if let TxnError::Aborted(why) = &e {
+                // A read's only key error is a lock, which the client resolves.
+                shared.violation(format!(
+                    "a read of account {i} at {} got another key error: {why}",
+                    txn.start_ts()
+                ));
+            }
             None
         }
     }
@@ -109,6 +116,13 @@ async fn transfer(
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(start_ts = t.start_ts, "bank prewrite: {e}");
+            if let TxnError::Aborted(why) = &e {
+                // A prewrite's only key errors are a conflict and a lock.
+                shared.violation(format!(
+                    "transfer {}: the prewrite got another key error: {why}",
+                    t.start_ts
+                ));
+            }
             shared.not_committed(&e);
             return Some(t);
         }
