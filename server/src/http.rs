@@ -73,6 +73,8 @@ pub fn router<S: Storage>(raw: RawApi<S>, max_value_size: usize) -> Router {
 fn error_response(e: Error) -> Response {
     let status = match e {
         Error::InvalidArgument(_) | Error::UnknownCf(_) => StatusCode::BAD_REQUEST,
+        // The disk of the store leading the key's region is full (the gateway's own store).
+        Error::Region(ref r) if r.disk_full.is_some() => StatusCode::INSUFFICIENT_STORAGE,
         Error::Region(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Engine(_) | Error::Io(_) | Error::Corrupt { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
