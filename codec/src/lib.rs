@@ -3,16 +3,19 @@
 //!
 //! - [`ts`]: the timestamp layout, `physical_ms << 18 | logical`;
 //! - [`key`]: the memcomparable, prefix-free encoding of user keys and MVCC version keys;
-//! - [`record`]: the values of the `lock` and `write` column families.
+//! - [`record`]: the values of the `lock` and `write` column families;
+//! - [`range`]: what a raw scan reads ([`ScanRange`]).
 //!
 //! Decoding never panics: stored bytes are input, and a bad encoding is [`Error::Corrupt`].
 
 #![deny(missing_docs)]
 
 pub mod key;
+pub mod range;
 pub mod record;
 pub mod ts;
 
+pub use range::ScanRange;
 pub use record::{Lock, LockKind, Write, WriteKind};
 
 /// A decoding error.

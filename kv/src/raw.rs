@@ -19,6 +19,8 @@ use crate::engine::Cf;
 use crate::error::{Error, Result};
 use crate::storage::{answered, Modify, Storage, StorageFuture};
 
+pub use codec::ScanRange;
+
 /// Limits on raw requests.
 #[derive(Clone, Debug)]
 pub struct RawLimits {
@@ -52,22 +54,6 @@ pub struct ScanPage {
     pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The page stopped at the byte bound: more pairs may follow its last key.
     pub truncated: bool,
-}
-
-/// What a raw scan reads: the keys of `[start, end)` (an empty `end`: to the last key), at
-/// most `limit` pairs, in key order or from the top down (`reverse`), with or without values.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ScanRange {
-    /// First key of the range (inclusive).
-    pub start: Vec<u8>,
-    /// End of the range (exclusive); empty is unbounded.
-    pub end: Vec<u8>,
-    /// The most pairs wanted.
-    pub limit: usize,
-    /// Largest keys first.
-    pub reverse: bool,
-    /// Keys only: values come back empty and do not count against the byte bound.
-    pub key_only: bool,
 }
 
 /// The raw API over a storage.
@@ -252,7 +238,7 @@ impl<S: Storage> RawApi<S> {
     ) -> Result<ScanPage> {
         let range = ScanRange {
             start: start.to_vec(),
-            limit,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             ..ScanRange::default()
         };
         self.scan_range(ctx, cf, &range)
@@ -270,7 +256,7 @@ impl<S: Storage> RawApi<S> {
         if range.limit == 0 || (bounded && range.end <= range.start) {
             return Ok(page);
         }
-        let max_pairs = range.limit.min(self.limits.max_scan_limit.max(1) as usize);
+        let max_pairs = range.limit.min(self.limits.max_scan_limit.max(1)) as usize;
         let reader = self.storage.reader(ctx)?;
         let mut it = reader.iter_cf(cf)?;
         if range.reverse {
@@ -296,7 +282,7 @@ impl<S: Storage> RawApi<S> {
             if full {
                 // Only the server's bounds make a page short of what was asked while more
                 // pairs follow.
-                page.truncated = page.pairs.len() < range.limit;
+                page.truncated = page.pairs.len() < range.limit as usize;
                 break;
             }
             bytes += size;

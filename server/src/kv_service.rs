@@ -343,7 +343,7 @@ impl<S: Storage> TinyKv for KvService<S> {
         let range = ScanRange {
             start: req.start_key,
             end: req.end_key,
-            limit: req.limit as usize,
+            limit: req.limit,
             reverse: req.reverse,
             key_only: req.key_only,
         };

@@ -13,7 +13,7 @@ fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
         .collect()
 }
 
-fn range(start: &str, end: &str, limit: usize) -> ScanRange {
+fn range(start: &str, end: &str, limit: u32) -> ScanRange {
     ScanRange {
         start: start.as_bytes().to_vec(),
         end: end.as_bytes().to_vec(),

@@ -163,7 +163,7 @@ fn parse(q: &RangeQuery, max_limit: u32) -> Result<(Encoding, ScanRange), String
     let range = ScanRange {
         start: encoding.decode(&q.start)?,
         end: encoding.decode(&q.end)?,
-        limit: q.limit.unwrap_or(DEFAULT_LIMIT).min(max_limit.max(1)) as usize,
+        limit: q.limit.unwrap_or(DEFAULT_LIMIT).min(max_limit.max(1)),
         reverse: q.reverse,
         key_only: q.keys_only,
     };
@@ -277,13 +277,6 @@ pub async fn cluster_scan(State(gw): State<Arc<Gateway>>, Query(q): Query<RangeQ
     let client = match gw.ready_cf(&q.cf).await {
         Ok(c) => c,
         Err(r) => return r,
-    };
-    let range = tessera_client::ScanRange {
-        start: range.start,
-        end: range.end,
-        limit: range.limit as u32,
-        reverse: range.reverse,
-        key_only: range.key_only,
     };
     match client.scan_range(&q.cf, &range).await {
         Ok(pairs) => answer(encoding, range.key_only, pairs, false),
