@@ -86,6 +86,7 @@ pub(crate) fn cas_request(
         previous_not_exist: expect.is_none(),
         previous_value: expect.map(<[u8]>::to_vec).unwrap_or_default(),
         cf: cf.to_string(),
+        ttl: 0,
     }
 }
 
@@ -196,12 +197,25 @@ impl RawClient {
 
     /// Puts `value` at `key` in `cf`.
     pub async fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        self.put_with_ttl(cf, key, value, 0).await
+    }
+
+    /// Puts `value` at `key` in `cf`, to live `ttl` seconds (0: for ever); once it has
+    /// expired the key reads as absent.
+    pub async fn put_with_ttl(
+        &mut self,
+        cf: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: u64,
+    ) -> Result<(), ClientError> {
         let resp = self
             .inner
             .raw_put(RawPutRequest {
                 key: key.to_vec(),
                 value: value.to_vec(),
                 cf: cf.to_string(),
+                ttl,
                 ..Default::default()
             })
             .await?
@@ -314,12 +328,23 @@ impl RawClient {
         cf: &str,
         pairs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), ClientError> {
+        self.batch_put_with_ttl(cf, pairs, 0).await
+    }
+
+    /// [`RawClient::batch_put`], every key to live `ttl` seconds (0: for ever).
+    pub async fn batch_put_with_ttl(
+        &mut self,
+        cf: &str,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        ttl: u64,
+    ) -> Result<(), ClientError> {
         let resp = self
             .inner
             .raw_batch_put(RawBatchPutRequest {
                 context: None,
                 pairs: pairs.iter().map(|(k, v)| kv_pair(k, v)).collect(),
                 cf: cf.to_string(),
+                ttl,
             })
             .await?
             .into_inner();

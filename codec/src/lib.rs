@@ -4,7 +4,8 @@
 //! - [`ts`]: the timestamp layout, `physical_ms << 18 | logical`;
 //! - [`key`]: the memcomparable, prefix-free encoding of user keys and MVCC version keys;
 //! - [`record`]: the values of the `lock` and `write` column families;
-//! - [`range`]: what a raw scan reads ([`ScanRange`]).
+//! - [`range`]: what a raw scan reads ([`ScanRange`]);
+//! - [`raw_value`]: how the raw API stores a value, with its time to live.
 //!
 //! Decoding never panics: stored bytes are input, and a bad encoding is [`Error::Corrupt`].
 
@@ -12,6 +13,7 @@
 
 pub mod key;
 pub mod range;
+pub mod raw_value;
 pub mod record;
 pub mod ts;
 

@@ -17,8 +17,9 @@ use proto::kvrpcpb::Context;
 use crate::cas::{Cas, CasOutcome};
 use crate::engine::Cf;
 use crate::error::{Error, Result};
-use crate::storage::{answered, Modify, Storage, StorageFuture};
+use crate::storage::{answered, DbIterator, Modify, Storage, StorageFuture};
 
+use codec::raw_value;
 pub use codec::ScanRange;
 
 /// Limits on raw requests.
@@ -54,6 +55,32 @@ pub struct ScanPage {
     pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The page stopped at the byte bound: more pairs may follow its last key.
     pub truncated: bool,
+}
+
+/// The expiry of a value written now to live `ttl` seconds (0: for ever).
+fn expire_at(ttl: u64) -> Option<u64> {
+    (ttl > 0).then(|| raw_value::now_ms().saturating_add(ttl.saturating_mul(1000)))
+}
+
+/// The value a stored one holds, if it has not expired at `now_ms`.
+fn live_value(stored: Option<Vec<u8>>, now_ms: u64) -> Option<Vec<u8>> {
+    let mut stored = stored?;
+    let (value, expiry) = raw_value::decode(&stored);
+    let len = value.len();
+    if expiry.is_some_and(|at| at <= now_ms) {
+        return None;
+    }
+    stored.truncate(len);
+    Some(stored)
+}
+
+/// Moves a scan one key on, in its direction.
+fn advance(it: &mut (impl DbIterator + ?Sized), reverse: bool) {
+    if reverse {
+        it.prev();
+    } else {
+        it.next();
+    }
 }
 
 /// The raw API over a storage.
@@ -115,17 +142,20 @@ impl<S: Storage> RawApi<S> {
         Ok(cf)
     }
 
-    /// The put of `value` at `key` in `cf`, checked.
-    fn checked_put(&self, cf: &str, key: Vec<u8>, value: Vec<u8>) -> Result<Modify> {
+    /// The put of `value` at `key` in `cf`, living `ttl` seconds (0: for ever), checked, with
+    /// the value in its stored form (see [`raw_value`]).
+    fn checked_put(&self, cf: &str, key: Vec<u8>, value: Vec<u8>, ttl: u64) -> Result<Modify> {
         let cf = self.checked_cf(cf, &key)?;
         self.check_value("value", &value)?;
+        let value = raw_value::encode(&value, expire_at(ttl));
         Ok(Modify::Put { cf, key, value })
     }
 
-    /// The value at `key` in column family `cf`, if any.
+    /// The value at `key` in column family `cf`, if any (and not expired).
     pub fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let cf = self.checked_cf(cf, key)?;
-        self.storage.reader(ctx)?.get_cf(cf, key)
+        let stored = self.storage.reader(ctx)?.get_cf(cf, key)?;
+        Ok(live_value(stored, raw_value::now_ms()))
     }
 
     /// [`RawApi::get`] for async callers (see [`Storage::get_async`]).
@@ -136,7 +166,10 @@ impl<S: Storage> RawApi<S> {
         key: Vec<u8>,
     ) -> StorageFuture<Option<Vec<u8>>> {
         match self.checked_cf(cf, &key) {
-            Ok(cf) => self.storage.clone().get_async(ctx, cf, key),
+            Ok(cf) => {
+                let stored = self.storage.clone().get_async(ctx, cf, key);
+                Box::pin(async move { Ok(live_value(stored.await?, raw_value::now_ms())) })
+            }
             Err(e) => answered(Err(e)),
         }
     }
@@ -148,8 +181,9 @@ impl<S: Storage> RawApi<S> {
         cf: &str,
         key: Vec<u8>,
         value: Vec<u8>,
+        ttl: u64,
     ) -> StorageFuture<()> {
-        match self.checked_put(cf, key, value) {
+        match self.checked_put(cf, key, value, ttl) {
             Ok(put) => self.storage.clone().write_async(ctx, vec![put]),
             Err(e) => answered(Err(e)),
         }
@@ -157,7 +191,20 @@ impl<S: Storage> RawApi<S> {
 
     /// Puts `value` at `key` in column family `cf`.
     pub fn put(&self, ctx: &Context, cf: &str, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        let put = self.checked_put(cf, key, value)?;
+        self.put_with_ttl(ctx, cf, key, value, 0)
+    }
+
+    /// Puts `value` at `key` in column family `cf`, to live `ttl` seconds (0: for ever): once
+    /// it has expired, the key reads as absent.
+    pub fn put_with_ttl(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: u64,
+    ) -> Result<()> {
+        let put = self.checked_put(cf, key, value, ttl)?;
         self.storage.write(ctx, vec![put])
     }
 
@@ -172,6 +219,7 @@ impl<S: Storage> RawApi<S> {
         key: Vec<u8>,
         expect: Option<Vec<u8>>,
         value: Vec<u8>,
+        ttl: u64,
     ) -> Result<CasOutcome> {
         let cf = self.checked_cf(cf, &key)?;
         self.check_value("value", &value)?;
@@ -182,7 +230,8 @@ impl<S: Storage> RawApi<S> {
             cf,
             key,
             expect,
-            value,
+            value: raw_value::encode(&value, expire_at(ttl)),
+            now_ms: raw_value::now_ms(),
         };
         self.storage.compare_and_swap(ctx, cas)
     }
@@ -259,6 +308,7 @@ impl<S: Storage> RawApi<S> {
         let max_pairs = range.limit.min(self.limits.max_scan_limit.max(1)) as usize;
         let reader = self.storage.reader(ctx)?;
         let mut it = reader.iter_cf(cf)?;
+        let now = raw_value::now_ms();
         if range.reverse {
             it.seek_before(&range.end);
         } else {
@@ -275,7 +325,12 @@ impl<S: Storage> RawApi<S> {
             if past {
                 break;
             }
-            let value = if range.key_only { &[][..] } else { it.value() };
+            let Some(value) = raw_value::live(it.value(), now) else {
+                // Expired: as if absent.
+                advance(&mut *it, range.reverse);
+                continue;
+            };
+            let value = if range.key_only { &[][..] } else { value };
             let size = key.len() + value.len();
             let full = page.pairs.len() >= max_pairs
                 || (!page.pairs.is_empty() && bytes + size > self.limits.max_scan_bytes);
@@ -287,11 +342,7 @@ impl<S: Storage> RawApi<S> {
             }
             bytes += size;
             page.pairs.push((key.to_vec(), value.to_vec()));
-            if range.reverse {
-                it.prev();
-            } else {
-                it.next();
-            }
+            advance(&mut *it, range.reverse);
         }
         Ok(page)
     }
@@ -310,24 +361,32 @@ impl<S: Storage> RawApi<S> {
             self.check_key(key)?;
         }
         let reader = self.storage.reader(ctx)?;
+        let now = raw_value::now_ms();
         let mut pairs = Vec::new();
         for key in keys {
-            if let Some(value) = reader.get_cf(cf, key)? {
+            if let Some(value) = live_value(reader.get_cf(cf, key)?, now) {
                 pairs.push((key.clone(), value));
             }
         }
         Ok(pairs)
     }
 
-    /// Puts every pair in one write: all apply or none (over the raftstore the keys must lie in
-    /// one region). At most `max_scan_limit` pairs per call.
-    pub fn batch_put(&self, ctx: &Context, cf: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    /// Puts every pair in one write, each living `ttl` seconds (0: for ever): all apply or none
+    /// (over the raftstore the keys must lie in one region). At most `max_scan_limit` pairs per
+    /// call.
+    pub fn batch_put(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        ttl: u64,
+    ) -> Result<()> {
         // The column family is checked even when no pair comes to check it with.
         Cf::from_name(cf)?;
         self.check_batch_len(pairs.len())?;
         let puts = pairs
             .into_iter()
-            .map(|(key, value)| self.checked_put(cf, key, value))
+            .map(|(key, value)| self.checked_put(cf, key, value, ttl))
             .collect::<Result<Vec<_>>>()?;
         if puts.is_empty() {
             return Ok(());

@@ -47,6 +47,7 @@ static NO_CAS: CasRequest = CasRequest {
     value: Vec::new(),
     previous_not_exist: false,
     previous_value: Vec::new(),
+    now_ms: 0,
 };
 
 impl<'a> Cmd<'a> {

@@ -353,6 +353,7 @@ impl RaftStorage {
                 value: cas.value,
                 previous_not_exist: cas.expect.is_none(),
                 previous_value: cas.expect.unwrap_or_default(),
+                now_ms: cas.now_ms,
             }),
             ..Default::default()
         };

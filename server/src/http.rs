@@ -5,7 +5,7 @@
 //! DELETE /kv?start=&end=       204 every key of the range deleted
 //! POST   /batch/{get,put,delete}  many keys in one request, as JSON (see `batch`)
 //! GET    /kv/<key>[?cf=CF]     200 value | 404 key not found
-//! PUT    /kv/<key>[?cf=CF]     204 (body = value) | 413 value over the limit
+//! PUT    /kv/<key>[?cf=CF][&ttl=SECS]  204 (body = value) | 413 value over the limit
 //! DELETE /kv/<key>[?cf=CF]     204
 //! errors: 400 bad request (empty key, unknown CF, ...), 503 region/unavailable, 500 engine,
 //!         507 the disk of the store leading the key's region is full (writes only)
@@ -50,6 +50,9 @@ pub struct KvQuery {
     /// Column family; `default` when absent.
     #[serde(default)]
     pub cf: String,
+    /// Seconds a put key lives; 0 or absent: for ever.
+    #[serde(default)]
+    pub ttl: u64,
 }
 
 /// The gateway's routes over `raw`; request bodies are limited to `max_value_size` bytes.
@@ -112,7 +115,8 @@ async fn put_key<S: Storage>(
     body: Bytes,
 ) -> Response {
     let value = body.to_vec();
-    match run(move || raw.put(&Context::default(), &q.cf, key.into_bytes(), value)).await {
+    let put = move || raw.put_with_ttl(&Context::default(), &q.cf, key.into_bytes(), value, q.ttl);
+    match run(put).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
@@ -294,9 +298,13 @@ async fn cluster_put(
     let written = gw.serve(
         |raw| {
             let (key, value) = (key.as_bytes().to_vec(), body.to_vec());
-            raw.put_async(Context::default(), &q.cf, key, value)
+            raw.put_async(Context::default(), &q.cf, key, value, q.ttl)
         },
-        async |client| client.put(&q.cf, key.as_bytes(), &body).await,
+        async |client| {
+            client
+                .put_with_ttl(&q.cf, key.as_bytes(), &body, q.ttl)
+                .await
+        },
     );
     match written.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -164,7 +164,7 @@ fn raw_put_answer<S: Storage>(
     req: RawPutRequest,
 ) -> impl Future<Output = RawPutResponse> + Send + 'static {
     let ctx = req.context.unwrap_or_default();
-    let answer = raw.put_async(ctx, &req.cf, req.key, req.value);
+    let answer = raw.put_async(ctx, &req.cf, req.key, req.value, req.ttl);
     async move {
         let (region_error, error) = write_outcome(timeout, answer).await;
         RawPutResponse {
@@ -290,7 +290,7 @@ impl<S: Storage> TinyKv for KvService<S> {
         let ctx = req.context.unwrap_or_default();
         let pairs = req.pairs.into_iter().map(|p| (p.key, p.value)).collect();
         let out = self
-            .blocking(move || raw.batch_put(&ctx, &req.cf, pairs))
+            .blocking(move || raw.batch_put(&ctx, &req.cf, pairs, req.ttl))
             .await?;
         let (region_error, error) = out.err().map(split_error).unwrap_or_default();
         Ok(Response::new(RawBatchPutResponse {
@@ -370,7 +370,9 @@ impl<S: Storage> TinyKv for KvService<S> {
         let ctx = req.context.unwrap_or_default();
         let expect = (!req.previous_not_exist).then_some(req.previous_value);
         let out = self
-            .blocking(move || raw.compare_and_swap(&ctx, &req.cf, req.key, expect, req.value))
+            .blocking(move || {
+                raw.compare_and_swap(&ctx, &req.cf, req.key, expect, req.value, req.ttl)
+            })
             .await?;
         let mut resp = RawCasResponse::default();
         match out {
@@ -551,6 +553,7 @@ mod tests {
             key: b"r".to_vec(),
             value: b"1".to_vec(),
             cf: "default".to_string(),
+            ttl: 0,
         };
         let late = service
             .raw_put(Request::new(put))

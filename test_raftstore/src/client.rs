@@ -360,6 +360,7 @@ pub fn cas_req(key: &[u8], expect: Option<&[u8]>, value: &[u8]) -> Request {
             value: value.to_vec(),
             previous_not_exist: expect.is_none(),
             previous_value: expect.map(<[u8]>::to_vec).unwrap_or_default(),
+            now_ms: codec::raw_value::now_ms(),
         }),
         ..Default::default()
     }

@@ -30,6 +30,7 @@ async fn client_term_u64_max_leaves_every_store_serving_2b() {
         }),
         key: b"fuzz-term".to_vec(),
         value: b"v".to_vec(),
+        ttl: 0,
         cf: "default".to_string(),
     };
     let answer = client.raw_put(req).await;

@@ -163,6 +163,7 @@ impl ClientGen {
                 key: self.write_key(d),
                 value: self.value(d),
                 cf: self.cf(d),
+                ttl: 0,
             }),
             2 => RawReq::Delete(RawDeleteRequest {
                 context,

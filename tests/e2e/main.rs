@@ -33,6 +33,7 @@ mod scheduler_3c;
 mod setup_1;
 mod survive;
 mod tmpfs;
+mod ttl;
 mod txn_4c;
 mod txn_regions_4c;
 mod util;

@@ -245,6 +245,19 @@ impl ClusterClient {
         cf: &str,
         pairs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), ClusterError> {
+        self.batch_put_with_ttl(cf, pairs, 0).await
+    }
+
+    /// [`ClusterClient::batch_put`], every key to live `ttl` seconds (0: for ever).
+    ///
+    /// # Errors
+    /// As [`ClusterClient::batch_put`].
+    pub async fn batch_put_with_ttl(
+        &self,
+        cf: &str,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        ttl: u64,
+    ) -> Result<(), ClusterError> {
         let mut pending: Vec<(Vec<u8>, Vec<u8>)> = pairs.to_vec();
         pending.sort_by(|a, b| a.0.cmp(&b.0));
         // The last value of a key given twice wins, as it would in sequence.
@@ -256,6 +269,7 @@ impl ClusterClient {
                 context: Some(ctx),
                 pairs: pairs.iter().map(|(k, v)| kv_pair(k, v)).collect(),
                 cf: cf.to_string(),
+                ttl,
             };
             let mut c = s.client;
             async move {

@@ -33,6 +33,21 @@ impl ClusterClient {
     /// # Errors
     /// As [`ClusterClient::call_once`].
     pub async fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
+        self.put_with_ttl(cf, key, value, 0).await
+    }
+
+    /// Puts `value` at `key` in `cf`, to live `ttl` seconds (0: for ever); once it has
+    /// expired the key reads as absent.
+    ///
+    /// # Errors
+    /// As [`ClusterClient::call_once`].
+    pub async fn put_with_ttl(
+        &self,
+        cf: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: u64,
+    ) -> Result<(), ClusterError> {
         let mut retry = Retry::once("put", key, &self.inner.config);
         let mut f = |s: StoreConn, ctx| {
             let req = RawPutRequest {
@@ -40,6 +55,7 @@ impl ClusterClient {
                 key: key.to_vec(),
                 value: value.to_vec(),
                 cf: cf.to_string(),
+                ttl,
             };
             async move {
                 let r = s.raw_put(req).await?;

@@ -37,8 +37,8 @@ impl Api {
         let ctx = Context::default();
         let (key, expect, value) = (key.to_vec(), expect.map(<[u8]>::to_vec), value.to_vec());
         let out = match self {
-            Api::Memory(a) => a.compare_and_swap(&ctx, cf, key, expect, value),
-            Api::Standalone(a) => a.compare_and_swap(&ctx, cf, key, expect, value),
+            Api::Memory(a) => a.compare_and_swap(&ctx, cf, key, expect, value, 0),
+            Api::Standalone(a) => a.compare_and_swap(&ctx, cf, key, expect, value, 0),
         }?;
         Ok(Outcome::from(out))
     }
@@ -228,6 +228,7 @@ fn storage_cas_writes_only_when_it_succeeds_1() {
             key: b"w".to_vec(),
             expect: expect.map(<[u8]>::to_vec),
             value: value.to_vec(),
+            now_ms: 0,
         };
         assert!(s.compare_and_swap(&ctx, cas(None, b"a")).unwrap().succeed);
         let out = s.compare_and_swap(&ctx, cas(Some(b"b"), b"c")).unwrap();

@@ -8,6 +8,7 @@ mod power_cut_1;
 mod raw_1;
 mod raw_range_1;
 mod storage_1;
+mod ttl_1;
 mod txn_4b;
 mod txn_4c;
 mod txn_service_4b;

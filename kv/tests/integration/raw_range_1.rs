@@ -75,7 +75,7 @@ fn batches<S: Storage>(a: &RawApi<S>) {
         (b"a".to_vec(), b"new-a".to_vec()),
         (b"c".to_vec(), b"new-c".to_vec()),
     ];
-    a.batch_put(&ctx, "default", pairs).unwrap();
+    a.batch_put(&ctx, "default", pairs, 0).unwrap();
     let ks =
         |list: &[&str]| -> Vec<Vec<u8>> { list.iter().map(|k| k.as_bytes().to_vec()).collect() };
     let got = a
@@ -102,6 +102,7 @@ fn batches<S: Storage>(a: &RawApi<S>) {
             &ctx,
             "default",
             vec![(b"x".to_vec(), b"1".to_vec()), (Vec::new(), b"2".to_vec())],
+            0,
         )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");

@@ -350,6 +350,7 @@ impl PeerMsgHandler<'_> {
             key: req.key,
             expect: (!req.previous_not_exist).then_some(req.previous_value),
             value: req.value,
+            now_ms: req.now_ms,
         };
         let outcome = cas.decide(current);
         if outcome.succeed {

@@ -30,6 +30,9 @@ pub struct BatchQuery {
     cf: String,
     #[serde(default)]
     encoding: String,
+    /// Seconds every put key lives (`/batch/put`); 0 or absent: for ever.
+    #[serde(default)]
+    ttl: u64,
 }
 
 #[derive(Deserialize)]
@@ -105,8 +108,8 @@ pub async fn local_put<S: Storage>(
         Ok(p) => p,
         Err(reason) => return bad_request(reason),
     };
-    let cf = q.cf;
-    match super::run(move || raw.batch_put(&Context::default(), &cf, pairs)).await {
+    let (cf, ttl) = (q.cf, q.ttl);
+    match super::run(move || raw.batch_put(&Context::default(), &cf, pairs, ttl)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
@@ -163,7 +166,7 @@ pub async fn cluster_put(
         Ok(c) => c,
         Err(r) => return r,
     };
-    match client.batch_put(&q.cf, &pairs).await {
+    match client.batch_put_with_ttl(&q.cf, &pairs, q.ttl).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => cluster_error_response(e),
     }

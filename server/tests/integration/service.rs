@@ -47,6 +47,7 @@ async fn service_answers_cas_with_the_previous_value_1() {
             // Ignored when the key is expected absent.
             previous_value: previous.unwrap_or("ignored").as_bytes().to_vec(),
             cf: String::new(),
+            ttl: 0,
         };
         service.raw_compare_and_swap(Request::new(req))
     };

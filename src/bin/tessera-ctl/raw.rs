@@ -13,8 +13,14 @@ use crate::Failure;
 pub(crate) enum RawCmd {
     /// Print the value of KEY
     Get { key: String },
-    /// Set KEY to VALUE
-    Put { key: String, value: String },
+    /// Set KEY to VALUE (--ttl: for SECS seconds, after which KEY reads as absent)
+    Put {
+        key: String,
+        value: String,
+        /// Seconds the key lives (0: for ever)
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        ttl: u64,
+    },
     /// Delete KEY
     Delete { key: String },
     /// Set KEY to NEW if it holds OLD (--expect) or is absent (--expect-absent), atomically;
@@ -56,6 +62,9 @@ pub(crate) enum RawCmd {
     BatchPut {
         #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
         pairs: Vec<String>,
+        /// Seconds every key lives (0: for ever)
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        ttl: u64,
     },
     /// Delete each KEY (one write per region)
     BatchDelete {
@@ -246,8 +255,8 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
                 }
             }
         }
-        RawCmd::Put { key, value } => {
-            either!(client, put(cf, &arg(&key)?, &arg(&value)?));
+        RawCmd::Put { key, value, ttl } => {
+            either!(client, put_with_ttl(cf, &arg(&key)?, &arg(&value)?, ttl));
             text.print_ok();
         }
         RawCmd::Delete { key } => {
@@ -305,7 +314,7 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
             pairs.sort();
             text.print_pairs(&pairs, false);
         }
-        RawCmd::BatchPut { pairs } => {
+        RawCmd::BatchPut { pairs, ttl } => {
             if pairs.len() % 2 != 0 {
                 return Err(Usage::Bad("batch-put takes KEY VALUE pairs".into()));
             }
@@ -314,7 +323,7 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
                 .chunks(2)
                 .map(|kv| (kv[0].clone(), kv[1].clone()))
                 .collect();
-            either!(client, batch_put(cf, &pairs));
+            either!(client, batch_put_with_ttl(cf, &pairs, ttl));
             text.print_ok();
         }
         RawCmd::BatchDelete { keys } => {

@@ -91,6 +91,7 @@ fn raft_storage_compare_and_swap_2b() {
         key: b"s".to_vec(),
         expect: expect.map(<[u8]>::to_vec),
         value: value.to_vec(),
+        now_ms: codec::raw_value::now_ms(),
     };
     let ctx = Context::default();
     let deadline = Instant::now() + WAIT;
@@ -117,6 +118,66 @@ fn raft_storage_compare_and_swap_2b() {
         Some(&b"a"[..])
     );
     assert_eq!(reader.get_cf(Cf::Default, b"s").unwrap(), None);
+}
+
+/// A value whose time to live ended compares as absent to a swap, by the clock the swap was
+/// proposed with, not by the applying store's: every replica decides alike and holds the same
+/// bytes, though one applies long after the other.
+#[test]
+fn a_swap_decides_expiry_by_its_proposal_clock_on_every_replica_2b() {
+    let cluster = started(3);
+    let stored = codec::raw_value::encode(b"old", Some(1_000));
+    cluster.must_put(b"t", &stored);
+    let cas = |expect: Option<&[u8]>, value: &[u8], now_ms: u64| Cas {
+        cf: Cf::Default,
+        key: b"t".to_vec(),
+        expect: expect.map(<[u8]>::to_vec),
+        value: value.to_vec(),
+        now_ms,
+    };
+    let ctx = Context::default();
+    let deadline = Instant::now() + WAIT;
+    let region_id = cluster.get_region(b"").id;
+    let storage = loop {
+        let leader = cluster.wait_leader(region_id, WAIT);
+        let storage = cluster.raft_storage(leader.store_id).expect("leader runs");
+        // Before the expiry the value is there: expecting absence fails.
+        match storage.compare_and_swap(&ctx, cas(None, b"never", 999)) {
+            Ok(out) => {
+                assert_eq!(out, outcome(false, Some("old")));
+                break storage;
+            }
+            Err(kv::Error::Region(e)) if e.not_leader.is_some() => {
+                assert!(Instant::now() < deadline, "leadership never settled: {e:?}");
+            }
+            Err(e) => panic!("compare-and-swap through RaftStorage failed: {e}"),
+        }
+    };
+    // At the expiry it is gone: expecting the old value fails, expecting absence succeeds.
+    let late = storage
+        .compare_and_swap(&ctx, cas(Some(b"old"), b"never", 1_000))
+        .unwrap();
+    assert_eq!(late, outcome(false, None));
+    let swapped = storage
+        .compare_and_swap(&ctx, cas(None, b"new", 1_000))
+        .unwrap();
+    assert_eq!(swapped, outcome(true, None));
+    let deadline = Instant::now() + WAIT;
+    for store in cluster.store_ids() {
+        let engines = cluster.engines(store).unwrap();
+        let key = kv::keys::data_key(b"t");
+        while kv::engine::get_cf(&engines.kv, Cf::Default, &key)
+            .unwrap()
+            .as_deref()
+            != Some(b"new")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "store {store} never applied the swap"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// What the increment clients did.
