@@ -150,6 +150,12 @@ async fn ctl_txn_put_get_delete_4c() {
             run(&["delete", "k1"]),
             run(&["get", "k1"]),
             run(&["put", "odd"]),
+            run(&["-w", "json", "put", "j", "jv"]),
+            run(&["-w", "json", "get", "j"]),
+            run(&["--hex", "put", "00ff", "cafe"]),
+            run(&["--hex", "-w", "json", "get", "00ff"]),
+            run(&["-w", "json", "get", "absent"]),
+            run(&["--hex", "get", "zz"]),
         ]
     })
     .await
@@ -161,6 +167,18 @@ async fn ctl_txn_put_get_delete_4c() {
     assert_eq!(out[3].0, 0, "{:?}", out[3]);
     assert_eq!(out[4].0, 1, "{:?}", out[4]);
     assert_eq!(out[5].0, 2, "{:?}", out[5]);
+    // -w json and --hex, as the raw commands print them.
+    let put: serde_json::Value = serde_json::from_str(&out[6].1).unwrap();
+    assert_eq!(put["ok"], true, "{:?}", out[6]);
+    assert!(put["commit_ts"].as_u64().unwrap() > 0, "{:?}", out[6]);
+    assert_eq!(out[7].1, "{\"kvs\":[{\"key\":\"j\",\"value\":\"jv\"}]}\n");
+    assert_eq!(out[8].0, 0, "{:?}", out[8]);
+    assert_eq!(
+        out[9].1,
+        "{\"kvs\":[{\"key\":\"00ff\",\"value\":\"cafe\"}]}\n"
+    );
+    assert_eq!((out[10].0, out[10].1.as_str()), (1, "{\"kvs\":[]}\n"));
+    assert_eq!(out[11].0, 2, "{:?}", out[11]);
     server.shutdown().await.unwrap();
     sched.shutdown().await.unwrap();
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 mod raw;
 
 use clap::{Parser, Subcommand};
-use raw::{run_raw, Raw, RawCmd};
+use raw::{run_raw, Raw, RawCmd, Text, WriteOut};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tessera_client::raw::{ClientError, RawClient};
@@ -34,12 +34,12 @@ struct Args {
     /// Column family: default, lock or write
     #[arg(long, default_value = "default", global = true, env = "TESSERA_CF")]
     cf: String,
-    /// Raw commands: keys and values are hexadecimal, on the command line and in the output
+    /// Keys and values are hexadecimal, on the command line and in the output
     #[arg(long, global = true, env = "TESSERA_HEX", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     hex: bool,
-    /// Raw commands' output: `simple` (lines) or `json` (`{"kvs":[{"key":..,"value":..}]}`,
-    /// keys and values as text, or hex with --hex)
+    /// Output: `simple` (lines) or `json` (`{"kvs":[{"key":..,"value":..}]}`, keys and values
+    /// as text, or hex with --hex; a write `{"ok":true}`, a transaction's also `"commit_ts"`)
     #[arg(
         short = 'w',
         long,
@@ -144,7 +144,29 @@ impl From<TxnError> for Failure {
 
 /// Runs one transaction: on the server at `addr`, or, without it, through the whole cluster of
 /// the scheduler (each request to the leader of its key's region).
-async fn run_txn(addr: Option<&str>, scheduler: &str, cmd: TxnCmd) -> Result<u8, Failure> {
+async fn run_txn(
+    addr: Option<&str>,
+    scheduler: &str,
+    text: Text,
+    cmd: TxnCmd,
+) -> Result<u8, Failure> {
+    // Arguments are checked before any connection is made.
+    let arg = |s: &String| text.bytes(s);
+    let parsed = match &cmd {
+        TxnCmd::Get { key } => text.all(std::slice::from_ref(key)),
+        TxnCmd::Put { pairs } if pairs.len() % 2 != 0 => {
+            Err("txn put takes KEY VALUE pairs".to_string())
+        }
+        TxnCmd::Put { pairs } => text.all(pairs),
+        TxnCmd::Delete { keys } => keys.iter().map(arg).collect(),
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
     let sched = scheduler.to_string();
     // A command-line user wants a prompt answer when the scheduler is down, not ten seconds of
     // retries.
@@ -166,30 +188,28 @@ async fn run_txn(addr: Option<&str>, scheduler: &str, cmd: TxnCmd) -> Result<u8,
     };
     let mut txn = client.begin().await?;
     match cmd {
-        TxnCmd::Get { key } => match txn.get(key.as_bytes()).await? {
-            Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+        TxnCmd::Get { key } => match txn.get(&parsed[0]).await? {
+            Some(v) if text.json => text.print_pairs(&vec![(parsed[0].clone(), v)], false),
+            Some(v) => println!("{}", text.show(&v)),
             None => {
+                if text.json {
+                    text.print_pairs(&Vec::new(), false);
+                }
                 eprintln!("key not found: {key}");
                 return Ok(1);
             }
         },
-        TxnCmd::Put { pairs } => {
-            if pairs.len() % 2 != 0 {
-                eprintln!("error: txn put takes KEY VALUE pairs");
-                return Ok(2);
+        TxnCmd::Put { .. } => {
+            for kv in parsed.chunks(2) {
+                txn.put(&kv[0], &kv[1]);
             }
-            for kv in pairs.chunks(2) {
-                txn.put(kv[0].as_bytes(), kv[1].as_bytes());
-            }
-            let commit_ts = txn.commit().await?;
-            println!("OK (committed at {commit_ts})");
+            text.print_committed(txn.commit().await?);
         }
-        TxnCmd::Delete { keys } => {
-            for k in &keys {
-                txn.delete(k.as_bytes());
+        TxnCmd::Delete { .. } => {
+            for k in &parsed {
+                txn.delete(k);
             }
-            let commit_ts = txn.commit().await?;
-            println!("OK (committed at {commit_ts})");
+            text.print_committed(txn.commit().await?);
         }
     }
     Ok(0)
@@ -250,7 +270,11 @@ async fn run(args: Args) -> Result<u8, Failure> {
                 (addr, _) => Some(addr.as_deref().unwrap_or(DEFAULT_ADDR)),
             };
             let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
-            run_txn(addr, scheduler, cmd).await
+            let text = Text {
+                hex: args.hex,
+                json: args.write_out == WriteOut::Json,
+            };
+            run_txn(addr, scheduler, text, cmd).await
         }
     }
 }

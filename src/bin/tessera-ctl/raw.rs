@@ -117,7 +117,7 @@ macro_rules! either {
     };
 }
 
-/// How raw commands print their answers.
+/// How commands print their answers.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteOut {
     /// Lines: a value, `key TAB value`, `OK`
@@ -128,13 +128,13 @@ pub(crate) enum WriteOut {
 
 /// How keys and values are written on the command line and printed.
 #[derive(Clone, Copy)]
-struct Text {
-    hex: bool,
-    json: bool,
+pub(crate) struct Text {
+    pub(crate) hex: bool,
+    pub(crate) json: bool,
 }
 
 impl Text {
-    fn bytes(self, s: &str) -> Result<Vec<u8>, String> {
+    pub(crate) fn bytes(self, s: &str) -> Result<Vec<u8>, String> {
         if !self.hex {
             return Ok(s.as_bytes().to_vec());
         }
@@ -151,7 +151,7 @@ impl Text {
             .collect()
     }
 
-    fn show(self, b: &[u8]) -> String {
+    pub(crate) fn show(self, b: &[u8]) -> String {
         if self.hex {
             b.iter().map(|x| format!("{x:02x}")).collect()
         } else {
@@ -159,13 +159,13 @@ impl Text {
         }
     }
 
-    fn all(self, list: &[String]) -> Result<Vec<Vec<u8>>, String> {
+    pub(crate) fn all(self, list: &[String]) -> Result<Vec<Vec<u8>>, String> {
         list.iter().map(|s| self.bytes(s)).collect()
     }
 
     /// Prints pairs: `key TAB value` lines (keys alone with `keys_only`), or
     /// `{"kvs":[{"key":..,"value":..}]}`.
-    fn print_pairs(self, pairs: &Pairs, keys_only: bool) {
+    pub(crate) fn print_pairs(self, pairs: &Pairs, keys_only: bool) {
         if self.json {
             let kvs: Vec<serde_json::Value> = pairs
                 .iter()
@@ -195,6 +195,19 @@ impl Text {
             println!("{}", serde_json::json!({ "ok": true }));
         } else {
             println!("OK");
+        }
+    }
+
+    /// Prints the acknowledgement of a transaction's commit: `OK (committed at TS)`, or
+    /// `{"ok":true,"commit_ts":TS}`.
+    pub(crate) fn print_committed(self, commit_ts: u64) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({ "ok": true, "commit_ts": commit_ts })
+            );
+        } else {
+            println!("OK (committed at {commit_ts})");
         }
     }
 }
