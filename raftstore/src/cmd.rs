@@ -11,7 +11,9 @@
 //! thread.
 
 use kv::{keys, Cf, WriteBatch};
-use proto::raft_cmdpb::{CasRequest, CmdType, DeleteResponse, PutResponse, Request, Response};
+use proto::raft_cmdpb::{
+    CasRequest, CmdType, DeleteExpiredRequest, DeleteResponse, PutResponse, Request, Response,
+};
 
 use crate::error::{Error, Result};
 
@@ -38,7 +40,19 @@ pub(crate) enum Cmd<'a> {
     Snap,
     /// Compare-and-swap one key.
     Cas { cf: Cf, req: &'a CasRequest },
+    /// Delete the keys whose time to live ended by the request's clock.
+    DeleteExpired {
+        cf: Cf,
+        req: &'a DeleteExpiredRequest,
+    },
 }
+
+/// The defaults a request without its body reads as.
+static NO_DELETE_EXPIRED: DeleteExpiredRequest = DeleteExpiredRequest {
+    cf: String::new(),
+    keys: Vec::new(),
+    now_ms: 0,
+};
 
 /// The defaults a request without its body reads as.
 static NO_CAS: CasRequest = CasRequest {
@@ -96,6 +110,13 @@ impl<'a> Cmd<'a> {
                     req: c,
                 })
             }
+            Ok(CmdType::DeleteExpired) => {
+                let d = r.delete_expired.as_ref().unwrap_or(&NO_DELETE_EXPIRED);
+                Ok(Cmd::DeleteExpired {
+                    cf: cf(Some(&d.cf))?,
+                    req: d,
+                })
+            }
             Ok(CmdType::Invalid) | Err(_) => {
                 Err(Error::Other(format!("invalid command type {}", r.cmd_type)))
             }
@@ -107,14 +128,17 @@ impl<'a> Cmd<'a> {
         match *self {
             Cmd::Get { key, .. } | Cmd::Put { key, .. } | Cmd::Delete { key, .. } => Some(key),
             Cmd::Cas { req, .. } => Some(&req.key),
-            Cmd::DeleteRange { .. } | Cmd::Snap => None,
+            Cmd::DeleteRange { .. } | Cmd::DeleteExpired { .. } | Cmd::Snap => None,
         }
     }
 
     /// Whether it reads the engine as of its place in the log (a `Get`, a `Snap`, a `Cas`'s
-    /// comparison).
+    /// comparison, a `DeleteExpired`'s look at each key).
     pub(crate) fn reads(&self) -> bool {
-        matches!(self, Cmd::Get { .. } | Cmd::Snap | Cmd::Cas { .. })
+        matches!(
+            self,
+            Cmd::Get { .. } | Cmd::Snap | Cmd::Cas { .. } | Cmd::DeleteExpired { .. }
+        )
     }
 
     /// Whether it only reads (`Get`, `Snap`).

@@ -31,6 +31,9 @@ pub struct Config {
     /// Interval of the leader's split check (it measures the region only when enough was
     /// written since the last one).
     pub split_region_check_tick_interval: Duration,
+    /// Interval of the leader's TTL check: it finds the region's raw keys whose time to live
+    /// has ended and deletes them through raft (they read as absent already).
+    pub raw_ttl_check_interval: Duration,
     /// Size past which a region is split.
     pub region_max_size: u64,
     /// Size of each half after a split.
@@ -81,6 +84,7 @@ impl Default for Config {
             snapshot_send_timeout: Duration::from_secs(60),
             snap_gc_interval: Duration::from_secs(60),
             split_region_check_tick_interval: Duration::from_secs(10),
+            raw_ttl_check_interval: Duration::from_secs(600),
             region_max_size: 144 * 1024 * 1024,
             region_split_size: 96 * 1024 * 1024,
             region_heartbeat_interval: Duration::from_secs(10),
@@ -110,6 +114,7 @@ impl Config {
             snapshot_send_timeout: Duration::from_secs(5),
             snap_gc_interval: Duration::from_secs(1),
             split_region_check_tick_interval: Duration::from_millis(100),
+            raw_ttl_check_interval: Duration::from_millis(500),
             region_heartbeat_interval: Duration::from_millis(200),
             store_heartbeat_interval: Duration::from_millis(500),
             command_timeout: Duration::from_secs(1),

@@ -46,6 +46,7 @@ mod split_check;
 mod store;
 mod store_handler;
 mod transport;
+mod ttl_check;
 mod util;
 mod worker;
 

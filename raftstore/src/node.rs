@@ -45,6 +45,7 @@ use crate::scheduler_worker::{SchedulerRunner, SchedulerTask};
 use crate::split_check::SplitCheckRunner;
 use crate::store::StoreMeta;
 use crate::transport::Transport;
+use crate::ttl_check::TtlCheckRunner;
 use crate::worker::{Scheduler, Worker};
 
 /// A running raftstore.
@@ -61,6 +62,7 @@ pub struct RaftstoreHandle {
     region_worker: Worker<RegionRunner>,
     raftlog_gc: Worker<RaftLogGcRunner>,
     split_checker: Worker<SplitCheckRunner>,
+    ttl_checker: Worker<TtlCheckRunner>,
     disk_monitor: Worker<DiskMonitor>,
 }
 
@@ -124,6 +126,7 @@ impl RaftstoreHandle {
         self.region_worker.stop();
         self.raftlog_gc.stop();
         self.split_checker.stop();
+        self.ttl_checker.stop_discarding();
         self.disk_monitor.stop();
     }
 }
@@ -181,6 +184,12 @@ pub fn start_raftstore(
     let split_checker = Worker::start(
         &format!("split-check-{store_id}"),
         SplitCheckRunner::new(engines.clone(), router.clone()),
+        None,
+    )
+    .map_err(spawn_err)?;
+    let ttl_checker = Worker::start(
+        &format!("ttl-check-{store_id}"),
+        TtlCheckRunner::new(engines.clone(), router.clone()),
         None,
     )
     .map_err(spawn_err)?;
@@ -282,6 +291,7 @@ pub fn start_raftstore(
             region_worker: region_worker.scheduler(),
             raftlog_gc: raftlog_gc.scheduler(),
             split_checker: split_checker.scheduler(),
+            ttl_checker: ttl_checker.scheduler(),
             transport,
             store_meta: store_meta.clone(),
             scheduler,
@@ -320,6 +330,7 @@ pub fn start_raftstore(
         region_worker,
         raftlog_gc,
         split_checker,
+        ttl_checker,
         disk_monitor,
     })
 }

@@ -56,17 +56,19 @@ pub(crate) fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result
     }
 }
 
-/// Checks that a command holding a `Cas` holds nothing else. Apply decides a swap against the
-/// engine, which has the writes of earlier entries but not those of earlier requests of the
-/// same entry; one swap per command keeps that exact (and a client never needs more).
+/// Checks that a command holding a `Cas` or a `DeleteExpired` holds nothing else. Apply decides
+/// them against the engine, which has the writes of earlier entries but not those of earlier
+/// requests of the same entry; one such request per command keeps that exact (and no client or
+/// TTL check needs more).
 pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
-    let cas = req
-        .requests
-        .iter()
-        .any(|r| matches!(Cmd::decode(r), Ok(Cmd::Cas { .. })));
-    if cas && req.requests.len() > 1 {
+    let deciding = req.requests.iter().find_map(|r| match Cmd::decode(r) {
+        Ok(Cmd::Cas { .. }) => Some("a compare-and-swap"),
+        Ok(Cmd::DeleteExpired { .. }) => Some("a deletion of expired keys"),
+        _ => None,
+    });
+    if let (Some(what), true) = (deciding, req.requests.len() > 1) {
         return Err(Error::Other(format!(
-            "a compare-and-swap must be the only request of its command, not one of {}",
+            "{what} must be the only request of its command, not one of {}",
             req.requests.len()
         )));
     }
@@ -84,6 +86,11 @@ pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Re
     for cmd in req.requests.iter().filter_map(|r| Cmd::decode(r).ok()) {
         match cmd {
             Cmd::DeleteRange { start, end, .. } => check_range_in_region(start, end, region)?,
+            Cmd::DeleteExpired { req, .. } => {
+                for key in &req.keys {
+                    check_key_in_region(key, region)?;
+                }
+            }
             other => {
                 if let Some(key) = other.key() {
                     check_key_in_region(key, region)?;

@@ -143,6 +143,8 @@ pub struct RaftstoreConfig {
     pub raft_log_gc_count_limit: u64,
     /// Interval of the split check.
     pub split_region_check_tick_interval_ms: u64,
+    /// Interval of a region leader's check for raw keys whose TTL ended (they are deleted).
+    pub raw_ttl_check_interval_ms: u64,
     /// Size at which a region is split, in bytes.
     pub region_max_size: u64,
     /// Size of each half after a split, in bytes.
@@ -178,6 +180,7 @@ impl From<&raftstore::Config> for RaftstoreConfig {
             raft_log_gc_tick_interval_ms: millis(c.raft_log_gc_tick_interval),
             raft_log_gc_count_limit: c.raft_log_gc_count_limit,
             split_region_check_tick_interval_ms: millis(c.split_region_check_tick_interval),
+            raw_ttl_check_interval_ms: millis(c.raw_ttl_check_interval),
             region_max_size: c.region_max_size,
             region_split_size: c.region_split_size,
             region_heartbeat_interval_ms: millis(c.region_heartbeat_interval),
@@ -207,6 +210,7 @@ impl RaftstoreConfig {
             raft_log_gc_tick_interval: ms(self.raft_log_gc_tick_interval_ms),
             raft_log_gc_count_limit: self.raft_log_gc_count_limit,
             split_region_check_tick_interval: ms(self.split_region_check_tick_interval_ms),
+            raw_ttl_check_interval: ms(self.raw_ttl_check_interval_ms),
             region_max_size: self.region_max_size,
             region_split_size: self.region_split_size,
             region_heartbeat_interval: ms(self.region_heartbeat_interval_ms),

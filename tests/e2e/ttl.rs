@@ -1,7 +1,7 @@
 //! Per-key time to live end to end: keys put with a TTL through gRPC (the client), the CLI and
 //! the HTTP gateway read as themselves until they expire, then as absent; on a standalone
 //! store, and on a raft cluster with a batch spanning regions and the gateways of the leader
-//! and of a follower.
+//! and of a follower, where the leaders' TTL checks then delete them from every store's disk.
 
 use std::time::Duration;
 
@@ -108,5 +108,25 @@ async fn keys_with_a_ttl_expire_across_regions_and_gateways_2b() {
     assert_eq!(client.get("default", b"z").await.unwrap(), None);
     let gw = cluster.stores()[0].status_addr;
     assert_eq!(http(gw, "GET", "/kv/gw1", b"").await.0, 404);
+    // The leaders' TTL checks (every 500 ms here) delete them from every store's disk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for store in cluster.stores() {
+        let on_disk = |k: &[u8]| {
+            kv::engine::get_cf(&store.engines().kv, kv::Cf::Default, &kv::keys::data_key(k))
+                .unwrap()
+        };
+        while ["a", "z", "gw0", "gw1", "gw2"]
+            .iter()
+            .any(|k| on_disk(k.as_bytes()).is_some())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "store {} still holds expired keys",
+                store.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(on_disk(b"n").is_some(), "store {}", store.id);
+    }
     cluster.shutdown().await.unwrap();
 }

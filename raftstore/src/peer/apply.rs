@@ -11,8 +11,8 @@ use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CompactLogResponse,
-    DeleteRangeResponse, GetResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
-    Response, SnapResponse,
+    DeleteExpiredRequest, DeleteExpiredResponse, DeleteRangeResponse, GetResponse, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
 };
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
@@ -300,6 +300,9 @@ impl PeerMsgHandler<'_> {
                 Cmd::Cas { cf, req: c } => {
                     resp.cas = Some(self.exec_cas(cf, c.clone(), wb, index)?);
                 }
+                Cmd::DeleteExpired { cf, req: d } => {
+                    resp.delete_expired = Some(self.exec_delete_expired(cf, d, wb, index)?);
+                }
                 Cmd::Snap => {
                     snapshot = Some(EngineSnapshot::new(kv));
                     resp.snap = Some(SnapResponse {
@@ -320,6 +323,45 @@ impl PeerMsgHandler<'_> {
             },
             snapshot,
         })
+    }
+
+    /// Deletes each key of `req` whose value's time to live ended by the request's clock, as the
+    /// engine holds it now (every earlier entry's writes included, as for a compare-and-swap):
+    /// a key written again since the proposal, or holding a value without a TTL, stays. Keys
+    /// outside the region are skipped. A failed read stops the store, as in `exec_cas`.
+    fn exec_delete_expired(
+        &self,
+        cf: Cf,
+        req: &DeleteExpiredRequest,
+        wb: &mut WriteBatch,
+        index: u64,
+    ) -> Result<DeleteExpiredResponse> {
+        let kv = &self.peer.raft_group.store().engines().kv;
+        let region = self.peer.region();
+        let mut deleted = 0;
+        for key in &req.keys {
+            if util::check_key_in_region(key, &region).is_err() {
+                continue;
+            }
+            let data_key = keys::data_key(key);
+            let stored = kv::engine::get_cf(kv, cf, &data_key).unwrap_or_else(|e| {
+                panic!(
+                    "region {} peer {}: reading {:?} for the expiry check at index {index} \
+                     failed: {e}",
+                    self.peer.region_id,
+                    self.peer.meta.id,
+                    String::from_utf8_lossy(key)
+                )
+            });
+            let expired = stored
+                .as_deref()
+                .is_some_and(|s| codec::raw_value::live(s, req.now_ms).is_none());
+            if expired {
+                wb.delete_cf(cf, &data_key)?;
+                deleted += 1;
+            }
+        }
+        Ok(DeleteExpiredResponse { deleted })
     }
 
     /// Decides a compare-and-swap against the engine, which holds every earlier entry's writes

@@ -22,6 +22,7 @@ use crate::scheduler_worker::SchedulerTask;
 use crate::split_check::SplitCheckTask;
 use crate::store::StoreMeta;
 use crate::transport::Transport;
+use crate::ttl_check::TtlCheckTask;
 use crate::worker::Scheduler;
 
 /// What every handler of a batch shares: small, typed, owned by the worker.
@@ -33,6 +34,7 @@ pub(crate) struct PollContext {
     pub(crate) region_worker: Scheduler<RegionTask>,
     pub(crate) raftlog_gc: Scheduler<RaftLogGcTask>,
     pub(crate) split_checker: Scheduler<SplitCheckTask>,
+    pub(crate) ttl_checker: Scheduler<TtlCheckTask>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store_meta: Arc<RwLock<StoreMeta>>,
     pub(crate) scheduler: Option<Scheduler<SchedulerTask>>,

@@ -163,6 +163,7 @@ impl<'a> PeerMsgHandler<'a> {
         self.snapshot_tick();
         self.raft_log_gc_tick();
         self.split_check_tick();
+        self.ttl_check_tick();
         self.peer.ticks_since_heartbeat += 1;
         let every = self.ctx.cfg.ticks(self.ctx.cfg.region_heartbeat_interval);
         if self.peer.ticks_since_heartbeat >= every {

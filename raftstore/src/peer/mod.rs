@@ -23,6 +23,7 @@ mod propose;
 mod ready;
 mod snapshot;
 mod split;
+mod ttl;
 mod write_batch;
 
 use std::collections::{HashMap, VecDeque};
@@ -123,6 +124,7 @@ pub(crate) struct Peer {
     apply_queue: async_apply::ApplyQueue,
     /// Ticks since the last split check.
     ticks_since_split_check: u64,
+    ticks_since_ttl_check: u64,
     /// Bytes of commands applied since the last split check.
     size_diff_hint: u64,
     /// The region's size and key count from the last split check (unknown after a split).
@@ -174,6 +176,7 @@ impl Peer {
             readies_in_flight: 0,
             apply_queue: Default::default(),
             ticks_since_split_check: 0,
+            ticks_since_ttl_check: 0,
             size_diff_hint: 0,
             approximate_size: None,
             approximate_keys: None,

@@ -11,4 +11,5 @@ mod node_2b;
 mod scenarios_2b;
 mod snapshot_2c;
 mod split_3b;
+mod ttl_2b;
 mod write_batch_2b;
