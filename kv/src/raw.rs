@@ -57,6 +57,18 @@ pub struct ScanPage {
     pub truncated: bool,
 }
 
+/// Refuses a TTL outside the default column family: the lock and write CFs also hold the
+/// transactions' records, whose bytes a TTL check must never take for an expired value.
+fn check_ttl_cf(cf: Cf, ttl: u64) -> Result<()> {
+    if ttl > 0 && cf != Cf::Default {
+        return Err(Error::InvalidArgument(format!(
+            "a TTL is only taken in the default column family, not in {}",
+            cf.name()
+        )));
+    }
+    Ok(())
+}
+
 /// The expiry of a value written now to live `ttl` seconds (0: for ever).
 fn expire_at(ttl: u64) -> Option<u64> {
     (ttl > 0).then(|| raw_value::now_ms().saturating_add(ttl.saturating_mul(1000)))
@@ -147,6 +159,7 @@ impl<S: Storage> RawApi<S> {
     fn checked_put(&self, cf: &str, key: Vec<u8>, value: Vec<u8>, ttl: u64) -> Result<Modify> {
         let cf = self.checked_cf(cf, &key)?;
         self.check_value("value", &value)?;
+        check_ttl_cf(cf, ttl)?;
         let value = raw_value::encode(&value, expire_at(ttl));
         Ok(Modify::Put { cf, key, value })
     }
@@ -223,6 +236,7 @@ impl<S: Storage> RawApi<S> {
     ) -> Result<CasOutcome> {
         let cf = self.checked_cf(cf, &key)?;
         self.check_value("value", &value)?;
+        check_ttl_cf(cf, ttl)?;
         if let Some(expect) = &expect {
             self.check_value("expected value", expect)?;
         }

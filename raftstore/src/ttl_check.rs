@@ -4,9 +4,12 @@
 //! ```text
 //! leader's TTL-check tick (every raw_ttl_check_interval)
 //!   -> TtlCheckTask { region, leader }      on this worker, off the raft worker
-//!   -> walk the region's keys in every CF, keeping those whose value expired by now
+//!   -> walk the region's keys in the default CF, keeping those whose value expired by now
 //!   -> DeleteExpired { cf, keys, now_ms }   proposed to the region, TTL_CHECK_BATCH keys a command
 //! ```
+//!
+//! Only the default CF: the raw API takes a TTL nowhere else, and the lock and write CFs hold
+//! the transactions' records, whose bytes must never be taken for an expired value.
 //!
 //! The walk only proposes: every replica decides at apply, key by key, against what the key
 //! holds then and by the clock the command carries, so a key written again since the walk
@@ -53,28 +56,25 @@ impl Runnable for TtlCheckRunner {
         let region = &task.region;
         let snap = EngineSnapshot::new(&self.engines.kv);
         let now_ms = raw_value::now_ms();
-        for cf in Cf::ALL {
-            let found = match expired_keys(&snap, region, cf, now_ms) {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(region_id = region.id, cf = cf.name(), error = %e, "TTL check failed");
-                    return;
-                }
-            };
-            if !found.is_empty() {
-                tracing::debug!(
-                    region_id = region.id,
-                    cf = cf.name(),
-                    keys = found.len(),
-                    "deleting expired keys"
-                );
+        let found = match expired_keys(&snap, region, Cf::Default, now_ms) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(region_id = region.id, error = %e, "TTL check failed");
+                return;
             }
-            for keys in found.chunks(TTL_CHECK_BATCH) {
-                let req = delete_expired(region, task.leader, cf, keys.to_vec(), now_ms);
-                // A refusal (no longer the leader, a new epoch) leaves them for the next check.
-                if self.router.send_command(req, Callback::none()).is_err() {
-                    return;
-                }
+        };
+        if !found.is_empty() {
+            tracing::debug!(
+                region_id = region.id,
+                keys = found.len(),
+                "deleting expired keys"
+            );
+        }
+        for keys in found.chunks(TTL_CHECK_BATCH) {
+            let req = delete_expired(region, task.leader, Cf::Default, keys.to_vec(), now_ms);
+            // A refusal (no longer the leader, a new epoch) leaves them for the next check.
+            if self.router.send_command(req, Callback::none()).is_err() {
+                return;
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Checks shared by proposing and applying: region epochs and key ranges.
 
+use kv::Cf;
 use proto::metapb;
 use proto::raft_cmdpb::RaftCmdRequest;
 
@@ -86,7 +87,14 @@ pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Re
     for cmd in req.requests.iter().filter_map(|r| Cmd::decode(r).ok()) {
         match cmd {
             Cmd::DeleteRange { start, end, .. } => check_range_in_region(start, end, region)?,
-            Cmd::DeleteExpired { req, .. } => {
+            Cmd::DeleteExpired { cf, req } => {
+                // The lock and write CFs hold transaction records, never a raw TTL.
+                if cf != Cf::Default {
+                    return Err(Error::Other(format!(
+                        "expired keys are only deleted from the default column family, not {}",
+                        cf.name()
+                    )));
+                }
                 for key in &req.keys {
                     check_key_in_region(key, region)?;
                 }
