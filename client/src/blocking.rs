@@ -69,6 +69,18 @@ impl ClusterClient {
         self.wait(self.inner.put(cf, key, value))
     }
 
+    /// Puts `value` at `key` in `cf` for `ttl` seconds. See
+    /// [`crate::ClusterClient::put_with_ttl`].
+    pub fn put_with_ttl(
+        &self,
+        cf: &str,
+        key: &[u8],
+        value: &[u8],
+        ttl: u64,
+    ) -> Result<(), ClusterError> {
+        self.wait(self.inner.put_with_ttl(cf, key, value, ttl))
+    }
+
     /// Deletes `key` in `cf`. See [`crate::ClusterClient::delete`].
     pub fn delete(&self, cf: &str, key: &[u8]) -> Result<(), ClusterError> {
         self.wait(self.inner.delete(cf, key))
@@ -105,6 +117,16 @@ impl ClusterClient {
     /// Puts every pair. See [`crate::ClusterClient::batch_put`].
     pub fn batch_put(&self, cf: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), ClusterError> {
         self.wait(self.inner.batch_put(cf, pairs))
+    }
+
+    /// Puts every pair for `ttl` seconds. See [`crate::ClusterClient::batch_put_with_ttl`].
+    pub fn batch_put_with_ttl(
+        &self,
+        cf: &str,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        ttl: u64,
+    ) -> Result<(), ClusterError> {
+        self.wait(self.inner.batch_put_with_ttl(cf, pairs, ttl))
     }
 
     /// Deletes every key of `keys`. See [`crate::ClusterClient::batch_delete`].

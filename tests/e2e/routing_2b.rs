@@ -444,6 +444,16 @@ fn blocking_cluster_client_serves_a_plain_thread_2b() {
     client.delete("default", b"z").unwrap();
     let pairs = client.scan("default", b"", 10).unwrap();
     assert_eq!(pairs, vec![(b"a".to_vec(), b"2".to_vec())]);
+    // With a TTL, on one key and on a batch over both regions.
+    client.put_with_ttl("default", b"t", b"1", 1).unwrap();
+    let batch = [
+        (b"b".to_vec(), b"1".to_vec()),
+        (b"y".to_vec(), b"1".to_vec()),
+    ];
+    client.batch_put_with_ttl("default", &batch, 1).unwrap();
+    assert_eq!(client.scan("default", b"", 10).unwrap().len(), 4);
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    assert_eq!(client.scan("default", b"", 10).unwrap(), pairs);
     drop(client);
 
     runtime.block_on(cluster.shutdown()).unwrap();
