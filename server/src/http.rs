@@ -20,6 +20,7 @@
 //! the key's region. So the gateway of any store, follower or not, serves every key. Ranges and
 //! batches always go through the cluster client.
 
+mod backend;
 mod batch;
 mod range;
 
@@ -32,11 +33,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use kv::{Cf, Error, RawApi, RawLimits, Storage, StorageFuture};
-use proto::kvrpcpb::Context;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
+
+use backend::{Backend, Local};
 
 /// How long a gateway request waits for the scheduler when it first connects.
 const GATEWAY_SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -57,20 +59,22 @@ pub struct KvQuery {
 
 /// The gateway's routes over `raw`; request bodies are limited to `max_value_size` bytes.
 pub fn router<S: Storage>(raw: RawApi<S>, max_value_size: usize) -> Router {
+    routes(Arc::new(Local(raw)), max_value_size)
+}
+
+/// The routes, whatever the backend.
+fn routes<B: Backend>(backend: Arc<B>, max_value_size: usize) -> Router {
     Router::new()
-        .route(
-            "/kv",
-            get(range::local_scan::<S>).delete(range::local_delete::<S>),
-        )
-        .route("/batch/get", post(batch::local_get::<S>))
-        .route("/batch/put", post(batch::local_put::<S>))
-        .route("/batch/delete", post(batch::local_delete::<S>))
+        .route("/kv", get(range::scan::<B>).delete(range::delete::<B>))
+        .route("/batch/get", post(batch::get::<B>))
+        .route("/batch/put", post(batch::put::<B>))
+        .route("/batch/delete", post(batch::delete::<B>))
         .route(
             "/kv/{*key}",
-            get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
+            get(get_key::<B>).put(put_key::<B>).delete(delete_key::<B>),
         )
         .layer(DefaultBodyLimit::max(max_value_size))
-        .with_state(raw)
+        .with_state(backend)
 }
 
 fn error_response(e: Error) -> Response {
@@ -96,38 +100,36 @@ async fn run<T: Send + 'static>(
     }
 }
 
-async fn get_key<S: Storage>(
-    State(raw): State<RawApi<S>>,
+async fn get_key<B: Backend>(
+    State(b): State<Arc<B>>,
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
 ) -> Response {
-    match run(move || raw.get(&Context::default(), &q.cf, key.as_bytes())).await {
+    match b.get(q.cf, key.into_bytes()).await {
         Ok(Some(v)) => (StatusCode::OK, v).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "key not found\n").into_response(),
         Err(r) => r,
     }
 }
 
-async fn put_key<S: Storage>(
-    State(raw): State<RawApi<S>>,
+async fn put_key<B: Backend>(
+    State(b): State<Arc<B>>,
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
     body: Bytes,
 ) -> Response {
-    let value = body.to_vec();
-    let put = move || raw.put_with_ttl(&Context::default(), &q.cf, key.into_bytes(), value, q.ttl);
-    match run(put).await {
+    match b.put(q.cf, key.into_bytes(), body.to_vec(), q.ttl).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
 }
 
-async fn delete_key<S: Storage>(
-    State(raw): State<RawApi<S>>,
+async fn delete_key<B: Backend>(
+    State(b): State<Arc<B>>,
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
 ) -> Response {
-    match run(move || raw.delete(&Context::default(), &q.cf, key.into_bytes())).await {
+    match b.delete(q.cf, key.into_bytes()).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
@@ -143,7 +145,7 @@ struct Gateway {
 }
 
 /// What this store's own peer made of a request for one key.
-enum Local<T> {
+enum OwnPeer<T> {
     /// It answered (a value, or an error that is the request's answer).
     Answered(kv::Result<T>),
     /// It did not take the request, and nothing was applied: it has no peer of the key's region,
@@ -160,32 +162,32 @@ impl Gateway {
         remote: impl AsyncFnOnce(&ClusterClient) -> Result<T, ClusterError>,
     ) -> Result<T, Response> {
         match self.local(local).await {
-            Local::Answered(answer) => answer.map_err(error_response),
-            Local::Declined => {
+            OwnPeer::Answered(answer) => answer.map_err(error_response),
+            OwnPeer::Declined => {
                 let client = self.client().await?;
                 remote(client).await.map_err(cluster_error_response)
             }
         }
     }
 
-    /// Offers a request to this store's own peer (see [`Local`]).
+    /// Offers a request to this store's own peer (see [`OwnPeer`]).
     async fn local<T>(
         &self,
         call: impl FnOnce(&RawApi<raftstore::RaftStorage>) -> StorageFuture<T>,
-    ) -> Local<T> {
+    ) -> OwnPeer<T> {
         let Some(raw) = &self.local else {
-            return Local::Declined;
+            return OwnPeer::Declined;
         };
         match tokio::time::timeout(LOCAL_REPLY_TIMEOUT, call(raw)).await {
-            Err(_) => Local::Answered(Err(Error::Unavailable(format!(
+            Err(_) => OwnPeer::Answered(Err(Error::Unavailable(format!(
                 "no answer from the store within {LOCAL_REPLY_TIMEOUT:?}: the outcome is unknown"
             )))),
             // Refused before anything was applied: the leader elsewhere can take it. A full disk
             // is this store's own answer when it leads, and the cluster client's when not.
             Ok(Err(Error::Region(e))) if e.proves_not_applied() && e.disk_full.is_none() => {
-                Local::Declined
+                OwnPeer::Declined
             }
-            Ok(answer) => Local::Answered(answer),
+            Ok(answer) => OwnPeer::Answered(answer),
         }
     }
 }
@@ -240,20 +242,7 @@ pub fn cluster_router(
         local,
         client: OnceCell::new(),
     });
-    Router::new()
-        .route(
-            "/kv",
-            get(range::cluster_scan).delete(range::cluster_delete),
-        )
-        .route("/batch/get", post(batch::cluster_get))
-        .route("/batch/put", post(batch::cluster_put))
-        .route("/batch/delete", post(batch::cluster_delete))
-        .route(
-            "/kv/{*key}",
-            get(cluster_get).put(cluster_put).delete(cluster_delete),
-        )
-        .layer(DefaultBodyLimit::max(max_value_size))
-        .with_state(gateway)
+    routes(gateway, max_value_size)
 }
 
 fn cluster_error_response(e: ClusterError) -> Response {
@@ -265,67 +254,4 @@ fn cluster_error_response(e: ClusterError) -> Response {
         | ClusterError::Undetermined { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, format!("{e}\n")).into_response()
-}
-
-async fn cluster_get(
-    State(gw): State<Arc<Gateway>>,
-    Path(key): Path<String>,
-    Query(q): Query<KvQuery>,
-) -> Response {
-    if let Err(e) = gw.check(&q.cf, key.as_bytes()) {
-        return error_response(e);
-    }
-    let found = gw.serve(
-        |raw| raw.get_async(Context::default(), &q.cf, key.as_bytes().to_vec()),
-        async |client| client.get(&q.cf, key.as_bytes()).await,
-    );
-    match found.await {
-        Ok(Some(v)) => (StatusCode::OK, v).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "key not found\n").into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn cluster_put(
-    State(gw): State<Arc<Gateway>>,
-    Path(key): Path<String>,
-    Query(q): Query<KvQuery>,
-    body: Bytes,
-) -> Response {
-    if let Err(e) = gw.check(&q.cf, key.as_bytes()) {
-        return error_response(e);
-    }
-    let written = gw.serve(
-        |raw| {
-            let (key, value) = (key.as_bytes().to_vec(), body.to_vec());
-            raw.put_async(Context::default(), &q.cf, key, value, q.ttl)
-        },
-        async |client| {
-            client
-                .put_with_ttl(&q.cf, key.as_bytes(), &body, q.ttl)
-                .await
-        },
-    );
-    match written.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn cluster_delete(
-    State(gw): State<Arc<Gateway>>,
-    Path(key): Path<String>,
-    Query(q): Query<KvQuery>,
-) -> Response {
-    if let Err(e) = gw.check(&q.cf, key.as_bytes()) {
-        return error_response(e);
-    }
-    let deleted = gw.serve(
-        |raw| raw.delete_async(Context::default(), &q.cf, key.as_bytes().to_vec()),
-        async |client| client.delete(&q.cf, key.as_bytes()).await,
-    );
-    match deleted.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
 }

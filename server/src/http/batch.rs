@@ -16,12 +16,10 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kv::{RawApi, Storage};
-use proto::kvrpcpb::Context;
 use serde::Deserialize;
 
+use super::backend::Backend;
 use super::range::{answer, bad_request, Encoding};
-use super::{cluster_error_response, Gateway};
 
 /// The query of a batch request.
 #[derive(Deserialize, Default)]
@@ -78,9 +76,9 @@ fn pairs(q: &BatchQuery, body: &[u8]) -> Result<KeysAndValues, String> {
         .collect()
 }
 
-/// `POST /batch/get` over a local storage.
-pub async fn local_get<S: Storage>(
-    State(raw): State<RawApi<S>>,
+/// `POST /batch/get`.
+pub(super) async fn get<B: Backend>(
+    State(b): State<Arc<B>>,
     Query(q): Query<BatchQuery>,
     body: Bytes,
 ) -> Response {
@@ -88,73 +86,15 @@ pub async fn local_get<S: Storage>(
         Ok(k) => k,
         Err(reason) => return bad_request(reason),
     };
-    let cf = q.cf;
-    match super::run(move || raw.batch_get(&Context::default(), &cf, &keys)).await {
-        Ok(mut pairs) => {
-            pairs.sort();
-            answer(encoding, false, pairs, false)
-        }
-        Err(r) => r,
-    }
-}
-
-/// `POST /batch/put` over a local storage.
-pub async fn local_put<S: Storage>(
-    State(raw): State<RawApi<S>>,
-    Query(q): Query<BatchQuery>,
-    body: Bytes,
-) -> Response {
-    let pairs = match pairs(&q, &body) {
-        Ok(p) => p,
-        Err(reason) => return bad_request(reason),
-    };
-    let (cf, ttl) = (q.cf, q.ttl);
-    match super::run(move || raw.batch_put(&Context::default(), &cf, pairs, ttl)).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
-}
-
-/// `POST /batch/delete` over a local storage.
-pub async fn local_delete<S: Storage>(
-    State(raw): State<RawApi<S>>,
-    Query(q): Query<BatchQuery>,
-    body: Bytes,
-) -> Response {
-    let (_, keys) = match keys(&q, &body) {
-        Ok(k) => k,
-        Err(reason) => return bad_request(reason),
-    };
-    let cf = q.cf;
-    match super::run(move || raw.batch_delete(&Context::default(), &cf, keys)).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
-}
-
-/// `POST /batch/get` through the cluster, region by region.
-pub async fn cluster_get(
-    State(gw): State<Arc<Gateway>>,
-    Query(q): Query<BatchQuery>,
-    body: Bytes,
-) -> Response {
-    let (encoding, keys) = match keys(&q, &body) {
-        Ok(k) => k,
-        Err(reason) => return bad_request(reason),
-    };
-    let client = match gw.ready_cf(&q.cf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.batch_get(&q.cf, &keys).await {
+    match b.batch_get(q.cf, keys).await {
         Ok(pairs) => answer(encoding, false, pairs, false),
-        Err(e) => cluster_error_response(e),
+        Err(r) => r,
     }
 }
 
-/// `POST /batch/put` through the cluster, one write per region.
-pub async fn cluster_put(
-    State(gw): State<Arc<Gateway>>,
+/// `POST /batch/put`: one write on a standalone store, one per region through a raft store.
+pub(super) async fn put<B: Backend>(
+    State(b): State<Arc<B>>,
     Query(q): Query<BatchQuery>,
     body: Bytes,
 ) -> Response {
@@ -162,19 +102,15 @@ pub async fn cluster_put(
         Ok(p) => p,
         Err(reason) => return bad_request(reason),
     };
-    let client = match gw.ready_cf(&q.cf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.batch_put_with_ttl(&q.cf, &pairs, q.ttl).await {
+    match b.batch_put(q.cf, pairs, q.ttl).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => cluster_error_response(e),
+        Err(r) => r,
     }
 }
 
-/// `POST /batch/delete` through the cluster, one write per region.
-pub async fn cluster_delete(
-    State(gw): State<Arc<Gateway>>,
+/// `POST /batch/delete`, written as `/batch/put` is.
+pub(super) async fn delete<B: Backend>(
+    State(b): State<Arc<B>>,
     Query(q): Query<BatchQuery>,
     body: Bytes,
 ) -> Response {
@@ -182,12 +118,8 @@ pub async fn cluster_delete(
         Ok(k) => k,
         Err(reason) => return bad_request(reason),
     };
-    let client = match gw.ready_cf(&q.cf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.batch_delete(&q.cf, &keys).await {
+    match b.batch_delete(q.cf, keys).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => cluster_error_response(e),
+        Err(r) => r,
     }
 }

@@ -20,11 +20,10 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kv::{RawApi, ScanRange, Storage};
-use proto::kvrpcpb::Context;
+use kv::ScanRange;
 use serde::{Deserialize, Serialize};
 
-use super::{cluster_error_response, Gateway};
+use super::backend::Backend;
 
 /// The pairs asked for when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
@@ -212,9 +211,10 @@ fn range_to_delete(query: Option<&str>, q: &RangeQuery) -> Result<ScanRange, Str
     parse(q, u32::MAX).map(|(_, range)| range)
 }
 
-/// `DELETE /kv?start=&end=` over a local storage.
-pub async fn local_delete<S: Storage>(
-    State(raw): State<RawApi<S>>,
+/// `DELETE /kv?start=&end=`: one write on a standalone store, one per region through a raft
+/// store.
+pub(super) async fn delete<B: Backend>(
+    State(b): State<Arc<B>>,
     uri: axum::http::Uri,
     Query(q): Query<RangeQuery>,
 ) -> Response {
@@ -222,65 +222,26 @@ pub async fn local_delete<S: Storage>(
         Ok(r) => r,
         Err(reason) => return bad_request(reason),
     };
-    let cf = q.cf;
-    match super::run(move || raw.delete_range(&Context::default(), &cf, range.start, range.end))
-        .await
-    {
+    match b.delete_range(q.cf, range.start, range.end).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }
 }
 
-/// `DELETE /kv?start=&end=` through the cluster, region by region.
-pub async fn cluster_delete(
-    State(gw): State<Arc<Gateway>>,
-    uri: axum::http::Uri,
+/// `GET /kv`: one page of the range on a standalone store; the range across regions, up to the
+/// limit, through a raft store.
+pub(super) async fn scan<B: Backend>(
+    State(b): State<Arc<B>>,
     Query(q): Query<RangeQuery>,
 ) -> Response {
-    let range = match range_to_delete(uri.query(), &q) {
-        Ok(r) => r,
-        Err(reason) => return bad_request(reason),
-    };
-    let client = match gw.ready_cf(&q.cf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.delete_range(&q.cf, &range.start, &range.end).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => cluster_error_response(e),
-    }
-}
-
-/// `GET /kv` over a local storage: one page of the range.
-pub async fn local_scan<S: Storage>(
-    State(raw): State<RawApi<S>>,
-    Query(q): Query<RangeQuery>,
-) -> Response {
-    let (encoding, range) = match parse(&q, u32::MAX) {
+    let (encoding, range) = match parse(&q, b.max_scan_limit()) {
         Ok(p) => p,
         Err(reason) => return bad_request(reason),
     };
     let keys_only = range.key_only;
-    let cf = q.cf;
-    match super::run(move || raw.scan_range(&Context::default(), &cf, &range)).await {
-        Ok(page) => answer(encoding, keys_only, page.pairs, page.truncated),
+    match b.scan(q.cf, range).await {
+        Ok((pairs, truncated)) => answer(encoding, keys_only, pairs, truncated),
         Err(r) => r,
-    }
-}
-
-/// `GET /kv` through the cluster: the range across regions, up to the limit.
-pub async fn cluster_scan(State(gw): State<Arc<Gateway>>, Query(q): Query<RangeQuery>) -> Response {
-    let (encoding, range) = match parse(&q, gw.limits.max_scan_limit) {
-        Ok(p) => p,
-        Err(reason) => return bad_request(reason),
-    };
-    let client = match gw.ready_cf(&q.cf).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match client.scan_range(&q.cf, &range).await {
-        Ok(pairs) => answer(encoding, range.key_only, pairs, false),
-        Err(e) => cluster_error_response(e),
     }
 }
 
