@@ -28,7 +28,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::kvrpcpb::*;
-use proto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use proto::tinykvpb::tiny_kv_server::TinyKv;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
@@ -215,10 +214,6 @@ fn kv_pair((key, value): (Vec<u8>, Vec<u8>)) -> KvPair {
         value,
         error: None,
     }
-}
-
-fn unsupported(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not served by this server"))
 }
 
 #[tonic::async_trait]
@@ -464,24 +459,6 @@ impl<S: Storage> TinyKv for KvService<S> {
         Ok(Response::new(
             self.blocking(move || txn.resolve_lock(&req)).await??,
         ))
-    }
-
-    async fn raft(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
-        Err(unsupported("raft messages (standalone engine)"))
-    }
-
-    async fn batch_raft(
-        &self,
-        _: Request<Streaming<BatchRaftMessage>>,
-    ) -> Result<Response<Done>, Status> {
-        Err(unsupported("raft messages (standalone engine)"))
-    }
-
-    async fn snapshot(
-        &self,
-        _: Request<Streaming<SnapshotChunk>>,
-    ) -> Result<Response<Done>, Status> {
-        Err(unsupported("snapshots (standalone engine)"))
     }
 }
 

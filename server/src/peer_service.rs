@@ -1,6 +1,7 @@
-//! [`PeerService`]: the `TinyKv` service on a store's peer port, where other stores send raft
-//! messages (`Raft`) and snapshots (`Snapshot`); client RPCs are not served there, and raft is not
-//! served on the client port.
+//! [`PeerService`]: the `RaftPeer` service on a store's peer port, where other stores send raft
+//! messages (`Raft`, `BatchRaft`) and snapshots (`Snapshot`). The peer port serves nothing else,
+//! and the client port (`TinyKv`) does not serve these: each port answers the other's calls
+//! `Unimplemented`.
 //!
 //! Who may speak: with a cluster token configured (`security.cluster_token[_file]`), every
 //! stream must carry it in the `x-tessera-cluster-token` metadata; a stream without it, or with
@@ -15,9 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::kvrpcpb::*;
 use proto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
-use proto::tinykvpb::tiny_kv_server::TinyKv;
+use proto::tinykvpb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use raftstore::{DeliverError, DropReason, Inbound, Refused, Stream};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -218,7 +218,7 @@ pub fn serve(
     max_connections: usize,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
-    let service = proto::tinykvpb::tiny_kv_server::TinyKvServer::new(service)
+    let service = RaftPeerServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let incoming = net::bounded(listener, max_connections);
@@ -245,128 +245,8 @@ async fn next_chunk(
     }
 }
 
-fn client_rpc() -> Status {
-    Status::unimplemented("client RPCs are served on the store's client port, not its peer port")
-}
-
 #[tonic::async_trait]
-impl TinyKv for PeerService {
-    type BatchCommandsStream = crate::kv_service::BatchCommandsStream;
-
-    async fn batch_commands(
-        &self,
-        _: Request<Streaming<BatchCommandsRequest>>,
-    ) -> Result<Response<Self::BatchCommandsStream>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_prewrite(
-        &self,
-        _: Request<PrewriteRequest>,
-    ) -> Result<Response<PrewriteResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_commit(
-        &self,
-        _: Request<CommitRequest>,
-    ) -> Result<Response<CommitResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_check_txn_status(
-        &self,
-        _: Request<CheckTxnStatusRequest>,
-    ) -> Result<Response<CheckTxnStatusResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_batch_rollback(
-        &self,
-        _: Request<BatchRollbackRequest>,
-    ) -> Result<Response<BatchRollbackResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn kv_resolve_lock(
-        &self,
-        _: Request<ResolveLockRequest>,
-    ) -> Result<Response<ResolveLockResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_get(&self, _: Request<RawGetRequest>) -> Result<Response<RawGetResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_put(&self, _: Request<RawPutRequest>) -> Result<Response<RawPutResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_delete(
-        &self,
-        _: Request<RawDeleteRequest>,
-    ) -> Result<Response<RawDeleteResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_scan(
-        &self,
-        _: Request<RawScanRequest>,
-    ) -> Result<Response<RawScanResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_compare_and_swap(
-        &self,
-        _: Request<RawCasRequest>,
-    ) -> Result<Response<RawCasResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_batch_get(
-        &self,
-        _: Request<RawBatchGetRequest>,
-    ) -> Result<Response<RawBatchGetResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_batch_put(
-        &self,
-        _: Request<RawBatchPutRequest>,
-    ) -> Result<Response<RawBatchPutResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_batch_delete(
-        &self,
-        _: Request<RawBatchDeleteRequest>,
-    ) -> Result<Response<RawBatchDeleteResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn raw_delete_range(
-        &self,
-        _: Request<RawDeleteRangeRequest>,
-    ) -> Result<Response<RawDeleteRangeResponse>, Status> {
-        Err(client_rpc())
-    }
-
-    async fn split_region(
-        &self,
-        _: Request<SplitRegionRequest>,
-    ) -> Result<Response<SplitRegionResponse>, Status> {
-        Err(client_rpc())
-    }
-
+impl RaftPeer for PeerService {
     async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
         self.token.check(&r)?;
         self.take_until_stopped(r.into_inner(), |msg| self.take_raft(msg))

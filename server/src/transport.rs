@@ -1,7 +1,7 @@
 //! [`ServerTransport`]: how a store sends raft messages and snapshots to other stores' peer
 //! ports (the receiving side is [`crate::peer_service::PeerService`]).
 //!
-//! Outgoing: one bounded queue and one `TinyKv.BatchRaft` client stream per remote store, each
+//! Outgoing: one bounded queue and one `RaftPeer.BatchRaft` client stream per remote store, each
 //! stream message carrying every raft message queued by the time it leaves (for all the regions
 //! the two stores share). The raft
 //! worker only ever enqueues, so a slow or dead store never blocks it; a full queue or a broken
@@ -9,7 +9,7 @@
 //! Store peer addresses come from the scheduler and are looked up again on every reconnect, so
 //! a store that moved is found. Every stream carries the cluster token, when one is set.
 //!
-//! Snapshots travel on their own `TinyKv.Snapshot` client stream per transfer: the raft message
+//! Snapshots travel on their own `RaftPeer.Snapshot` client stream per transfer: the raft message
 //! first, then the files in size-bounded chunks. The receiver writes them through its
 //! `SnapManager`, which checks every file's size and md5, and only then hands the message to
 //! raft. A transfer that fails on either side is reported to the sending peer, whose raft
@@ -23,7 +23,7 @@ use std::time::Duration;
 use prost::Message as _;
 use proto::metapb;
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
-use proto::tinykvpb::tiny_kv_client::TinyKvClient;
+use proto::tinykvpb::raft_peer_client::RaftPeerClient;
 use raftstore::{SnapshotReport, Transport};
 use scheduler_client::SchedulerClient;
 use tokio::runtime::Handle;
@@ -43,7 +43,7 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Snapshot chunks read ahead of the network.
 const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
 
-/// Sends raft messages to other stores over `TinyKv.Raft` client streams.
+/// Sends raft messages to other stores over `RaftPeer.Raft` client streams.
 pub struct ServerTransport {
     runtime: Handle,
     scheduler: Arc<dyn SchedulerClient>,
@@ -112,7 +112,7 @@ async fn stream_to(
     rx: mpsc::Receiver<RaftMessage>,
 ) -> anyhow::Result<()> {
     let address = peer_address(store_id, scheduler).await?;
-    let mut client = TinyKvClient::new(store_channel(&address, source_ip).await?);
+    let mut client = RaftPeerClient::new(store_channel(&address, source_ip).await?);
     let mut req = Request::new(batches(rx));
     token.attach(&mut req);
     client.batch_raft(req).await?;
@@ -189,7 +189,7 @@ async fn stream_snapshot(
             }
         }
     });
-    let mut client = TinyKvClient::new(store_channel(&address, source_ip).await?);
+    let mut client = RaftPeerClient::new(store_channel(&address, source_ip).await?);
     let mut req = Request::new(ReceiverStream::new(rx));
     token.attach(&mut req);
     let sent = client.snapshot(req).await;

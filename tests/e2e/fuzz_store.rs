@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proto::eraftpb::MessageType;
+use proto::tinykvpb::raft_peer_client::RaftPeerClient;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use rand::SeedableRng;
 use server::peer_service::ClusterToken;
@@ -107,27 +108,29 @@ struct Conn {
     peer_addr: String,
     client_addr: String,
     http: std::net::SocketAddr,
-    peer: TinyKvClient<Channel>,
+    peer: RaftPeerClient<Channel>,
     client: TinyKvClient<Channel>,
 }
 
 impl Conn {
     fn new(s: &Store) -> Conn {
         let channel = |addr: &str| {
-            let ep = Endpoint::from_shared(format!("http://{addr}"))
+            Endpoint::from_shared(format!("http://{addr}"))
                 .expect("store address")
-                .connect_timeout(CASE_TIMEOUT);
-            TinyKvClient::new(ep.connect_lazy())
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20)
+                .connect_timeout(CASE_TIMEOUT)
+                .connect_lazy()
         };
         Conn {
             token: ClusterToken::new(&s.token),
             peer_addr: s.peer.clone(),
             client_addr: s.grpc_addr().to_string(),
             http: s.http,
-            peer: channel(&s.peer),
-            client: channel(s.grpc_addr()),
+            peer: RaftPeerClient::new(channel(&s.peer))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            client: TinyKvClient::new(channel(s.grpc_addr()))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Every raw store-to-store send of the hostile tests: forged raft messages on a store's
-//! `TinyKv.Raft` or `TinyKv.BatchRaft` stream and forged snapshot streams on its
-//! `TinyKv.Snapshot`, sent straight to
+//! `RaftPeer.Raft` or `RaftPeer.BatchRaft` stream and forged snapshot streams on its
+//! `RaftPeer.Snapshot`, sent straight to
 //! one store as another store (or anyone who can reach the port) could.
 //!
 //! Where a store takes these streams (its peer port), and what a peer must present to be heard
@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage, SnapshotChunk};
-use proto::tinykvpb::tiny_kv_client::TinyKvClient;
+use proto::tinykvpb::raft_peer_client::RaftPeerClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,7 +22,7 @@ use crate::procs::Store;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of the service where `store` takes raft and snapshot streams from its peers.
-async fn peer_client(store: &Store) -> Result<TinyKvClient<Channel>, Status> {
+async fn peer_client(store: &Store) -> Result<RaftPeerClient<Channel>, Status> {
     let url = format!("http://{}", store.peer);
     let endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| Status::invalid_argument(e.to_string()))?
@@ -31,7 +31,7 @@ async fn peer_client(store: &Store) -> Result<TinyKvClient<Channel>, Status> {
         .connect()
         .await
         .map_err(|e| Status::unavailable(format!("{}: {e}", store.name)))?;
-    Ok(TinyKvClient::new(channel))
+    Ok(RaftPeerClient::new(channel))
 }
 
 /// `body` as a request a peer of the cluster would make: with the cluster token, so the store

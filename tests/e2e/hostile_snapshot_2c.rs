@@ -1,4 +1,4 @@
-//! Forged snapshot streams sent straight to one store's `TinyKv.Snapshot`: an empty snapshot
+//! Forged snapshot streams sent straight to one store's `RaftPeer.Snapshot`: an empty snapshot
 //! "from the future" that would replace a follower's data, a snapshot for a region the store
 //! cannot create, and one declaring far more data than any disk holds. The store must lose no
 //! acknowledged write, keep no files for a snapshot it will never apply, and refuse a stream it

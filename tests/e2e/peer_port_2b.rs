@@ -13,6 +13,7 @@
 use proto::eraftpb::MessageType;
 use proto::kvrpcpb::RawGetRequest;
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
+use proto::tinykvpb::raft_peer_client::RaftPeerClient;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use server::peer_service::ClusterToken;
 use tonic::{Code, Request};
@@ -36,7 +37,9 @@ async fn raft_stream(
     msgs: Vec<RaftMessage>,
     batched: bool,
 ) -> Code {
-    let mut c = client(addr).await;
+    let mut c = RaftPeerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
     let answer = if batched {
         let mut req = Request::new(tokio_stream::iter([BatchRaftMessage { msgs }]));
         if let Some(t) = token {

@@ -97,7 +97,7 @@ fn truncated(store: &LocalStore, region_id: u64) -> u64 {
 }
 
 /// A follower down while the log is compacted catches up through a snapshot streamed over
-/// `TinyKv.Snapshot`, and the received files are gone once it is applied.
+/// `RaftPeer.Snapshot`, and the received files are gone once it is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_catches_up_by_snapshot_over_grpc_2c() {
     let dir = tempfile::tempdir().unwrap();
