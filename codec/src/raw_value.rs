@@ -24,16 +24,20 @@ pub const TTL_SUFFIX: usize = 8 + TTL_MAGIC.len();
 
 /// The stored form of `value`, expiring at `expire_at_ms` (`None`: never).
 pub fn encode(value: &[u8], expire_at_ms: Option<u64>) -> Vec<u8> {
+    encode_vec(value.to_vec(), expire_at_ms)
+}
+
+/// [`encode`] in place: a plain value (the common case) is returned as it is, not copied.
+pub fn encode_vec(mut value: Vec<u8>, expire_at_ms: Option<u64>) -> Vec<u8> {
     let expire = match expire_at_ms {
         Some(at) => at,
         None if value.ends_with(&TTL_MAGIC) => NEVER,
-        None => return value.to_vec(),
+        None => return value,
     };
-    let mut out = Vec::with_capacity(value.len() + TTL_SUFFIX);
-    out.extend_from_slice(value);
-    out.extend_from_slice(&expire.to_be_bytes());
-    out.extend_from_slice(&TTL_MAGIC);
-    out
+    value.reserve_exact(TTL_SUFFIX);
+    value.extend_from_slice(&expire.to_be_bytes());
+    value.extend_from_slice(&TTL_MAGIC);
+    value
 }
 
 /// The value `stored` holds and its expiry (`None`: never).

@@ -160,7 +160,7 @@ impl<S: Storage> RawApi<S> {
         let cf = self.checked_cf(cf, &key)?;
         self.check_value("value", &value)?;
         check_ttl_cf(cf, ttl)?;
-        let value = raw_value::encode(&value, expire_at(ttl));
+        let value = raw_value::encode_vec(value, expire_at(ttl));
         Ok(Modify::Put { cf, key, value })
     }
 
@@ -244,7 +244,7 @@ impl<S: Storage> RawApi<S> {
             cf,
             key,
             expect,
-            value: raw_value::encode(&value, expire_at(ttl)),
+            value: raw_value::encode_vec(value, expire_at(ttl)),
             now_ms: raw_value::now_ms(),
         };
         self.storage.compare_and_swap(ctx, cas)
