@@ -29,13 +29,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use cluster::kill_every_child;
+pub use cluster::{kill_every_child, STORE_CONFIG};
 pub use history::{Counts, LostWrites, Outcome, Record, Via};
 pub use nemesis::{Fault, Step, Who, KINDS};
 pub use proxy::{Link, Proxy};
 pub use report::SeedReport;
 
-use cluster::{Cluster, STORE_CONFIG};
+use cluster::Cluster;
 use history::Recorder;
 use nemesis::Nemesis;
 use workload::{ClientCtx, Keys};

@@ -15,22 +15,10 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera_client::raw::RawClient;
 use tokio::task::block_in_place;
 
-/// Short raft timings (an election within 0.5–1 s), quick heartbeats to the scheduler, and a
-/// raft log compacted every 50 entries: a store that misses a few hundred writes can only catch
-/// up by snapshot.
-pub const STORE_CONFIG: &str = "\
-[storage]
-reserve_space = \"16MiB\"
-
-[raftstore]
-raft_base_tick_interval_ms = 50
-raft_election_timeout_ticks = 10
-raft_heartbeat_ticks = 2
-raft_log_gc_tick_interval_ms = 200
-raft_log_gc_count_limit = 50
-region_heartbeat_interval_ms = 200
-store_heartbeat_interval_ms = 500
-";
+/// The store configuration of process clusters: short raft timings (an election within 0.5–1 s),
+/// quick heartbeats to the scheduler, and a raft log compacted every 50 entries, so a store that
+/// misses a few hundred writes can only catch up by snapshot. The chaos harness runs the same.
+pub use tessera::chaos::STORE_CONFIG;
 
 /// [`STORE_CONFIG`] with regions split past 64 KiB, checked every 200 ms.
 pub fn small_regions_config() -> String {
