@@ -143,7 +143,7 @@ impl RaftWorker {
             }
             more_ready = self.handle_readies();
             more_ready |= self.adopt_new_peers();
-            self.peers.retain(|_, f| !f.peer.destroyed);
+            self.peers.retain(|_, f| !f.peer.destroyed());
         }
     }
 
@@ -174,7 +174,7 @@ impl RaftWorker {
             let Some(fsm) = self
                 .peers
                 .get_mut(&res.region_id)
-                .filter(|f| f.peer.serial == res.serial && !f.peer.destroyed)
+                .filter(|f| f.peer.serial == res.serial && !f.peer.destroyed())
             else {
                 continue;
             };
@@ -250,7 +250,7 @@ impl RaftWorker {
                 let Some(fsm) = self
                     .peers
                     .get_mut(&id)
-                    .filter(|f| f.peer.serial == serial && !f.peer.destroyed)
+                    .filter(|f| f.peer.serial == serial && !f.peer.destroyed())
                 else {
                     continue;
                 };

@@ -60,7 +60,7 @@ impl PeerMsgHandler<'_> {
             }
             let resp = match e.get_entry_type() {
                 EntryType::EntryNormal if !e.data.is_empty() => {
-                    self.peer.size_diff_hint += e.data.len() as u64;
+                    self.peer.size.diff_hint += e.data.len() as u64;
                     Some(self.exec_normal(&e, &mut wb, &mut apply_state, &mut effects))
                 }
                 EntryType::EntryNormal => None,
@@ -82,7 +82,7 @@ impl PeerMsgHandler<'_> {
                 (Some(cb), None) => cb.invoke_with_error(Error::StaleCommand, e.term),
                 _ => {}
             }
-            if self.peer.pending_destroy {
+            if self.peer.removed() {
                 // Removed from the region: nothing after this entry is this peer's to apply.
                 break;
             }
@@ -104,7 +104,7 @@ impl PeerMsgHandler<'_> {
         for (cb, resp) in answers {
             cb.invoke(resp);
         }
-        if self.peer.pending_destroy {
+        if self.peer.removed() {
             self.destroy();
         }
     }

@@ -47,13 +47,13 @@ impl PeerMsgHandler<'_> {
     /// be (see `apply_worker`) once no task is in flight, until nothing waits or the next entry
     /// waits for the tasks in flight.
     fn dispatch_applies(&mut self) {
-        while !self.peer.apply_queue.entries.is_empty() && !self.peer.destroyed {
+        while !self.peer.apply_queue.entries.is_empty() && !self.peer.destroyed() {
             let mut task = Vec::new();
             let mut here = Vec::new();
             while let Some(e) = self.peer.apply_queue.entries.pop_front() {
                 match async_command(&e) {
                     Some(req) if here.is_empty() => {
-                        self.peer.size_diff_hint += e.data.len() as u64;
+                        self.peer.size.diff_hint += e.data.len() as u64;
                         task.push(ApplyEntry {
                             index: e.index,
                             term: e.term,
@@ -121,7 +121,7 @@ impl PeerMsgHandler<'_> {
             .set_apply_state(res.apply_state);
         self.after_apply(res.apply_state.applied_index);
         self.dispatch_applies();
-        if self.peer.destroyed {
+        if self.peer.destroyed() {
             return;
         }
         let applied = self.peer.raft_group.store().applied_index();

@@ -32,7 +32,7 @@ use protobuf::Message as _;
 use protobuf::ProtobufEnum as _;
 use raft::StateRole;
 
-use super::{PeerMsgHandler, Proposal};
+use super::{Lifecycle, PeerMsgHandler, Proposal};
 use crate::error::{Error, Result};
 use crate::msg::{Callback, CmdResponse};
 use crate::scheduler_worker::SchedulerTask;
@@ -241,7 +241,7 @@ impl PeerMsgHandler<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .insert(new_region.clone());
         if removed_self {
-            self.peer.pending_destroy = true;
+            self.peer.lifecycle = Lifecycle::Removed;
         } else if self.peer.raft_group.raft().state() == StateRole::Leader {
             self.schedule_region_heartbeat();
         }
@@ -323,7 +323,7 @@ impl PeerMsgHandler<'_> {
     /// Nothing happens while a snapshot is applied: the region worker owns the data until
     /// then, and a real removal is told again.
     pub(super) fn on_removal_claim(&mut self) {
-        if self.peer.applying_snapshot.is_some() || self.peer.pending_destroy {
+        if self.peer.snapshots.applying.is_some() || self.peer.removed() {
             return;
         }
         let region = self.peer.region();
@@ -365,8 +365,8 @@ impl PeerMsgHandler<'_> {
         if !removed
             || peer_id != self.peer.meta.id
             || conf_ver != ours
-            || self.peer.applying_snapshot.is_some()
-            || self.peer.pending_destroy
+            || self.peer.snapshots.applying.is_some()
+            || self.peer.removed()
         {
             tracing::info!(
                 region_id = region.id,
@@ -402,7 +402,7 @@ impl PeerMsgHandler<'_> {
         self.peer
             .pending_writes
             .fail_all(|| Error::RegionNotFound(region_id), term);
-        for r in std::mem::take(&mut self.peer.pending_reads) {
+        for r in std::mem::take(&mut self.peer.reads.pending) {
             r.callback
                 .invoke_with_error(Error::RegionNotFound(region_id), term);
         }
@@ -451,8 +451,7 @@ impl PeerMsgHandler<'_> {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(region_id);
-        self.peer.pending_destroy = false;
-        self.peer.destroyed = true;
+        self.peer.lifecycle = Lifecycle::Destroyed;
         tracing::info!(region_id, peer_id = self.peer.meta.id, "peer destroyed");
     }
 }

@@ -36,8 +36,8 @@ impl<'a> PeerMsgHandler<'a> {
             }
             PeerMsg::SnapshotApplied { index, result } => self.on_snapshot_applied(index, result),
             PeerMsg::RegionSize { size, keys } => {
-                self.peer.approximate_size = Some(size);
-                self.peer.approximate_keys = Some(keys);
+                self.peer.size.approximate_size = Some(size);
+                self.peer.size.approximate_keys = Some(keys);
             }
             PeerMsg::SplitRegion(s) => {
                 let s = *s;
@@ -164,9 +164,9 @@ impl<'a> PeerMsgHandler<'a> {
         self.raft_log_gc_tick();
         self.split_check_tick();
         self.ttl_check_tick();
-        self.peer.ticks_since_heartbeat += 1;
+        self.peer.ticks.heartbeat += 1;
         let every = self.ctx.cfg.ticks(self.ctx.cfg.region_heartbeat_interval);
-        if self.peer.ticks_since_heartbeat >= every {
+        if self.peer.ticks.heartbeat >= every {
             self.schedule_region_heartbeat();
         }
     }
@@ -190,7 +190,7 @@ impl<'a> PeerMsgHandler<'a> {
 
     /// Tells the scheduler about the region, when this peer leads it.
     pub(super) fn schedule_region_heartbeat(&mut self) {
-        self.peer.ticks_since_heartbeat = 0;
+        self.peer.ticks.heartbeat = 0;
         if !self.peer.is_leader() {
             return;
         }
@@ -199,8 +199,8 @@ impl<'a> PeerMsgHandler<'a> {
                 region: self.peer.region(),
                 leader: self.peer.meta,
                 pending_peers: self.pending_peers(),
-                approximate_size: self.peer.approximate_size.unwrap_or(0),
-                approximate_keys: self.peer.approximate_keys.unwrap_or(0),
+                approximate_size: self.peer.size.approximate_size.unwrap_or(0),
+                approximate_keys: self.peer.size.approximate_keys.unwrap_or(0),
             };
             if s.schedule(task).is_err() {
                 tracing::debug!(region_id = self.peer.region_id, "scheduler worker stopped");

@@ -66,6 +66,16 @@ struct PendingRead {
     callback: Callback,
 }
 
+/// Where a peer is in its life. A peer serves while `Live`; once its own removal is applied it
+/// is `Removed` for the rest of that apply batch (nothing after the removal entry is its to
+/// apply), and `Destroyed` once its data is gone and the raft worker is to drop it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Live,
+    Removed,
+    Destroyed,
+}
+
 /// The next [`Peer::serial`].
 static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -76,8 +86,6 @@ pub(crate) struct Peer {
     raft_group: RawNode<PeerStorage>,
     /// Proposals in index order.
     proposals: VecDeque<Proposal>,
-    /// Reads in arrival order; read indexes are answered in order too.
-    pending_reads: VecDeque<PendingRead>,
     lease: Lease,
     /// The end and region epoch of the lease this peer last published for reads on other
     /// threads.
@@ -89,32 +97,17 @@ pub(crate) struct Peer {
     vote_guard_ticks: usize,
     /// This round's plain writes, proposed together as one entry (see `write_batch`).
     pending_writes: write_batch::PendingWrites,
-    /// Reads of `pending_reads` that wait for this round's shared ReadIndex to start.
-    queued_reads: usize,
-    next_read_ctx: u64,
     /// Peers heard from that are not (yet) in the region's peer list: where replies go.
     extra_peers: Vec<metapb::Peer>,
-    /// Ticks since the last region heartbeat.
-    ticks_since_heartbeat: u64,
-    /// Ticks since the last raft log GC check.
-    ticks_since_log_gc: u64,
     /// The highest compact index this peer proposed as leader.
     last_compact_proposed: u64,
-    /// The received snapshot the region worker is applying; raft readies wait for it.
-    applying_snapshot: Option<SnapKey>,
-    /// The last apply of `applying_snapshot` failed; it is retried on the next tick.
-    snapshot_apply_failed: bool,
-    /// Followers this leader is sending a snapshot to, since when (to retry a lost one).
-    snapshot_sent: HashMap<u64, Instant>,
-    /// This peer's removal was applied; it is destroyed once the apply batch is written.
-    pending_destroy: bool,
+    /// Live, removed (destroyed once the apply batch is written), or destroyed.
+    lifecycle: Lifecycle,
     /// A split was proposed at this index: until it is applied, a commit index that advances is
     /// sent to the followers at once (raft holds it back otherwise; see `Config::raft_config`).
     bcast_commit_until: Option<u64>,
     /// When this peer last asked the scheduler whether it was removed.
     stale_check_at: Option<Instant>,
-    /// Destroyed: the raft worker drops it.
-    pub(crate) destroyed: bool,
     /// Unique in the process: tells this peer from a later one of the same region (a split's
     /// peer replacing one created by a message), for readies that finish after the swap.
     pub(crate) serial: u64,
@@ -122,11 +115,56 @@ pub(crate) struct Peer {
     pub(crate) readies_in_flight: usize,
     /// Committed entries waiting for the apply thread, and its task in flight.
     apply_queue: async_apply::ApplyQueue,
-    /// Ticks since the last split check.
-    ticks_since_split_check: u64,
-    ticks_since_ttl_check: u64,
+    /// Reads waiting for their ReadIndex or for the peer to apply up to it.
+    reads: Reads,
+    /// Snapshots this peer applies or sends.
+    snapshots: Snapshots,
+    /// Ticks since each periodic task of the peer last ran.
+    ticks: Ticks,
+    /// What the split checks found, and what was written since.
+    size: SizeEstimate,
+}
+
+/// A peer's reads on their way through ReadIndex.
+#[derive(Default)]
+struct Reads {
+    /// In arrival order; read indexes are answered in order too.
+    pending: VecDeque<PendingRead>,
+    /// Reads of `pending` that wait for this round's shared ReadIndex to start.
+    queued: usize,
+    /// The context of the next ReadIndex.
+    next_ctx: u64,
+}
+
+/// The snapshots a peer applies (as a follower) and sends (as a leader).
+#[derive(Default)]
+struct Snapshots {
+    /// The received snapshot the region worker is applying; raft readies wait for it.
+    applying: Option<SnapKey>,
+    /// The last apply of `applying` failed; it is retried on the next tick.
+    apply_failed: bool,
+    /// Followers this leader is sending a snapshot to, since when (to retry a lost one).
+    sent: HashMap<u64, Instant>,
+}
+
+/// Ticks since each periodic task of a peer last ran.
+#[derive(Default)]
+struct Ticks {
+    /// The leader's region heartbeat.
+    heartbeat: u64,
+    /// The raft log GC check.
+    log_gc: u64,
+    /// The leader's split check.
+    split_check: u64,
+    /// The leader's TTL check.
+    ttl_check: u64,
+}
+
+/// A region's size as the split checks know it.
+#[derive(Default)]
+struct SizeEstimate {
     /// Bytes of commands applied since the last split check.
-    size_diff_hint: u64,
+    diff_hint: u64,
     /// The region's size and key count from the last split check (unknown after a split).
     approximate_size: Option<u64>,
     approximate_keys: Option<u64>,
@@ -153,33 +191,23 @@ impl Peer {
             meta: peer,
             raft_group,
             proposals: VecDeque::new(),
-            pending_reads: VecDeque::new(),
             lease: Lease::new(cfg.leader_lease()),
             published_lease: None,
             applied_term: 0,
             vote_guard_ticks: 0,
             pending_writes: Default::default(),
-            queued_reads: 0,
-            next_read_ctx: 0,
             extra_peers: Vec::new(),
-            ticks_since_heartbeat: 0,
-            ticks_since_log_gc: 0,
             last_compact_proposed: 0,
-            applying_snapshot: None,
-            snapshot_apply_failed: false,
-            snapshot_sent: HashMap::new(),
             bcast_commit_until: None,
-            pending_destroy: false,
+            lifecycle: Lifecycle::Live,
             stale_check_at: None,
-            destroyed: false,
             serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             readies_in_flight: 0,
             apply_queue: Default::default(),
-            ticks_since_split_check: 0,
-            ticks_since_ttl_check: 0,
-            size_diff_hint: 0,
-            approximate_size: None,
-            approximate_keys: None,
+            reads: Reads::default(),
+            snapshots: Snapshots::default(),
+            ticks: Ticks::default(),
+            size: SizeEstimate::default(),
         })
     }
 
@@ -191,6 +219,16 @@ impl Peer {
 
     pub(crate) fn region_id(&self) -> u64 {
         self.region_id
+    }
+
+    /// Destroyed: its data is gone, and the raft worker drops it.
+    pub(crate) fn destroyed(&self) -> bool {
+        self.lifecycle == Lifecycle::Destroyed
+    }
+
+    /// Its own removal was applied in the apply batch under way.
+    pub(crate) fn removed(&self) -> bool {
+        self.lifecycle == Lifecycle::Removed
     }
 
     pub(crate) fn peer_id(&self) -> u64 {
@@ -236,7 +274,7 @@ impl Peer {
             let to = m.to;
             let is_snapshot = m.get_msg_type() == eraftpb::MessageType::MsgSnapshot;
             if is_snapshot {
-                self.snapshot_sent.insert(to, Instant::now());
+                self.snapshots.sent.insert(to, Instant::now());
             }
             let Some(to_peer) = self.find_peer(to) else {
                 tracing::warn!(
@@ -269,7 +307,7 @@ impl Peer {
                 if let Err(e) = ctx.transport.send_snapshot(msg, &ctx.snap_mgr, report) {
                     tracing::info!(region_id = self.region_id, peer_id = self.meta.id, to,
                         error = %e, "snapshot not sent");
-                    self.snapshot_sent.remove(&to);
+                    self.snapshots.sent.remove(&to);
                     self.raft_group
                         .report_snapshot(to, raft::SnapshotStatus::Failure);
                 }
@@ -286,8 +324,8 @@ impl Peer {
     /// Whether the raft node has work for the next ready phase. None while a snapshot is being
     /// applied: whatever raft has waits until the data is in place.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.destroyed
-            && self.applying_snapshot.is_none()
+        !self.destroyed()
+            && self.snapshots.applying.is_none()
             // A snapshot replaces what earlier readies would apply: they finish first.
             && !((self.readies_in_flight > 0 || self.apply_queue.busy())
                 && self.raft_group.snapshot_pending())

@@ -176,9 +176,9 @@ impl PeerMsgHandler<'_> {
         let usable = self.peer.is_leader()
             && self.peer.applied_term == term
             && self.peer.raft_group.raft().lead_transferee().is_none()
-            && self.peer.applying_snapshot.is_none()
-            && !self.peer.pending_destroy
-            && !self.peer.destroyed;
+            && self.peer.snapshots.applying.is_none()
+            && !self.peer.removed()
+            && !self.peer.destroyed();
         usable.then(|| self.peer.lease.until(term)).flatten()
     }
 
@@ -213,14 +213,14 @@ impl PeerMsgHandler<'_> {
     /// Queues a read for the ReadIndex that [`PeerMsgHandler::issue_queued_reads`] starts once
     /// the round's messages are handled.
     fn propose_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
-        self.peer.pending_reads.push_back(PendingRead {
+        self.peer.reads.pending.push_back(PendingRead {
             ctx: Vec::new(),
             started: None,
             read_index: None,
             request: req,
             callback: cb,
         });
-        self.peer.queued_reads += 1;
+        self.peer.reads.queued += 1;
     }
 
     /// Starts one ReadIndex for every read queued this round. Sharing it is safe because it
@@ -228,26 +228,26 @@ impl PeerMsgHandler<'_> {
     /// write acknowledged before any of those reads came in. (A read must never join a
     /// ReadIndex already under way: writes acknowledged since it started would be missed.)
     pub(crate) fn issue_queued_reads(&mut self) {
-        if std::mem::take(&mut self.peer.queued_reads) == 0 {
+        if std::mem::take(&mut self.peer.reads.queued) == 0 {
             return;
         }
         let term = self.peer.term();
-        self.peer.next_read_ctx += 1;
+        self.peer.reads.next_ctx += 1;
         let mut ctx = term.to_be_bytes().to_vec();
-        ctx.extend_from_slice(&self.peer.next_read_ctx.to_be_bytes());
+        ctx.extend_from_slice(&self.peer.reads.next_ctx.to_be_bytes());
         let queued = |r: &PendingRead| r.ctx.is_empty() && r.read_index.is_none();
         if let Err(e) = self.peer.raft_group.read_index(ctx.clone()) {
-            let (failed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.pending_reads)
+            let (failed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.reads.pending)
                 .into_iter()
                 .partition(queued);
-            self.peer.pending_reads = kept.into();
+            self.peer.reads.pending = kept.into();
             for r in failed {
                 r.callback.invoke_with_error(Error::Raft(e.clone()), term);
             }
             return;
         }
         let now = Instant::now();
-        for r in self.peer.pending_reads.iter_mut().filter(|r| queued(r)) {
+        for r in self.peer.reads.pending.iter_mut().filter(|r| queued(r)) {
             r.ctx = ctx.clone();
             r.started = Some(now);
         }
@@ -257,7 +257,7 @@ impl PeerMsgHandler<'_> {
     /// applied: then with the next `Ready`): a leader's in its lease, any peer's in the unsafe
     /// mode of [`UNSAFE_LOCAL_READS_ENV`].
     fn serve_local_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
-        self.peer.pending_reads.push_back(PendingRead {
+        self.peer.reads.pending.push_back(PendingRead {
             ctx: Vec::new(),
             started: None,
             read_index: Some(0),

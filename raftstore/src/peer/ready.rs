@@ -89,7 +89,8 @@ impl PeerMsgHandler<'_> {
             let (term, leader) = (self.peer.term(), self.peer.is_leader());
             for r in self
                 .peer
-                .pending_reads
+                .reads
+                .pending
                 .iter_mut()
                 .filter(|r| r.ctx == rs.request_ctx)
             {
@@ -102,7 +103,7 @@ impl PeerMsgHandler<'_> {
         }
         let committed = std::mem::take(&mut rd.committed_entries);
         self.apply_entries(committed);
-        if self.peer.destroyed {
+        if self.peer.destroyed() {
             return;
         }
         // Not `advance`: it would report applied what later readies, still being written,
@@ -127,7 +128,7 @@ impl PeerMsgHandler<'_> {
         // clients retry on the new leader instead of timing out.
         let leader = self.peer.leader();
         let term = self.peer.term();
-        for r in std::mem::take(&mut self.peer.pending_reads) {
+        for r in std::mem::take(&mut self.peer.reads.pending) {
             r.callback
                 .invoke_with_error(Error::NotLeader { region_id, leader }, term);
         }
@@ -135,14 +136,15 @@ impl PeerMsgHandler<'_> {
 
     /// Answers every pending read whose read index is applied.
     pub(super) fn serve_ready_reads(&mut self) {
-        if self.peer.applying_snapshot.is_some() {
+        if self.peer.snapshots.applying.is_some() {
             // The applied index is the snapshot's, but its data is not in place yet.
             return;
         }
         let applied = self.peer.raft_group.store().applied_index();
         if !self
             .peer
-            .pending_reads
+            .reads
+            .pending
             .iter()
             .any(|r| r.read_index.is_some_and(|i| i <= applied))
         {
@@ -152,10 +154,10 @@ impl PeerMsgHandler<'_> {
         let snap = std::sync::Arc::new(EngineSnapshot::new(&engines.kv));
         let region = self.peer.region();
         let term = self.peer.term();
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.pending_reads)
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.reads.pending)
             .into_iter()
             .partition(|r| r.read_index.is_some_and(|i| i <= applied));
-        self.peer.pending_reads = waiting.into();
+        self.peer.reads.pending = waiting.into();
         for r in ready {
             // A split or conf change may have applied since the read was accepted.
             if let Err(e) = util::check_request(&r.request, &region) {

@@ -114,7 +114,7 @@ impl PeerMsgHandler<'_> {
         let Ok((key, _)) = snap::snapshot_in_message(msg) else {
             return;
         };
-        if self.peer.applying_snapshot == Some(key) {
+        if self.peer.snapshots.applying == Some(key) {
             return;
         }
         if let Err(e) = self.ctx.snap_mgr.delete(SnapKind::Received, key) {
@@ -130,8 +130,8 @@ impl PeerMsgHandler<'_> {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(region.clone());
-        self.peer.applying_snapshot = Some(key);
-        self.peer.snapshot_apply_failed = false;
+        self.peer.snapshots.applying = Some(key);
+        self.peer.snapshots.apply_failed = false;
         if self
             .ctx
             .region_worker
@@ -145,7 +145,7 @@ impl PeerMsgHandler<'_> {
 
     /// The region worker finished applying snapshot `index`.
     pub(super) fn on_snapshot_applied(&mut self, index: u64, result: Result<(), String>) {
-        let Some(key) = self.peer.applying_snapshot else {
+        let Some(key) = self.peer.snapshots.applying else {
             return;
         };
         if key.index != index {
@@ -155,7 +155,7 @@ impl PeerMsgHandler<'_> {
             // Retried on the next tick: the data is not in place, so nothing may read it.
             tracing::error!(region_id = key.region_id, %key, error = %e,
                 "snapshot apply failed; retrying");
-            self.peer.snapshot_apply_failed = true;
+            self.peer.snapshots.apply_failed = true;
             return;
         }
         let region = self.peer.region();
@@ -173,7 +173,7 @@ impl PeerMsgHandler<'_> {
                 key.region_id
             );
         }
-        self.peer.applying_snapshot = None;
+        self.peer.snapshots.applying = None;
         // Durable as Normal: the files are no longer needed for a redo.
         if let Err(e) = self.ctx.snap_mgr.delete(SnapKind::Received, key) {
             tracing::warn!(region_id = key.region_id, %key, error = %e,
@@ -194,7 +194,7 @@ impl PeerMsgHandler<'_> {
 
     /// The transport's report on a snapshot sent to `to`.
     pub(super) fn on_snapshot_status(&mut self, to: u64, failed: bool) {
-        self.peer.snapshot_sent.remove(&to);
+        self.peer.snapshots.sent.remove(&to);
         let status = if failed {
             SnapshotStatus::Failure
         } else {
@@ -205,27 +205,28 @@ impl PeerMsgHandler<'_> {
 
     /// Per tick: retries a failed apply, and reports snapshot sends nobody answered.
     pub(super) fn snapshot_tick(&mut self) {
-        if self.peer.snapshot_apply_failed {
-            if let Some(key) = self.peer.applying_snapshot {
+        if self.peer.snapshots.apply_failed {
+            if let Some(key) = self.peer.snapshots.applying {
                 let region = self.peer.region();
                 self.start_applying_snapshot(key, region);
             }
         }
-        if self.peer.snapshot_sent.is_empty() {
+        if self.peer.snapshots.sent.is_empty() {
             return;
         }
         let timeout = self.ctx.cfg.snapshot_send_timeout;
         let now = Instant::now();
         let raft = self.peer.raft_group.raft();
         // Sends that ended (the follower answered, or the peer left) need no report.
-        self.peer.snapshot_sent.retain(|id, _| {
+        self.peer.snapshots.sent.retain(|id, _| {
             raft.prs()
                 .get(*id)
                 .is_some_and(|p| p.state() == ProgressState::Snapshot)
         });
         let overdue: Vec<u64> = self
             .peer
-            .snapshot_sent
+            .snapshots
+            .sent
             .iter()
             .filter(|(_, since)| now.duration_since(**since) >= timeout)
             .map(|(id, _)| *id)
@@ -239,11 +240,11 @@ impl PeerMsgHandler<'_> {
     pub(super) fn raft_log_gc_tick(&mut self) {
         let cfg = &self.ctx.cfg;
         let every = cfg.ticks(cfg.raft_log_gc_tick_interval);
-        self.peer.ticks_since_log_gc += 1;
-        if self.peer.ticks_since_log_gc < every || !self.peer.is_leader() {
+        self.peer.ticks.log_gc += 1;
+        if self.peer.ticks.log_gc < every || !self.peer.is_leader() {
             return;
         }
-        self.peer.ticks_since_log_gc = 0;
+        self.peer.ticks.log_gc = 0;
         let ps = self.peer.raft_group.store();
         let (applied, truncated) = (ps.applied_index(), ps.truncated_index());
         let raft = self.peer.raft_group.raft();

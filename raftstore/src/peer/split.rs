@@ -75,22 +75,22 @@ impl PeerMsgHandler<'_> {
     /// was written since the last check (or its size is unknown or over the maximum).
     pub(super) fn split_check_tick(&mut self) {
         if !self.peer.is_leader() {
-            self.peer.ticks_since_split_check = 0;
+            self.peer.ticks.split_check = 0;
             return;
         }
         let cfg = self.ctx.cfg.clone();
-        self.peer.ticks_since_split_check += 1;
-        if self.peer.ticks_since_split_check < cfg.ticks(cfg.split_region_check_tick_interval) {
+        self.peer.ticks.split_check += 1;
+        if self.peer.ticks.split_check < cfg.ticks(cfg.split_region_check_tick_interval) {
             return;
         }
-        self.peer.ticks_since_split_check = 0;
-        let worth_it = match self.peer.approximate_size {
+        self.peer.ticks.split_check = 0;
+        let worth_it = match self.peer.size.approximate_size {
             None => true,
             Some(size) => {
-                size > cfg.region_max_size || self.peer.size_diff_hint >= cfg.region_split_size / 8
+                size > cfg.region_max_size || self.peer.size.diff_hint >= cfg.region_split_size / 8
             }
         };
-        if !worth_it || self.peer.applying_snapshot.is_some() {
+        if !worth_it || self.peer.snapshots.applying.is_some() {
             return;
         }
         let task = SplitCheckTask {
@@ -99,7 +99,7 @@ impl PeerMsgHandler<'_> {
             split_size: cfg.region_split_size,
         };
         if self.ctx.split_checker.schedule(task).is_ok() {
-            self.peer.size_diff_hint = 0;
+            self.peer.size.diff_hint = 0;
         }
     }
 
@@ -236,9 +236,9 @@ impl PeerMsgHandler<'_> {
                 meta.insert(right.clone());
             }
         }
-        self.peer.approximate_size = None;
-        self.peer.approximate_keys = None;
-        self.peer.size_diff_hint = 0;
+        self.peer.size.approximate_size = None;
+        self.peer.size.approximate_keys = None;
+        self.peer.size.diff_hint = 0;
         effects.sync = true;
         if create {
             effects.new_regions.push(right.clone());

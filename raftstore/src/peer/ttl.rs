@@ -8,16 +8,16 @@ impl PeerMsgHandler<'_> {
     /// On the leader, every `raw_ttl_check_interval`: hands the region to the TTL-check worker.
     pub(super) fn ttl_check_tick(&mut self) {
         if !self.peer.is_leader() {
-            self.peer.ticks_since_ttl_check = 0;
+            self.peer.ticks.ttl_check = 0;
             return;
         }
         let cfg = &self.ctx.cfg;
-        self.peer.ticks_since_ttl_check += 1;
-        if self.peer.ticks_since_ttl_check < cfg.ticks(cfg.raw_ttl_check_interval) {
+        self.peer.ticks.ttl_check += 1;
+        if self.peer.ticks.ttl_check < cfg.ticks(cfg.raw_ttl_check_interval) {
             return;
         }
-        self.peer.ticks_since_ttl_check = 0;
-        if self.peer.applying_snapshot.is_some() {
+        self.peer.ticks.ttl_check = 0;
+        if self.peer.snapshots.applying.is_some() {
             return;
         }
         let task = TtlCheckTask {
