@@ -10,13 +10,11 @@ use kv::{keys, Cf, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
 use proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CasRequest, CasResponse, CompactLogResponse,
-    DeleteExpiredRequest, DeleteExpiredResponse, DeleteRangeResponse, GetResponse, RaftCmdRequest,
-    RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
+    CasRequest, CasResponse, DeleteExpiredRequest, DeleteExpiredResponse, DeleteRangeResponse,
+    GetResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
 };
-use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
+use proto::raft_serverpb::RaftApplyState;
 
-use super::conf_change::admin_response;
 use super::PeerMsgHandler;
 use crate::cmd::{write_one, Cmd};
 use crate::error::{Error, Result};
@@ -31,7 +29,7 @@ pub(super) struct ApplyEffects {
     /// creates a region).
     pub(super) sync: bool,
     /// The log was compacted up to this index.
-    compacted_to: Option<u64>,
+    pub(super) compacted_to: Option<u64>,
     /// Regions split off whose peers on this store are to be created once the batch is written.
     pub(super) new_regions: Vec<proto::metapb::Region>,
 }
@@ -184,10 +182,7 @@ impl PeerMsgHandler<'_> {
             ),
         };
         if let Some(admin) = &req.admin_request {
-            if admin.cmd_type == AdminCmdType::Split as i32 {
-                return self.exec_split(&req, wb, effects);
-            }
-            return self.exec_admin(admin, apply_state, effects);
+            return self.exec_admin(&req, admin, wb, apply_state, effects);
         }
         let region = self.peer.region();
         if let Err(err) = util::check_request(&req, &region) {
@@ -215,45 +210,6 @@ impl PeerMsgHandler<'_> {
             Ok(resp) => resp,
             Err(err) => CmdResponse::from_error(err, self.peer.term()),
         }
-    }
-
-    fn exec_admin(
-        &mut self,
-        admin: &AdminRequest,
-        apply_state: &mut RaftApplyState,
-        effects: &mut ApplyEffects,
-    ) -> CmdResponse {
-        let term = self.peer.term();
-        let mut resp = AdminResponse {
-            cmd_type: admin.cmd_type,
-            ..Default::default()
-        };
-        match AdminCmdType::try_from(admin.cmd_type) {
-            Ok(AdminCmdType::CompactLog) => {
-                let req = admin.compact_log.unwrap_or_default();
-                let truncated = apply_state.truncated_state.unwrap_or_default();
-                // A compaction proposed by an older leader may arrive after a newer one.
-                if req.compact_index > truncated.index {
-                    apply_state.truncated_state = Some(RaftTruncatedState {
-                        index: req.compact_index,
-                        term: req.compact_term,
-                    });
-                    effects.sync = true;
-                    effects.compacted_to = Some(req.compact_index);
-                }
-                resp.compact_log = Some(CompactLogResponse {});
-            }
-            _ => {
-                return CmdResponse::from_error(
-                    Error::Other(format!(
-                        "region {}: unsupported admin command {}",
-                        self.peer.region_id, admin.cmd_type
-                    )),
-                    term,
-                )
-            }
-        }
-        admin_response(term, resp)
     }
 
     /// Executes the requests of `req`, decoded as `cmds`.

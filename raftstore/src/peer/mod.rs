@@ -13,13 +13,16 @@
 //! - `conf_change`: leader transfer, membership changes, destroying a removed peer;
 //! - `split`: split checks, asking for ids, proposing and applying `Split`.
 
+mod admin;
 mod apply;
 mod async_apply;
+mod compact_log;
 mod conf_change;
 mod context;
 mod handler;
 mod lease;
 mod propose;
+mod read;
 mod ready;
 mod snapshot;
 mod split;
@@ -47,7 +50,7 @@ use lease::Lease;
 
 pub(crate) use context::{PeerFsm, PollContext};
 pub(crate) use handler::PeerMsgHandler;
-pub use propose::UNSAFE_LOCAL_READS_ENV;
+pub use read::UNSAFE_LOCAL_READS_ENV;
 
 /// A proposed command waiting for its entry to be applied.
 struct Proposal {

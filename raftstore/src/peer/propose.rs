@@ -1,33 +1,19 @@
 //! Proposing commands: the checks a command must pass on the leader (store, peer, leadership,
 //! term, epoch, key range), writes proposed as log entries (refused with `DiskFull` while the
-//! store's disk is below its reserve), and reads started as ReadIndex requests that never touch
+//! store's disk is below its reserve); a read-only command goes to `read.rs` and never touches
 //! the log.
-//!
-//! Test only: a store started with [`UNSAFE_LOCAL_READS_ENV`]` = 1` breaks read safety on purpose,
-//! serving every read from its own applied state on any peer, leader or not, without ReadIndex.
-//! A deposed or cut-off leader then answers stale reads: the chaos harness uses it to prove that
-//! its check catches them. Unset, it costs one `OnceLock` read per read.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
 
+use super::read::unsafe_local_reads;
 use super::write_batch::PendingWrites;
-use super::{PeerMsgHandler, PendingRead, Proposal};
+use super::{PeerMsgHandler, Proposal};
 use crate::error::{Error, Result};
-use crate::lease_reads::LeaseRead;
 use crate::msg::Callback;
 use crate::util;
-
-/// The environment variable that makes every peer serve reads locally, unsafely (tests only).
-pub const UNSAFE_LOCAL_READS_ENV: &str = "TESSERA_TEST_UNSAFE_LOCAL_READS";
-
-fn unsafe_local_reads() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os(UNSAFE_LOCAL_READS_ENV).is_some_and(|v| v == "1"))
-}
 
 impl PeerMsgHandler<'_> {
     pub(super) fn on_raft_command(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
@@ -162,44 +148,6 @@ impl PeerMsgHandler<'_> {
         }
     }
 
-    /// Whether this leader may answer reads from its applied state now (see `lease.rs`): its
-    /// lease runs, no leadership transfer is under way, and it has applied an entry of its own
-    /// term, so everything earlier leaders acknowledged is applied here.
-    fn in_lease(&self) -> bool {
-        self.lease_until()
-            .is_some_and(|until| Instant::now() < until)
-    }
-
-    /// When this peer's lease runs out, if it may use one at all now.
-    fn lease_until(&self) -> Option<Instant> {
-        let term = self.peer.term();
-        let usable = self.peer.is_leader()
-            && self.peer.applied_term == term
-            && self.peer.raft_group.raft().lead_transferee().is_none()
-            && self.peer.snapshots.applying.is_none()
-            && !self.peer.removed()
-            && !self.peer.destroyed();
-        usable.then(|| self.peer.lease.until(term)).flatten()
-    }
-
-    /// Publishes this peer's lease for reads on other threads (`lease_reads.rs`), or withdraws
-    /// it, when that changed: its end or the region's epoch (which any change of the region's
-    /// range or members bumps). Runs every round, so it copies the region only on a change.
-    pub(crate) fn publish_lease(&mut self) {
-        let until = self.lease_until();
-        let published = until.map(|u| (u, self.peer.raft_group.store().region_epoch()));
-        if published == self.peer.published_lease {
-            return;
-        }
-        self.peer.published_lease = published;
-        let lease = until.map(|until| LeaseRead {
-            peer_id: self.peer.peer_id(),
-            until,
-            region: self.peer.region(),
-        });
-        self.ctx.lease_reads.publish(self.peer.region_id, lease);
-    }
-
     /// Hands leadership to peer `to`. The lease ends first and is published so, before the
     /// transfer's `TimeoutNow` can leave: the target campaigns at once.
     pub(super) fn transfer_leader(&mut self, to: u64) {
@@ -208,62 +156,5 @@ impl PeerMsgHandler<'_> {
         self.peer.lease.suspend(Instant::now());
         self.peer.raft_group.transfer_leader(to);
         self.publish_lease();
-    }
-
-    /// Queues a read for the ReadIndex that [`PeerMsgHandler::issue_queued_reads`] starts once
-    /// the round's messages are handled.
-    fn propose_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
-        self.peer.reads.pending.push_back(PendingRead {
-            ctx: Vec::new(),
-            started: None,
-            read_index: None,
-            request: req,
-            callback: cb,
-        });
-        self.peer.reads.queued += 1;
-    }
-
-    /// Starts one ReadIndex for every read queued this round. Sharing it is safe because it
-    /// starts after each of them arrived: the leader's commit index it confirms covers every
-    /// write acknowledged before any of those reads came in. (A read must never join a
-    /// ReadIndex already under way: writes acknowledged since it started would be missed.)
-    pub(crate) fn issue_queued_reads(&mut self) {
-        if std::mem::take(&mut self.peer.reads.queued) == 0 {
-            return;
-        }
-        let term = self.peer.term();
-        self.peer.reads.next_ctx += 1;
-        let mut ctx = term.to_be_bytes().to_vec();
-        ctx.extend_from_slice(&self.peer.reads.next_ctx.to_be_bytes());
-        let queued = |r: &PendingRead| r.ctx.is_empty() && r.read_index.is_none();
-        if let Err(e) = self.peer.raft_group.read_index(ctx.clone()) {
-            let (failed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.reads.pending)
-                .into_iter()
-                .partition(queued);
-            self.peer.reads.pending = kept.into();
-            for r in failed {
-                r.callback.invoke_with_error(Error::Raft(e.clone()), term);
-            }
-            return;
-        }
-        let now = Instant::now();
-        for r in self.peer.reads.pending.iter_mut().filter(|r| queued(r)) {
-            r.ctx = ctx.clone();
-            r.started = Some(now);
-        }
-    }
-
-    /// A read answered from whatever this peer has applied, at once (unless a snapshot is being
-    /// applied: then with the next `Ready`): a leader's in its lease, any peer's in the unsafe
-    /// mode of [`UNSAFE_LOCAL_READS_ENV`].
-    fn serve_local_read(&mut self, req: Box<RaftCmdRequest>, cb: Callback) {
-        self.peer.reads.pending.push_back(PendingRead {
-            ctx: Vec::new(),
-            started: None,
-            read_index: Some(0),
-            request: req,
-            callback: cb,
-        });
-        self.serve_ready_reads();
     }
 }

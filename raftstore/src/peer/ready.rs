@@ -15,18 +15,11 @@
 //! written, never later ones; since rounds finish in the order they were written, a peer's
 //! readies finish in order and its entries are applied only once durable here.
 
-use kv::{keys, EngineSnapshot};
-use proto::raft_cmdpb::{
-    CmdType, GetResponse, RaftCmdResponse, RaftResponseHeader, Response, SnapResponse,
-};
 use raft::{Ready, SoftState, StateRole};
 use raftlog::LogBatch;
 
 use super::PeerMsgHandler;
-use crate::cmd::Cmd;
 use crate::error::Error;
-use crate::msg::CmdResponse;
-use crate::util;
 
 impl PeerMsgHandler<'_> {
     /// Phase 1: takes the peer's `Ready`, if any, sends what may leave before the write, and adds
@@ -131,80 +124,6 @@ impl PeerMsgHandler<'_> {
         for r in std::mem::take(&mut self.peer.reads.pending) {
             r.callback
                 .invoke_with_error(Error::NotLeader { region_id, leader }, term);
-        }
-    }
-
-    /// Answers every pending read whose read index is applied.
-    pub(super) fn serve_ready_reads(&mut self) {
-        if self.peer.snapshots.applying.is_some() {
-            // The applied index is the snapshot's, but its data is not in place yet.
-            return;
-        }
-        let applied = self.peer.raft_group.store().applied_index();
-        if !self
-            .peer
-            .reads
-            .pending
-            .iter()
-            .any(|r| r.read_index.is_some_and(|i| i <= applied))
-        {
-            return;
-        }
-        let engines = self.peer.raft_group.store().engines().clone();
-        let snap = std::sync::Arc::new(EngineSnapshot::new(&engines.kv));
-        let region = self.peer.region();
-        let term = self.peer.term();
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.peer.reads.pending)
-            .into_iter()
-            .partition(|r| r.read_index.is_some_and(|i| i <= applied));
-        self.peer.reads.pending = waiting.into();
-        for r in ready {
-            // A split or conf change may have applied since the read was accepted.
-            if let Err(e) = util::check_request(&r.request, &region) {
-                r.callback.invoke_with_error(e, term);
-                continue;
-            }
-            let mut response = RaftCmdResponse {
-                header: Some(RaftResponseHeader {
-                    current_term: term,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let mut snapshot = None;
-            let mut failed = None;
-            for req in &r.request.requests {
-                // Only read-only commands come here (`is_read_only`): gets and snapshots.
-                match Cmd::decode(req) {
-                    Ok(Cmd::Get { cf, key }) => {
-                        let value = snap.get_cf(cf, &keys::data_key(key));
-                        match value {
-                            Ok(v) => response.responses.push(Response {
-                                cmd_type: CmdType::Get as i32,
-                                get: Some(GetResponse {
-                                    value: v.unwrap_or_default(),
-                                }),
-                                ..Default::default()
-                            }),
-                            Err(e) => failed = Some(Error::Engine(e)),
-                        }
-                    }
-                    _ => {
-                        snapshot = Some(EngineSnapshot::new(&engines.kv));
-                        response.responses.push(Response {
-                            cmd_type: CmdType::Snap as i32,
-                            snap: Some(SnapResponse {
-                                region: Some(region.clone()),
-                            }),
-                            ..Default::default()
-                        });
-                    }
-                }
-            }
-            match failed {
-                Some(e) => r.callback.invoke_with_error(e, term),
-                None => r.callback.invoke(CmdResponse { response, snapshot }),
-            }
         }
     }
 }

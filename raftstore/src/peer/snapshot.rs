@@ -1,4 +1,4 @@
-//! Snapshots and raft log GC on the peer's side.
+//! Snapshots on the peer's side.
 //!
 //! - Incoming: a `MsgSnapshot` reaches raft only if its files are here, complete and verified
 //!   (the transport put them there) and its range overlaps no other region of this store.
@@ -6,16 +6,12 @@
 //!   handles no `Ready`.
 //! - Outgoing: the transport's report ends a send; a send nobody reports within
 //!   `snapshot_send_timeout` is reported failed so raft sends a new one.
-//! - Log GC: the leader proposes `CompactLog` when the applied log is long enough (see
-//!   [`compact_target`]); every peer applies it and the raft-log GC worker deletes the entries.
+//!
+//! Log GC, which makes followers that fell behind need a snapshot, is in `compact_log.rs`.
 
 use std::time::Instant;
 
 use kv::{keys, WriteBatch};
-use prost::Message as _;
-use proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
-};
 use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use proto::{eraftpb, metapb};
 use raft::{ProgressState, SnapshotStatus};
@@ -23,26 +19,6 @@ use snap::{SnapKey, SnapKind};
 
 use super::PeerMsgHandler;
 use crate::peer_storage::RegionTask;
-
-/// Where the leader should compact the log to, if anywhere: everything applied once the log
-/// holds `limit` applied entries (followers that far behind catch up by snapshot), else what
-/// every follower has once that is `threshold` entries.
-pub(crate) fn compact_target(
-    applied: u64,
-    truncated: u64,
-    replicated: u64,
-    limit: u64,
-    threshold: u64,
-) -> Option<u64> {
-    if applied <= truncated {
-        return None;
-    }
-    if applied - truncated >= limit {
-        return Some(applied);
-    }
-    let replicated = replicated.min(applied);
-    (replicated > truncated && replicated - truncated >= threshold).then_some(replicated)
-}
 
 impl PeerMsgHandler<'_> {
     /// Whether an incoming snapshot message `m` (in `msg`) may reach raft. A snapshot replaces
@@ -234,84 +210,5 @@ impl PeerMsgHandler<'_> {
         for id in overdue {
             self.on_snapshot_status(id, true);
         }
-    }
-
-    /// Per tick on the leader: proposes `CompactLog` when the log is long enough.
-    pub(super) fn raft_log_gc_tick(&mut self) {
-        let cfg = &self.ctx.cfg;
-        let every = cfg.ticks(cfg.raft_log_gc_tick_interval);
-        self.peer.ticks.log_gc += 1;
-        if self.peer.ticks.log_gc < every || !self.peer.is_leader() {
-            return;
-        }
-        self.peer.ticks.log_gc = 0;
-        let ps = self.peer.raft_group.store();
-        let (applied, truncated) = (ps.applied_index(), ps.truncated_index());
-        let raft = self.peer.raft_group.raft();
-        let replicated = raft
-            .prs()
-            .iter()
-            .map(|(_, p)| p.matched())
-            .min()
-            .unwrap_or(0);
-        let Some(index) = compact_target(
-            applied,
-            truncated,
-            replicated,
-            cfg.raft_log_gc_count_limit,
-            cfg.raft_log_gc_threshold,
-        ) else {
-            return;
-        };
-        if index <= self.peer.last_compact_proposed {
-            return;
-        }
-        let Ok(term) = raft::Storage::term(ps, index) else {
-            return;
-        };
-        let region = self.peer.region();
-        let req = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: region.id,
-                peer: Some(self.peer.meta),
-                region_epoch: region.region_epoch,
-                ..Default::default()
-            }),
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::CompactLog as i32,
-                compact_log: Some(CompactLogRequest {
-                    compact_index: index,
-                    compact_term: term,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        self.propose_pending_writes();
-        match self.peer.raft_group.propose(vec![], req.encode_to_vec()) {
-            Ok(()) => self.peer.last_compact_proposed = index,
-            Err(e) => {
-                tracing::debug!(region_id = region.id, error = %e, "compact log not proposed")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::compact_target;
-
-    #[test]
-    fn compact_target_follows_limits_2c() {
-        // Nothing applied past the truncated index.
-        assert_eq!(compact_target(5, 5, 5, 10, 4), None);
-        // Short log, followers caught up but under the threshold.
-        assert_eq!(compact_target(8, 5, 8, 10, 4), None);
-        // Threshold reached: compact to what every follower has.
-        assert_eq!(compact_target(12, 5, 9, 10, 4), Some(9));
-        // Never past the applied index.
-        assert_eq!(compact_target(9, 5, 20, 10, 4), Some(9));
-        // Count limit reached: a lagging follower does not hold the log back.
-        assert_eq!(compact_target(15, 5, 6, 10, 4), Some(15));
     }
 }
