@@ -1,14 +1,12 @@
 //! Tessera: a multi-raft, region-sharded, transactional key-value store.
 //!
-//! This package holds the binaries (`tessera-server`, `tessera-ctl`, `tessera-bench`,
-//! `tessera-chaos`) and the pieces they share: the in-process local cluster and the chaos
-//! harness. The server lives in the `server` crate, the clients in the `tessera-client` crate,
-//! the bank workload in the `workload` crate.
+//! This package holds the binaries (`tessera-server`, `tessera-scheduler`, `tessera-ctl`,
+//! `tessera-bench`, `tessera-chaos`) and the few process helpers they share (a fail-stop panic
+//! hook, logging, the stop signals). The server lives in the `server` crate, the clients in
+//! `tessera-client`, the bank workload in `workload`, the local cluster and the chaos harness in
+//! `harness`.
 
 #![deny(missing_docs)]
-
-pub mod chaos;
-pub mod local_cluster;
 
 /// Makes any panic, on any thread, stop the whole process: the panic is reported as usual
 /// (message, location, backtrace if enabled), a last line says the process is stopping, and the

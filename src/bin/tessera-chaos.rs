@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tessera::chaos::{self, ChaosConfig, Schedule, KINDS};
+use harness::chaos::{self, ChaosConfig, Schedule, KINDS};
 
 /// Checked chaos on real Tessera processes.
 #[derive(Parser, Debug)]

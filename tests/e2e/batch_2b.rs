@@ -3,7 +3,7 @@
 //! paths agree. (A write that never left the client is reported as not applied: see
 //! `routing_2b::cluster_client_gives_up_saying_what_it_tried_2b`.)
 
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 
 async fn start_cluster(dir: &std::path::Path) -> LocalCluster {

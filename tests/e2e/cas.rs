@@ -7,13 +7,13 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use kv::StorageReader;
 use kv::{Cas, CasOutcome, MemoryStorage, Modify, RawApi, RawLimits, Storage};
 use proto::kvrpcpb::Context;
 use proto::{errorpb, metapb};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient as _};
 use server::KvService;
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tessera_client::raw::{ClientError, RawClient};
 

@@ -18,7 +18,7 @@ use tokio::task::block_in_place;
 /// The store configuration of process clusters: short raft timings (an election within 0.5–1 s),
 /// quick heartbeats to the scheduler, and a raft log compacted every 50 entries, so a store that
 /// misses a few hundred writes can only catch up by snapshot. The chaos harness runs the same.
-pub use tessera::chaos::STORE_CONFIG;
+pub use harness::chaos::STORE_CONFIG;
 
 /// [`STORE_CONFIG`] with regions split past 64 KiB, checked every 200 ms.
 pub fn small_regions_config() -> String {

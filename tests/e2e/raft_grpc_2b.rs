@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig, LocalStore};
+use harness::local_cluster::{LocalCluster, LocalClusterConfig, LocalStore};
 use tessera_client::raw::{ClientError, RawClient};
 
 /// Starts three stores holding one region, with `cfg`.

@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use proto::metapb;
 use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
 use scheduler_client::{HeartbeatHandler, Result as SchedResult, SchedulerClient};
 use server::config::{Config, EngineKind};
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tokio::sync::watch;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
+use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::TxnClient;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::TxnClient;
 use workload::bank::{Bank, BankConfig};

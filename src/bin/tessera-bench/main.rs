@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use kv::{RawApi, RawLimits, StandaloneStorage};
 use proto::kvrpcpb::Context;
 use server::config::Config;
-use tessera::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 
 use load::{Target, Workload};
