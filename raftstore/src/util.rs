@@ -61,7 +61,7 @@ pub(crate) fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result
 /// them against the engine, which has the writes of earlier entries but not those of earlier
 /// requests of the same entry; one such request per command keeps that exact (and no client or
 /// TTL check needs more).
-pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
+pub(crate) fn check_deciding_alone(req: &RaftCmdRequest) -> Result<()> {
     let deciding = req.requests.iter().find_map(|r| match Cmd::decode(r) {
         Ok(Cmd::Cas { .. }) => Some("a compare-and-swap"),
         Ok(Cmd::DeleteExpired { .. }) => Some("a deletion of expired keys"),
@@ -81,7 +81,7 @@ pub(crate) fn check_cas_alone(req: &RaftCmdRequest) -> Result<()> {
 /// (for reads) served.
 pub(crate) fn check_request(req: &RaftCmdRequest, region: &metapb::Region) -> Result<()> {
     check_region_epoch(req, region)?;
-    check_cas_alone(req)?;
+    check_deciding_alone(req)?;
     // A request that does not decode is refused by apply, which decodes every request of a
     // command before it writes any.
     for cmd in req.requests.iter().filter_map(|r| Cmd::decode(r).ok()) {

@@ -281,6 +281,21 @@ impl PeerMsgHandler<'_> {
         })
     }
 
+    /// What `data_key` of `cf` holds now, read to decide a command at `index` (`what`) against
+    /// it. A failed read cannot be answered as a refusal (another replica reading fine would
+    /// decide otherwise): the store stops, as it does when an apply write fails.
+    fn read_to_decide(&self, cf: Cf, data_key: &[u8], index: u64, what: &str) -> Option<Vec<u8>> {
+        let kv = &self.peer.raft_group.store().engines().kv;
+        kv::engine::get_cf(kv, cf, data_key).unwrap_or_else(|e| {
+            panic!(
+                "region {} peer {}: reading {:?} for {what} at index {index} failed: {e}",
+                self.peer.region_id,
+                self.peer.meta.id,
+                String::from_utf8_lossy(keys::origin_key(data_key))
+            )
+        })
+    }
+
     /// Deletes each key of `req` whose value's time to live ended by the request's clock, as the
     /// engine holds it now (every earlier entry's writes included, as for a compare-and-swap):
     /// a key written again since the proposal, or holding a value without a TTL, stays. Keys
@@ -292,7 +307,6 @@ impl PeerMsgHandler<'_> {
         wb: &mut WriteBatch,
         index: u64,
     ) -> Result<DeleteExpiredResponse> {
-        let kv = &self.peer.raft_group.store().engines().kv;
         let region = self.peer.region();
         let mut deleted = 0;
         for key in &req.keys {
@@ -300,15 +314,7 @@ impl PeerMsgHandler<'_> {
                 continue;
             }
             let data_key = keys::data_key(key);
-            let stored = kv::engine::get_cf(kv, cf, &data_key).unwrap_or_else(|e| {
-                panic!(
-                    "region {} peer {}: reading {:?} for the expiry check at index {index} \
-                     failed: {e}",
-                    self.peer.region_id,
-                    self.peer.meta.id,
-                    String::from_utf8_lossy(key)
-                )
-            });
+            let stored = self.read_to_decide(cf, &data_key, index, "the expiry check");
             let expired = stored
                 .as_deref()
                 .is_some_and(|s| codec::raw_value::live(s, req.now_ms).is_none());
@@ -332,17 +338,8 @@ impl PeerMsgHandler<'_> {
         wb: &mut WriteBatch,
         index: u64,
     ) -> Result<CasResponse> {
-        let kv = &self.peer.raft_group.store().engines().kv;
         let data_key = keys::data_key(&req.key);
-        let current = kv::engine::get_cf(kv, cf, &data_key).unwrap_or_else(|e| {
-            panic!(
-                "region {} peer {}: reading {:?} for the compare-and-swap at index {index} \
-                 failed: {e}",
-                self.peer.region_id,
-                self.peer.meta.id,
-                String::from_utf8_lossy(&req.key)
-            )
-        });
+        let current = self.read_to_decide(cf, &data_key, index, "the compare-and-swap");
         let cas = kv::Cas {
             cf,
             key: req.key,
