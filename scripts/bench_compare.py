@@ -317,6 +317,7 @@ def start_tessera(work, log_dir, store_config=None):
     check_ports_free([SCHEDULER_PORT] + [p + n for p in (GRPC_PORT, PEER_PORT, HTTP_PORT)
                                          for n in range(STORES)])
     procs = [Proc("scheduler", [sched, "--addr", f"{HOST}:{SCHEDULER_PORT}",
+                                "--status-addr", f"{HOST}:0",
                                 "--data-dir", os.path.join(work, "scheduler")], log_dir)]
     scheduler = wait_line(procs[0], "scheduler")
     token = os.path.join(work, "cluster-token")

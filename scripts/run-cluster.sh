@@ -16,6 +16,7 @@
 #   DATA_DIR        [<repo>/tessera-data]  scheduler/, store1..3/ and logs/ go here
 #   BIN_DIR         [$CARGO_TARGET_DIR/debug, CARGO_TARGET_DIR defaulting to ~/.cache/tessera-target]
 #   SCHEDULER_ADDR  [127.0.0.1:2379]
+#   SCHEDULER_STATUS_ADDR [127.0.0.1:2381]  the scheduler's HTTP port (/metrics, /stores, ...)
 #   GRPC_PORT       [20160]  store N serves clients on GRPC_PORT+N-1, the other stores on
 #   PEER_PORT       [20170]  PEER_PORT+N-1 and HTTP on HTTP_PORT+N-1
 #   HTTP_PORT       [20180]
@@ -28,6 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}/debug}
 DATA_DIR=${DATA_DIR:-$ROOT/tessera-data}
 SCHEDULER_ADDR=${SCHEDULER_ADDR:-127.0.0.1:2379}
+SCHEDULER_STATUS_ADDR=${SCHEDULER_STATUS_ADDR:-127.0.0.1:2381}
 GRPC_PORT=${GRPC_PORT:-20160}
 PEER_PORT=${PEER_PORT:-20170}
 HTTP_PORT=${HTTP_PORT:-20180}
@@ -172,7 +174,8 @@ mkdir -p "$LOG_DIR"
 t0=$(now)
 echo "Starting tessera-scheduler and $STORES raft stores (data and logs in $DATA_DIR)..."
 
-start scheduler scheduler "$SCHED" --addr "$SCHEDULER_ADDR" --data-dir "$DATA_DIR/scheduler"
+start scheduler scheduler "$SCHED" --addr "$SCHEDULER_ADDR" \
+    --status-addr "$SCHEDULER_STATUS_ADDR" --data-dir "$DATA_DIR/scheduler"
 SCHEDULER_ADDR=$(sed -n 's/^scheduler //p' "$LOG_DIR/scheduler.out")
 
 # The stores share a cluster token: their peer ports take raft only from each other. Made once,

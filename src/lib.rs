@@ -28,12 +28,21 @@ pub fn install_fail_stop_hook(process: &'static str) {
 
 /// Installs the tracing subscriber: `RUST_LOG` if set, else `default_filter`.
 pub fn init_tracing(default_filter: &str) {
+    init_tracing_as(default_filter, false);
+}
+
+/// [`init_tracing`], with each line a JSON object when `json` (for log collectors).
+pub fn init_tracing_as(default_filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves on SIGINT or SIGTERM with the signal's name.

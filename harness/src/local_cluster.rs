@@ -157,6 +157,7 @@ impl LocalCluster {
                 address: l.grpc.local_addr()?.to_string(),
                 state: metapb::StoreState::Up as i32,
                 peer_address: l.peer.local_addr()?.to_string(),
+                status_address: l.http.local_addr()?.to_string(),
             };
             if id == ids[0] {
                 sched.bootstrap(store.clone(), regions[0].clone())?;

@@ -44,6 +44,7 @@ use proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, RaftResponseHeader};
 use proto::raft_serverpb::RaftApplyState;
 
 use crate::error::Error;
+use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, CmdResponse};
 use crate::util;
 
@@ -133,6 +134,7 @@ impl Applier {
     pub(crate) fn spawn(
         store_id: u64,
         engines: Engines,
+        metrics: Arc<StoreMetrics>,
         wake: impl Fn() + Send + 'static,
     ) -> std::io::Result<Applier> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -149,7 +151,7 @@ impl Applier {
             .name(format!("apply-{store_id}"))
             .spawn(move || {
                 let _gone = Gone(&theirs);
-                run(store_id, &engines, &rx, &theirs, wake);
+                run(store_id, &engines, &metrics, &rx, &theirs, wake);
             })?;
         Ok(Applier {
             tx: Some(tx),
@@ -241,6 +243,7 @@ impl Drop for Applier {
 fn run(
     store_id: u64,
     engines: &Engines,
+    metrics: &StoreMetrics,
     rx: &Receiver<(u64, ApplyTask)>,
     shared: &Shared,
     wake: impl Fn(),
@@ -249,6 +252,7 @@ fn run(
         let tasks: Vec<(u64, ApplyTask)> = std::iter::once(first)
             .chain(rx.try_iter().take(MAX_TASKS_PER_WRITE - 1))
             .collect();
+        let start = Instant::now();
         let mut wb = WriteBatch::new(&engines.kv);
         let mut answers = Vec::new();
         let mut results = Vec::with_capacity(tasks.len());
@@ -258,6 +262,7 @@ fn run(
         if let Err(e) = wb.write(false) {
             panic!("store {store_id}: kv engine write of applied entries failed: {e}");
         }
+        metrics.on_apply(start.elapsed());
         for (cb, resp) in answers {
             cb.invoke(resp);
         }
@@ -448,7 +453,7 @@ mod tests {
         let engines = Engines::open(dir.path()).unwrap();
         let (wake_tx, wake) = mpsc::channel();
         let wake_tx = Mutex::new(wake_tx);
-        let applier = Applier::spawn(1, engines.clone(), move || {
+        let applier = Applier::spawn(1, engines.clone(), Arc::default(), move || {
             let _ = wake_tx.lock().unwrap().send(());
         })
         .unwrap();

@@ -13,25 +13,37 @@ use std::sync::Arc;
 use kv::disk::{DiskReserve, DiskState, DiskStatus};
 
 use crate::health::StoreHealth;
+use crate::metrics::StoreMetrics;
 use crate::worker::Runnable;
 
 /// Checks the reserve on each tick; takes no tasks.
 pub(crate) struct DiskMonitor {
     reserve: DiskReserve,
     health: Arc<StoreHealth>,
+    metrics: Arc<StoreMetrics>,
     /// The last check failed (logged once until one succeeds again).
     failing: bool,
 }
 
 impl DiskMonitor {
-    /// A monitor of `reserve`, publishing to `health`; records the reserve's current state.
-    pub(crate) fn new(reserve: DiskReserve, health: Arc<StoreHealth>) -> DiskMonitor {
-        health.set_disk_full(reserve.state() == DiskState::Full);
-        DiskMonitor {
+    /// A monitor of `reserve`, publishing to `health` and `metrics`; records the reserve's
+    /// current state.
+    pub(crate) fn new(
+        reserve: DiskReserve,
+        health: Arc<StoreHealth>,
+        metrics: Arc<StoreMetrics>,
+    ) -> DiskMonitor {
+        let full = reserve.state() == DiskState::Full;
+        health.set_disk_full(full);
+        metrics.set_disk(full, 0);
+        let mut monitor = DiskMonitor {
             reserve,
             health,
+            metrics,
             failing: false,
-        }
+        };
+        monitor.on_tick();
+        monitor
     }
 }
 
@@ -59,7 +71,10 @@ impl Runnable for DiskMonitor {
         match self.reserve.check() {
             Ok(st) => {
                 self.failing = false;
-                self.health.set_disk_full(st.state == DiskState::Full);
+                let full = st.state == DiskState::Full;
+                self.health.set_disk_full(full);
+                self.health.set_disk_available(st.available);
+                self.metrics.set_disk(full, st.available);
                 self.health
                     .set_write_budget(write_budget(&st, self.reserve.reserve()));
             }

@@ -22,6 +22,8 @@ pub struct StoreHealth {
     last_turn_ms: AtomicU64,
     worker_running: AtomicBool,
     disk_full: AtomicBool,
+    /// Free bytes of the disk at the last check (`u64::MAX` before the first).
+    disk_available: AtomicU64,
     /// Bytes of writes the store may still propose until the next disk check.
     write_budget: AtomicI64,
 }
@@ -33,6 +35,7 @@ impl Default for StoreHealth {
             last_turn_ms: AtomicU64::new(0),
             worker_running: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
+            disk_available: AtomicU64::new(u64::MAX),
             write_budget: AtomicI64::new(i64::MAX),
         }
     }
@@ -80,6 +83,22 @@ impl StoreHealth {
     /// Records whether the disk is below its reserve.
     pub fn set_disk_full(&self, full: bool) {
         self.disk_full.store(full, Ordering::Release);
+    }
+
+    /// Records the free bytes of the disk at a check.
+    pub fn set_disk_available(&self, bytes: u64) {
+        self.disk_available.store(bytes, Ordering::Release);
+    }
+
+    /// Free bytes of the disk at the last check; `None` before the first succeeded.
+    pub fn disk_available(&self) -> Option<u64> {
+        let bytes = self.disk_available.load(Ordering::Acquire);
+        (bytes != u64::MAX).then_some(bytes)
+    }
+
+    /// How long the store has run.
+    pub fn uptime(&self) -> Duration {
+        self.start.elapsed()
     }
 
     /// Sets the bytes of writes the store may propose until the next disk check.

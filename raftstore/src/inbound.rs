@@ -208,6 +208,13 @@ impl Inbound {
         }
     }
 
+    /// Records a snapshot stream that took `took`: `bytes` received and verified, or `None`
+    /// when it failed.
+    pub fn on_snapshot_received(&self, took: std::time::Duration, bytes: Option<u64>) {
+        self.metrics
+            .on_snapshot(crate::metrics::SnapEvent::Receive, took, bytes);
+    }
+
     /// This store's id.
     pub fn store_id(&self) -> u64 {
         self.store_id

@@ -56,9 +56,9 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use health::{NotLive, StoreHealth};
 pub use inbound::{check_raft_message, DeliverError, Inbound, Refused, Stream};
-pub use metrics::{DropReason, StoreMetrics};
+pub use metrics::{duration_buckets, DropReason, MetricsBuilder, PeerCounts, StoreMetrics};
 pub use msg::{Callback, CmdResponse, PeerMsg, SplitRegion, StoreMsg};
-pub use node::{start_raftstore, Node, RaftstoreHandle};
+pub use node::{start_raftstore, store_registry, Node, RaftstoreHandle, StoreAddresses};
 pub use peer::UNSAFE_LOCAL_READS_ENV;
 pub use peer_storage::{
     conf_state_of, initial_apply_state, initial_raft_state, read_raft_state, PeerStorage,

@@ -111,12 +111,11 @@ fn new_shared<B>(metrics: Arc<StoreMetrics>) -> Arc<Shared<B>> {
     })
 }
 
-/// Writes `batch` and counts the sync if it made one.
+/// Writes `batch`, and records how long it took and the sync if it made one.
 fn persist<B: Persist>(batch: &mut B, sync: bool, metrics: &StoreMetrics) -> Result<(), String> {
+    let start = std::time::Instant::now();
     batch.persist(sync)?;
-    if sync {
-        metrics.on_raft_sync();
-    }
+    metrics.on_raft_persist(start.elapsed(), sync);
     Ok(())
 }
 

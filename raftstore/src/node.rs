@@ -169,9 +169,15 @@ pub fn start_raftstore(
     let (router, receivers) = Router::new(cfg.mailbox_capacity);
     let store_meta = Arc::new(RwLock::new(StoreMeta::default()));
     let spawn_err = |e: std::io::Error| Error::Other(format!("cannot spawn a worker: {e}"));
+    let metrics = Arc::new(StoreMetrics::new(store_registry(store_id)?));
     let region_worker = Worker::start(
         &format!("region-{store_id}"),
-        RegionRunner::new(engines.clone(), snap_mgr.clone(), router.clone()),
+        RegionRunner::new(
+            engines.clone(),
+            snap_mgr.clone(),
+            router.clone(),
+            metrics.clone(),
+        ),
         Some(cfg.snap_gc_interval),
     )
     .map_err(spawn_err)?;
@@ -207,7 +213,7 @@ pub fn start_raftstore(
     })?;
     let disk_monitor = Worker::start(
         &format!("disk-{store_id}"),
-        DiskMonitor::new(reserve, health.clone()),
+        DiskMonitor::new(reserve, health.clone(), metrics.clone()),
         Some(cfg.disk_check_interval),
     )
     .map_err(spawn_err)?;
@@ -255,7 +261,6 @@ pub fn start_raftstore(
         peers.insert(region.id, PeerFsm { peer, mailbox });
     }
     tracing::info!(store_id, peers = peers.len(), "starting raftstore");
-    let metrics = Arc::new(StoreMetrics::default());
     let lease_reads = Arc::new(LeaseReads::default());
     let storage = RaftStorage::new(
         store_id,
@@ -276,8 +281,10 @@ pub fn start_raftstore(
     };
     let applier = if cfg.async_apply {
         let wake = router.clone();
-        let applier = Applier::spawn(store_id, engines.clone(), move || wake.notify_applied())
-            .map_err(|e| Error::Other(format!("cannot spawn the apply thread: {e}")))?;
+        let applier = Applier::spawn(store_id, engines.clone(), metrics.clone(), move || {
+            wake.notify_applied()
+        })
+        .map_err(|e| Error::Other(format!("cannot spawn the apply thread: {e}")))?;
         Some(applier)
     } else {
         None
@@ -341,11 +348,21 @@ pub struct Node {
     scheduler_worker: Worker<SchedulerRunner>,
 }
 
+/// Where a store is reached, as it registers with the scheduler.
+#[derive(Clone, Debug, Default)]
+pub struct StoreAddresses {
+    /// Where clients call (gRPC).
+    pub client: String,
+    /// Where other stores send raft messages and snapshots.
+    pub peer: String,
+    /// The HTTP status port (`/status`, `/metrics`); empty when the store has none.
+    pub status: String,
+}
+
 impl Node {
     /// Starts a store over `engines`: bootstraps the store (and the cluster, when this is the
     /// first store) through `client` if the engines are new, registers the store with its
-    /// client `address` and its `peer_address` (where other stores send raft), starts
-    /// heartbeats and the raftstore.
+    /// `addresses`, starts heartbeats and the raftstore.
     ///
     /// # Errors
     /// Scheduler and engine failures, an invalid config.
@@ -355,8 +372,7 @@ impl Node {
         snap_mgr: SnapManager,
         transport: Arc<dyn Transport>,
         client: Arc<dyn SchedulerClient>,
-        address: String,
-        peer_address: String,
+        addresses: StoreAddresses,
     ) -> Result<Node> {
         let sched_err = |e: scheduler_client::Error| Error::Scheduler(e.to_string());
         let store_id = match bootstrap::load_store_ident(&engines)? {
@@ -369,9 +385,10 @@ impl Node {
         };
         let store = metapb::Store {
             id: store_id,
-            address,
+            address: addresses.client,
             state: metapb::StoreState::Up as i32,
-            peer_address,
+            peer_address: addresses.peer,
+            status_address: addresses.status,
         };
         maybe_bootstrap_cluster(&engines, &store, client.as_ref())?;
         client.put_store(store).map_err(sched_err)?;
@@ -514,4 +531,15 @@ fn maybe_bootstrap_cluster(
         }
         Err(e) => Err(sched_err(e)),
     }
+}
+
+/// A registry for store `store_id`'s metrics: every series it holds is labelled with the
+/// store's id.
+///
+/// # Errors
+/// None in practice: the label's name is fixed and valid.
+pub fn store_registry(store_id: u64) -> Result<prometheus::Registry> {
+    let labels = [("store_id".to_string(), store_id.to_string())];
+    prometheus::Registry::new_custom(None, Some(labels.into_iter().collect()))
+        .map_err(|e| Error::Other(format!("cannot make the metrics registry: {e}")))
 }

@@ -28,10 +28,14 @@ use raftlog::LogBatch;
 
 use crate::health::WorkerAlive;
 use crate::log_writer::RaftBatch;
+use crate::metrics::PeerCounts;
 use crate::msg::{PeerMsg, StoreMsg};
 use crate::peer::{PeerFsm, PeerMsgHandler, PollContext};
 use crate::router::{Notify, RouterReceivers};
 use crate::store_handler::StoreMsgHandler;
+
+/// How often the raft worker refreshes the store's peer gauges (see `metrics`).
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A round's readies, waiting for the log writer to write its batch.
 pub(crate) struct InFlightRound {
@@ -60,6 +64,7 @@ impl RaftWorker {
         let store_hb = self.ctx.cfg.store_heartbeat_interval;
         let mut next_tick = Instant::now() + tick;
         let mut next_store_hb = Instant::now();
+        let mut next_gauges = Instant::now();
         let mut more_ready = false;
         loop {
             // Waiting on a write (the log's or the apply thread's) is no progress.
@@ -125,6 +130,10 @@ impl RaftWorker {
                     .handle_msg(StoreMsg::HeartbeatTick);
                 next_store_hb = now + store_hb;
             }
+            if now >= next_gauges {
+                self.refresh_gauges();
+                next_gauges = now + GAUGE_INTERVAL;
+            }
             if now >= next_tick {
                 for fsm in self.peers.values_mut() {
                     PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx).handle_msg(PeerMsg::Tick);
@@ -145,6 +154,22 @@ impl RaftWorker {
             more_ready |= self.adopt_new_peers();
             self.peers.retain(|_, f| !f.peer.destroyed());
         }
+    }
+
+    /// Counts the store's peers, leaders, pending peers and entries waiting to be applied, for
+    /// the gauges.
+    fn refresh_gauges(&mut self) {
+        let mut c = PeerCounts::default();
+        for fsm in self.peers.values_mut() {
+            c.regions += 1;
+            c.apply_pending_entries += fsm.peer.apply_lag() as i64;
+            if fsm.peer.is_leader() {
+                c.leaders += 1;
+                let h = PeerMsgHandler::new(&mut fsm.peer, &mut self.ctx);
+                c.pending_peers += h.pending_peers().len() as i64;
+            }
+        }
+        self.ctx.metrics.set_peer_counts(c);
     }
 
     /// Takes in the peers splits created this round (replacing uninitialised peers of the same

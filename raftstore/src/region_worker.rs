@@ -14,11 +14,15 @@
 //! The tasks ([`RegionTask`], [`GenResult`]) belong to the peer storage, which owns the
 //! generate/apply protocol; this worker runs them.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use kv::{keys, EngineSnapshot, Engines};
 use proto::metapb;
 use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use snap::{SnapKey, SnapKind, SnapManager};
 
+use crate::metrics::{SnapEvent, StoreMetrics};
 use crate::msg::PeerMsg;
 use crate::peer_storage::{raft_snapshot, GenResult, RegionTask};
 use crate::router::Router;
@@ -29,14 +33,21 @@ pub(crate) struct RegionRunner {
     engines: Engines,
     snap_mgr: SnapManager,
     router: Router,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl RegionRunner {
-    pub(crate) fn new(engines: Engines, snap_mgr: SnapManager, router: Router) -> RegionRunner {
+    pub(crate) fn new(
+        engines: Engines,
+        snap_mgr: SnapManager,
+        router: Router,
+        metrics: Arc<StoreMetrics>,
+    ) -> RegionRunner {
         RegionRunner {
             engines,
             snap_mgr,
             router,
+            metrics,
         }
     }
 
@@ -46,10 +57,14 @@ impl RegionRunner {
         region: &metapb::Region,
         kv_snap: &EngineSnapshot,
     ) -> GenResult {
-        let built = self
-            .snap_mgr
-            .build(key, kv_snap, region)
-            .map_err(|e| format!("building snapshot {key}: {e}"))?;
+        let start = Instant::now();
+        let built = self.snap_mgr.build(key, kv_snap, region).map_err(|e| {
+            self.metrics
+                .on_snapshot(SnapEvent::Generate, start.elapsed(), None);
+            format!("building snapshot {key}: {e}")
+        })?;
+        self.metrics
+            .on_snapshot(SnapEvent::Generate, start.elapsed(), Some(built.size));
         let snapshot = raft_snapshot(key, region, built.meta.clone());
         tracing::info!(region_id = key.region_id, %key, size = built.size, keys = built.keys,
             "snapshot generated");
@@ -102,9 +117,12 @@ impl Runnable for RegionRunner {
                 let _ = notify.send(result);
             }
             RegionTask::Apply { key, region } => {
-                let result = self
-                    .snap_mgr
-                    .apply(key, &self.engines.kv, &region)
+                let start = Instant::now();
+                let applied = self.snap_mgr.apply(key, &self.engines.kv, &region);
+                let bytes = applied.as_ref().ok().map(|a| a.size);
+                self.metrics
+                    .on_snapshot(SnapEvent::Apply, start.elapsed(), bytes);
+                let result = applied
                     .map(|_| ())
                     .map_err(|e| format!("applying snapshot {key}: {e}"));
                 if let Err(e) = &result {

@@ -1,9 +1,13 @@
 //! [`Transport`]: how a store sends raft messages to other stores. The in-process test cluster
 //! and the gRPC server each provide one.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use proto::raft_serverpb::RaftMessage;
 
 use crate::error::Result;
+use crate::metrics::{SnapEvent, StoreMetrics};
 use crate::router::Router;
 
 /// How a transport tells the sending peer that a snapshot transfer it took on has ended: handed
@@ -13,14 +17,23 @@ pub struct SnapshotReport {
     router: Router,
     region_id: u64,
     to_peer_id: u64,
+    metrics: Arc<StoreMetrics>,
+    started: Instant,
 }
 
 impl SnapshotReport {
-    pub(crate) fn new(router: Router, region_id: u64, to_peer_id: u64) -> SnapshotReport {
+    pub(crate) fn new(
+        router: Router,
+        region_id: u64,
+        to_peer_id: u64,
+        metrics: Arc<StoreMetrics>,
+    ) -> SnapshotReport {
         SnapshotReport {
             router,
             region_id,
             to_peer_id,
+            metrics,
+            started: Instant::now(),
         }
     }
 
@@ -28,6 +41,9 @@ impl SnapshotReport {
     /// reached the receiver verified (raft then probes the follower). A region gone meanwhile
     /// needs no report.
     pub fn finish(self, failed: bool) {
+        let sent = (!failed).then_some(0);
+        self.metrics
+            .on_snapshot(SnapEvent::Send, self.started.elapsed(), sent);
         self.router
             .report_snapshot(self.region_id, self.to_peer_id, failed);
     }

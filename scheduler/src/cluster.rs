@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::coordinator::OperatorController;
 use crate::error::{Error, Result};
 use crate::meta::{self, lock, Batch, MetaStore, Snapshot};
+use crate::metrics::SchedulerMetrics;
 use crate::region::{RegionInfo, RegionTree, StoreInfo};
 
 /// The mutable cluster state behind one lock: heartbeats and schedulers read and change
@@ -45,6 +46,7 @@ pub struct Cluster {
     ids: Mutex<IdAllocator>,
     tso: Mutex<Tso>,
     pub(crate) state: Mutex<State>,
+    pub(crate) metrics: SchedulerMetrics,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -89,7 +91,9 @@ impl Cluster {
                 id
             }
         };
+        let metrics = SchedulerMetrics::default();
         let mut state = State::default();
+        state.ops.metrics = metrics.clone();
         if let Some(v) = snap.get(meta::CLUSTER_CONFIG_KEY) {
             state.cluster = Some(meta::decode(meta::CLUSTER_CONFIG_KEY, v)?);
         }
@@ -121,7 +125,27 @@ impl Cluster {
             tso: Mutex::new(Tso::new(meta::get_u64(&snap, meta::TSO_KEY)?)),
             meta,
             state: Mutex::new(state),
+            metrics,
         })
+    }
+
+    /// The scheduler's metrics, with the region and store gauges brought up to date.
+    pub fn metrics(&self) -> &SchedulerMetrics {
+        let now = self.clock.now_ms();
+        let max_down = self.config.max_store_down_time_ms;
+        let state = lock(&self.state);
+        let mut stores = [0; 4];
+        for s in state.stores.values() {
+            let i = match s.state() {
+                StoreState::Tombstone => 3,
+                StoreState::Offline => 2,
+                StoreState::Up if s.is_down(now, max_down) => 1,
+                StoreState::Up => 0,
+            };
+            stores[i] += 1;
+        }
+        self.metrics.set_counts(state.regions.len(), stores);
+        &self.metrics
     }
 
     /// This cluster's id.
@@ -207,6 +231,7 @@ impl Cluster {
     /// Allocates `count` timestamps; returns the last, whose `logical` the `count - 1` before it
     /// precede.
     pub fn tso(&self, count: u32) -> Result<Timestamp> {
+        self.metrics.on_tso(count);
         let (physical, logical) = lock(&self.tso).next(count, alloc::wall_ms(), |until| {
             let mut batch = Batch::default();
             batch.put_u64(meta::TSO_KEY, until);

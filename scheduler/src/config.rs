@@ -16,6 +16,12 @@ use crate::error::{Error, Result};
 pub struct Config {
     /// gRPC listen address.
     pub addr: String,
+    /// HTTP status port: `/metrics`, `/status`, `/stores`, `/regions`, `/health`.
+    pub status_addr: String,
+    /// Log filter (`info`, `debug`, `scheduler=debug,info`, ...); `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// Log lines as `text` or `json` (one JSON object a line).
+    pub log_format: String,
     /// Directory of the persistent state.
     pub data_dir: PathBuf,
     /// Replicas per region a freshly bootstrapped cluster asks for; afterwards the persisted
@@ -46,6 +52,9 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             addr: "127.0.0.1:2379".to_string(),
+            status_addr: "127.0.0.1:2381".to_string(),
+            log_level: "info".to_string(),
+            log_format: "text".to_string(),
             data_dir: PathBuf::from("./tessera-scheduler-data"),
             max_replicas: 3,
             schedule_interval_ms: 100,
@@ -90,6 +99,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(Error::Config("max_connections must be at least 1".into()));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::Config(format!(
+                "log_format must be \"text\" or \"json\", not {:?}",
+                self.log_format
+            )));
         }
         Ok(())
     }

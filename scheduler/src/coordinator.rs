@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use proto::schedulerpb::RegionHeartbeatResponse;
 
 use crate::config::Config;
+use crate::metrics::{OpEvent, SchedulerMetrics};
 use crate::operator::{OpStatus, OpStep, Operator};
 use crate::region::{RegionInfo, RegionTree, StoreInfo};
 
@@ -127,6 +128,7 @@ pub struct OpCounters {
 pub(crate) struct OperatorController {
     ops: HashMap<u64, Operator>,
     pub(crate) counters: OpCounters,
+    pub(crate) metrics: SchedulerMetrics,
 }
 
 impl OperatorController {
@@ -158,6 +160,7 @@ impl OperatorController {
         }
         tracing::info!(region_id = op.region_id, desc = op.desc, steps = ?op.steps, "operator created");
         self.counters.created += 1;
+        self.metrics.on_operator(op.kind, OpEvent::Created);
         self.ops.insert(op.region_id, op);
         true
     }
@@ -166,6 +169,7 @@ impl OperatorController {
         if let Some(op) = self.ops.remove(&region_id) {
             tracing::info!(region_id, desc = op.desc, why, "operator cancelled");
             self.counters.cancelled += 1;
+            self.metrics.on_operator(op.kind, OpEvent::Cancelled);
         }
     }
 
@@ -177,22 +181,26 @@ impl OperatorController {
     ) -> Option<RegionHeartbeatResponse> {
         let op = self.ops.get_mut(&region.id())?;
         let status = op.check(region, now_ms);
-        let (region_id, desc) = (op.region_id, op.desc);
-        match status {
+        let (region_id, desc, kind) = (op.region_id, op.desc, op.kind);
+        let event = match status {
             OpStatus::Running(resp) => return Some(resp),
             OpStatus::Finished => {
                 tracing::info!(region_id, desc, "operator finished");
                 self.counters.finished += 1;
+                OpEvent::Finished
             }
             OpStatus::TimedOut => {
                 tracing::warn!(region_id, desc, "operator timed out");
                 self.counters.timed_out += 1;
+                OpEvent::TimedOut
             }
             OpStatus::Cancelled(why) => {
                 tracing::info!(region_id, desc, why, "operator cancelled");
                 self.counters.cancelled += 1;
+                OpEvent::Cancelled
             }
-        }
+        };
+        self.metrics.on_operator(kind, event);
         self.ops.remove(&region_id);
         None
     }
@@ -209,6 +217,7 @@ impl OperatorController {
             if let Some(op) = self.ops.remove(&region_id) {
                 tracing::warn!(region_id, desc = op.desc, "operator timed out");
                 self.counters.timed_out += 1;
+                self.metrics.on_operator(op.kind, OpEvent::TimedOut);
             }
         }
     }

@@ -81,6 +81,16 @@ impl Cluster {
         &self,
         req: &RegionHeartbeatRequest,
     ) -> Result<Option<RegionHeartbeatResponse>> {
+        let start = std::time::Instant::now();
+        let out = self.handle_region_heartbeat(req);
+        self.metrics.on_region_heartbeat(start.elapsed());
+        out
+    }
+
+    fn handle_region_heartbeat(
+        &self,
+        req: &RegionHeartbeatRequest,
+    ) -> Result<Option<RegionHeartbeatResponse>> {
         let info = validate(req)?;
         let region_id = info.id();
         let mut state = lock(&self.state);

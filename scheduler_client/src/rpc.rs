@@ -75,6 +75,7 @@ has_header!(
     GetRegionResponse,
     AskSplitResponse,
     ScanRegionsResponse,
+    GetAllStoresResponse,
 );
 
 /// A scheduler client over gRPC.
@@ -206,6 +207,21 @@ impl RpcClient {
     /// The scheduler's address.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Every store the scheduler knows, tombstones included unless `exclude_tombstones`.
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached or refuses.
+    pub fn get_all_stores(&self, exclude_tombstones: bool) -> Result<Vec<metapb::Store>> {
+        let req = GetAllStoresRequest {
+            header: self.header(),
+            exclude_tombstone_stores: exclude_tombstones,
+        };
+        let resp = self.call("get_all_stores", move |mut c| async move {
+            c.get_all_stores(req).await
+        })?;
+        Ok(resp.stores)
     }
 
     /// The regions intersecting `[start, end)` (an empty `end` = to the last key) in key order,

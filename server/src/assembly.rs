@@ -9,6 +9,7 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use kv::{Engines, MemoryStorage, RawApi, StandaloneStorage, Storage};
@@ -20,8 +21,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, EngineKind};
 use crate::kv_service::KvService;
+use crate::metrics::RequestMetrics;
 use crate::peer_service::{self, ClusterToken, PeerService};
-use crate::status::{StatusSource, LIVENESS_TIMEOUT};
+use crate::status::{RaftStatus, ServerInfo, StatusSource, LIVENESS_TIMEOUT};
 use crate::transport::ServerTransport;
 
 /// Room for the key and the request framing on top of the largest value.
@@ -147,6 +149,7 @@ async fn start_raft_node(
     raft_cfg: raftstore::Config,
     addr: SocketAddr,
     peer_addr: SocketAddr,
+    status_addr: SocketAddr,
     token: ClusterToken,
 ) -> anyhow::Result<(raftstore::Node, Engines)> {
     let advertised = if config.advertise_peer_addr.is_empty() {
@@ -190,8 +193,11 @@ async fn start_raft_node(
             snap_mgr,
             transport,
             client,
-            addr.to_string(),
-            advertised,
+            raftstore::StoreAddresses {
+                client: addr.to_string(),
+                peer: advertised,
+                status: status_addr.to_string(),
+            },
         )
         .context("cannot start the raftstore")?;
         Ok((node, engines))
@@ -214,8 +220,19 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
             None,
         ),
     };
+    let started = Instant::now();
     let addr = grpc.local_addr()?;
     let status_addr = http.local_addr()?;
+    let info = |engine: &str, peer_addr: Option<SocketAddr>| {
+        Arc::new(ServerInfo {
+            engine: engine.to_string(),
+            addr,
+            peer_addr,
+            status_addr,
+            data_dir: config.data_dir.clone(),
+            started,
+        })
+    };
     let (stop, rx) = watch::channel(false);
     // The peer port stops only once the client ports have drained: the writes still running
     // then need the other stores' answers to commit.
@@ -229,13 +246,15 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
     let (backend, status, grpc_task, http_task) = match config.engine {
         EngineKind::Standalone => {
             let storage = open_standalone(config)?;
-            let (status, g, h) = serve_local(config, storage.clone(), grpc, http, &rx);
+            let info = info("standalone", None);
+            let (status, g, h) = serve_local(config, info, storage.clone(), grpc, http, &rx)?;
             (Backend::Standalone(storage), status, g, h)
         }
         EngineKind::Memory => {
             tracing::warn!("engine memory: nothing is written to disk; every write is lost when the server stops");
             let storage = Arc::new(MemoryStorage::new());
-            let (status, g, h) = serve_local(config, storage, grpc, http, &rx);
+            let info = info("memory", None);
+            let (status, g, h) = serve_local(config, info, storage, grpc, http, &rx)?;
             (Backend::Memory, status, g, h)
         }
         EngineKind::Raft => {
@@ -258,8 +277,15 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 },
                 None => config.to_raftstore(),
             };
-            let (node, node_engines) =
-                start_raft_node(config, raft_cfg, addr, bound_peer, token.clone()).await?;
+            let (node, node_engines) = start_raft_node(
+                config,
+                raft_cfg,
+                addr,
+                bound_peer,
+                status_addr,
+                token.clone(),
+            )
+            .await?;
             engines = Some(node_engines);
             store_id = Some(node.store_id());
             let rs = node.raftstore();
@@ -278,11 +304,17 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 peer_rx,
             ));
             peer_addr = Some(bound_peer);
-            let status = StatusSource::Raft {
-                store_id: node.store_id(),
-                health: rs.health().clone(),
-                metrics: rs.metrics().clone(),
+            let registry = raftstore::store_registry(node.store_id())?;
+            let requests = Arc::new(RequestMetrics::new(&registry)?);
+            let status = StatusSource {
+                info: info("raft", Some(bound_peer)),
+                registry,
                 stopping: rx.clone(),
+                raft: Some(RaftStatus {
+                    store_id: node.store_id(),
+                    health: rs.health().clone(),
+                    metrics: rs.metrics().clone(),
+                }),
             };
             let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
             // Any store's gateway serves every key: a key of a region this store leads itself,
@@ -295,7 +327,8 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
             .merge(crate::status::routes(status.clone()));
             let service = KvService::new(raw)
                 .with_stopping(rx.clone())
-                .with_batch_limits(config.raw.batch_limits());
+                .with_batch_limits(config.raw.batch_limits())
+                .with_metrics(requests);
             let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
             (Backend::Raft(Box::new(node)), status, g, h)
         }
@@ -376,9 +409,9 @@ fn peer_message_limit(config: &Config) -> usize {
 /// server was not stopping (it died). Never resolves for a standalone server, nor once the
 /// server is stopping.
 async fn watchdog(status: StatusSource, mut stopping: watch::Receiver<bool>) -> Option<String> {
-    if matches!(status, StatusSource::Standalone { .. }) {
+    let Some(raft) = status.raft else {
         return std::future::pending().await;
-    }
+    };
     loop {
         let stop = tokio::select! {
             _ = tokio::time::sleep(WATCHDOG_INTERVAL) => false,
@@ -387,13 +420,11 @@ async fn watchdog(status: StatusSource, mut stopping: watch::Receiver<bool>) -> 
         if stop {
             return std::future::pending().await;
         }
-        if let StatusSource::Raft { health, .. } = &status {
-            if let Err(e @ raftstore::NotLive::WorkerGone) = health.check_live(LIVENESS_TIMEOUT) {
-                let stopping_now = *stopping.borrow();
-                if !stopping_now {
-                    tracing::error!(error = %e, "fatal: the store cannot go on; stopping");
-                    return Some(e.to_string());
-                }
+        if let Err(e @ raftstore::NotLive::WorkerGone) = raft.health.check_live(LIVENESS_TIMEOUT) {
+            let stopping_now = *stopping.borrow();
+            if !stopping_now {
+                tracing::error!(error = %e, "fatal: the store cannot go on; stopping");
+                return Some(e.to_string());
             }
         }
     }
@@ -405,26 +436,33 @@ type ServeTask<E> = JoinHandle<Result<(), E>>;
 /// gRPC, and the HTTP gateway on the same storage.
 fn serve_local<S: Storage>(
     config: &Config,
+    info: Arc<ServerInfo>,
     storage: Arc<S>,
     grpc: TcpListener,
     http: TcpListener,
     rx: &watch::Receiver<bool>,
-) -> (
+) -> anyhow::Result<(
     StatusSource,
     ServeTask<tonic::transport::Error>,
     ServeTask<std::io::Error>,
-) {
+)> {
     let raw = RawApi::new(storage, config.raw.limits());
-    let status = StatusSource::Standalone {
+    let registry = prometheus::Registry::new();
+    let requests = Arc::new(RequestMetrics::new(&registry)?);
+    let status = StatusSource {
+        info,
+        registry,
         stopping: rx.clone(),
+        raft: None,
     };
     let app = crate::http::router(raw.clone(), config.raw.max_value_size)
         .merge(crate::status::routes(status.clone()));
     let service = KvService::new(raw)
         .with_stopping(rx.clone())
-        .with_batch_limits(config.raw.batch_limits());
+        .with_batch_limits(config.raw.batch_limits())
+        .with_metrics(requests);
     let (g, h) = serve(config, service, app, grpc, http, rx, status.clone());
-    (status, g, h)
+    Ok((status, g, h))
 }
 
 /// Serves `service` (gRPC, with the standard health service) and the HTTP gateway `app` until

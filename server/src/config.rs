@@ -8,6 +8,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::bytesize::ByteSize;
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
 /// Which storage engine the server runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -50,6 +61,8 @@ pub struct Config {
     pub scheduler_addr: String,
     /// Log filter, e.g. `info` or `kv=debug,info` (overridden by `RUST_LOG`).
     pub log_level: String,
+    /// Log lines as `text` or `json` (one JSON object a line, for log collectors).
+    pub log_format: LogFormat,
     /// Storage options.
     pub storage: StorageConfig,
     /// Limits on raw requests.
@@ -235,6 +248,7 @@ impl Default for Config {
             engine: EngineKind::Standalone,
             scheduler_addr: "127.0.0.1:2379".to_string(),
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             storage: StorageConfig::default(),
             raw: RawConfig::default(),
             raftstore: RaftstoreConfig::default(),

@@ -25,7 +25,8 @@ pub use batch::{
 };
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use proto::kvrpcpb::*;
 use proto::tinykvpb::tiny_kv_server::TinyKv;
@@ -33,6 +34,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use kv::{Error, RawApi, ScanRange, Storage, StorageFuture, TxnApi};
+
+use crate::metrics::{Outcome, RequestMetrics};
 
 /// How long a handler waits for its storage work by default: the raftstore's default
 /// `command_timeout`, so clients see the same bound as when writes gave up after it.
@@ -47,6 +50,7 @@ pub struct KvService<S> {
     stopping: Option<watch::Receiver<bool>>,
     /// Bounds over all `BatchCommands` streams together.
     batch_limits: BatchLimits,
+    metrics: Option<Arc<RequestMetrics>>,
 }
 
 impl<S: Storage> KvService<S> {
@@ -65,7 +69,28 @@ impl<S: Storage> KvService<S> {
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             stopping: None,
             batch_limits: BatchLimits::default(),
+            metrics: None,
         }
+    }
+
+    /// Records every request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<RequestMetrics>) -> KvService<S> {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs handler `kind`'s `answer` and records it.
+    async fn timed<T: Outcome>(
+        &self,
+        kind: &'static str,
+        answer: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let out = answer.await;
+        if let Some(m) = &self.metrics {
+            m.observe(kind, out.result(), start.elapsed());
+        }
+        out
     }
 
     /// Bounds the `BatchCommands` streams open at once and the bytes of requests running over
@@ -222,24 +247,33 @@ impl<S: Storage> TinyKv for KvService<S> {
         &self,
         req: Request<RawGetRequest>,
     ) -> Result<Response<RawGetResponse>, Status> {
-        let answer = raw_get_answer(&self.raw, self.reply_timeout, req.into_inner());
-        Ok(Response::new(answer.await))
+        self.timed("raw_get", async move {
+            let answer = raw_get_answer(&self.raw, self.reply_timeout, req.into_inner());
+            Ok(Response::new(answer.await))
+        })
+        .await
     }
 
     async fn raw_put(
         &self,
         req: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
-        let answer = raw_put_answer(&self.raw, self.reply_timeout, req.into_inner());
-        Ok(Response::new(answer.await))
+        self.timed("raw_put", async move {
+            let answer = raw_put_answer(&self.raw, self.reply_timeout, req.into_inner());
+            Ok(Response::new(answer.await))
+        })
+        .await
     }
 
     async fn raw_delete(
         &self,
         req: Request<RawDeleteRequest>,
     ) -> Result<Response<RawDeleteResponse>, Status> {
-        let answer = raw_delete_answer(&self.raw, self.reply_timeout, req.into_inner());
-        Ok(Response::new(answer.await))
+        self.timed("raw_delete", async move {
+            let answer = raw_delete_answer(&self.raw, self.reply_timeout, req.into_inner());
+            Ok(Response::new(answer.await))
+        })
+        .await
     }
 
     type BatchCommandsStream = batch::ResponseStream;
@@ -250,6 +284,7 @@ impl<S: Storage> TinyKv for KvService<S> {
     ) -> Result<Response<Self::BatchCommandsStream>, Status> {
         let stream = batch::serve(
             self.raw.clone(),
+            self.metrics.clone(),
             self.reply_timeout,
             self.stopping.clone(),
             &self.batch_limits,
@@ -262,203 +297,245 @@ impl<S: Storage> TinyKv for KvService<S> {
         &self,
         req: Request<RawBatchGetRequest>,
     ) -> Result<Response<RawBatchGetResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .blocking(move || raw.batch_get(&ctx, &req.cf, &req.keys))
-            .await?;
-        let mut resp = RawBatchGetResponse::default();
-        match out {
-            Ok(pairs) => resp.pairs = pairs.into_iter().map(kv_pair).collect(),
-            Err(e) => (resp.region_error, resp.error) = split_error(e),
-        }
-        Ok(Response::new(resp))
+        self.timed("raw_batch_get", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let out = self
+                .blocking(move || raw.batch_get(&ctx, &req.cf, &req.keys))
+                .await?;
+            let mut resp = RawBatchGetResponse::default();
+            match out {
+                Ok(pairs) => resp.pairs = pairs.into_iter().map(kv_pair).collect(),
+                Err(e) => (resp.region_error, resp.error) = split_error(e),
+            }
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
     async fn raw_batch_put(
         &self,
         req: Request<RawBatchPutRequest>,
     ) -> Result<Response<RawBatchPutResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let pairs = req.pairs.into_iter().map(|p| (p.key, p.value)).collect();
-        let out = self
-            .blocking(move || raw.batch_put(&ctx, &req.cf, pairs, req.ttl))
-            .await?;
-        let (region_error, error) = out.err().map(split_error).unwrap_or_default();
-        Ok(Response::new(RawBatchPutResponse {
-            region_error,
-            error,
-        }))
+        self.timed("raw_batch_put", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let pairs = req.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+            let out = self
+                .blocking(move || raw.batch_put(&ctx, &req.cf, pairs, req.ttl))
+                .await?;
+            let (region_error, error) = out.err().map(split_error).unwrap_or_default();
+            Ok(Response::new(RawBatchPutResponse {
+                region_error,
+                error,
+            }))
+        })
+        .await
     }
 
     async fn raw_batch_delete(
         &self,
         req: Request<RawBatchDeleteRequest>,
     ) -> Result<Response<RawBatchDeleteResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .blocking(move || raw.batch_delete(&ctx, &req.cf, req.keys))
-            .await?;
-        let (region_error, error) = out.err().map(split_error).unwrap_or_default();
-        Ok(Response::new(RawBatchDeleteResponse {
-            region_error,
-            error,
-        }))
+        self.timed("raw_batch_delete", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let out = self
+                .blocking(move || raw.batch_delete(&ctx, &req.cf, req.keys))
+                .await?;
+            let (region_error, error) = out.err().map(split_error).unwrap_or_default();
+            Ok(Response::new(RawBatchDeleteResponse {
+                region_error,
+                error,
+            }))
+        })
+        .await
     }
 
     async fn raw_delete_range(
         &self,
         req: Request<RawDeleteRangeRequest>,
     ) -> Result<Response<RawDeleteRangeResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .blocking(move || raw.delete_range(&ctx, &req.cf, req.start_key, req.end_key))
-            .await?;
-        let (region_error, error) = out.err().map(split_error).unwrap_or_default();
-        Ok(Response::new(RawDeleteRangeResponse {
-            region_error,
-            error,
-        }))
+        self.timed("raw_delete_range", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let out = self
+                .blocking(move || raw.delete_range(&ctx, &req.cf, req.start_key, req.end_key))
+                .await?;
+            let (region_error, error) = out.err().map(split_error).unwrap_or_default();
+            Ok(Response::new(RawDeleteRangeResponse {
+                region_error,
+                error,
+            }))
+        })
+        .await
     }
 
     async fn raw_scan(
         &self,
         req: Request<RawScanRequest>,
     ) -> Result<Response<RawScanResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let range = ScanRange {
-            start: req.start_key,
-            end: req.end_key,
-            limit: req.limit,
-            reverse: req.reverse,
-            key_only: req.key_only,
-        };
-        let out = self
-            .blocking(move || raw.scan_range(&ctx, &req.cf, &range))
-            .await?;
-        let mut resp = RawScanResponse::default();
-        match out {
-            Ok(page) => {
-                resp.truncated = page.truncated;
-                resp.kvs = page.pairs.into_iter().map(kv_pair).collect()
+        self.timed("raw_scan", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let range = ScanRange {
+                start: req.start_key,
+                end: req.end_key,
+                limit: req.limit,
+                reverse: req.reverse,
+                key_only: req.key_only,
+            };
+            let out = self
+                .blocking(move || raw.scan_range(&ctx, &req.cf, &range))
+                .await?;
+            let mut resp = RawScanResponse::default();
+            match out {
+                Ok(page) => {
+                    resp.truncated = page.truncated;
+                    resp.kvs = page.pairs.into_iter().map(kv_pair).collect()
+                }
+                Err(e) => (resp.region_error, resp.error) = split_error(e),
             }
-            Err(e) => (resp.region_error, resp.error) = split_error(e),
-        }
-        Ok(Response::new(resp))
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
     async fn raw_compare_and_swap(
         &self,
         req: Request<RawCasRequest>,
     ) -> Result<Response<RawCasResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let expect = (!req.previous_not_exist).then_some(req.previous_value);
-        let out = self
-            .blocking(move || {
-                raw.compare_and_swap(&ctx, &req.cf, req.key, expect, req.value, req.ttl)
-            })
-            .await?;
-        let mut resp = RawCasResponse::default();
-        match out {
-            Ok(outcome) => {
-                resp.succeed = outcome.succeed;
-                match outcome.previous {
-                    Some(v) => resp.previous_value = v,
-                    None => resp.previous_not_exist = true,
+        self.timed("raw_compare_and_swap", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let expect = (!req.previous_not_exist).then_some(req.previous_value);
+            let out = self
+                .blocking(move || {
+                    raw.compare_and_swap(&ctx, &req.cf, req.key, expect, req.value, req.ttl)
+                })
+                .await?;
+            let mut resp = RawCasResponse::default();
+            match out {
+                Ok(outcome) => {
+                    resp.succeed = outcome.succeed;
+                    match outcome.previous {
+                        Some(v) => resp.previous_value = v,
+                        None => resp.previous_not_exist = true,
+                    }
                 }
+                Err(e) => (resp.region_error, resp.error) = split_error(e),
             }
-            Err(e) => (resp.region_error, resp.error) = split_error(e),
-        }
-        Ok(Response::new(resp))
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
     async fn split_region(
         &self,
         req: Request<SplitRegionRequest>,
     ) -> Result<Response<SplitRegionResponse>, Status> {
-        let req = req.into_inner();
-        let raw = self.raw.clone();
-        let ctx = req.context.unwrap_or_default();
-        let out = self
-            .blocking(move || raw.split_region(&ctx, req.split_key))
-            .await?;
-        let mut resp = SplitRegionResponse::default();
-        match out {
-            Ok((left, right)) => (resp.left, resp.right) = (Some(left), Some(right)),
-            Err(e) => (resp.region_error, resp.error) = split_error(e),
-        }
-        Ok(Response::new(resp))
+        self.timed("split_region", async move {
+            let req = req.into_inner();
+            let raw = self.raw.clone();
+            let ctx = req.context.unwrap_or_default();
+            let out = self
+                .blocking(move || raw.split_region(&ctx, req.split_key))
+                .await?;
+            let mut resp = SplitRegionResponse::default();
+            match out {
+                Ok((left, right)) => (resp.left, resp.right) = (Some(left), Some(right)),
+                Err(e) => (resp.region_error, resp.error) = split_error(e),
+            }
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
     async fn kv_get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(self.blocking(move || txn.get(&req)).await??))
+        self.timed("kv_get", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(self.blocking(move || txn.get(&req)).await??))
+        })
+        .await
     }
 
     async fn kv_scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(self.blocking(move || txn.scan(&req)).await??))
+        self.timed("kv_scan", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(self.blocking(move || txn.scan(&req)).await??))
+        })
+        .await
     }
 
     async fn kv_prewrite(
         &self,
         req: Request<PrewriteRequest>,
     ) -> Result<Response<PrewriteResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(
-            self.blocking(move || txn.prewrite(&req)).await??,
-        ))
+        self.timed("kv_prewrite", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(
+                self.blocking(move || txn.prewrite(&req)).await??,
+            ))
+        })
+        .await
     }
 
     async fn kv_commit(
         &self,
         req: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(
-            self.blocking(move || txn.commit(&req)).await??,
-        ))
+        self.timed("kv_commit", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(
+                self.blocking(move || txn.commit(&req)).await??,
+            ))
+        })
+        .await
     }
 
     async fn kv_check_txn_status(
         &self,
         req: Request<CheckTxnStatusRequest>,
     ) -> Result<Response<CheckTxnStatusResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(
-            self.blocking(move || txn.check_txn_status(&req)).await??,
-        ))
+        self.timed("kv_check_txn_status", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(
+                self.blocking(move || txn.check_txn_status(&req)).await??,
+            ))
+        })
+        .await
     }
 
     async fn kv_batch_rollback(
         &self,
         req: Request<BatchRollbackRequest>,
     ) -> Result<Response<BatchRollbackResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(
-            self.blocking(move || txn.batch_rollback(&req)).await??,
-        ))
+        self.timed("kv_batch_rollback", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(
+                self.blocking(move || txn.batch_rollback(&req)).await??,
+            ))
+        })
+        .await
     }
 
     async fn kv_resolve_lock(
         &self,
         req: Request<ResolveLockRequest>,
     ) -> Result<Response<ResolveLockResponse>, Status> {
-        let (req, txn) = (req.into_inner(), self.txn.clone());
-        Ok(Response::new(
-            self.blocking(move || txn.resolve_lock(&req)).await??,
-        ))
+        self.timed("kv_resolve_lock", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(
+                self.blocking(move || txn.resolve_lock(&req)).await??,
+            ))
+        })
+        .await
     }
 }
 

@@ -162,6 +162,7 @@ impl PeerService {
     async fn receive_snapshot(
         &self,
         mut stream: Streaming<SnapshotChunk>,
+        bytes: &mut u64,
     ) -> Result<RaftMessage, Status> {
         let first = next_chunk(&mut stream)
             .await?
@@ -190,6 +191,7 @@ impl PeerService {
         loop {
             if !pending.is_empty() {
                 let data = std::mem::take(&mut pending);
+                *bytes += data.len() as u64;
                 receiver =
                     tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
                         .await
@@ -274,12 +276,14 @@ impl RaftPeer for PeerService {
         r: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
         self.token.check(&r)?;
-        let msg = self
-            .receive_snapshot(r.into_inner())
-            .await
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, "incoming snapshot refused");
-            })?;
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
+        let received = self.receive_snapshot(r.into_inner(), &mut bytes).await;
+        let ok = received.as_ref().ok().map(|_| bytes);
+        self.inbound.on_snapshot_received(started.elapsed(), ok);
+        let msg = received.inspect_err(|e| {
+            tracing::warn!(error = %e, "incoming snapshot refused");
+        })?;
         // The files are complete and verified: raft may have the message now.
         match self.inbound.deliver(msg, Stream::Snapshot) {
             Ok(()) => Ok(Response::new(Done {})),

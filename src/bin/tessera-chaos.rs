@@ -19,7 +19,7 @@ use harness::chaos::{self, ChaosConfig, Schedule, KINDS};
 
 /// Checked chaos on real Tessera processes.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = server::VERSION, about)]
 struct Args {
     /// Run this one seed
     #[arg(long, conflicts_with = "seeds")]

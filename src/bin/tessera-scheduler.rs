@@ -12,11 +12,15 @@ use scheduler::{Cluster, Config};
 
 /// The Tessera scheduler.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = server::VERSION, about)]
 struct Args {
     /// gRPC listen address [default: 127.0.0.1:2379]
     #[arg(long)]
     addr: Option<String>,
+    /// HTTP status address: /metrics, /status, /stores, /regions, /health
+    /// [default: 127.0.0.1:2381]
+    #[arg(long)]
+    status_addr: Option<String>,
     /// Data directory [default: ./tessera-scheduler-data]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -33,6 +37,9 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
     if let Some(addr) = args.addr {
         config.addr = addr;
     }
+    if let Some(a) = args.status_addr {
+        config.status_addr = a;
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -42,12 +49,23 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tessera::init_tracing("info");
     let config = load_config(Args::parse())?;
+    tessera::init_tracing_as(&config.log_level, config.log_format == "json");
     let cluster = Cluster::open(&config)
         .with_context(|| format!("opening scheduler data in {}", config.data_dir.display()))?;
     let cluster = Arc::new(cluster);
     let server = scheduler::server::start(cluster.clone(), &config.addr).await?;
+    let status_listener = tokio::net::TcpListener::bind(&config.status_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (status_addr)", config.status_addr))?;
+    let (status_stop, status_rx) = tokio::sync::watch::channel(false);
+    let status = scheduler::http::serve(
+        cluster.clone(),
+        status_listener,
+        server::VERSION,
+        server.addr,
+        status_rx,
+    )?;
     tracing::info!(
         addr = %server.addr,
         data_dir = %config.data_dir.display(),
@@ -57,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     // Scripts wait for this line; a closed stdout must not stop the scheduler.
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "scheduler {}", server.addr);
+    let _ = writeln!(stdout, "scheduler-status {}", status.addr);
     let _ = stdout.flush();
 
     let stopper = server.stopper();
@@ -70,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
         }
         result = &mut wait => result?,
     }
+    let _ = status_stop.send(true);
+    let _ = status.task.await;
     // The server's tasks are done; dropping the last handle closes the database.
     drop(cluster);
     tracing::info!("tessera-scheduler stopped");

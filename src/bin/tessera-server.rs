@@ -19,7 +19,7 @@ use server::config::{Config, EngineKind};
 
 /// A Tessera key-value server.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = server::VERSION, about)]
 struct Args {
     /// gRPC listen address for clients [default: 127.0.0.1:20160]
     #[arg(long)]
@@ -87,7 +87,10 @@ fn load_config(args: Args) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = load_config(Args::parse())?;
-    tessera::init_tracing(&config.log_level);
+    tessera::init_tracing_as(
+        &config.log_level,
+        config.log_format == server::config::LogFormat::Json,
+    );
     tessera::install_fail_stop_hook("tessera-server");
     let server = server::start(&config).await?;
     // Scripts (make run, tests) read these two lines to find the bound addresses. A closed

@@ -154,6 +154,7 @@ impl Cluster {
             address: format!("store-{id}"),
             state: metapb::StoreState::Up as i32,
             peer_address: format!("store-{id}-peer"),
+            status_address: String::new(),
         };
         self.scheduler
             .bootstrap(store(ids[0]), regions[0].clone())

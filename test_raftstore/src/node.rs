@@ -92,8 +92,11 @@ impl Simulator for NodeSimulator {
             snap_mgr,
             Arc::new(self.transport.clone()),
             self.scheduler.clone(),
-            format!("store-{store_id}"),
-            format!("store-{store_id}-peer"),
+            raftstore::StoreAddresses {
+                client: format!("store-{store_id}"),
+                peer: format!("store-{store_id}-peer"),
+                status: String::new(),
+            },
         )?;
         assert_eq!(node.store_id(), store_id, "engines belong to another store");
         self.transport.register(

@@ -22,6 +22,7 @@ mod hostile_peer_3b;
 mod hostile_raft_2b;
 mod hostile_snapshot_2c;
 mod http_1;
+mod operate_2b;
 mod peer_port_2b;
 mod process_1;
 mod procs;

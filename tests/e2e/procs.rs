@@ -257,6 +257,8 @@ async fn probe(addr: &str) -> Role {
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub scheduler: String,
+    /// The scheduler's HTTP status address.
+    pub scheduler_status: String,
     scheduler_proc: Option<Proc>,
     pub stores: Vec<Store>,
     started: Instant,
@@ -298,11 +300,13 @@ impl Cluster {
             &[
                 "--addr".into(),
                 "127.0.0.1:0".into(),
+                "--status-addr".into(),
+                "127.0.0.1:0".into(),
                 "--data-dir".into(),
                 dir.path().join("scheduler").display().to_string(),
             ],
             &dir.path().join("scheduler.log"),
-            1,
+            2,
         );
         std::fs::write(dir.path().join("tessera.toml"), config).unwrap();
         // Unguessable enough for a test: the process id and the time.
@@ -317,6 +321,7 @@ impl Cluster {
         std::fs::write(dir.path().join("cluster-token"), token).unwrap();
         Cluster {
             scheduler: field(&lines[0], "scheduler"),
+            scheduler_status: field(&lines[1], "scheduler-status"),
             scheduler_proc: Some(sched),
             stores: Vec::new(),
             started: Instant::now(),

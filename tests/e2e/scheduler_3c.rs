@@ -9,7 +9,13 @@ use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 
 fn spawn_scheduler(data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-scheduler"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--status-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -270,6 +270,8 @@ impl Cluster {
         let args: Vec<String> = vec![
             "--addr".into(),
             self.scheduler.to_string(),
+            "--status-addr".into(),
+            "127.0.0.1:0".into(),
             "--data-dir".into(),
             self.dir.join("scheduler").display().to_string(),
         ];

@@ -6,6 +6,8 @@
 //! (a `Get`, a `Cas`) first writes out the batch so far, so it sees every earlier entry. A
 //! refused swap writes nothing but advances the applied index like any entry.
 
+use std::time::Instant;
+
 use kv::{keys, Cf, EngineSnapshot, WriteBatch};
 use prost::Message as _;
 use proto::eraftpb::{Entry, EntryType};
@@ -40,6 +42,7 @@ impl PeerMsgHandler<'_> {
         if entries.is_empty() {
             return;
         }
+        let start = Instant::now();
         let engines = self.peer.raft_group.store().engines().clone();
         let mut apply_state = self.peer.raft_group.store().apply_state();
         let mut wb = WriteBatch::new(&engines.kv);
@@ -86,6 +89,7 @@ impl PeerMsgHandler<'_> {
             }
         }
         self.write_apply_state(&mut wb, &apply_state, effects.sync);
+        self.ctx.metrics.on_apply(start.elapsed());
         self.after_apply(apply_state.applied_index);
         if let Some(index) = effects.compacted_to {
             self.peer.raft_group.store().compact_cache_to(index);
@@ -165,6 +169,29 @@ impl PeerMsgHandler<'_> {
             p.callback.invoke_with_error(Error::StaleCommand, term);
         }
         None
+    }
+
+    /// Times the commit of this leader's proposals among `entries` (consecutive, committed).
+    pub(super) fn time_commits(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        for p in self.peer.proposals.iter_mut() {
+            let Some(e) = p
+                .index
+                .checked_sub(first)
+                .and_then(|i| entries.get(i as usize))
+            else {
+                if p.index >= first {
+                    break;
+                }
+                continue;
+            };
+            if !p.commit_seen && e.term == p.term {
+                p.commit_seen = true;
+                self.ctx.metrics.on_commit(p.proposed_at.elapsed());
+            }
+        }
     }
 
     fn exec_normal(

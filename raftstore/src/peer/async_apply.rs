@@ -35,6 +35,7 @@ impl PeerMsgHandler<'_> {
         if entries.is_empty() {
             return;
         }
+        self.time_commits(&entries);
         if self.ctx.applier.is_none() {
             self.apply_committed(entries);
             return;

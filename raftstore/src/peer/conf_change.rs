@@ -34,6 +34,7 @@ use raft::StateRole;
 
 use super::{Lifecycle, PeerMsgHandler, Proposal};
 use crate::error::{Error, Result};
+use crate::metrics::ProposalKind;
 use crate::msg::{Callback, CmdResponse};
 use crate::scheduler_worker::SchedulerTask;
 use crate::util;
@@ -162,11 +163,10 @@ impl PeerMsgHandler<'_> {
         let index = self.peer.raft_group.raft().raft_log().last_index() + 1;
         match self.peer.raft_group.propose_conf_change(vec![], cc) {
             Ok(()) if self.peer.raft_group.raft().raft_log().last_index() == index => {
-                self.peer.proposals.push_back(Proposal {
-                    index,
-                    term,
-                    callback: cb,
-                });
+                self.peer
+                    .proposals
+                    .push_back(Proposal::new(index, term, cb));
+                self.ctx.metrics.on_proposal(ProposalKind::ConfChange);
             }
             Ok(()) => cb.invoke_with_error(Error::StaleCommand, term),
             Err(e) => cb.invoke_with_error(Error::Raft(e), term),
@@ -230,6 +230,11 @@ impl PeerMsgHandler<'_> {
                 region: Some(new_region.clone()),
             },
         );
+        self.ctx.metrics.on_conf_change(match cc.get_change_type() {
+            ConfChangeType::AddNode => "add_voter",
+            ConfChangeType::AddLearnerNode => "add_learner",
+            ConfChangeType::RemoveNode => "remove",
+        });
         tracing::info!(region_id, peer_id = self.peer.meta.id, change = ?cc.get_change_type(),
             target = peer.id, conf_ver = new_region.region_epoch.unwrap_or_default().conf_ver,
             "conf change applied");

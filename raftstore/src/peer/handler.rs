@@ -172,7 +172,7 @@ impl<'a> PeerMsgHandler<'a> {
     }
 
     /// Followers this leader must send a snapshot to: they have not got past the compacted log.
-    fn pending_peers(&self) -> Vec<proto::metapb::Peer> {
+    pub(crate) fn pending_peers(&self) -> Vec<proto::metapb::Peer> {
         let truncated = self.peer.raft_group.store().truncated_index();
         let raft = self.peer.raft_group.raft();
         self.peer

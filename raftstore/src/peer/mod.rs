@@ -57,6 +57,21 @@ struct Proposal {
     index: u64,
     term: u64,
     callback: Callback,
+    proposed_at: Instant,
+    /// Its commit was timed (see `metrics`).
+    commit_seen: bool,
+}
+
+impl Proposal {
+    fn new(index: u64, term: u64, callback: Callback) -> Proposal {
+        Proposal {
+            index,
+            term,
+            callback,
+            proposed_at: Instant::now(),
+            commit_seen: false,
+        }
+    }
 }
 
 /// A read waiting for its ReadIndex answer, then for the peer to apply up to that index.
@@ -242,6 +257,13 @@ impl Peer {
         self.raft_group.store().region()
     }
 
+    /// Entries committed and not yet applied.
+    pub(crate) fn apply_lag(&self) -> u64 {
+        let applied = self.raft_group.store().applied_index();
+        let committed = self.raft_group.raft().raft_log().committed();
+        committed.saturating_sub(applied)
+    }
+
     pub(crate) fn is_leader(&self) -> bool {
         self.raft_group.raft().state() == StateRole::Leader
     }
@@ -306,7 +328,12 @@ impl Peer {
                 end_key: region.end_key.clone(),
             };
             if is_snapshot {
-                let report = SnapshotReport::new(ctx.router.clone(), self.region_id, to);
+                let report = SnapshotReport::new(
+                    ctx.router.clone(),
+                    self.region_id,
+                    to,
+                    ctx.metrics.clone(),
+                );
                 if let Err(e) = ctx.transport.send_snapshot(msg, &ctx.snap_mgr, report) {
                     tracing::info!(region_id = self.region_id, peer_id = self.meta.id, to,
                         error = %e, "snapshot not sent");

@@ -12,6 +12,7 @@ use super::read::unsafe_local_reads;
 use super::write_batch::PendingWrites;
 use super::{PeerMsgHandler, Proposal};
 use crate::error::{Error, Result};
+use crate::metrics::ProposalKind;
 use crate::msg::Callback;
 use crate::util;
 
@@ -134,11 +135,10 @@ impl PeerMsgHandler<'_> {
                     cb.invoke_with_error(Error::StaleCommand, term);
                     return false;
                 }
-                self.peer.proposals.push_back(Proposal {
-                    index,
-                    term,
-                    callback: cb,
-                });
+                self.peer
+                    .proposals
+                    .push_back(Proposal::new(index, term, cb));
+                self.ctx.metrics.on_proposal(ProposalKind::Entry);
                 true
             }
             Err(e) => {
@@ -155,6 +155,7 @@ impl PeerMsgHandler<'_> {
         self.propose_pending_writes();
         self.peer.lease.suspend(Instant::now());
         self.peer.raft_group.transfer_leader(to);
+        self.ctx.metrics.on_proposal(ProposalKind::TransferLeader);
         self.publish_lease();
     }
 }

@@ -21,6 +21,7 @@ use super::{PeerMsgHandler, PendingRead};
 use crate::cmd::Cmd;
 use crate::error::Error;
 use crate::lease_reads::LeaseRead;
+use crate::metrics::ProposalKind;
 use crate::msg::{Callback, CmdResponse};
 use crate::util;
 
@@ -107,6 +108,7 @@ impl PeerMsgHandler<'_> {
             }
             return;
         }
+        self.ctx.metrics.on_proposal(ProposalKind::ReadIndex);
         let now = Instant::now();
         for r in self.peer.reads.pending.iter_mut().filter(|r| queued(r)) {
             r.ctx = ctx.clone();

@@ -114,6 +114,7 @@ impl PeerMsgHandler<'_> {
             term = self.peer.term(), "raft role changed");
         self.peer.lease.expire();
         if ss.raft_state == StateRole::Leader {
+            self.ctx.metrics.on_became_leader();
             self.schedule_region_heartbeat();
             return;
         }

@@ -240,6 +240,7 @@ impl PeerMsgHandler<'_> {
         self.peer.size.approximate_keys = None;
         self.peer.size.diff_hint = 0;
         effects.sync = true;
+        self.ctx.metrics.on_split();
         if create {
             effects.new_regions.push(right.clone());
         }

@@ -68,6 +68,7 @@ pub fn store(id: u64) -> metapb::Store {
         address: format!("127.0.0.1:{}", 20160 + id),
         state: metapb::StoreState::Up as i32,
         peer_address: format!("127.0.0.1:{}", 20170 + id),
+        status_address: String::new(),
     }
 }
 

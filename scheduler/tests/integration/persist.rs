@@ -157,6 +157,7 @@ fn tombstone_store_cannot_come_back_3c() {
         address: store(1).address,
         state: 0,
         peer_address: String::new(),
+        status_address: String::new(),
     };
     assert!(matches!(
         cluster.put_store(clash),

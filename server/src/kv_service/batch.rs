@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -43,6 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{raw_delete_answer, raw_get_answer, raw_put_answer};
+use crate::metrics::{Outcome, RequestMetrics};
 use kv::{RawApi, Storage};
 
 pub use proto::limits::{
@@ -109,6 +110,7 @@ type Running = Pin<Box<dyn Future<Output = BatchResponse> + Send>>;
 /// the server has as many streams open as it takes.
 pub fn serve<S: Storage>(
     raw: RawApi<S>,
+    metrics: Option<Arc<RequestMetrics>>,
     timeout: Duration,
     stopping: Option<watch::Receiver<bool>>,
     limits: &BatchLimits,
@@ -124,7 +126,12 @@ pub fn serve<S: Storage>(
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let limits = limits.clone();
     tokio::spawn(async move {
-        run(raw, timeout, stopping, &limits, inbound, tx).await;
+        let started = Started {
+            raw,
+            metrics,
+            timeout,
+        };
+        run(&started, stopping, &limits, inbound, tx).await;
         drop(place);
     });
     Ok(ReceiverStream::new(rx))
@@ -141,8 +148,7 @@ async fn stopped(stopping: Option<watch::Receiver<bool>>) {
 }
 
 async fn run<S: Storage>(
-    raw: RawApi<S>,
-    timeout: Duration,
+    started: &Started<S>,
     stopping: Option<watch::Receiver<bool>>,
     limits: &BatchLimits,
     mut inbound: Streaming<BatchCommandsRequest>,
@@ -168,7 +174,7 @@ async fn run<S: Storage>(
                 break;
             };
             let req = waiting.pop_front().expect("checked non-empty");
-            running.push(start_in_place(&raw, timeout, req, place));
+            running.push(started.start_in_place(req, place));
         }
         tokio::select! {
             // The server stops: read no more, answer what runs, end the stream.
@@ -180,7 +186,7 @@ async fn run<S: Storage>(
                 // The semaphore is never closed.
                 let Ok(place) = place else { return };
                 let req = waiting.pop_front().expect("checked non-empty");
-                running.push(start_in_place(&raw, timeout, req, place));
+                running.push(started.start_in_place(req, place));
             }
             msg = inbound.message(),
                 if open && waiting.is_empty() && running.len() < MAX_IN_FLIGHT => match msg {
@@ -240,41 +246,64 @@ async fn run<S: Storage>(
     }
 }
 
-/// Starts `req` holding `place` in the server's in-flight bound until it completes.
-fn start_in_place<S: Storage>(
-    raw: &RawApi<S>,
+/// What a stream starts its requests with.
+struct Started<S> {
+    raw: RawApi<S>,
+    metrics: Option<Arc<RequestMetrics>>,
     timeout: Duration,
-    req: BatchRequest,
-    place: OwnedSemaphorePermit,
-) -> Running {
-    Box::pin(start(raw, timeout, req).map(move |answer| {
-        drop(place);
-        answer
-    }))
 }
 
-/// Checks and starts one request; the future answers it.
-fn start<S: Storage>(raw: &RawApi<S>, timeout: Duration, req: BatchRequest) -> Running {
-    let id = req.id;
-    let answer = move |cmd: Answer| BatchResponse {
-        id,
-        cmd: Some(cmd),
-        error: String::new(),
-    };
-    match req.cmd {
-        Some(Request::RawGet(r)) => {
-            Box::pin(raw_get_answer(raw, timeout, r).map(move |a| answer(Answer::RawGet(a))))
-        }
-        Some(Request::RawPut(r)) => {
-            Box::pin(raw_put_answer(raw, timeout, r).map(move |a| answer(Answer::RawPut(a))))
-        }
-        Some(Request::RawDelete(r)) => {
-            Box::pin(raw_delete_answer(raw, timeout, r).map(move |a| answer(Answer::RawDelete(a))))
-        }
-        None => Box::pin(std::future::ready(BatchResponse {
+impl<S: Storage> Started<S> {
+    /// Starts `req` holding `place` in the server's in-flight bound until it completes.
+    fn start_in_place(&self, req: BatchRequest, place: OwnedSemaphorePermit) -> Running {
+        Box::pin(self.start(req).map(move |answer| {
+            drop(place);
+            answer
+        }))
+    }
+
+    /// `answer`, recorded as a request of type `kind` when it completes.
+    fn timed<A: Outcome>(
+        &self,
+        kind: &'static str,
+        answer: impl Future<Output = A>,
+    ) -> impl Future<Output = A> {
+        let metrics = self.metrics.clone();
+        let start = Instant::now();
+        answer.inspect(move |a| {
+            if let Some(m) = metrics {
+                m.observe(kind, a.result(), start.elapsed());
+            }
+        })
+    }
+
+    /// Checks and starts one request; the future answers it.
+    fn start(&self, req: BatchRequest) -> Running {
+        let (raw, timeout) = (&self.raw, self.timeout);
+        let id = req.id;
+        let answer = move |cmd: Answer| BatchResponse {
             id,
-            cmd: None,
-            error: "the request carries no command this server serves".to_string(),
-        })),
+            cmd: Some(cmd),
+            error: String::new(),
+        };
+        match req.cmd {
+            Some(Request::RawGet(r)) => Box::pin(
+                self.timed("raw_get", raw_get_answer(raw, timeout, r))
+                    .map(move |a| answer(Answer::RawGet(a))),
+            ),
+            Some(Request::RawPut(r)) => Box::pin(
+                self.timed("raw_put", raw_put_answer(raw, timeout, r))
+                    .map(move |a| answer(Answer::RawPut(a))),
+            ),
+            Some(Request::RawDelete(r)) => Box::pin(
+                self.timed("raw_delete", raw_delete_answer(raw, timeout, r))
+                    .map(move |a| answer(Answer::RawDelete(a))),
+            ),
+            None => Box::pin(std::future::ready(BatchResponse {
+                id,
+                cmd: None,
+                error: "the request carries no command this server serves".to_string(),
+            })),
+        }
     }
 }

@@ -51,7 +51,7 @@ enum Mode {
 /// Raw put/get throughput and latency of a Tessera server or cluster (or of etcd, to compare),
 /// or bank-transfer transactions with an invariant audit (`--mode bank`).
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command(version = server::VERSION, about)]
 pub struct Args {
     #[arg(long, value_enum, default_value = "grpc")]
     mode: Mode,

@@ -10,11 +10,13 @@
 //! scheduler could not be reached or the RPC failed (for `cas` and a transaction's commit: or
 //! the outcome is unknown, which the message then says), 5 the store's disk is full (writes
 //! refused until space returns), 6 `cas` compared and did not swap (the key did not hold what
-//! was expected; the output says what it held).
+//! was expected; the output says what it held), 7 `endpoint health`: an endpoint answered
+//! that it is not healthy.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod admin;
 mod raw;
 
 use clap::{Parser, Subcommand};
@@ -26,7 +28,7 @@ use tessera_client::txn::{TxnClient, TxnError};
 
 /// Talk to a Tessera server.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = server::VERSION, about)]
 struct Args {
     /// Server gRPC address [default: 127.0.0.1:20160]
     #[arg(long, global = true, env = "TESSERA_ADDR")]
@@ -72,6 +74,22 @@ enum Cmd {
     /// then the voters and leaders of each store. A range no region has reported yet (a split's
     /// new region before its first heartbeat) is listed as a hole
     Regions,
+    /// Ask stores' status ports (HTTP) how they are
+    #[command(subcommand)]
+    Endpoint(admin::EndpointCmd),
+    /// The stores of the cluster, as --scheduler knows them
+    #[command(subcommand)]
+    Store(admin::StoreCmd),
+    /// One region as --scheduler knows it: range, epoch, peers, leader; exit 1 when there is
+    /// none
+    Region {
+        /// A key the region holds
+        #[arg(required_unless_present = "id")]
+        key: Option<String>,
+        /// The region's id, instead of a key
+        #[arg(long, conflicts_with = "key")]
+        id: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +280,32 @@ async fn run(args: Args) -> Result<u8, Failure> {
             let scheduler = args.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
             list_regions(scheduler).await
         }
+        Cmd::Endpoint(cmd) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            let json = args.write_out == WriteOut::Json;
+            admin_task(move || admin::run_endpoint(&cmd, &scheduler, json)).await
+        }
+        Cmd::Store(cmd) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            let json = args.write_out == WriteOut::Json;
+            admin_task(move || admin::run_store(&cmd, &scheduler, json)).await
+        }
+        Cmd::Region { key, id } => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            let json = args.write_out == WriteOut::Json;
+            let text = Text {
+                hex: args.hex,
+                json,
+            };
+            let key = match key.map(|k| text.bytes(&k)).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(2);
+                }
+            };
+            admin_task(move || admin::run_region(key.as_deref(), id, &scheduler, json)).await
+        }
         Cmd::Txn(cmd) => {
             // Like raw commands: --scheduler alone means the whole cluster; with neither
             // option, the default server and scheduler.
@@ -275,6 +319,24 @@ async fn run(args: Args) -> Result<u8, Failure> {
                 json: args.write_out == WriteOut::Json,
             };
             run_txn(addr, scheduler, text, cmd).await
+        }
+    }
+}
+
+/// Runs a blocking admin command; its failure is printed, exit code 4 (could not reach or
+/// read what it asked).
+async fn admin_task(
+    f: impl FnOnce() -> Result<u8, String> + Send + 'static,
+) -> Result<u8, Failure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(code)) => Ok(code),
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            Ok(4)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(4)
         }
     }
 }

@@ -25,8 +25,11 @@ fn start(dir: &std::path::Path, sched: &Arc<MockSchedulerClient>, t: &MockTransp
         snap_mgr.clone(),
         Arc::new(t.clone()),
         sched.clone(),
-        "127.0.0.1:0".to_string(),
-        "127.0.0.1:0".to_string(),
+        raftstore::StoreAddresses {
+            client: "127.0.0.1:0".to_string(),
+            peer: "127.0.0.1:0".to_string(),
+            status: String::new(),
+        },
     )
     .unwrap();
     t.register(node.store_id(), node.raftstore().router().clone(), snap_mgr);

@@ -1,0 +1,343 @@
+//! Operating a cluster of real processes: every store's and the scheduler's `/metrics` parse as
+//! Prometheus text and count what the cluster did; `/status`, the scheduler's `/stores` and
+//! `/regions` describe it; the dashboard and alert rules under `deploy/` name only metrics the
+//! processes export; `tessera-ctl endpoint|store|region` report the same cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use tokio::task::block_in_place;
+
+use crate::procs::{Cluster, WAIT};
+use crate::util::{ctl, http};
+
+/// One sample: its metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses Prometheus' text format strictly: `# HELP`/`# TYPE` lines, then samples
+/// `name{label="value",...} number`; a line that is neither is an error. Returns the samples
+/// and the declared families with their types.
+fn parse_metrics(text: &str) -> Result<(Vec<Sample>, BTreeMap<String, String>), String> {
+    let mut samples = Vec::new();
+    let mut types = BTreeMap::new();
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE: {line}"))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(format!("unknown type: {line}"));
+            }
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').ok_or(format!("bad sample: {line}"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().map_err(|_| format!("bad value: {line}"))?,
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or(format!("bad labels: {line}"))?;
+                let mut labels = BTreeMap::new();
+                for pair in body.split(',').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').ok_or(format!("bad label: {line}"))?;
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .ok_or(format!("unquoted label: {line}"))?;
+                    labels.insert(k.to_string(), v.to_string());
+                }
+                (name, labels)
+            }
+        };
+        if !valid_name(name) {
+            return Err(format!("bad metric name: {line}"));
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
+            .unwrap_or(name);
+        if !types.contains_key(family) {
+            return Err(format!("sample without a TYPE: {line}"));
+        }
+        samples.push((name.to_string(), labels, value));
+    }
+    Ok((samples, types))
+}
+
+/// The sum of `name`'s samples whose labels include `want`.
+fn total(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let (code, body) = http(addr, "GET", path, b"").await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(code, 200, "GET {path} at {addr}: {body}");
+    body
+}
+
+/// Checks `text` with `promtool check metrics` when Debian's `prometheus` package is installed.
+fn promtool_check(text: &str) -> Option<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(text.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Every `tessera_…` name in a file under `deploy/`.
+fn names_in(path: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("tessera_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_status_dashboard_and_admin_commands_2b() {
+    let cluster = block_in_place(Cluster::start);
+    let client = ClusterClient::connect(&cluster.scheduler, ClusterConfig::default())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let key = format!("op-{i:03}");
+        client.put("default", key.as_bytes(), b"v").await.unwrap();
+        assert_eq!(
+            client
+                .get("default", key.as_bytes())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
+    // The stores' metrics: the puts were counted, the gauges (refreshed every second) show
+    // the region on every store and one leader.
+    let deadline = Instant::now() + WAIT;
+    let mut families = BTreeMap::new();
+    let texts = loop {
+        let mut texts = Vec::new();
+        for s in &cluster.stores {
+            texts.push(get(s.http, "/metrics").await);
+        }
+        let parsed: Vec<_> = texts
+            .iter()
+            .map(|t| parse_metrics(t).unwrap_or_else(|e| panic!("{e}\n{t}")))
+            .collect();
+        let samples: Vec<Sample> = parsed.iter().flat_map(|(s, _)| s.clone()).collect();
+        let leaders = total(&samples, "tessera_region_leaders", &[]);
+        let regions_everywhere = parsed
+            .iter()
+            .all(|(s, _)| total(s, "tessera_regions", &[]) >= 1.0);
+        if leaders >= 1.0 && regions_everywhere {
+            let puts = total(
+                &samples,
+                "tessera_requests_total",
+                &[("type", "raw_put"), ("result", "ok")],
+            );
+            assert!(puts >= 50.0, "raw puts counted: {puts}");
+            let put_latencies = total(
+                &samples,
+                "tessera_request_duration_seconds_count",
+                &[("type", "raw_put")],
+            );
+            assert!(put_latencies >= puts, "{put_latencies} latencies");
+            for name in [
+                "tessera_raft_engine_write_duration_seconds_count",
+                "tessera_raft_engine_fsync_duration_seconds_count",
+                "tessera_raft_engine_write_peers_count",
+                "tessera_raft_commit_duration_seconds_count",
+                "tessera_raft_apply_duration_seconds_count",
+                "tessera_raft_became_leader_total",
+            ] {
+                assert!(total(&samples, name, &[]) >= 1.0, "{name} is 0");
+            }
+            assert!(
+                total(
+                    &samples,
+                    "tessera_raft_proposals_total",
+                    &[("kind", "entry")]
+                ) >= 50.0,
+                "proposals"
+            );
+            for (i, s) in cluster.stores.iter().enumerate() {
+                let own = &parsed[i].0;
+                assert!(
+                    own.iter().all(|(_, l, _)| l.contains_key("store_id")),
+                    "{}: a series without store_id",
+                    s.name
+                );
+                assert!(total(own, "tessera_disk_available_bytes", &[]) > 0.0);
+                assert_eq!(total(own, "tessera_disk_full", &[]), 0.0);
+            }
+            for (_, types) in &parsed {
+                families.extend(types.clone());
+            }
+            break texts;
+        }
+        assert!(Instant::now() < deadline, "gauges never showed the cluster");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    match block_in_place(|| promtool_check(&texts[0])) {
+        Some(_) => eprintln!("promtool check metrics: passed"),
+        None => eprintln!("promtool not installed: the promtool check was skipped"),
+    }
+
+    // The scheduler's metrics and views (a transaction takes its timestamps there).
+    let txn = block_in_place(|| ctl(&["--scheduler", &cluster.scheduler, "txn", "put", "t", "1"]));
+    assert_eq!(txn.0, 0, "{txn:?}");
+    let sched: SocketAddr = cluster.scheduler_status.parse().unwrap();
+    let text = get(sched, "/metrics").await;
+    let (samples, types) = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    families.extend(types);
+    assert!(total(&samples, "tessera_scheduler_tso_requests_total", &[]) >= 1.0);
+    assert!(
+        total(
+            &samples,
+            "tessera_scheduler_region_heartbeat_duration_seconds_count",
+            &[]
+        ) >= 1.0
+    );
+    assert_eq!(
+        total(&samples, "tessera_scheduler_stores", &[("state", "up")]),
+        3.0
+    );
+    assert!(total(&samples, "tessera_scheduler_regions", &[]) >= 1.0);
+    let stores: serde_json::Value = serde_json::from_str(&get(sched, "/stores").await).unwrap();
+    let listed = stores["stores"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{stores}");
+    let regions: serde_json::Value = serde_json::from_str(&get(sched, "/regions").await).unwrap();
+    assert!(
+        !regions["regions"].as_array().unwrap().is_empty(),
+        "{regions}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&get(sched, "/status").await).unwrap();
+    assert_eq!(status["bootstrapped"], true, "{status}");
+
+    // Each store's /status.
+    for s in &cluster.stores {
+        let doc: serde_json::Value = serde_json::from_str(&get(s.http, "/status").await).unwrap();
+        assert!(doc["store_id"].as_u64().is_some_and(|id| id > 0), "{doc}");
+        assert_eq!(doc["engine"], "raft", "{doc}");
+        assert_eq!(doc["raft_worker_alive"], true, "{doc}");
+        assert!(doc["regions"].as_i64().is_some_and(|r| r >= 1), "{doc}");
+        assert!(
+            doc["disk"]["used_bytes"].as_u64().is_some_and(|b| b > 0),
+            "{doc}"
+        );
+        assert_eq!(doc["addr"], s.grpc_addr(), "{doc}");
+        let version = doc["version"].as_str().unwrap();
+        assert!(
+            version.contains(doc["git_revision"].as_str().unwrap()),
+            "{doc}"
+        );
+    }
+
+    // The dashboard and the alert rules name only exported metrics.
+    let exported = |name: &str| {
+        families.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                name.strip_suffix(s)
+                    .is_some_and(|f| families.get(f).map(String::as_str) == Some("histogram"))
+            })
+    };
+    let dashboard = format!("{}/deploy/grafana/tessera.json", env!("CARGO_MANIFEST_DIR"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
+    assert!(doc["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    for file in [
+        "deploy/grafana/tessera.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let names = names_in(file);
+        assert!(names.len() > 10, "{file} names {names:?}");
+        let unknown: Vec<_> = names.iter().filter(|n| !exported(n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics nobody exports: {unknown:?}"
+        );
+    }
+
+    // tessera-ctl against the same cluster.
+    let sched_grpc = cluster.scheduler.clone();
+    let endpoints: Vec<String> = cluster.stores.iter().map(|s| s.http.to_string()).collect();
+    let out = block_in_place(|| {
+        let s = sched_grpc.as_str();
+        vec![
+            ctl(&["--scheduler", s, "endpoint", "status", "--cluster"]),
+            ctl(&["endpoint", "health", "--endpoints", &endpoints.join(",")]),
+            ctl(&["--scheduler", s, "store", "list"]),
+            ctl(&["--scheduler", s, "region", "op-001"]),
+            ctl(&["--scheduler", s, "region", "--id", "999999"]),
+            ctl(&["endpoint", "health", "--endpoints", "127.0.0.1:1"]),
+        ]
+    });
+    assert_eq!(out[0].0, 0, "{:?}", out[0]);
+    assert_eq!(out[0].1.lines().count(), 3, "{:?}", out[0]);
+    assert!(out[0]
+        .1
+        .lines()
+        .all(|l| l.contains(" store ") && l.contains("regions")));
+    assert_eq!(out[1].0, 0, "{:?}", out[1]);
+    assert_eq!(out[1].1.matches("is healthy").count(), 3, "{:?}", out[1]);
+    assert_eq!(out[2].0, 0, "{:?}", out[2]);
+    assert_eq!(
+        out[2].1.lines().filter(|l| l.contains(" up ")).count(),
+        3,
+        "{:?}",
+        out[2]
+    );
+    assert_eq!(out[3].0, 0, "{:?}", out[3]);
+    assert!(
+        out[3].1.starts_with("region ") && out[3].1.contains("leader"),
+        "{:?}",
+        out[3]
+    );
+    assert_eq!(out[4].0, 1, "{:?}", out[4]);
+    assert_eq!(out[5].0, 4, "{:?}", out[5]);
+}
