@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use proto::metapb::{self, StoreState};
-use proto::schedulerpb::{StoreStats, Timestamp};
+use proto::schedulerpb::{ScheduleConfig, StoreStats, Timestamp};
 
 use crate::alloc::{self, Clock, IdAllocator, Tso};
 use crate::config::Config;
@@ -47,6 +47,8 @@ pub struct Cluster {
     tso: Mutex<Tso>,
     pub(crate) state: Mutex<State>,
     pub(crate) metrics: SchedulerMetrics,
+    /// The schedule settings in force (see `admin`).
+    pub(crate) schedule: Mutex<ScheduleConfig>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -117,7 +119,12 @@ impl Cluster {
             regions = state.regions.len(),
             "scheduler state loaded"
         );
+        let schedule = match snap.get(meta::SCHEDULE_CONFIG_KEY) {
+            Some(v) => meta::decode(meta::SCHEDULE_CONFIG_KEY, v)?,
+            None => config.initial_schedule(),
+        };
         Ok(Cluster {
+            schedule: Mutex::new(schedule),
             cluster_id,
             config: config.clone(),
             clock,

@@ -109,6 +109,16 @@ impl Config {
         Ok(())
     }
 
+    /// The schedule settings a new cluster starts with (an administrator may change them at
+    /// run time; see `Cluster::set_schedule_config`).
+    pub fn initial_schedule(&self) -> proto::schedulerpb::ScheduleConfig {
+        proto::schedulerpb::ScheduleConfig {
+            balance_leader: self.balance_leader,
+            balance_region: self.balance_region,
+            store_limit: self.store_limit as u64,
+        }
+    }
+
     /// `schedule_interval_ms` as a duration.
     pub fn schedule_interval(&self) -> Duration {
         Duration::from_millis(self.schedule_interval_ms)

@@ -152,13 +152,14 @@ impl Cluster {
         }
         // No operator, or it just ended: the replica checker may have work for the region.
         if !state.ops.has(region_id) {
+            let config = self.effective_config();
             let ctx = crate::coordinator::Ctx {
                 stores: &state.stores,
                 regions: &state.regions,
                 ops: &state.ops,
                 max_replicas,
                 now_ms: now,
-                config: &self.config,
+                config: &config,
             };
             let op = crate::schedulers::check_replicas(&ctx, info, &mut || self.alloc_id())?;
             if let Some(op) = op {

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod alloc;
 mod cluster;
 mod config;
@@ -32,6 +33,7 @@ mod schedule;
 mod schedulers;
 pub mod server;
 
+pub use admin::AdminOp;
 pub use alloc::{compose_ts, split_ts, Clock, LOGICAL_BITS};
 pub use cluster::Cluster;
 pub use config::Config;

@@ -44,6 +44,7 @@ fn kind_str(kind: OpKind) -> &'static str {
         OpKind::Leader => "leader",
         OpKind::Region => "region",
         OpKind::Replica => "replica",
+        OpKind::Admin => "admin",
     }
 }
 
@@ -96,7 +97,12 @@ impl SchedulerMetrics {
                 &["kind", "event"],
             )?,
         )?;
-        for kind in [OpKind::Leader, OpKind::Region, OpKind::Replica] {
+        for kind in [
+            OpKind::Leader,
+            OpKind::Region,
+            OpKind::Replica,
+            OpKind::Admin,
+        ] {
             for event in OpEvent::ALL {
                 operators.with_label_values(&[kind_str(kind), event.as_str()]);
             }

@@ -132,6 +132,8 @@ pub enum OpKind {
     Region,
     /// Repairs the replica count or replaces an unhealthy replica.
     Replica,
+    /// Asked for by an administrator (`tessera-ctl transfer-leader`, ...).
+    Admin,
 }
 
 /// Where an operator stands after a heartbeat of its region.

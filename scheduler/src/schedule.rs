@@ -21,13 +21,14 @@ impl Cluster {
         let now = self.clock.now_ms();
         let state = &mut *state;
         state.ops.sweep_timeouts(now);
+        let config = self.effective_config();
         let mut created = Vec::new();
         type Scheduler = fn(&Ctx<'_>, &mut dyn FnMut() -> Result<u64>) -> Result<Option<Operator>>;
         let mut schedulers: Vec<Scheduler> = Vec::new();
-        if self.config.balance_leader {
+        if config.balance_leader {
             schedulers.push(crate::schedulers::balance_leader);
         }
-        if self.config.balance_region {
+        if config.balance_region {
             schedulers.push(crate::schedulers::balance_region);
         }
         for scheduler in schedulers {
@@ -37,7 +38,7 @@ impl Cluster {
                 ops: &state.ops,
                 max_replicas,
                 now_ms: now,
-                config: &self.config,
+                config: &config,
             };
             if let Some(op) = scheduler(&ctx, &mut || self.alloc_id())? {
                 if state.ops.add(op.clone()) {

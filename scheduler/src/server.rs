@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admin::AdminOp;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::region::RegionInfo;
@@ -58,6 +59,9 @@ with_header!(
     AskSplitResponse,
     GetClusterConfigResponse,
     PutClusterConfigResponse,
+    AddOperatorResponse,
+    GetScheduleConfigResponse,
+    SetScheduleConfigResponse,
 );
 
 /// The `Scheduler` gRPC service over a shared [`Cluster`].
@@ -382,6 +386,58 @@ impl Scheduler for SchedulerService {
                 .ok_or_else(|| Error::InvalidArgument("no cluster".into()))?;
             self.cluster.put_cluster_config(cluster)?;
             Ok(PutClusterConfigResponse::default())
+        });
+        self.reply(result)
+    }
+
+    async fn add_operator(
+        &self,
+        req: Request<AddOperatorRequest>,
+    ) -> GrpcResult<AddOperatorResponse> {
+        let req = req.into_inner();
+        let result = self.check(&req.header).and_then(|()| {
+            let op = match AdminOperator::try_from(req.kind) {
+                Ok(AdminOperator::TransferLeader) => AdminOp::TransferLeader(req.store_id),
+                Ok(AdminOperator::AddPeer) => AdminOp::AddPeer(req.store_id),
+                Ok(AdminOperator::RemovePeer) => AdminOp::RemovePeer(req.store_id),
+                Err(_) => {
+                    let why = format!("unknown operator kind {}", req.kind);
+                    return Err(Error::InvalidArgument(why));
+                }
+            };
+            let op = self.cluster.admin_operator(req.region_id, op)?;
+            Ok(AddOperatorResponse {
+                header: None,
+                description: format!("{} on region {}: {:?}", op.desc, op.region_id, op.steps),
+            })
+        });
+        self.reply(result)
+    }
+
+    async fn get_schedule_config(
+        &self,
+        req: Request<GetScheduleConfigRequest>,
+    ) -> GrpcResult<GetScheduleConfigResponse> {
+        let result = self
+            .check(&req.get_ref().header)
+            .map(|()| GetScheduleConfigResponse {
+                header: None,
+                config: Some(self.cluster.schedule_config()),
+            });
+        self.reply(result)
+    }
+
+    async fn set_schedule_config(
+        &self,
+        req: Request<SetScheduleConfigRequest>,
+    ) -> GrpcResult<SetScheduleConfigResponse> {
+        let req = req.into_inner();
+        let result = self.check(&req.header).and_then(|()| {
+            let config = req
+                .config
+                .ok_or_else(|| Error::InvalidArgument("no config".into()))?;
+            self.cluster.set_schedule_config(config)?;
+            Ok(SetScheduleConfigResponse::default())
         });
         self.reply(result)
     }

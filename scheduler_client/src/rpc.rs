@@ -76,6 +76,9 @@ has_header!(
     AskSplitResponse,
     ScanRegionsResponse,
     GetAllStoresResponse,
+    AddOperatorResponse,
+    GetScheduleConfigResponse,
+    SetScheduleConfigResponse,
 );
 
 /// A scheduler client over gRPC.
@@ -222,6 +225,58 @@ impl RpcClient {
             c.get_all_stores(req).await
         })?;
         Ok(resp.stores)
+    }
+
+    /// Asks for operator `kind` on region `region_id` targeting `store_id`; returns its
+    /// description.
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached, or refuses (the error says why).
+    pub fn add_operator(
+        &self,
+        region_id: u64,
+        kind: AdminOperator,
+        store_id: u64,
+    ) -> Result<String> {
+        let req = AddOperatorRequest {
+            header: self.header(),
+            region_id,
+            kind: kind as i32,
+            store_id,
+        };
+        let resp = self.call("add_operator", move |mut c| async move {
+            c.add_operator(req).await
+        })?;
+        Ok(resp.description)
+    }
+
+    /// The scheduler's schedule settings.
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached or refuses.
+    pub fn get_schedule_config(&self) -> Result<ScheduleConfig> {
+        let req = GetScheduleConfigRequest {
+            header: self.header(),
+        };
+        let resp = self.call("get_schedule_config", move |mut c| async move {
+            c.get_schedule_config(req).await
+        })?;
+        Ok(resp.config.unwrap_or_default())
+    }
+
+    /// Replaces the scheduler's schedule settings.
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached or refuses.
+    pub fn set_schedule_config(&self, config: ScheduleConfig) -> Result<()> {
+        let req = SetScheduleConfigRequest {
+            header: self.header(),
+            config: Some(config),
+        };
+        self.call("set_schedule_config", move |mut c| async move {
+            c.set_schedule_config(req).await
+        })?;
+        Ok(())
     }
 
     /// The regions intersecting `[start, end)` (an empty `end` = to the last key) in key order,

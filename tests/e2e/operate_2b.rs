@@ -341,3 +341,147 @@ async fn metrics_status_dashboard_and_admin_commands_2b() {
     assert_eq!(out[4].0, 1, "{:?}", out[4]);
     assert_eq!(out[5].0, 4, "{:?}", out[5]);
 }
+
+/// `tessera-ctl region --id ID -w json` as JSON.
+fn region_doc(scheduler: &str, id: u64) -> serde_json::Value {
+    let out = ctl(&[
+        "-w",
+        "json",
+        "--scheduler",
+        scheduler,
+        "region",
+        "--id",
+        &id.to_string(),
+    ]);
+    assert_eq!(out.0, 0, "{out:?}");
+    serde_json::from_str(&out.1).unwrap()
+}
+
+/// Polls `region --id ID` until `done` holds of it.
+fn wait_region(scheduler: &str, id: u64, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let doc = region_doc(scheduler, id);
+        if done(&doc) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened: {doc}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The peer ids of a `region` document, by store.
+fn peers_by_store(doc: &serde_json::Value) -> BTreeMap<u64, String> {
+    doc["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let p = p.as_str().unwrap();
+            let store = p.split('@').nth(1).unwrap().trim_end_matches("(learner)");
+            (
+                store.parse().unwrap(),
+                p.split('@').next().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_move_leaders_and_peers_and_split_2b() {
+    let cluster = block_in_place(Cluster::start);
+    let client = ClusterClient::connect(&cluster.scheduler, ClusterConfig::default())
+        .await
+        .unwrap();
+    client.put("default", b"a", b"1").await.unwrap();
+    let s = cluster.scheduler.clone();
+    block_in_place(|| {
+        let s = s.as_str();
+        // Balancing off, so nothing moves the leader back.
+        let set = ctl(&[
+            "--scheduler",
+            s,
+            "scheduler",
+            "config",
+            "set",
+            "--balance-leader",
+            "false",
+            "--balance-region",
+            "false",
+        ]);
+        assert_eq!(set.0, 0, "{set:?}");
+        assert!(set.1.contains("balance-leader false"), "{set:?}");
+        let get = ctl(&["-w", "json", "--scheduler", s, "scheduler", "config", "get"]);
+        let config: serde_json::Value = serde_json::from_str(&get.1).unwrap();
+        assert_eq!(config["balance_leader"], false, "{get:?}");
+        assert_eq!(config["balance_region"], false, "{get:?}");
+        let zero = ctl(&[
+            "--scheduler",
+            s,
+            "scheduler",
+            "config",
+            "set",
+            "--store-limit",
+            "0",
+        ]);
+        assert_eq!(zero.0, 3, "{zero:?}");
+
+        // Wait for three voters, then move the leader to another store.
+        let first = ctl(&["-w", "json", "--scheduler", s, "region", "a"]);
+        let id = serde_json::from_str::<serde_json::Value>(&first.1).unwrap()["id"]
+            .as_u64()
+            .unwrap();
+        wait_region(s, id, "three replicas with a leader", |d| {
+            d["peers"].as_array().unwrap().len() == 3 && d["leader_store"].is_u64()
+        });
+        let doc = region_doc(s, id);
+        let leader = doc["leader_store"].as_u64().unwrap();
+        let stores: Vec<u64> = peers_by_store(&doc).into_keys().collect();
+        let target = *stores.iter().find(|st| **st != leader).unwrap();
+        let moved = ctl(&[
+            "--scheduler",
+            s,
+            "transfer-leader",
+            &id.to_string(),
+            &target.to_string(),
+        ]);
+        assert_eq!(moved.0, 0, "{moved:?}");
+        assert!(
+            moved.1.starts_with("operator added: admin-transfer-leader"),
+            "{moved:?}"
+        );
+        wait_region(s, id, "the leader move", |d| d["leader_store"] == target);
+
+        // Refusals: a peer already there, a store with no voter, an unknown region.
+        let (r, t) = (id.to_string(), target.to_string());
+        let dup = ctl(&["--scheduler", s, "add-peer", &r, &t]);
+        assert_eq!(dup.0, 3, "{dup:?}");
+        assert!(dup.2.contains("already holds a peer"), "{dup:?}");
+        let nowhere = ctl(&["--scheduler", s, "transfer-leader", &r, "999"]);
+        assert_eq!(nowhere.0, 3, "{nowhere:?}");
+        let unknown = ctl(&["--scheduler", s, "remove-peer", "999999", &t]);
+        assert_eq!(unknown.0, 3, "{unknown:?}");
+
+        // Remove a follower's peer: it goes (the replica checker may then add a new one).
+        let follower = *stores.iter().find(|st| **st != target).unwrap();
+        let old_peer = peers_by_store(&doc)[&follower].clone();
+        let removed = ctl(&["--scheduler", s, "remove-peer", &r, &follower.to_string()]);
+        assert_eq!(removed.0, 0, "{removed:?}");
+        wait_region(s, id, "the peer's removal", |d| {
+            peers_by_store(d).get(&follower) != Some(&old_peer)
+        });
+
+        // Split the region at "m": two regions, the right one starting at "m".
+        let split = ctl(&["--scheduler", s, "split", &r, "m"]);
+        assert_eq!(split.0, 0, "{split:?}");
+        assert_eq!(split.1.lines().count(), 2, "{split:?}");
+        let right = ctl(&["--scheduler", s, "region", "m"]);
+        assert!(right.1.contains(r#"["m", "")"#), "{right:?}");
+        let outside = ctl(&["--scheduler", s, "split", &r, "z"]);
+        assert_eq!(outside.0, 3, "{outside:?}");
+    });
+    assert_eq!(
+        client.get("default", b"a").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+}

@@ -2,6 +2,7 @@
 //! across restarts, and the gRPC server with `scheduler_client::RpcClient`. One test binary for
 //! the crate; the modules group the scenarios.
 
+mod admin;
 mod balance;
 mod common;
 mod grpc;

@@ -1,4 +1,6 @@
-//! The operator's commands of `tessera-ctl`: `endpoint status|health`, `store list`, `region`.
+//! The operator's commands of `tessera-ctl`: `endpoint status|health`, `store list`, `region`,
+//! `transfer-leader` / `add-peer` / `remove-peer` (operators the scheduler carries out), and
+//! `scheduler config get|set`.
 //!
 //! `endpoint` reads the stores' HTTP status ports (`/status`, `/health`): the ones named with
 //! `--endpoints`, or with `--cluster` every store the scheduler knows (its status address comes
@@ -288,5 +290,110 @@ pub fn run_region(
             l.id, l.store_id
         )),
     );
+    Ok(0)
+}
+
+/// Changes to one region, carried out by the scheduler's operators (see `run_operator`).
+#[derive(Subcommand, Debug)]
+pub enum OperatorCmd {
+    /// Move REGION's leader to its voter on STORE
+    TransferLeader { region: u64, store: u64 },
+    /// Add a voter of REGION on STORE
+    AddPeer { region: u64, store: u64 },
+    /// Remove REGION's peer on STORE (its leader moves away first if it is there)
+    RemovePeer { region: u64, store: u64 },
+}
+
+/// Runs an operator command: the scheduler adds the operator and the region's leader carries
+/// it out within a few heartbeats; `tessera-ctl region --id REGION` shows when it is done.
+/// Exit 3 when the scheduler refuses it (the message says why).
+pub fn run_operator(cmd: &OperatorCmd, scheduler: &str) -> Result<u8, String> {
+    use proto::schedulerpb::AdminOperator;
+    let (region, kind, store) = match *cmd {
+        OperatorCmd::TransferLeader { region, store } => {
+            (region, AdminOperator::TransferLeader, store)
+        }
+        OperatorCmd::AddPeer { region, store } => (region, AdminOperator::AddPeer, store),
+        OperatorCmd::RemovePeer { region, store } => (region, AdminOperator::RemovePeer, store),
+    };
+    match scheduler_client(scheduler)?.add_operator(region, kind, store) {
+        Ok(desc) => {
+            println!("operator added: {desc}");
+            Ok(0)
+        }
+        Err(
+            e
+            @ (scheduler_client::Error::NotFound(_) | scheduler_client::Error::InvalidArgument(_)),
+        ) => {
+            eprintln!("error: refused: {e}");
+            Ok(3)
+        }
+        Err(e) => Err(format!("scheduler {scheduler}: {e}")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchedulerCmd {
+    /// The scheduler's settings
+    #[command(subcommand)]
+    Config(ScheduleConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleConfigCmd {
+    /// Print the schedule settings
+    Get,
+    /// Change schedule settings; the others keep their values
+    Set {
+        /// Run the balance-leader scheduler
+        #[arg(long)]
+        balance_leader: Option<bool>,
+        /// Run the balance-region scheduler
+        #[arg(long)]
+        balance_region: Option<bool>,
+        /// At most this many operators in flight touch one store
+        #[arg(long)]
+        store_limit: Option<u64>,
+    },
+}
+
+/// Runs `scheduler config get|set`.
+pub fn run_scheduler(cmd: &SchedulerCmd, scheduler: &str, json: bool) -> Result<u8, String> {
+    let SchedulerCmd::Config(cmd) = cmd;
+    let client = scheduler_client(scheduler)?;
+    let failed = |e: scheduler_client::Error| format!("scheduler {scheduler}: {e}");
+    let mut config = client.get_schedule_config().map_err(failed)?;
+    if let ScheduleConfigCmd::Set {
+        balance_leader,
+        balance_region,
+        store_limit,
+    } = *cmd
+    {
+        config.balance_leader = balance_leader.unwrap_or(config.balance_leader);
+        config.balance_region = balance_region.unwrap_or(config.balance_region);
+        config.store_limit = store_limit.unwrap_or(config.store_limit);
+        match client.set_schedule_config(config) {
+            Ok(()) => {}
+            Err(e @ scheduler_client::Error::InvalidArgument(_)) => {
+                eprintln!("error: refused: {e}");
+                return Ok(3);
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "balance_leader": config.balance_leader,
+                "balance_region": config.balance_region,
+                "store_limit": config.store_limit,
+            })
+        );
+    } else {
+        println!("balance-leader {}", config.balance_leader);
+        println!("balance-region {}", config.balance_region);
+        println!("store-limit {}", config.store_limit);
+    }
     Ok(0)
 }

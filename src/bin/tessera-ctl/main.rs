@@ -90,6 +90,13 @@ enum Cmd {
         #[arg(long, conflicts_with = "key")]
         id: Option<u64>,
     },
+    #[command(flatten)]
+    Operator(admin::OperatorCmd),
+    /// Split REGION so that a region starts at KEY (through the region's leader)
+    Split { region: u64, key: String },
+    /// The scheduler's run-time settings
+    #[command(subcommand)]
+    Scheduler(admin::SchedulerCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,6 +297,30 @@ async fn run(args: Args) -> Result<u8, Failure> {
             let json = args.write_out == WriteOut::Json;
             admin_task(move || admin::run_store(&cmd, &scheduler, json)).await
         }
+        Cmd::Operator(cmd) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            admin_task(move || admin::run_operator(&cmd, &scheduler)).await
+        }
+        Cmd::Scheduler(cmd) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            let json = args.write_out == WriteOut::Json;
+            admin_task(move || admin::run_scheduler(&cmd, &scheduler, json)).await
+        }
+        Cmd::Split { region, key } => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            let text = Text {
+                hex: args.hex,
+                json: args.write_out == WriteOut::Json,
+            };
+            let key = match text.bytes(&key) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(2);
+                }
+            };
+            split(&scheduler, region, &key, text).await
+        }
         Cmd::Region { key, id } => {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
             let json = args.write_out == WriteOut::Json;
@@ -339,6 +370,60 @@ async fn admin_task(
             Ok(4)
         }
     }
+}
+
+/// Splits `region` at `key`: checks the key lies inside the region (exit 3 if not), then asks
+/// the leader of the key's region to split; prints both halves.
+async fn split(scheduler: &str, region: u64, key: &[u8], text: Text) -> Result<u8, Failure> {
+    let lookup = {
+        let scheduler = scheduler.to_string();
+        move || -> Result<proto::metapb::Region, String> {
+            let config = RpcClientConfig {
+                startup_timeout: std::time::Duration::from_secs(2),
+                ..RpcClientConfig::default()
+            };
+            let client = RpcClient::connect(&scheduler, config).map_err(|e| e.to_string())?;
+            let (r, _) = client.get_region_by_id(region).map_err(|e| e.to_string())?;
+            Ok(r)
+        }
+    };
+    let found = match tokio::task::spawn_blocking(lookup).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("error: region {region}: {e}");
+            return Ok(if e.contains("not found") { 3 } else { 4 });
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(4);
+        }
+    };
+    let inside = key > found.start_key.as_slice()
+        && (found.end_key.is_empty() || key < found.end_key.as_slice());
+    if !inside {
+        eprintln!(
+            "error: key {} is not strictly inside region {region} [{}, {})",
+            text.show(key),
+            text.show(&found.start_key),
+            text.show(&found.end_key)
+        );
+        return Ok(3);
+    }
+    let config = ClusterConfig {
+        scheduler_timeout: std::time::Duration::from_secs(2),
+        ..ClusterConfig::default()
+    };
+    let client = ClusterClient::connect(scheduler, config).await?;
+    let (left, right) = client.split_region(key).await?;
+    for r in [left, right] {
+        println!(
+            "region {} [{}, {})",
+            r.id,
+            text.show(&r.start_key),
+            text.show(&r.end_key)
+        );
+    }
+    Ok(0)
 }
 
 /// Prints every region from the first key to the last, then per-store counts.

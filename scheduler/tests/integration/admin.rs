@@ -1,0 +1,105 @@
+//! An administrator's operators and schedule settings (`tessera-ctl transfer-leader`, ...,
+//! `scheduler config`).
+
+use proto::schedulerpb::ScheduleConfig;
+use scheduler::{AdminOp, Cluster, Config, Error, OpKind, OpStep};
+
+use crate::common::*;
+
+/// A cluster of 4 stores whose region 1 has voters on stores 1, 2, 3, led by store 1.
+fn three_replicas() -> Cluster {
+    let (cluster, _clock) = cluster(3, 4);
+    let r = region(1, "", "", &[(101, 1), (102, 2), (103, 3)], 2, 1);
+    must_heartbeat(&cluster, &heartbeat(&r, 1, 0));
+    cluster
+}
+
+fn refused(r: Result<scheduler::Operator, Error>, why: &str) {
+    match r {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains(why), "{m}"),
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    }
+}
+
+#[test]
+fn admin_operators_are_checked_then_run_like_any_3c() {
+    let cluster = three_replicas();
+    refused(
+        cluster.admin_operator(1, AdminOp::TransferLeader(4)),
+        "no voter on store 4",
+    );
+    refused(
+        cluster.admin_operator(1, AdminOp::TransferLeader(1)),
+        "already leads it",
+    );
+    refused(
+        cluster.admin_operator(1, AdminOp::AddPeer(2)),
+        "already holds a peer",
+    );
+    refused(
+        cluster.admin_operator(1, AdminOp::RemovePeer(4)),
+        "no peer on store 4",
+    );
+    assert!(matches!(
+        cluster.admin_operator(9, AdminOp::AddPeer(4)),
+        Err(Error::RegionNotFound(_))
+    ));
+    assert!(matches!(
+        cluster.admin_operator(1, AdminOp::AddPeer(7)),
+        Err(Error::StoreNotFound(7))
+    ));
+
+    // Removing the leader's peer moves the leadership away first.
+    let op = cluster.admin_operator(1, AdminOp::RemovePeer(1)).unwrap();
+    assert_eq!(op.kind, OpKind::Admin);
+    assert!(matches!(
+        op.steps.as_slice(),
+        [
+            OpStep::TransferLeader { from_store: 1, .. },
+            OpStep::RemovePeer { store_id: 1 }
+        ]
+    ));
+    // One operator per region at a time.
+    refused(
+        cluster.admin_operator(1, AdminOp::TransferLeader(2)),
+        "another operator",
+    );
+    // The leader is told the first step at its next heartbeat.
+    let r = region(1, "", "", &[(101, 1), (102, 2), (103, 3)], 2, 1);
+    let step = must_heartbeat(&cluster, &heartbeat(&r, 1, 0)).expect("a step");
+    assert!(step.transfer_leader.is_some(), "{step:?}");
+}
+
+#[test]
+fn schedule_config_changes_at_run_time_and_survives_a_restart_3c() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    {
+        let cluster = Cluster::open(&config).unwrap();
+        let initial = cluster.schedule_config();
+        assert!(initial.balance_leader && initial.balance_region);
+        assert_eq!(initial.store_limit, config.store_limit as u64);
+        let zero = ScheduleConfig {
+            store_limit: 0,
+            ..initial
+        };
+        assert!(matches!(
+            cluster.set_schedule_config(zero),
+            Err(Error::InvalidArgument(_))
+        ));
+        let off = ScheduleConfig {
+            balance_leader: false,
+            balance_region: false,
+            store_limit: 9,
+        };
+        cluster.set_schedule_config(off).unwrap();
+        assert_eq!(cluster.schedule_config(), off);
+    }
+    let reopened = Cluster::open(&config).unwrap();
+    let kept = reopened.schedule_config();
+    assert!(!kept.balance_leader && !kept.balance_region);
+    assert_eq!(kept.store_limit, 9);
+}
