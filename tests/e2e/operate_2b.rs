@@ -340,6 +340,79 @@ async fn metrics_status_dashboard_and_admin_commands_2b() {
     );
     assert_eq!(out[4].0, 1, "{:?}", out[4]);
     assert_eq!(out[5].0, 4, "{:?}", out[5]);
+
+    // `top` while a writer writes: two frames, a row per store, the writes seen.
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..400 {
+                let key = format!("top-{i:04}");
+                client.put("default", key.as_bytes(), b"v").await.unwrap();
+            }
+        })
+    };
+    let s = cluster.scheduler.clone();
+    let top = block_in_place(|| {
+        ctl(&[
+            "--scheduler",
+            &s,
+            "top",
+            "--cluster",
+            "--iterations",
+            "2",
+            "--interval-ms",
+            "400",
+        ])
+    });
+    writer.await.unwrap();
+    assert_eq!(top.0, 0, "{top:?}");
+    let frames: Vec<&str> = top
+        .1
+        .split("STORE")
+        .filter(|f| !f.trim().is_empty())
+        .collect();
+    assert_eq!(frames.len(), 2, "{}", top.1);
+    for f in &frames {
+        assert_eq!(f.trim().lines().count(), 4, "{f}");
+    }
+    let busy = |f: &str| {
+        f.lines().skip(1).any(|row| {
+            row.split_whitespace()
+                .nth(2)
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q > 0.0)
+        })
+    };
+    assert!(frames.iter().any(|f| busy(f)), "no writes seen:\n{}", top.1);
+
+    // `check perf`: a verdict line per threshold, and an exit code that says the same.
+    let perf = block_in_place(|| {
+        ctl(&[
+            "--scheduler",
+            &s,
+            "check",
+            "perf",
+            "--load",
+            "s",
+            "--seconds",
+            "2",
+        ])
+    });
+    let lines: Vec<&str> = perf.1.lines().collect();
+    assert_eq!(lines.len(), 5, "{perf:?}");
+    assert!(
+        lines[1].contains("throughput") && lines[2].contains("p99"),
+        "{perf:?}"
+    );
+    let rate: f64 = lines[1].split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(rate > 0.0, "{perf:?}");
+    assert!(lines[3].starts_with("PASS: 0 failed puts of "), "{perf:?}");
+    eprintln!("{}", perf.1);
+    match lines[4] {
+        "PASS" => assert_eq!(perf.0, 0, "{perf:?}"),
+        "FAIL" => assert_eq!(perf.0, 8, "{perf:?}"),
+        other => panic!("verdict {other:?}"),
+    }
 }
 
 /// `tessera-ctl region --id ID -w json` as JSON.
@@ -389,13 +462,13 @@ fn peers_by_store(doc: &serde_json::Value) -> BTreeMap<u64, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_move_leaders_and_peers_and_split_2b() {
-    let cluster = block_in_place(Cluster::start);
+    let mut cluster = block_in_place(Cluster::start);
     let client = ClusterClient::connect(&cluster.scheduler, ClusterConfig::default())
         .await
         .unwrap();
     client.put("default", b"a", b"1").await.unwrap();
     let s = cluster.scheduler.clone();
-    block_in_place(|| {
+    let (region_id, leader_store) = block_in_place(|| {
         let s = s.as_str();
         // Balancing off, so nothing moves the leader back.
         let set = ctl(&[
@@ -479,9 +552,48 @@ async fn admin_commands_move_leaders_and_peers_and_split_2b() {
         assert!(right.1.contains(r#"["m", "")"#), "{right:?}");
         let outside = ctl(&["--scheduler", s, "split", &r, "z"]);
         assert_eq!(outside.0, 3, "{outside:?}");
+        (id, target)
     });
     assert_eq!(
         client.get("default", b"a").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
+
+    // Offline inspection of the leader's store: refused while it runs, read once it stopped.
+    let mut leader_proc = None;
+    for (i, st) in cluster.stores.iter().enumerate() {
+        let doc: serde_json::Value = serde_json::from_str(&get(st.http, "/status").await).unwrap();
+        if doc["store_id"] == leader_store {
+            leader_proc = Some(i);
+        }
+    }
+    let i = leader_proc.expect("the leader's store");
+    let dir = cluster.stores[i].data_dir().display().to_string();
+    let r = region_id.to_string();
+    let busy = block_in_place(|| ctl(&["raft-state", &r, "--data-dir", &dir]));
+    assert_eq!(busy.0, 4, "{busy:?}");
+    assert!(busy.2.contains("still running"), "{busy:?}");
+    cluster.kill(i);
+    let out = block_in_place(|| {
+        vec![
+            ctl(&["raft-state", &r, "--data-dir", &dir]),
+            ctl(&["raft-log", &r, "--data-dir", &dir, "--limit", "5"]),
+            ctl(&["raft-state", "999999", "--data-dir", &dir]),
+            ctl(&["raft-state", &r, "--data-dir", "/nonexistent"]),
+        ]
+    });
+    assert_eq!(out[0].0, 0, "{:?}", out[0]);
+    for part in [
+        "raft state: term",
+        "apply state: applied",
+        "region state: Normal",
+    ] {
+        assert!(out[0].1.contains(part), "{:?}", out[0]);
+    }
+    assert_eq!(out[1].0, 0, "{:?}", out[1]);
+    let entries: Vec<&str> = out[1].1.lines().skip(1).collect();
+    assert!(!entries.is_empty() && entries.len() <= 5, "{:?}", out[1]);
+    assert!(entries.iter().all(|l| l.contains(" term ")), "{:?}", out[1]);
+    assert_eq!(out[2].0, 1, "{:?}", out[2]);
+    assert_eq!(out[3].0, 4, "{:?}", out[3]);
 }

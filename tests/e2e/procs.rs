@@ -155,6 +155,11 @@ impl Store {
         &self.grpc
     }
 
+    /// Its data directory (the server's `data_dir`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// Where its snapshot manager keeps snapshot files.
     pub fn snap_dir(&self) -> PathBuf {
         self.data_dir.join("store").join("snap")

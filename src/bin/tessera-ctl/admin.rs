@@ -50,7 +50,7 @@ pub enum StoreCmd {
 }
 
 /// One HTTP GET of `path` at `addr`: the status code and the body.
-fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     let target = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
@@ -90,7 +90,7 @@ fn scheduler_client(addr: &str) -> Result<RpcClient, String> {
 }
 
 /// The status addresses `e` names.
-fn endpoints(e: &Endpoints, scheduler: &str) -> Result<Vec<String>, String> {
+pub fn endpoints(e: &Endpoints, scheduler: &str) -> Result<Vec<String>, String> {
     if !e.cluster {
         return Ok(if e.endpoints.is_empty() {
             vec![DEFAULT_ENDPOINT.to_string()]

@@ -11,13 +11,16 @@
 //! the outcome is unknown, which the message then says), 5 the store's disk is full (writes
 //! refused until space returns), 6 `cas` compared and did not swap (the key did not hold what
 //! was expected; the output says what it held), 7 `endpoint health`: an endpoint answered
-//! that it is not healthy.
+//! that it is not healthy, 8 `check perf`: the cluster fell short of a threshold.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 mod admin;
+mod check;
+mod offline;
 mod raw;
+mod top;
 
 use clap::{Parser, Subcommand};
 use raw::{run_raw, Raw, RawCmd, Text, WriteOut};
@@ -97,6 +100,14 @@ enum Cmd {
     /// The scheduler's run-time settings
     #[command(subcommand)]
     Scheduler(admin::SchedulerCmd),
+    #[command(flatten)]
+    Offline(offline::OfflineCmd),
+    /// A terminal view of the stores, refreshed every second: QPS, errors, p99, regions,
+    /// leaders, free disk
+    Top(top::TopArgs),
+    /// Checks of the cluster (--scheduler)
+    #[command(subcommand)]
+    Check(check::CheckCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +307,20 @@ async fn run(args: Args) -> Result<u8, Failure> {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
             let json = args.write_out == WriteOut::Json;
             admin_task(move || admin::run_store(&cmd, &scheduler, json)).await
+        }
+        Cmd::Offline(cmd) => admin_task(move || offline::run(&cmd)).await,
+        Cmd::Check(cmd) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            let config = ClusterConfig {
+                scheduler_timeout: std::time::Duration::from_secs(2),
+                ..ClusterConfig::default()
+            };
+            let client = ClusterClient::connect(&scheduler, config).await?;
+            Ok(check::run(&cmd, client).await)
+        }
+        Cmd::Top(t) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            admin_task(move || top::run(&t, &scheduler)).await
         }
         Cmd::Operator(cmd) => {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
@@ -511,7 +536,7 @@ fn hole_line(start: &[u8], end: &[u8]) -> String {
     )
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Args::command().get_matches();
