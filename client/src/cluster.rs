@@ -46,7 +46,7 @@ use proto::kvrpcpb::Context;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
 use proto::{errorpb, metapb};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::raw::may_have_run;
@@ -76,6 +76,9 @@ pub struct ClusterConfig {
     /// Send raw gets, puts and deletes over one `BatchCommands` stream per store, many per
     /// message (else one unary call each). On by default.
     pub batch: bool,
+    /// TLS to the scheduler and the stores (their certificates checked against the CA), or
+    /// plain TCP.
+    pub tls: Option<security::Tls>,
 }
 
 impl Default for ClusterConfig {
@@ -88,6 +91,7 @@ impl Default for ClusterConfig {
             max_backoff: Duration::from_millis(500),
             scheduler_timeout: Duration::from_secs(5),
             batch: true,
+            tls: None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl ClusterClient {
         let rpc = RpcClientConfig {
             startup_timeout: config.scheduler_timeout,
             request_timeout: config.rpc_timeout,
+            tls: config.tls.clone(),
             ..RpcClientConfig::default()
         };
         let failed = |reason: String| ClusterError::Scheduler {
@@ -227,8 +232,8 @@ impl ClusterClient {
         let store = self
             .ask_scheduler("get_store", move |s| s.get_store(store_id))
             .await?;
-        let endpoint = Endpoint::from_shared(format!("http://{}", store.address))
-            .map_err(|e| format!("store {store_id} has a bad address {}: {e}", store.address))?
+        let endpoint = security::endpoint(&store.address, self.inner.config.tls.as_ref())
+            .map_err(|e| format!("store {store_id}: {e}"))?
             .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true);
         // Lazy: the channel connects on first use and reconnects by itself.

@@ -21,12 +21,12 @@ pub use codec::range::{prefix_end, ScanRange};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {reason}")]
     Connect {
         /// The address tried.
         addr: String,
-        /// The transport error.
-        source: tonic::transport::Error,
+        /// Why, with the causes (a refused connection, a certificate the CA did not sign, ...).
+        reason: String,
     },
     /// The RPC itself failed (transport, or a gRPC status).
     #[error("rpc failed: {}", .0.message())]
@@ -154,20 +154,45 @@ fn check(region_error: Option<proto::errorpb::Error>, error: String) -> Result<(
     Ok(())
 }
 
+/// `e` and its causes, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(&format!(": {c_text}"));
+        }
+        cause = c.source();
+    }
+    text
+}
+
 impl RawClient {
     /// Connects to the server at `addr` (`host:port`, or a full `http://` URL).
     pub async fn connect(addr: &str) -> Result<RawClient, ClientError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let inner = TinyKvClient::connect(url)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+        RawClient::connect_with(addr, None).await
+    }
+
+    /// Connects to the server at `addr` (`host:port`) over TLS when `tls` is given (the
+    /// server's certificate checked against its CA), or plain TCP.
+    pub async fn connect_with(
+        addr: &str,
+        tls: Option<&security::Tls>,
+    ) -> Result<RawClient, ClientError> {
+        let host_port = addr
+            .strip_prefix("http://")
+            .or_else(|| addr.strip_prefix("https://"))
+            .unwrap_or(addr);
+        let endpoint = security::endpoint(host_port, tls).map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            reason: with_causes(&e),
+        })?;
+        let inner = TinyKvClient::new(channel);
         Ok(RawClient {
             inner: inner
                 .max_decoding_message_size(usize::MAX)

@@ -110,7 +110,16 @@ fn key_text(key: &[u8]) -> String {
 impl TxnClient {
     /// A client of the one server at `addr`, with timestamps from `tso`.
     pub async fn connect(addr: &str, tso: Arc<dyn SchedulerClient>) -> Result<TxnClient, TxnError> {
-        let raw = crate::raw::RawClient::connect(addr).await?;
+        TxnClient::connect_with(addr, tso, None).await
+    }
+
+    /// [`TxnClient::connect`], over TLS when `tls` is given.
+    pub async fn connect_with(
+        addr: &str,
+        tso: Arc<dyn SchedulerClient>,
+        tls: Option<&security::Tls>,
+    ) -> Result<TxnClient, TxnError> {
+        let raw = crate::raw::RawClient::connect_with(addr, tls).await?;
         let route = Route::One(raw.into_inner());
         Ok(TxnClient::new(Arc::new(route), Arc::new(SchedulerTso(tso))))
     }

@@ -46,6 +46,9 @@ pub struct Config {
     /// The most connections the gRPC port keeps open at once; past it, new connections wait in
     /// the kernel's backlog until one closes.
     pub max_connections: usize,
+    /// TLS: with a CA (`ca_path`), the gRPC port speaks TLS only, with this scheduler's
+    /// certificate (`cert_path`, `key_path`).
+    pub security: security::TlsPaths,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             balance_leader: true,
             balance_region: true,
             max_connections: net::DEFAULT_MAX_CONNECTIONS,
+            security: security::TlsPaths::default(),
         }
     }
 }

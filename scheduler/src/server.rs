@@ -482,9 +482,24 @@ impl RunningScheduler {
     }
 }
 
-/// Binds `addr` and serves `cluster` over gRPC, running the balance schedulers every
-/// `schedule_interval_ms` of the cluster's config.
+/// Binds `addr` and serves `cluster` over gRPC (TLS when the cluster's config has a
+/// `[security]` CA), running the balance schedulers every `schedule_interval_ms` of the
+/// cluster's config.
 pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler> {
+    let tls = cluster
+        .config()
+        .security
+        .load()
+        .map_err(|e| Error::Config(format!("[security]: {e}")))?;
+    let mut server = net::grpc_server();
+    if let Some(t) = &tls {
+        let config = t
+            .server(false)
+            .map_err(|e| Error::Config(format!("[security]: {e}")))?;
+        server = server
+            .tls_config(config)
+            .map_err(|e| Error::Config(format!("[security]: {e}")))?;
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Server(format!("cannot listen on {addr}: {e}")))?;
@@ -501,7 +516,7 @@ pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler
     // request/response exchanges (TSO, heartbeats) would otherwise wait on it and on delayed
     // ACKs, tens of milliseconds per timestamp.
     let incoming = net::bounded(listener, cluster.config().max_connections);
-    let serve = net::grpc_server()
+    let serve = server
         .add_service(SchedulerServer::new(service))
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let mut grpc = tokio::spawn(serve);

@@ -14,7 +14,7 @@ use proto::schedulerpb::scheduler_client::SchedulerClient as GrpcClient;
 use proto::schedulerpb::*;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
 use crate::error::{Error, Result};
@@ -34,6 +34,8 @@ pub struct RpcClientConfig {
     pub initial_backoff: Duration,
     /// Longest wait between retries.
     pub max_backoff: Duration,
+    /// TLS to the scheduler (its certificate checked against the CA), or plain TCP.
+    pub tls: Option<security::Tls>,
 }
 
 impl Default for RpcClientConfig {
@@ -44,6 +46,7 @@ impl Default for RpcClientConfig {
             startup_timeout: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -141,8 +144,8 @@ impl RpcClient {
             .enable_all()
             .build()
             .map_err(|e| unavailable(format!("cannot start the client runtime: {e}")))?;
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::InvalidArgument(format!("bad scheduler address {addr}: {e}")))?
+        let endpoint = security::endpoint(addr, cfg.tls.as_ref())
+            .map_err(|e| Error::InvalidArgument(format!("scheduler: {e}")))?
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -24,7 +24,7 @@ use crate::kv_service::KvService;
 use crate::metrics::RequestMetrics;
 use crate::peer_service::{self, ClusterToken, PeerService};
 use crate::status::{RaftStatus, ServerInfo, StatusSource, LIVENESS_TIMEOUT};
-use crate::transport::ServerTransport;
+use crate::transport::{Dial, ServerTransport};
 
 /// Room for the key and the request framing on top of the largest value.
 const GRPC_MESSAGE_OVERHEAD: usize = 1024 * 1024;
@@ -151,6 +151,7 @@ async fn start_raft_node(
     peer_addr: SocketAddr,
     status_addr: SocketAddr,
     token: ClusterToken,
+    tls: Option<security::Tls>,
 ) -> anyhow::Result<(raftstore::Node, Engines)> {
     let advertised = if config.advertise_peer_addr.is_empty() {
         peer_addr.to_string()
@@ -159,11 +160,13 @@ async fn start_raft_node(
     };
     let source_ip = (!peer_addr.ip().is_unspecified()).then_some(peer_addr.ip());
     let sched_addr = config.scheduler_addr.clone();
-    let client = tokio::task::spawn_blocking(move || {
-        RpcClient::connect(&sched_addr, RpcClientConfig::default())
-    })
-    .await?
-    .with_context(|| format!("cannot reach the scheduler at {}", config.scheduler_addr))?;
+    let sched_config = RpcClientConfig {
+        tls: tls.clone(),
+        ..RpcClientConfig::default()
+    };
+    let client = tokio::task::spawn_blocking(move || RpcClient::connect(&sched_addr, sched_config))
+        .await?
+        .with_context(|| format!("cannot reach the scheduler at {}", config.scheduler_addr))?;
     let client: Arc<dyn SchedulerClient> = Arc::new(client);
     let dir = config.data_dir.join("store");
     let snap_dir = dir.join("snap");
@@ -181,7 +184,7 @@ async fn start_raft_node(
         tokio::runtime::Handle::current(),
         client.clone(),
         token,
-        source_ip,
+        Dial { source_ip, tls },
     ));
     let raft_engine = config.raftstore.raft_engine;
     tokio::task::spawn_blocking(move || -> anyhow::Result<(raftstore::Node, Engines)> {
@@ -223,6 +226,12 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
     let started = Instant::now();
     let addr = grpc.local_addr()?;
     let status_addr = http.local_addr()?;
+    let tls = config.security.tls()?;
+    let ports = Ports {
+        grpc,
+        http,
+        tls: tls.clone(),
+    };
     let info = |engine: &str, peer_addr: Option<SocketAddr>| {
         Arc::new(ServerInfo {
             engine: engine.to_string(),
@@ -247,14 +256,14 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
         EngineKind::Standalone => {
             let storage = open_standalone(config)?;
             let info = info("standalone", None);
-            let (status, g, h) = serve_local(config, info, storage.clone(), grpc, http, &rx)?;
+            let (status, g, h) = serve_local(config, info, storage.clone(), ports, &rx)?;
             (Backend::Standalone(storage), status, g, h)
         }
         EngineKind::Memory => {
             tracing::warn!("engine memory: nothing is written to disk; every write is lost when the server stops");
             let storage = Arc::new(MemoryStorage::new());
             let info = info("memory", None);
-            let (status, g, h) = serve_local(config, info, storage, grpc, http, &rx)?;
+            let (status, g, h) = serve_local(config, info, storage, ports, &rx)?;
             (Backend::Memory, status, g, h)
         }
         EngineKind::Raft => {
@@ -284,6 +293,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 bound_peer,
                 status_addr,
                 token.clone(),
+                tls.clone(),
             )
             .await?;
             engines = Some(node_engines);
@@ -294,15 +304,19 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 rs.snap_manager().clone(),
                 token,
                 peer_rx.clone(),
-            );
+            )
+            .with_allowed_cn(config.security.cert_allowed_cn.clone());
             let max_peer_message = peer_message_limit(config);
+            // The peer port takes only stores: mutual TLS when TLS is on.
+            let peer_tls = tls.as_ref().map(|t| t.server(true)).transpose()?;
             peer_task = Some(peer_service::serve(
                 peer,
                 peer_service,
                 max_peer_message,
                 config.max_connections,
+                peer_tls,
                 peer_rx,
-            ));
+            )?);
             peer_addr = Some(bound_peer);
             let registry = raftstore::store_registry(node.store_id())?;
             let requests = Arc::new(RequestMetrics::new(&registry)?);
@@ -321,6 +335,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
             // the others through their region leaders.
             let app = crate::http::cluster_router(
                 config.scheduler_addr.clone(),
+                tls.clone(),
                 config.raw.limits(),
                 Some(raw.clone()),
             )
@@ -329,7 +344,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 .with_stopping(rx.clone())
                 .with_batch_limits(config.raw.batch_limits())
                 .with_metrics(requests);
-            let (g, h) = serve(config, service, app, grpc, http, &rx, status.clone());
+            let (g, h) = serve(config, service, app, ports, &rx, status.clone())?;
             (Backend::Raft(Box::new(node)), status, g, h)
         }
     };
@@ -438,8 +453,7 @@ fn serve_local<S: Storage>(
     config: &Config,
     info: Arc<ServerInfo>,
     storage: Arc<S>,
-    grpc: TcpListener,
-    http: TcpListener,
+    ports: Ports,
     rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<(
     StatusSource,
@@ -461,8 +475,15 @@ fn serve_local<S: Storage>(
         .with_stopping(rx.clone())
         .with_batch_limits(config.raw.batch_limits())
         .with_metrics(requests);
-    let (g, h) = serve(config, service, app, grpc, http, rx, status.clone());
+    let (g, h) = serve(config, service, app, ports, rx, status.clone())?;
     Ok((status, g, h))
+}
+
+/// The client-facing ports of a store: gRPC (over TLS when set) and HTTP.
+struct Ports {
+    grpc: TcpListener,
+    http: TcpListener,
+    tls: Option<security::Tls>,
 }
 
 /// Serves `service` (gRPC, with the standard health service) and the HTTP gateway `app` until
@@ -471,14 +492,18 @@ fn serve<T: TinyKv>(
     config: &Config,
     service: T,
     app: axum::Router,
-    grpc: TcpListener,
-    http: TcpListener,
+    ports: Ports,
     rx: &watch::Receiver<bool>,
     status: StatusSource,
-) -> (
+) -> anyhow::Result<(
     ServeTask<tonic::transport::Error>,
     ServeTask<std::io::Error>,
-) {
+)> {
+    let Ports { grpc, http, tls } = ports;
+    let mut server = net::grpc_server();
+    if let Some(t) = &tls {
+        server = server.tls_config(t.server(false)?)?;
+    }
     // The largest request is a compare-and-swap: a key, the new value and the expected one; the
     // largest message a client's BatchCommands stream sends, its byte budget plus one request.
     let max_message = 2 * config.raw.max_value_size
@@ -502,7 +527,7 @@ fn serve<T: TinyKv>(
     // Nagle's algorithm is off: small request/response RPCs must not wait on it.
     let incoming = net::bounded(grpc, config.max_connections);
     let grpc_task = tokio::spawn(
-        net::grpc_server()
+        server
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
@@ -512,5 +537,5 @@ fn serve<T: TinyKv>(
             .with_graceful_shutdown(stopped(rx.clone()))
             .into_future(),
     );
-    (grpc_task, http_task)
+    Ok((grpc_task, http_task))
 }

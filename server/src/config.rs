@@ -83,9 +83,33 @@ pub struct SecurityConfig {
     pub cluster_token: String,
     /// A file holding the cluster token (its first line); used when `cluster_token` is empty.
     pub cluster_token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) every certificate of the cluster is signed by. When set, every
+    /// gRPC port speaks TLS only (the peer port mutual TLS), and this store's clients (to the
+    /// scheduler and the other stores) check the servers' certificates against it.
+    pub ca_path: Option<PathBuf>,
+    /// This store's certificate (PEM): served on its ports and presented to the other stores.
+    pub cert_path: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_path: Option<PathBuf>,
+    /// The common names a store's client certificate may carry on the peer port; empty: any
+    /// certificate the CA signed.
+    pub cert_allowed_cn: Vec<String>,
 }
 
 impl SecurityConfig {
+    /// The TLS material, loaded: `None` without a CA.
+    ///
+    /// # Errors
+    /// A file cannot be read or is not PEM of its kind; a certificate without its key.
+    pub fn tls(&self) -> anyhow::Result<Option<security::Tls>> {
+        let paths = security::TlsPaths {
+            ca_path: self.ca_path.clone(),
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+        };
+        paths.load().map_err(|e| anyhow::anyhow!("[security]: {e}"))
+    }
+
     /// The cluster token, read from `cluster_token_file` if set.
     ///
     /// # Errors

@@ -139,6 +139,7 @@ async fn delete_key<B: Backend>(
 /// the first request that needs it.
 struct Gateway {
     scheduler_addr: String,
+    tls: Option<security::Tls>,
     limits: RawLimits,
     local: Option<RawApi<raftstore::RaftStorage>>,
     client: OnceCell<ClusterClient>,
@@ -197,6 +198,7 @@ impl Gateway {
     async fn client(&self) -> Result<&ClusterClient, Response> {
         let config = ClusterConfig {
             scheduler_timeout: GATEWAY_SCHEDULER_TIMEOUT,
+            tls: self.tls.clone(),
             ..ClusterConfig::default()
         };
         self.client
@@ -232,12 +234,14 @@ impl Gateway {
 /// key that this store's `local` raft storage leads are served by it.
 pub fn cluster_router(
     scheduler_addr: String,
+    tls: Option<security::Tls>,
     limits: RawLimits,
     local: Option<RawApi<raftstore::RaftStorage>>,
 ) -> Router {
     let max_value_size = limits.max_value_size;
     let gateway = Arc::new(Gateway {
         scheduler_addr,
+        tls,
         limits,
         local,
         client: OnceCell::new(),

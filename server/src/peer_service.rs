@@ -101,6 +101,8 @@ pub struct PeerService {
     inbound: Inbound,
     snap_mgr: snap::SnapManager,
     token: ClusterToken,
+    /// The common names a client certificate may carry (empty: any the CA signed).
+    allowed_cn: Arc<[String]>,
     stop: watch::Receiver<bool>,
 }
 
@@ -118,8 +120,22 @@ impl PeerService {
             inbound,
             snap_mgr,
             token,
+            allowed_cn: Arc::from(Vec::new()),
             stop,
         }
+    }
+
+    /// Takes streams only from clients whose certificate carries one of `names` as its common
+    /// name (under TLS; empty: any certificate the CA signed).
+    pub fn with_allowed_cn(mut self, names: Vec<String>) -> PeerService {
+        self.allowed_cn = Arc::from(names);
+        self
+    }
+
+    /// Whether `req` may speak raft here: the cluster token, and the certificate's name.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.token.check(req)?;
+        security::check_common_name(req, &self.allowed_cn)
     }
 
     /// Hands one message of a raft stream to the store. A refused message is counted and
@@ -218,20 +234,25 @@ pub fn serve(
     service: PeerService,
     max_message: usize,
     max_connections: usize,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, tonic::transport::Error> {
     let service = RaftPeerServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let incoming = net::bounded(listener, max_connections);
-    tokio::spawn(
-        net::grpc_server()
+    let mut server = net::grpc_server();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    Ok(tokio::spawn(
+        server
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let mut stop = stop;
                 let _ = stop.wait_for(|s| *s).await;
             }),
-    )
+    ))
 }
 
 /// The next chunk of a snapshot stream, if it comes within [`SNAPSHOT_CHUNK_TIMEOUT`].
@@ -250,7 +271,7 @@ async fn next_chunk(
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn raft(&self, r: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
-        self.token.check(&r)?;
+        self.admit(&r)?;
         self.take_until_stopped(r.into_inner(), |msg| self.take_raft(msg))
             .await?;
         Ok(Response::new(Done {}))
@@ -260,7 +281,7 @@ impl RaftPeer for PeerService {
         &self,
         r: Request<Streaming<BatchRaftMessage>>,
     ) -> Result<Response<Done>, Status> {
-        self.token.check(&r)?;
+        self.admit(&r)?;
         self.take_until_stopped(r.into_inner(), |batch: BatchRaftMessage| {
             batch
                 .msgs
@@ -275,7 +296,7 @@ impl RaftPeer for PeerService {
         &self,
         r: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        self.token.check(&r)?;
+        self.admit(&r)?;
         let started = std::time::Instant::now();
         let mut bytes = 0;
         let received = self.receive_snapshot(r.into_inner(), &mut bytes).await;

@@ -48,25 +48,24 @@ pub struct ServerTransport {
     runtime: Handle,
     scheduler: Arc<dyn SchedulerClient>,
     token: ClusterToken,
-    /// The local IP connections to other stores leave from (`None`: the system picks).
-    source_ip: Option<IpAddr>,
+    dial: Dial,
     conns: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
 }
 
 impl ServerTransport {
-    /// A transport whose connections run on `runtime`, leave from `source_ip` if given, resolve
+    /// A transport whose connections run on `runtime`, dial as `dial` says, resolve
     /// stores through `scheduler` and present `token` to them.
     pub fn new(
         runtime: Handle,
         scheduler: Arc<dyn SchedulerClient>,
         token: ClusterToken,
-        source_ip: Option<IpAddr>,
+        dial: Dial,
     ) -> ServerTransport {
         ServerTransport {
             runtime,
             scheduler,
             token,
-            source_ip,
+            dial,
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -75,9 +74,9 @@ impl ServerTransport {
         let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
         let scheduler = self.scheduler.clone();
         let token = self.token.clone();
-        let source_ip = self.source_ip;
+        let dial = self.dial.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = stream_to(store_id, scheduler, token, source_ip, rx).await {
+            if let Err(e) = stream_to(store_id, scheduler, token, &dial, rx).await {
                 tracing::debug!(store_id, error = %e, "raft stream to store ended");
             }
         });
@@ -85,15 +84,21 @@ impl ServerTransport {
     }
 }
 
+/// How this store dials the others.
+#[derive(Clone, Debug, Default)]
+pub struct Dial {
+    /// The local IP connections leave from (`None`: the system picks).
+    pub source_ip: Option<IpAddr>,
+    /// TLS, presenting this store's certificate (the peer port demands one), or plain TCP.
+    pub tls: Option<security::Tls>,
+}
+
 /// A channel to another store that gives up on an address that does not answer: a connect
 /// timeout, and HTTP/2 keepalive so a peer that stops answering breaks the stream (and the next
-/// send reconnects, looking the address up again). It leaves from `source_ip` when given.
-async fn store_channel(
-    address: &str,
-    source_ip: Option<IpAddr>,
-) -> anyhow::Result<tonic::transport::Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-        .local_address(source_ip)
+/// send reconnects, looking the address up again).
+async fn store_channel(address: &str, dial: &Dial) -> anyhow::Result<tonic::transport::Channel> {
+    let endpoint = security::endpoint(address, dial.tls.as_ref())?
+        .local_address(dial.source_ip)
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -108,11 +113,11 @@ async fn stream_to(
     store_id: u64,
     scheduler: Arc<dyn SchedulerClient>,
     token: ClusterToken,
-    source_ip: Option<IpAddr>,
+    dial: &Dial,
     rx: mpsc::Receiver<RaftMessage>,
 ) -> anyhow::Result<()> {
     let address = peer_address(store_id, scheduler).await?;
-    let mut client = RaftPeerClient::new(store_channel(&address, source_ip).await?);
+    let mut client = RaftPeerClient::new(store_channel(&address, dial).await?);
     let mut req = Request::new(batches(rx));
     token.attach(&mut req);
     client.batch_raft(req).await?;
@@ -165,7 +170,7 @@ async fn stream_snapshot(
     store_id: u64,
     scheduler: Arc<dyn SchedulerClient>,
     token: ClusterToken,
-    source_ip: Option<IpAddr>,
+    dial: Dial,
     reader: snap::ChunkReader,
     msg: RaftMessage,
 ) -> anyhow::Result<()> {
@@ -189,7 +194,7 @@ async fn stream_snapshot(
             }
         }
     });
-    let mut client = RaftPeerClient::new(store_channel(&address, source_ip).await?);
+    let mut client = RaftPeerClient::new(store_channel(&address, &dial).await?);
     let mut req = Request::new(ReceiverStream::new(rx));
     token.attach(&mut req);
     let sent = client.snapshot(req).await;
@@ -217,9 +222,9 @@ impl Transport for ServerTransport {
         let region_id = msg.region_id;
         let scheduler = self.scheduler.clone();
         let token = self.token.clone();
-        let source_ip = self.source_ip;
+        let dial = self.dial.clone();
         self.runtime.spawn(async move {
-            let result = stream_snapshot(store_id, scheduler, token, source_ip, reader, msg).await;
+            let result = stream_snapshot(store_id, scheduler, token, dial, reader, msg).await;
             if let Err(e) = &result {
                 tracing::warn!(region_id, store_id, %key, error = %e, "snapshot transfer failed");
             }

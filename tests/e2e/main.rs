@@ -33,6 +33,7 @@ mod scan_bound_1;
 mod scheduler_3c;
 mod setup_1;
 mod survive;
+mod tls_2b;
 mod tmpfs;
 mod ttl;
 mod txn_4c;

@@ -299,10 +299,19 @@ impl Cluster {
     /// Starts the scheduler only; stores configured by `config` join with
     /// [`Cluster::add_store`].
     pub fn start_scheduler(config: &str) -> Cluster {
+        Cluster::start_scheduler_with(config, "")
+    }
+
+    /// [`Cluster::start_scheduler`], the scheduler configured by `sched_config` (its TOML).
+    pub fn start_scheduler_with(config: &str, sched_config: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let sched_toml = dir.path().join("scheduler.toml");
+        std::fs::write(&sched_toml, sched_config).unwrap();
         let (sched, lines) = spawn(
             env!("CARGO_BIN_EXE_tessera-scheduler"),
             &[
+                "--config".into(),
+                sched_toml.display().to_string(),
                 "--addr".into(),
                 "127.0.0.1:0".into(),
                 "--status-addr".into(),

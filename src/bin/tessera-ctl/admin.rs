@@ -84,6 +84,7 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
 fn scheduler_client(addr: &str) -> Result<RpcClient, String> {
     let config = RpcClientConfig {
         startup_timeout: Duration::from_secs(2),
+        tls: crate::tls(),
         ..RpcClientConfig::default()
     };
     RpcClient::connect(addr, config).map_err(|e| format!("scheduler {addr}: {e}"))

@@ -59,6 +59,15 @@ struct Args {
     /// [default: 127.0.0.1:2379]
     #[arg(long, global = true, env = "TESSERA_SCHEDULER")]
     scheduler: Option<String>,
+    /// CA certificate (PEM): speak TLS to the servers, checking their certificates against it
+    #[arg(long, global = true, env = "TESSERA_CA_PATH")]
+    ca_path: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), presented to servers that ask for one
+    #[arg(long, global = true, env = "TESSERA_CERT_PATH")]
+    cert_path: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, global = true, env = "TESSERA_KEY_PATH")]
+    key_path: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
     /// Where --addr and --scheduler came from: the environment (`true`) or the command line.
@@ -208,6 +217,7 @@ async fn run_txn(
     // retries.
     let config = RpcClientConfig {
         startup_timeout: std::time::Duration::from_secs(2),
+        tls: crate::tls(),
         ..RpcClientConfig::default()
     };
     let tso = tokio::task::spawn_blocking(move || RpcClient::connect(&sched, config))
@@ -216,7 +226,7 @@ async fn run_txn(
         .map_err(|e| TxnError::Tso(e.to_string()))?;
     let tso: Arc<dyn SchedulerClient> = Arc::new(tso);
     let client = match addr {
-        Some(addr) => TxnClient::connect(addr, tso).await?,
+        Some(addr) => TxnClient::connect_with(addr, tso, tls().as_ref()).await?,
         None => TxnClient::routed(
             ClusterClient::new(tso.clone(), ClusterConfig::default()),
             tso,
@@ -262,6 +272,14 @@ fn exit_code(e: &ClientError) -> u8 {
     }
 }
 
+/// The TLS settings of the command line, loaded once at start.
+static TLS: std::sync::OnceLock<Option<security::Tls>> = std::sync::OnceLock::new();
+
+/// TLS to the servers, if the command line asked for it.
+fn tls() -> Option<security::Tls> {
+    TLS.get().cloned().flatten()
+}
+
 const DEFAULT_ADDR: &str = "127.0.0.1:20160";
 const DEFAULT_SCHEDULER: &str = "127.0.0.1:2379";
 
@@ -284,12 +302,14 @@ async fn run(args: Args) -> Result<u8, Failure> {
                     // A command-line user wants a prompt answer when the scheduler is down.
                     let config = ClusterConfig {
                         scheduler_timeout: std::time::Duration::from_secs(2),
+                        tls: crate::tls(),
                         ..ClusterConfig::default()
                     };
                     Raw::Cluster(ClusterClient::connect(&scheduler, config).await?)
                 }
                 (addr, None) => {
-                    Raw::One(RawClient::connect(addr.as_deref().unwrap_or(DEFAULT_ADDR)).await?)
+                    let addr = addr.as_deref().unwrap_or(DEFAULT_ADDR);
+                    Raw::One(RawClient::connect_with(addr, tls().as_ref()).await?)
                 }
             };
             run_raw(&mut client, &args.cf, args.hex, args.write_out, cmd).await
@@ -313,6 +333,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
             let config = ClusterConfig {
                 scheduler_timeout: std::time::Duration::from_secs(2),
+                tls: crate::tls(),
                 ..ClusterConfig::default()
             };
             let client = ClusterClient::connect(&scheduler, config).await?;
@@ -405,6 +426,7 @@ async fn split(scheduler: &str, region: u64, key: &[u8], text: Text) -> Result<u
         move || -> Result<proto::metapb::Region, String> {
             let config = RpcClientConfig {
                 startup_timeout: std::time::Duration::from_secs(2),
+                tls: crate::tls(),
                 ..RpcClientConfig::default()
             };
             let client = RpcClient::connect(&scheduler, config).map_err(|e| e.to_string())?;
@@ -436,6 +458,7 @@ async fn split(scheduler: &str, region: u64, key: &[u8], text: Text) -> Result<u
     }
     let config = ClusterConfig {
         scheduler_timeout: std::time::Duration::from_secs(2),
+        tls: crate::tls(),
         ..ClusterConfig::default()
     };
     let client = ClusterClient::connect(scheduler, config).await?;
@@ -465,6 +488,7 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
         move || -> Result<Vec<String>, String> {
             let config = RpcClientConfig {
                 startup_timeout: std::time::Duration::from_secs(2),
+                tls: crate::tls(),
                 ..RpcClientConfig::default()
             };
             let client = RpcClient::connect(&addr, config).map_err(|e| e.to_string())?;
@@ -544,6 +568,20 @@ async fn main() -> ExitCode {
     let from_env =
         |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
     args.from_env = (from_env("addr"), from_env("scheduler"));
+    let paths = security::TlsPaths {
+        ca_path: args.ca_path.clone(),
+        cert_path: args.cert_path.clone(),
+        key_path: args.key_path.clone(),
+    };
+    match paths.load() {
+        Ok(tls) => {
+            let _ = TLS.set(tls);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match run(args).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
