@@ -186,3 +186,78 @@ fn about_one_connection(e: &io::Error) -> bool {
             | io::ErrorKind::WouldBlock
     )
 }
+
+/// How long a client has to finish its TLS handshake on an HTTPS port.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshaken connections waiting for the server to take them.
+const TLS_READY_QUEUE: usize = 64;
+
+/// A [`BoundedListener`] whose connections speak TLS (an HTTPS port). Handshakes run side by
+/// side, each within [`TLS_HANDSHAKE_TIMEOUT`], so a slow or silent client holds up no other;
+/// a connection holds its place among the port's open connections from the TCP accept on.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<BoundedConn>, SocketAddr)>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Serves TLS with `config` on `listener`, at most `max` connections open at once.
+    ///
+    /// # Errors
+    /// When the listener's address cannot be read.
+    pub fn new(
+        listener: TcpListener,
+        max: usize,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let mut bounded = BoundedListener::new(listener, max);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, ready) = tokio::sync::mpsc::channel(TLS_READY_QUEUE);
+        let acceptor = tokio::spawn(async move {
+            while !tx.is_closed() {
+                let (conn, addr) = axum::serve::Listener::accept(&mut bounded).await;
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            local,
+            ready,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<BoundedConn>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop is gone only when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}

@@ -71,15 +71,32 @@ pub fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/stores", get(stores))
-        .route("/regions", get(regions))
-        .with_state(state);
-    let task = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
+        .route("/regions", get(regions));
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let max = state.cluster.config().max_connections;
+    let tls = state
+        .cluster
+        .config()
+        .security
+        .load()
+        .and_then(|t| t.map(|t| t.https_server()).transpose())
+        .map_err(|e| std::io::Error::other(format!("[security]: {e}")))?;
+    let app = app.with_state(state);
+    // HTTPS with the scheduler's certificate when TLS is on.
+    let task = match tls {
+        Some(config) => tokio::spawn(
+            axum::serve(net::TlsListener::new(listener, max, config)?, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(net::BoundedListener::new(listener, max), app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
     Ok(StatusServer { addr, task })
 }
 

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
@@ -82,8 +83,8 @@ impl TlsPaths {
             return Ok(None);
         };
         let ca_pem = read_pem(ca, "certificate")?;
-        let identity = match (&self.cert_path, &self.key_path) {
-            (Some(cert), Some(key)) => Some(Identity::from_pem(
+        let identity_pem = match (&self.cert_path, &self.key_path) {
+            (Some(cert), Some(key)) => Some((
                 read_pem(cert, "certificate")?,
                 read_pem(key, "private key")?,
             )),
@@ -95,8 +96,10 @@ impl TlsPaths {
             }
         };
         Ok(Some(Tls {
-            ca: Certificate::from_pem(ca_pem),
-            identity,
+            ca: Certificate::from_pem(&ca_pem),
+            identity: identity_pem.as_ref().map(|(c, k)| Identity::from_pem(c, k)),
+            ca_pem,
+            identity_pem,
         }))
     }
 }
@@ -131,6 +134,9 @@ fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>, Error> {
 pub struct Tls {
     ca: Certificate,
     identity: Option<Identity>,
+    /// The same, as PEM, for the HTTP ports' rustls settings.
+    ca_pem: Vec<u8>,
+    identity_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Tls {
@@ -160,6 +166,78 @@ impl Tls {
             None => config,
         }
     }
+}
+
+impl Tls {
+    /// The rustls settings of an HTTPS server port: this process's certificate, no client
+    /// certificate asked for.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a certificate of its own, or when rustls refuses it.
+    pub fn https_server(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let (cert, key) = self.identity_pem.as_ref().ok_or_else(|| {
+            Error::Config("a server needs cert_path and key_path as well as ca_path".into())
+        })?;
+        let bad = |e: String| Error::Config(format!("the certificate cannot serve HTTPS: {e}"));
+        let chain = certs_of(cert);
+        let key = key_of(key)
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad("no private key".into()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| bad(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The rustls settings of an HTTPS client: servers checked against the CA, this
+    /// process's certificate presented when it has one.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when rustls refuses the CA or the certificate.
+    pub fn https_client(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let bad = |e: String| Error::Config(format!("TLS client settings: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs_of(&self.ca_pem) {
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match &self.identity_pem {
+            Some((cert, key)) => {
+                let key = key_of(key)
+                    .map_err(|e| bad(e.to_string()))?
+                    .ok_or_else(|| bad("no private key".into()))?;
+                builder
+                    .with_client_auth_cert(certs_of(cert), key)
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// The ring crypto provider (the one the gRPC ports use too): it builds with a C compiler
+/// only, where the alternative needs cmake.
+#[allow(deprecated)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates of a PEM file, in order.
+fn certs_of(mut pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem).flatten().collect()
+}
+
+/// The private key of a PEM file.
+fn key_of(mut pem: &[u8]) -> std::io::Result<Option<rustls::pki_types::PrivateKeyDer<'static>>> {
+    rustls_pemfile::private_key(&mut pem)
 }
 
 /// An endpoint for `addr` (`host:port`): `https` with `tls`, `http` without.

@@ -532,10 +532,19 @@ fn serve<T: TinyKv>(
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(rx.clone())),
     );
-    let http_task = tokio::spawn(
-        axum::serve(net::BoundedListener::new(http, config.max_connections), app)
-            .with_graceful_shutdown(stopped(rx.clone()))
-            .into_future(),
-    );
+    let max = config.max_connections;
+    let http_task = match &tls {
+        // The gateway and status routes speak HTTPS with the store's certificate.
+        Some(t) => tokio::spawn(
+            axum::serve(net::TlsListener::new(http, max, t.https_server()?)?, app)
+                .with_graceful_shutdown(stopped(rx.clone()))
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(net::BoundedListener::new(http, max), app)
+                .with_graceful_shutdown(stopped(rx.clone()))
+                .into_future(),
+        ),
+    };
     Ok((grpc_task, http_task))
 }

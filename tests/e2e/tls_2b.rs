@@ -14,7 +14,7 @@ use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tokio::task::block_in_place;
 
 use crate::procs::{Cluster, STORE_CONFIG};
-use crate::util::{ctl, http};
+use crate::util::ctl;
 
 /// A certificate authority that signs certificates for 127.0.0.1 and localhost.
 struct Ca {
@@ -67,6 +67,27 @@ fn security(ca: &Path, cert: &Path, key: &Path, allowed: &str) -> String {
         cert.display().to_string(),
         key.display().to_string()
     )
+}
+
+/// GET `path` at `addr` over HTTPS, the server's certificate checked against `tls`'s CA.
+async fn https_get(addr: std::net::SocketAddr, path: &str, tls: &security::Tls) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(tls.https_client().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
 }
 
 /// A peer-port client over TLS with `ca`, presenting `identity` (cert, key) if given.
@@ -172,11 +193,49 @@ async fn tls_on_every_port_and_who_is_refused_2b() {
         Some(&b"v"[..])
     );
 
-    // Each store's HTTP gateway reaches the cluster over TLS.
+    // Each store's gateway speaks HTTPS, and reaches the cluster over TLS; plain HTTP to it
+    // gets no answer.
+    let tls = paths.load().unwrap().unwrap();
     for s in &cluster.stores {
-        let (code, body) = http(s.http, "GET", "/kv/k", b"").await;
-        assert_eq!((code, body.as_slice()), (200, &b"v"[..]), "{}", s.name);
+        let (code, body) = https_get(s.http, "/kv/k", &tls).await;
+        assert_eq!((code, body.as_str()), (200, "v"), "{}", s.name);
     }
+    let plain = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(cluster.stores[0].http)
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            tcp.read_to_end(&mut raw),
+        );
+        let _ = read.await;
+        String::from_utf8_lossy(&raw).to_string()
+    };
+    assert!(
+        !plain.starts_with("HTTP/"),
+        "plain HTTP answered on an HTTPS port: {plain}"
+    );
+    // The ctl's status commands and the scheduler's status port, over HTTPS.
+    let endpoints: Vec<String> = cluster.stores.iter().map(|s| s.http.to_string()).collect();
+    let health =
+        block_in_place(|| with_tls(&["endpoint", "health", "--endpoints", &endpoints.join(",")]));
+    assert_eq!(health.0, 0, "{health:?}");
+    assert_eq!(health.1.matches("is healthy").count(), 3, "{health:?}");
+    let status =
+        block_in_place(|| with_tls(&["--scheduler", &sched, "endpoint", "status", "--cluster"]));
+    assert_eq!(status.0, 0, "{status:?}");
+    let sched_status: std::net::SocketAddr = cluster.scheduler_status.parse().unwrap();
+    let (code, body) = https_get(sched_status, "/stores", &tls).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"status_address\"") || body.contains("\"address\""),
+        "{body}"
+    );
 
     // Refused: no CA (plain TCP to a TLS port), another CA, a wrong CA file.
     let out = block_in_place(|| {

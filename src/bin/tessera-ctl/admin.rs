@@ -61,14 +61,18 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     s.set_read_timeout(Some(HTTP_TIMEOUT))
         .and_then(|()| s.set_write_timeout(Some(HTTP_TIMEOUT)))
         .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("{addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let raw = match crate::tls() {
+        Some(tls) => https_exchange(addr, s, request.as_bytes(), &tls)?,
+        None => {
+            s.write_all(request.as_bytes())
+                .map_err(|e| format!("{addr}: {e}"))?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw)
+                .map_err(|e| format!("{addr}: {e}"))?;
+            raw
+        }
+    };
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -79,6 +83,32 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
     Ok((code, body.to_string()))
+}
+
+/// Sends `request` over TLS on `tcp` (the server's certificate checked against the CA) and
+/// reads the answer to its end.
+fn https_exchange(
+    addr: &str,
+    tcp: TcpStream,
+    request: &[u8],
+    tls: &security::Tls,
+) -> Result<Vec<u8>, String> {
+    let config = tls.https_client().map_err(|e| e.to_string())?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| format!("{addr}: {e}"))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    stream
+        .write_all(request)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => Ok(raw),
+        // A server that closes without a TLS close_notify: what came is the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(format!("{addr}: {e}")),
+    }
 }
 
 fn scheduler_client(addr: &str) -> Result<RpcClient, String> {
