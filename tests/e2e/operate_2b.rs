@@ -596,4 +596,19 @@ async fn admin_commands_move_leaders_and_peers_and_split_2b() {
     assert!(entries.iter().all(|l| l.contains(" term ")), "{:?}", out[1]);
     assert_eq!(out[2].0, 1, "{:?}", out[2]);
     assert_eq!(out[3].0, 4, "{:?}", out[3]);
+
+    // Output piped into a reader that stops early (`| head -1`) ends the ctl quietly.
+    let piped = block_in_place(|| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} raft-log {r} --data-dir {dir} --limit 100000 | head -1",
+                env!("CARGO_BIN_EXE_tessera-ctl")
+            ))
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("region "));
 }

@@ -563,6 +563,12 @@ fn hole_line(start: &[u8], end: &[u8]) -> String {
 #[tokio::main]
 async fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    // A reader that stops early (`| head`) ends the ctl as it ends other commands, instead of
+    // every later print failing.
+    // SAFETY: resetting a signal to its default disposition, before any other thread prints.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let matches = Args::command().get_matches();
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let from_env =
