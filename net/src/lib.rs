@@ -261,3 +261,33 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// The answer to `GET /metrics`: `text` in Prometheus' text format, or a 500 saying why it
+/// could not be made.
+pub fn metrics_response<E: std::fmt::Display>(text: Result<String, E>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match text {
+        Ok(text) => (
+            axum::http::StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// A 200 answer carrying the JSON document `doc` (already serialized), one line break after it.
+pub fn json_response(doc: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::OK,
+        [("content-type", "application/json")],
+        doc + "\n",
+    )
+        .into_response()
+}

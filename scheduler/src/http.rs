@@ -101,28 +101,11 @@ pub fn serve(
 }
 
 fn json_response(doc: &Value) -> Response {
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        format!("{doc:#}\n"),
-    )
-        .into_response()
+    net::json_response(format!("{doc:#}"))
 }
 
 async fn metrics(State(s): State<Status>) -> Response {
-    match s.cluster.metrics().encode() {
-        Ok(text) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the metrics: {e}\n"),
-        )
-            .into_response(),
-    }
+    net::metrics_response(s.cluster.metrics().encode())
 }
 
 async fn status(State(s): State<Status>) -> Response {

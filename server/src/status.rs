@@ -200,29 +200,12 @@ async fn health(State(s): State<StatusSource>) -> Response {
 }
 
 async fn metrics(State(s): State<StatusSource>) -> Response {
-    match s.metrics_text() {
-        Ok(text) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the metrics: {e}\n"),
-        )
-            .into_response(),
-    }
+    net::metrics_response(s.metrics_text())
 }
 
 async fn status(State(s): State<StatusSource>) -> Response {
     match tokio::task::spawn_blocking(move || s.status_json()).await {
-        Ok(doc) => (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            format!("{doc:#}\n"),
-        )
-            .into_response(),
+        Ok(doc) => net::json_response(format!("{doc:#}")),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

@@ -259,6 +259,17 @@ pub fn run_store(cmd: &StoreCmd, scheduler: &str, json: bool) -> Result<u8, Stri
     Ok(0)
 }
 
+/// A peer as the ctl prints it: `ID@STORE`, `(learner)` after a learner.
+pub fn peer_text(p: &metapb::Peer) -> String {
+    let learner = p.role == metapb::PeerRole::Learner as i32;
+    format!(
+        "{}@{}{}",
+        p.id,
+        p.store_id,
+        if learner { "(learner)" } else { "" }
+    )
+}
+
 /// Runs `region KEY` or `region --id ID`; 1 when the scheduler knows no such region.
 pub fn run_region(
     key: Option<&[u8]>,
@@ -281,19 +292,7 @@ pub fn run_region(
         Err(e) => return Err(format!("scheduler {scheduler}: {e}")),
     };
     let epoch = region.region_epoch.unwrap_or_default();
-    let peers: Vec<String> = region
-        .peers
-        .iter()
-        .map(|p| {
-            let learner = p.role == metapb::PeerRole::Learner as i32;
-            format!(
-                "{}@{}{}",
-                p.id,
-                p.store_id,
-                if learner { "(learner)" } else { "" }
-            )
-        })
-        .collect();
+    let peers: Vec<String> = region.peers.iter().map(peer_text).collect();
     if json {
         println!(
             "{}",

@@ -507,16 +507,10 @@ async fn list_regions(scheduler: &str) -> Result<u8, Failure> {
                     .peers
                     .iter()
                     .map(|p| {
-                        let learner = p.role == proto::metapb::PeerRole::Learner as i32;
-                        if !learner {
+                        if p.role != proto::metapb::PeerRole::Learner as i32 {
                             per_store.entry(p.store_id).or_default().0 += 1;
                         }
-                        format!(
-                            "{}@{}{}",
-                            p.id,
-                            p.store_id,
-                            if learner { "(learner)" } else { "" }
-                        )
+                        admin::peer_text(p)
                     })
                     .collect();
                 if let Some(l) = leader {
