@@ -494,7 +494,7 @@ pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler
     let mut server = net::grpc_server();
     if let Some(t) = &tls {
         let config = t
-            .server(false)
+            .server(cluster.config().security.client_cert_auth)
             .map_err(|e| Error::Config(format!("[security]: {e}")))?;
         server = server
             .tls_config(config)

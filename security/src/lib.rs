@@ -6,6 +6,7 @@
 //! cert_path = "server.pem"    # this process's certificate (a client's: optional)
 //! key_path = "server-key.pem" # its private key
 //! cert_allowed_cn = ["tessera-store"]  # peer port: the common names a store may present
+//! client_cert_auth = true     # client gRPC ports ask for a client certificate too
 //! ```
 //!
 //! With a CA set, servers speak TLS only, and clients verify the server's certificate against
@@ -65,6 +66,9 @@ pub struct TlsPaths {
     pub cert_path: Option<PathBuf>,
     /// Its private key (PEM).
     pub key_path: Option<PathBuf>,
+    /// A server's gRPC port asks its clients for a certificate the CA signed too (mutual TLS;
+    /// the stores' peer ports always do).
+    pub client_cert_auth: bool,
 }
 
 impl TlsPaths {
@@ -318,6 +322,7 @@ mod tests {
                 ca_path: ca.cloned(),
                 cert_path: cert.cloned(),
                 key_path: key.cloned(),
+                client_cert_auth: false,
             };
         assert!(paths(None, None, None).load().unwrap().is_none());
         let full = paths(Some(&ca_pem), Some(&ca_pem), Some(&key_pem))

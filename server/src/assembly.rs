@@ -502,7 +502,8 @@ fn serve<T: TinyKv>(
     let Ports { grpc, http, tls } = ports;
     let mut server = net::grpc_server();
     if let Some(t) = &tls {
-        server = server.tls_config(t.server(false)?)?;
+        let ask_clients = config.security.client_cert_auth;
+        server = server.tls_config(t.server(ask_clients)?)?;
     }
     // The largest request is a compare-and-swap: a key, the new value and the expected one; the
     // largest message a client's BatchCommands stream sends, its byte budget plus one request.

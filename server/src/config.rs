@@ -94,6 +94,8 @@ pub struct SecurityConfig {
     /// The common names a store's client certificate may carry on the peer port; empty: any
     /// certificate the CA signed.
     pub cert_allowed_cn: Vec<String>,
+    /// The client gRPC port asks clients for a certificate the CA signed too (mutual TLS).
+    pub client_cert_auth: bool,
 }
 
 impl SecurityConfig {
@@ -106,6 +108,7 @@ impl SecurityConfig {
             ca_path: self.ca_path.clone(),
             cert_path: self.cert_path.clone(),
             key_path: self.key_path.clone(),
+            client_cert_auth: self.client_cert_auth,
         };
         paths.load().map_err(|e| anyhow::anyhow!("[security]: {e}"))
     }

@@ -1,7 +1,8 @@
 //! TLS on a cluster of real processes: the scheduler's port, every store's client and peer
-//! ports speak TLS only, the peer port mutual TLS with an allowed common name; clients with the
-//! CA work (the ctl, the cluster client, the stores' own gateways); clients without it, or with
-//! another CA, are refused, and so is a peer without a client certificate or with a name not
+//! ports speak TLS only, all of them mutual TLS (`client_cert_auth`), the peer port with an
+//! allowed common name; clients with the CA and a certificate work (the ctl, the cluster client,
+//! the stores' own gateways); clients without the CA, with another CA, or with the CA but no
+//! certificate, are refused, and so is a peer without a client certificate or with a name not
 //! allowed.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -100,6 +101,7 @@ async fn peer_client(
         ca_path: Some(ca.to_path_buf()),
         cert_path: identity.map(|i| i.0.clone()),
         key_path: identity.map(|i| i.1.clone()),
+        client_cert_auth: false,
     };
     let tls = paths.load().unwrap().unwrap();
     let channel = security::endpoint(addr, Some(&tls))
@@ -144,10 +146,10 @@ async fn tls_on_every_port_and_who_is_refused_2b() {
             &ca_path,
             &store.0,
             &store.1,
-            "cert_allowed_cn = [\"tessera-store\"]\n"
+            "cert_allowed_cn = [\"tessera-store\"]\nclient_cert_auth = true\n"
         )
     );
-    let sched_config = security(&ca_path, &store.0, &store.1, "");
+    let sched_config = security(&ca_path, &store.0, &store.1, "client_cert_auth = true\n");
     let mut cluster =
         block_in_place(|| Cluster::start_scheduler_with(&store_config, &sched_config));
     for _ in 0..3 {
@@ -177,10 +179,12 @@ async fn tls_on_every_port_and_who_is_refused_2b() {
     let direct = block_in_place(|| with_tls(&["--addr", &store_addr, "get", "k"]));
     assert!(direct.0 == 0 || direct.0 == 3, "{direct:?}");
 
-    // The library, with the CA only.
+    // The library, with the CA and a client certificate.
     let paths = security::TlsPaths {
         ca_path: Some(ca_path.clone()),
-        ..Default::default()
+        cert_path: Some(client_id.0.clone()),
+        key_path: Some(client_id.1.clone()),
+        client_cert_auth: false,
     };
     let config = ClusterConfig {
         tls: paths.load().unwrap(),
@@ -258,6 +262,22 @@ async fn tls_on_every_port_and_who_is_refused_2b() {
                 "get",
                 "k",
             ]),
+            ctl(&[
+                "--ca-path",
+                ca_path.to_str().unwrap(),
+                "--addr",
+                &store_addr,
+                "get",
+                "k",
+            ]),
+            ctl(&[
+                "--ca-path",
+                ca_path.to_str().unwrap(),
+                "--scheduler",
+                &sched,
+                "get",
+                "k",
+            ]),
         ]
     });
     assert_eq!(out[0].0, 4, "{:?}", out[0]);
@@ -270,6 +290,9 @@ async fn tls_on_every_port_and_who_is_refused_2b() {
         "{:?}",
         out[3]
     );
+    // client_cert_auth: the CA alone is not enough, at a store or at the scheduler.
+    assert_eq!(out[4].0, 4, "{:?}", out[4]);
+    assert_eq!(out[5].0, 4, "{:?}", out[5]);
 
     // The peer port: a store's certificate passes; none, or a name not allowed, does not.
     let peer = cluster.stores[1].peer.clone();

@@ -554,15 +554,29 @@ fn hole_line(start: &[u8], end: &[u8]) -> String {
     )
 }
 
+/// A reader that stops early (`| head`) makes every later print fail: the ctl then ends at
+/// once, with the status a process killed by SIGPIPE has (141), instead of panicking. (SIGPIPE
+/// itself stays ignored: a server closing a connection must not kill the ctl.)
+fn exit_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    // A reader that stops early (`| head`) ends the ctl as it ends other commands, instead of
-    // every later print failing.
-    // SAFETY: resetting a signal to its default disposition, before any other thread prints.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    exit_quietly_when_stdout_closes();
     let matches = Args::command().get_matches();
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let from_env =
@@ -572,6 +586,7 @@ async fn main() -> ExitCode {
         ca_path: args.ca_path.clone(),
         cert_path: args.cert_path.clone(),
         key_path: args.key_path.clone(),
+        client_cert_auth: false,
     };
     match paths.load() {
         Ok(tls) => {
