@@ -96,11 +96,6 @@ impl StoreHealth {
         (bytes != u64::MAX).then_some(bytes)
     }
 
-    /// How long the store has run.
-    pub fn uptime(&self) -> Duration {
-        self.start.elapsed()
-    }
-
     /// Sets the bytes of writes the store may propose until the next disk check.
     pub fn set_write_budget(&self, bytes: u64) {
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
