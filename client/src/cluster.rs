@@ -461,6 +461,23 @@ impl ClusterClient {
         Ok(self.call_routed(&mut retry, key, &mut f).await?.0)
     }
 
+    /// As [`ClusterClient::call`], also returning the region that served the request (a scan
+    /// across regions goes on where it ends).
+    pub(crate) async fn call_in<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        mut f: F,
+    ) -> Result<(T, metapb::Region), ClusterError>
+    where
+        F: FnMut(TinyKvClient<Channel>, Context) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, Status>>,
+    {
+        let mut retry = Retry::new(op, key, &self.inner.config);
+        let mut f = |s: StoreConn, ctx| f(s.client, ctx);
+        self.call_routed(&mut retry, key, &mut f).await
+    }
+
     /// As [`ClusterClient::call`], for a request that must not apply twice (a raw write): sent
     /// again only after failures that prove it was not applied (see the module documentation).
     ///

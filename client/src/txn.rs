@@ -27,6 +27,7 @@
 
 mod error;
 mod rpc;
+mod scan;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ use scheduler_client::SchedulerClient;
 use crate::cluster::ClusterClient;
 pub use error::{TxnError, TxnStats, TxnStatus};
 use rpc::Route;
+pub use scan::{ScanPage, TxnScan, SCAN_PAGE};
 use transport::SchedulerTso;
 pub use transport::{TimestampOracle, TransportFuture, TxnTransport};
 
@@ -268,6 +270,27 @@ impl TxnClient {
         Ok(())
     }
 
+    /// The value of `key` as of `ts`, as a transaction started at `ts` reads it (locks of
+    /// transactions that may have committed at or below `ts` are resolved or waited out).
+    pub async fn get_at(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>, TxnError> {
+        let mut wait = LockWait::new();
+        let req = GetRequest {
+            key: key.to_vec(),
+            version: ts,
+            ..Default::default()
+        };
+        loop {
+            let resp = self.transport.get(key, req.clone()).await?;
+            match resp.error {
+                None => return Ok((!resp.not_found).then_some(resp.value)),
+                Some(KeyError {
+                    locked: Some(lock), ..
+                }) => self.wait_out(&lock, &mut wait).await?,
+                Some(other) => return Err(TxnError::Aborted(format!("{other:?}"))),
+            }
+        }
+    }
+
     /// Commits `key` of the transaction at `start_ts`; `Some` is the key error that refused it
     /// (nothing was written).
     async fn commit_key(
@@ -297,22 +320,7 @@ impl Txn {
         if let Some(w) = self.writes.get(key) {
             return Ok(w.clone());
         }
-        let mut wait = LockWait::new();
-        let req = GetRequest {
-            key: key.to_vec(),
-            version: self.start_ts,
-            ..Default::default()
-        };
-        loop {
-            let resp = self.client.transport.get(key, req.clone()).await?;
-            match resp.error {
-                None => return Ok((!resp.not_found).then_some(resp.value)),
-                Some(KeyError {
-                    locked: Some(lock), ..
-                }) => self.client.wait_out(&lock, &mut wait).await?,
-                Some(other) => return Err(TxnError::Aborted(format!("{other:?}"))),
-            }
-        }
+        self.client.get_at(key, self.start_ts).await
     }
 
     /// Buffers a put.

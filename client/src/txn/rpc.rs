@@ -10,9 +10,9 @@
 
 use std::future::Future;
 
-use proto::errorpb;
 use proto::kvrpcpb::*;
 use proto::tinykvpb::tiny_kv_client::TinyKvClient;
+use proto::{errorpb, metapb};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -58,6 +58,14 @@ macro_rules! txn_request {
             $(fn $op<'a>(&'a self, key: &'a [u8], req: $req) -> TransportFuture<'a, $resp> {
                 Box::pin(self.send(key, req))
             })*
+
+            fn scan<'a>(
+                &'a self,
+                located: &'a [u8],
+                req: ScanRequest,
+            ) -> TransportFuture<'a, (ScanResponse, metapb::Region)> {
+                Box::pin(self.send_located(located, req))
+            }
         }
     };
     (@one $req:ty => $resp:ty, $method:ident) => {
@@ -85,6 +93,7 @@ txn_request! {
     BatchRollbackRequest => BatchRollbackResponse, kv_batch_rollback, batch_rollback;
     ResolveLockRequest => ResolveLockResponse, kv_resolve_lock, resolve_lock;
 }
+txn_request!(@one ScanRequest => ScanResponse, kv_scan);
 
 impl Route {
     /// Sends `req`, which concerns `key`, and returns the response with no region error.
@@ -93,6 +102,19 @@ impl Route {
     /// One server: a region error or a failed RPC, at once. A cluster: whatever
     /// [`ClusterClient::call`] gives up with.
     async fn send<R: TxnRequest>(&self, key: &[u8], req: R) -> Result<R::Response, TxnError> {
+        // Transactional data lives under memcomparable-encoded keys (and regions split between
+        // them), so that is what locates a key's region.
+        let located = codec::key::encode_bytes(key);
+        Ok(self.send_located(&located, req).await?.0)
+    }
+
+    /// Sends `req` to the region holding the encoded key `located`; returns the response with
+    /// no region error and the region that served it (unbounded for one server).
+    async fn send_located<R: TxnRequest>(
+        &self,
+        located: &[u8],
+        req: R,
+    ) -> Result<(R::Response, metapb::Region), TxnError> {
         match self {
             Route::One(client) => {
                 let mut resp = R::send(client.clone(), req)
@@ -100,15 +122,12 @@ impl Route {
                     .map_err(ClientError::from)?;
                 match R::take_region_error(&mut resp) {
                     Some(e) => Err(ClientError::Region(format!("{e:?}")).into()),
-                    None => Ok(resp),
+                    None => Ok((resp, metapb::Region::default())),
                 }
             }
             Route::Cluster(cluster) => {
-                // Transactional data lives under memcomparable-encoded keys (and regions split
-                // between them), so that is what locates a key's region.
-                let located = codec::key::encode_bytes(key);
                 let resp = cluster
-                    .call(R::OP, &located, |client, ctx| {
+                    .call_in(R::OP, located, |client, ctx| {
                         let mut req = req.clone();
                         req.set_context(ctx);
                         async move {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use proto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
     CommitRequest, CommitResponse, GetRequest, GetResponse, PrewriteRequest, PrewriteResponse,
-    ResolveLockRequest, ResolveLockResponse,
+    ResolveLockRequest, ResolveLockResponse, ScanRequest, ScanResponse,
 };
+use proto::metapb;
 use scheduler_client::SchedulerClient;
 
 use super::TxnError;
@@ -65,6 +66,17 @@ pub trait TxnTransport: Send + Sync {
         key: &'a [u8],
         req: BatchRollbackRequest,
     ) -> TransportFuture<'a, BatchRollbackResponse>;
+
+    /// `KvScan` from `req.start_key` in the region holding `located`, a memcomparable-encoded
+    /// key (`codec::key`: transactional data lives under encoded keys, and regions split
+    /// between them). Returns the response and the region that served it, whose answer ends
+    /// at its end key: a scan across regions goes on from there. A transport whose one server
+    /// serves every key answers with an unbounded region.
+    fn scan<'a>(
+        &'a self,
+        located: &'a [u8],
+        req: ScanRequest,
+    ) -> TransportFuture<'a, (ScanResponse, metapb::Region)>;
 
     /// `KvResolveLock` in the region of `key`.
     fn resolve_lock<'a>(

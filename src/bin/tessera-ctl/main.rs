@@ -11,15 +11,19 @@
 //! the outcome is unknown, which the message then says), 5 the store's disk is full (writes
 //! refused until space returns), 6 `cas` compared and did not swap (the key did not hold what
 //! was expected; the output says what it held), 7 `endpoint health`: an endpoint answered
-//! that it is not healthy, 8 `check perf`: the cluster fell short of a threshold.
+//! that it is not healthy, 8 `check perf`: the cluster fell short of a threshold, 9 `restore`:
+//! the backup is corrupt, partial or not a backup, 10 `restore`: the cluster holds data.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 mod admin;
+mod backup;
 mod check;
+mod manifest;
 mod offline;
 mod raw;
+mod restore;
 mod top;
 
 use clap::{Parser, Subcommand};
@@ -117,6 +121,8 @@ enum Cmd {
     /// Checks of the cluster (--scheduler)
     #[command(subcommand)]
     Check(check::CheckCmd),
+    #[command(flatten)]
+    Backup(backup::BackupCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -338,6 +344,10 @@ async fn run(args: Args) -> Result<u8, Failure> {
             };
             let client = ClusterClient::connect(&scheduler, config).await?;
             Ok(check::run(&cmd, client).await)
+        }
+        Cmd::Backup(cmd) => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            Ok(backup::run(cmd, &scheduler, args.write_out == WriteOut::Json).await)
         }
         Cmd::Top(t) => {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());

@@ -14,8 +14,9 @@ use proto::errorpb;
 use proto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
     CommitRequest, CommitResponse, Context, GetRequest, GetResponse, PrewriteRequest,
-    PrewriteResponse, ResolveLockRequest, ResolveLockResponse,
+    PrewriteResponse, ResolveLockRequest, ResolveLockResponse, ScanRequest, ScanResponse,
 };
+use proto::metapb;
 use tessera_client::cluster::ClusterError;
 use tessera_client::txn::{TransportFuture, TxnError, TxnTransport};
 use workload::bank::{Records, RecordsFuture};
@@ -45,6 +46,18 @@ macro_rules! store_transport {
             $(fn $op<'a>(&'a self, key: &'a [u8], req: $req) -> TransportFuture<'a, $resp> {
                 Box::pin(self.call(stringify!($op), key, req, |api, r| api.$op(r)))
             })*
+
+            fn scan<'a>(
+                &'a self,
+                located: &'a [u8],
+                req: ScanRequest,
+            ) -> TransportFuture<'a, (ScanResponse, metapb::Region)> {
+                Box::pin(async move {
+                    let resp = self.call("scan", located, req, |api, r| api.scan(r)).await?;
+                    // The suite's cluster has one region, which serves every key.
+                    Ok((resp, metapb::Region::default()))
+                })
+            }
         }
     };
 }
@@ -56,6 +69,12 @@ store_transport! {
     check_txn_status: CheckTxnStatusRequest => CheckTxnStatusResponse;
     batch_rollback: BatchRollbackRequest => BatchRollbackResponse;
     resolve_lock: ResolveLockRequest => ResolveLockResponse;
+}
+
+impl RegionError for ScanResponse {
+    fn region_error(&self) -> Option<&errorpb::Error> {
+        self.region_error.as_ref()
+    }
 }
 
 /// Routes the requests of every client that shares it: one idea of where the leader is, like a
