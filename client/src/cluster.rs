@@ -34,6 +34,7 @@
 mod batch;
 mod cache;
 mod multi;
+mod pages;
 mod raw;
 mod retry;
 
@@ -51,6 +52,7 @@ use tonic::Status;
 
 use crate::raw::may_have_run;
 use cache::{CachedRegion, RegionCache};
+pub use pages::{RawPage, RawPages};
 use retry::{is_transport_failure, Failure, Retry};
 pub use retry::{ClusterError, Reply};
 

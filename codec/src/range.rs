@@ -31,6 +31,8 @@ pub struct ScanRange {
     pub reverse: bool,
     /// Keys only.
     pub key_only: bool,
+    /// Also each pair's expiry (a backup's scan).
+    pub with_expiry: bool,
 }
 
 impl ScanRange {
@@ -71,6 +73,7 @@ impl ScanRange {
             end_key: self.end.clone(),
             key_only: self.key_only,
             reverse: self.reverse,
+            with_expiry: self.with_expiry,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct ScanPage {
     pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The page stopped at the byte bound: more pairs may follow its last key.
     pub truncated: bool,
+    /// With [`ScanRange::with_expiry`]: when each pair expires (Unix ms, `raw_value::NEVER`:
+    /// never), in the order of `pairs`.
+    pub expiry_ms: Vec<u64>,
 }
 
 /// Refuses a TTL outside the default column family: the lock and write CFs also hold the
@@ -339,11 +342,13 @@ impl<S: Storage> RawApi<S> {
             if past {
                 break;
             }
-            let Some(value) = raw_value::live(it.value(), now) else {
+            let (value, expiry) = raw_value::decode(it.value());
+            let expiry = expiry.unwrap_or(raw_value::NEVER);
+            if expiry <= now {
                 // Expired: as if absent.
                 advance(&mut *it, range.reverse);
                 continue;
-            };
+            }
             let value = if range.key_only { &[][..] } else { value };
             let size = key.len() + value.len();
             let full = page.pairs.len() >= max_pairs
@@ -356,6 +361,9 @@ impl<S: Storage> RawApi<S> {
             }
             bytes += size;
             page.pairs.push((key.to_vec(), value.to_vec()));
+            if range.with_expiry {
+                page.expiry_ms.push(expiry);
+            }
             advance(&mut *it, range.reverse);
         }
         Ok(page)

@@ -389,6 +389,7 @@ impl<S: Storage> TinyKv for KvService<S> {
                 limit: req.limit,
                 reverse: req.reverse,
                 key_only: req.key_only,
+                with_expiry: req.with_expiry,
             };
             let out = self
                 .blocking(move || raw.scan_range(&ctx, &req.cf, &range))
@@ -397,7 +398,9 @@ impl<S: Storage> TinyKv for KvService<S> {
             match out {
                 Ok(page) => {
                     resp.truncated = page.truncated;
-                    resp.kvs = page.pairs.into_iter().map(kv_pair).collect()
+                    resp.kvs = page.pairs.into_iter().map(kv_pair).collect();
+                    let never = |at: u64| if at == codec::raw_value::NEVER { 0 } else { at };
+                    resp.expiry_ms = page.expiry_ms.into_iter().map(never).collect();
                 }
                 Err(e) => (resp.region_error, resp.error) = split_error(e),
             }

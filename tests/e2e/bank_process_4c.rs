@@ -19,8 +19,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
-use tessera_client::cluster::{ClusterClient, ClusterConfig};
+use scheduler_client::{RpcClient, SchedulerClient};
+use tessera_client::cluster::ClusterClient;
 use tessera_client::txn::TxnClient;
 use tokio::task::block_in_place;
 use workload::bank::{Bank, BankConfig};
@@ -36,19 +36,8 @@ const BETWEEN: u64 = 15;
 /// The scheduler's client, a routing client with a 20 s deadline per request, and a
 /// transaction client over both with the test's lock TTL.
 async fn clients(cluster: &Cluster) -> (Arc<RpcClient>, ClusterClient, TxnClient) {
-    let addr = cluster.scheduler.clone();
-    let rpc = Arc::new(
-        tokio::task::spawn_blocking(move || RpcClient::connect(&addr, RpcClientConfig::default()))
-            .await
-            .unwrap()
-            .expect("scheduler reachable"),
-    );
+    let (rpc, routed) = cluster.routed_clients().await;
     let scheduler: Arc<dyn SchedulerClient> = rpc.clone();
-    let config = ClusterConfig {
-        timeout: Duration::from_secs(20),
-        ..ClusterConfig::default()
-    };
-    let routed = ClusterClient::new(scheduler.clone(), config);
     let client = TxnClient::routed(routed.clone(), scheduler).with_lock_ttl(TTL);
     (rpc, routed, client)
 }

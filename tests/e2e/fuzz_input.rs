@@ -178,6 +178,7 @@ impl ClientGen {
                 end_key: self.read_key(d),
                 key_only: d.below(2) == 0,
                 reverse: d.below(2) == 0,
+                with_expiry: d.below(2) == 0,
             }),
         }
     }

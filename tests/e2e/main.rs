@@ -1,5 +1,6 @@
 //! End-to-end tests of the binaries and the root package: one test binary, one module per surface.
 
+mod backup_4c;
 mod balance_3b;
 mod bank_process_4c;
 mod batch_2b;

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use proto::kvrpcpb::RawGetRequest;
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
+use std::sync::Arc;
+
+use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::raw::RawClient;
 use tokio::task::block_in_place;
 
@@ -556,6 +559,26 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The scheduler's client and a routing client of the cluster with a 20 s deadline per
+    /// request.
+    pub async fn routed_clients(&self) -> (Arc<RpcClient>, ClusterClient) {
+        let addr = self.scheduler.clone();
+        let rpc = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                RpcClient::connect(&addr, RpcClientConfig::default())
+            })
+            .await
+            .unwrap()
+            .expect("scheduler reachable"),
+        );
+        let config = ClusterConfig {
+            timeout: Duration::from_secs(20),
+            ..ClusterConfig::default()
+        };
+        let scheduler: Arc<dyn SchedulerClient> = rpc.clone();
+        (rpc, ClusterClient::new(scheduler, config))
     }
 
     /// Stops every running store, then the scheduler, with SIGTERM; each must exit cleanly.

@@ -95,7 +95,7 @@ impl ClusterClient {
                 break;
             }
             rest.limit = (range.limit - out.len() as u32).min(SCAN_BATCH);
-            let ((page, truncated), region) =
+            let ((page, truncated, _), region) =
                 self.scan_page(cf, &mut retry, &rest, &rest.start).await?;
             let full = page.len() >= rest.limit as usize || truncated;
             let last = page.last().map(|(k, _)| k.clone());
@@ -124,7 +124,8 @@ impl ClusterClient {
                 break;
             }
             rest.limit = (range.limit - out.len() as u32).min(SCAN_BATCH);
-            let ((page, truncated), region) = self.scan_page(cf, &mut retry, &rest, &probe).await?;
+            let ((page, truncated, _), region) =
+                self.scan_page(cf, &mut retry, &rest, &probe).await?;
             let reaches_end =
                 region.end_key.is_empty() || (!rest.end.is_empty() && region.end_key >= rest.end);
             if !reaches_end {
@@ -147,14 +148,15 @@ impl ClusterClient {
         Ok(out)
     }
 
-    /// One page of `rest` from the region holding `route`, and that region.
-    async fn scan_page(
+    /// One page of `rest` from the region holding `route` (its pairs, whether the server cut
+    /// it short, and the pairs' expiries if `rest` asks for them), and that region.
+    pub(super) async fn scan_page(
         &self,
         cf: &str,
         retry: &mut Retry,
         rest: &ScanRange,
         route: &[u8],
-    ) -> Result<((Pairs, bool), metapb::Region), ClusterError> {
+    ) -> Result<((Pairs, bool, Vec<u64>), metapb::Region), ClusterError> {
         let mut f = |s: StoreConn, ctx| {
             let req = rest.request(cf, Some(ctx));
             let mut c = s.client;
@@ -163,7 +165,7 @@ impl ClusterClient {
                 Ok(Reply::raw(
                     r.region_error,
                     r.error,
-                    (pairs(r.kvs), r.truncated),
+                    (pairs(r.kvs), r.truncated, r.expiry_ms),
                 ))
             }
         };

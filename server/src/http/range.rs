@@ -165,6 +165,7 @@ fn parse(q: &RangeQuery, max_limit: u32) -> Result<(Encoding, ScanRange), String
         limit: q.limit.unwrap_or(DEFAULT_LIMIT).min(max_limit.max(1)),
         reverse: q.reverse,
         key_only: q.keys_only,
+        with_expiry: false,
     };
     Ok((encoding, range))
 }

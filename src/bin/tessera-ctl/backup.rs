@@ -1,11 +1,17 @@
 //! `tessera-ctl backup --to DIR [--ts TS]`: a consistent copy of the cluster's transactional
-//! data as of one timestamp, and `tessera-ctl restore --from DIR` (in `restore`).
+//! data as of one timestamp (`--raw`: of its raw key space), and `tessera-ctl restore --from
+//! DIR` (in `restore`).
 //!
 //! The backup reads the whole key space at `TS` (a fresh timestamp unless given) region by
 //! region, through each region's leader, as any read at `TS` does: locks of transactions that
 //! may have committed at or below it are resolved first, so the copy is exactly what a reader
 //! at `TS` sees, whatever commits while it runs. Each stretch of keys one region served goes to
 //! one SST file; the manifest (see `manifest`) is written last.
+//!
+//! Raw data has no timestamps: `--raw` reads the raw key space (column family `default`) page by
+//! page, each page at one point of its region, keeping each key's expiry. Raw and
+//! transactional data kept in one key range cannot be told apart there (transactional values
+//! live in `default` too), so keep them in separate ranges, as with TiKV.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,8 +38,13 @@ pub enum BackupCmd {
         #[arg(long)]
         to: PathBuf,
         /// Timestamp to read at [default: a fresh one from the scheduler]
-        #[arg(long)]
+        #[arg(long, conflicts_with = "raw")]
         ts: Option<u64>,
+        /// Copy the raw key space (column family default, with each key's expiry) instead.
+        /// Raw data has no timestamps: each page of keys is read at one point of its region,
+        /// and a raw write made while the backup runs may or may not be in it
+        #[arg(long)]
+        raw: bool,
     },
     /// Load a backup into a new, empty cluster (--scheduler); every file is checked before
     /// anything is written. Exit 9 when the backup is corrupt, partial or foreign, 10 when the
@@ -81,7 +92,7 @@ pub async fn connect(
 /// Runs `cmd` against the cluster of `scheduler`; the exit code.
 pub async fn run(cmd: BackupCmd, scheduler: &str, json: bool) -> u8 {
     let outcome = match cmd {
-        BackupCmd::Backup { to, ts } => backup(scheduler, &to, ts, json).await,
+        BackupCmd::Backup { to, ts, raw } => backup(scheduler, &to, ts, raw, json).await,
         BackupCmd::Restore {
             from,
             dry_run,
@@ -217,15 +228,41 @@ impl Writer<'_> {
     }
 }
 
+/// Pairs a backup reads at once.
+const PAGE: u32 = 1024;
+
+/// Copies the raw key space into `w`: each value as its expiry (8 bytes) and the value.
+async fn copy_raw(cluster: &ClusterClient, w: &mut Writer<'_>) -> Result<(), Failed> {
+    let mut pages = cluster.raw_pages("default", b"", b"", PAGE);
+    let mut from = Vec::new();
+    while let Some(page) = pages.next_page().await.map_err(unreachable)? {
+        let pairs: Vec<_> = page
+            .pairs
+            .into_iter()
+            .zip(page.expiry_ms)
+            .map(|((k, v), at)| (k, [&at.to_be_bytes()[..], &v].concat()))
+            .collect();
+        w.add(&from, page.region.id, &pairs).map_err(|e| (2, e))?;
+        from = pages.cursor().to_vec();
+    }
+    Ok(())
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn backup(scheduler: &str, dir: &Path, ts: Option<u64>, json: bool) -> Result<(), Failed> {
+async fn backup(
+    scheduler: &str,
+    dir: &Path,
+    ts: Option<u64>,
+    raw: bool,
+    json: bool,
+) -> Result<(), Failed> {
     prepare_dir(dir)?;
-    let (rpc, _, txn) = connect(scheduler, crate::tls())
+    let (rpc, cluster, txn) = connect(scheduler, crate::tls())
         .await
         .map_err(unreachable)?;
     let now = txn.timestamp().await.map_err(unreachable)?;
@@ -250,17 +287,21 @@ async fn backup(scheduler: &str, dir: &Path, ts: Option<u64>, json: bool) -> Res
         open: None,
         kv_bytes: 0,
     };
-    let mut scan: TxnScan = txn.scan_pages(b"", b"", ts, 1024);
-    let mut from = Vec::new();
-    while let Some(page) = scan.next_page().await.map_err(unreachable)? {
-        w.add(&from, page.region.id, &page.pairs)
-            .map_err(|e| (2, e))?;
-        from = scan.cursor().to_vec();
+    if raw {
+        copy_raw(&cluster, &mut w).await?;
+    } else {
+        let mut scan: TxnScan = txn.scan_pages(b"", b"", ts, PAGE);
+        let mut from = Vec::new();
+        while let Some(page) = scan.next_page().await.map_err(unreachable)? {
+            w.add(&from, page.region.id, &page.pairs)
+                .map_err(|e| (2, e))?;
+            from = scan.cursor().to_vec();
+        }
     }
     w.close(b"").map_err(|e| (2, e))?;
     let manifest = Manifest {
         format: FORMAT,
-        kind: "txn".to_string(),
+        kind: if raw { "raw" } else { "txn" }.to_string(),
         cluster_id: rpc.cluster_id(),
         ts,
         created_unix_ms: now_ms(),

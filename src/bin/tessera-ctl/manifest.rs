@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! DIR/backupmeta            tessera-backup 1 md5=<md5 of the JSON below, hex>\n<JSON>
-//! DIR/<cluster>-<ts>-<n>-r<region>.sst   user key → value, the keys of one segment
+//! DIR/<cluster>-<ts>-<n>-r<region>.sst   the keys of one segment
 //! ```
+//!
+//! In a `txn` backup a file maps each user key to its value at the timestamp; in a `raw` one,
+//! to its expiry (8 bytes, big-endian Unix milliseconds, 0: never) followed by its value.
 //!
 //! The manifest names the source cluster, the timestamp, and the segments in key order; each
 //! segment is the range `[start, end)` of user keys one region served (an empty `end`:
@@ -50,7 +53,8 @@ pub struct Segment {
 pub struct Manifest {
     /// Format version ([`FORMAT`]).
     pub format: u32,
-    /// What kind of data: `txn` (the values visible at `ts`).
+    /// What kind of data: `txn` (the values visible at `ts`) or `raw` (the raw key space, `ts`
+    /// taken when the backup began).
     pub kind: String,
     /// The cluster the backup was taken from.
     pub cluster_id: u64,
@@ -140,9 +144,10 @@ impl Manifest {
         }
         let m: Manifest = serde_json::from_slice(body)
             .map_err(|e| format!("the manifest does not parse: {e}"))?;
-        if m.format != FORMAT || m.kind != "txn" {
+        if m.format != FORMAT || !["txn", "raw"].contains(&m.kind.as_str()) {
             return Err(format!(
-                "the manifest says format {} kind {:?}; this tool reads format {FORMAT} kind \"txn\"",
+                "the manifest says format {} kind {:?}; this tool reads format {FORMAT}, kinds \
+                 \"txn\" and \"raw\"",
                 m.format, m.kind
             ));
         }

@@ -3,8 +3,10 @@
 //! Nothing is written until the whole backup has been checked: the manifest's own md5 and
 //! tiling, then every file's size and md5 (a corrupt, partial or foreign backup is refused with
 //! exit 9), then the cluster, which must hold no data at all (exit 10). The keys are then
-//! written in transactions of [`BATCH`] keys, `--concurrency` at once, each retried on failure
-//! (writing a key's value again is harmless: only the restore writes to the new cluster). Each
+//! written in batches of [`BATCH`] keys, `--concurrency` at once, each retried on failure
+//! (writing a key's value again is harmless: only the restore writes to the new cluster): a
+//! transaction per batch for a `txn` backup; for a `raw` one, a batch put of the keys that never
+//! expire and a put with its remaining time to live of each other key. Each
 //! file is read through a scratch RocksDB that ingests it; its keys must lie in its segment's
 //! range and number what the manifest says.
 
@@ -76,26 +78,74 @@ fn read_segment(dir: &Path, segment: &Segment) -> Result<Pairs, String> {
     Ok(pairs)
 }
 
-/// Writes `batch` in one transaction, trying again after a failure.
-async fn write_batch(txn: TxnClient, batch: Pairs) -> Result<(), String> {
+/// Where the keys go: transactions, or raw puts.
+#[derive(Clone)]
+enum Target {
+    Txn(TxnClient),
+    Raw(ClusterClient),
+}
+
+impl Target {
+    /// Writes `batch` once: in one transaction, or (raw) as a batch put of the keys that never
+    /// expire and a put with its remaining time to live of each other one (a key that has
+    /// expired since the backup is left out).
+    async fn write(&self, batch: &Pairs) -> Result<(), String> {
+        match self {
+            Target::Txn(txn) => {
+                let mut t = txn.begin().await.map_err(|e| e.to_string())?;
+                for (k, v) in batch {
+                    t.put(k, v);
+                }
+                t.commit().await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Target::Raw(cluster) => {
+                let now = codec::raw_value::now_ms();
+                let mut forever = Vec::new();
+                for (k, stored) in batch {
+                    let (at, v) = split_expiry(stored)?;
+                    match at {
+                        0 => forever.push((k.clone(), v.to_vec())),
+                        at if at <= now => {}
+                        at => {
+                            let ttl = (at - now).div_ceil(1000);
+                            cluster
+                                .put_with_ttl("default", k, v, ttl)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+                if forever.is_empty() {
+                    return Ok(());
+                }
+                cluster
+                    .batch_put("default", &forever)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// A raw backup's value: its expiry (Unix ms, 0: never) and the value.
+fn split_expiry(stored: &[u8]) -> Result<(u64, &[u8]), String> {
+    if stored.len() < 8 {
+        return Err("a raw backup's value is shorter than its expiry".to_string());
+    }
+    let (at, v) = stored.split_at(8);
+    Ok((u64::from_be_bytes(at.try_into().expect("8 bytes")), v))
+}
+
+/// Writes `batch`, trying again after a failure (writing a key's value again is harmless).
+async fn write_batch(target: Target, batch: Pairs) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        let mut t = match txn.begin().await {
-            Ok(t) => t,
-            Err(e) => {
-                last = e.to_string();
-                continue;
-            }
-        };
-        for (k, v) in &batch {
-            t.put(k, v);
-        }
-        match t.commit().await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+        match target.write(&batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
         }
     }
     let first = batch
@@ -121,9 +171,13 @@ pub async fn restore(
         .await
         .map_err(unreachable)?;
     check_empty(&cluster).await?;
+    let target = match manifest.kind.as_str() {
+        "raw" => Target::Raw(cluster),
+        _ => Target::Txn(txn),
+    };
     let what = format!(
-        "backup of cluster {} at ts {}: {} keys",
-        manifest.cluster_id, manifest.ts, manifest.keys
+        "{} backup of cluster {} at ts {}: {} keys",
+        manifest.kind, manifest.cluster_id, manifest.ts, manifest.keys
     );
     if dry_run {
         println!("{what}: every file checks out, the cluster is empty (dry run: nothing written)");
@@ -154,11 +208,11 @@ pub async fn restore(
                     break 'files;
                 }
             }
-            let (txn, batch) = (txn.clone(), chunk.to_vec());
+            let (target, batch) = (target.clone(), chunk.to_vec());
             written += batch.len() as u64;
             tasks.spawn(async move {
                 let _permit = permit;
-                write_batch(txn, batch).await
+                write_batch(target, batch).await
             });
         }
     }
