@@ -37,6 +37,7 @@ mod multi;
 mod pages;
 mod raw;
 mod retry;
+mod txn_batch;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -4,14 +4,17 @@
 //! [`TxnTransport`] and [`TimestampOracle`] ([`TxnClient::new`]; see `transport`).
 //!
 //! A transaction reads at its start timestamp and buffers its writes. Committing it takes two
-//! phases, each a request per key, so that no request spans two regions however they split:
+//! phases, each a request per region (the transport splits the keys by region, attempt by
+//! attempt, so that no request spans two regions however they split):
 //!
 //! ```text
-//!   prewrite primary ─► prewrite each secondary ─► commit_ts from the TSO
-//!     ─► commit primary (the commit point) ─► commit each secondary (others finish it if we die)
+//!   prewrite primary ─► prewrite the secondaries, region by region ─► commit_ts from the TSO
+//!     ─► commit primary (the commit point) ─► commit the secondaries, region by region
+//!        (others finish them if we die)
 //! ```
 //!
-//! The primary is the smallest key, and keys are prewritten in key order, so two transactions
+//! The primary is the smallest key, and keys are prewritten in key order, a region's share at a
+//! time, stopping at the first share that meets a lock until it is gone: so two transactions
 //! wait for each other's locks in one direction only. A request whose answer is lost is sent
 //! again: prewrite and commit of a key are idempotent for one transaction.
 //!
@@ -344,73 +347,110 @@ impl Txn {
         self.prewrite().await?.commit().await
     }
 
-    /// Locks every buffered write, primary first, then the secondaries in key order. On an
-    /// error, what it may have locked is rolled back (best effort) and the transaction will
-    /// never commit.
+    /// Locks every buffered write: the primary first, then the secondaries in key order, a
+    /// request per region (see [`TxnTransport::prewrite_shares`]). On an error, what it may
+    /// have locked is rolled back (best effort) and the transaction will never commit.
     pub async fn prewrite(self) -> Result<Prewritten, TxnError> {
         let Some(primary) = self.writes.keys().next().cloned() else {
             return Err(TxnError::NoWrites);
         };
         let mut wait = LockWait::new();
-        let mut sent = Vec::with_capacity(self.writes.len());
-        for (key, value) in &self.writes {
-            sent.push(key.clone());
-            if let Err(e) = self.prewrite_key(&primary, key, value, &mut wait).await {
-                // Nothing is committed and nothing will be: take back what may be locked so
-                // that others need not wait for the TTL. What stays is rolled back by whoever
-                // meets it once it expires.
-                if let Err(re) = self.client.rollback(self.start_ts, &sent).await {
-                    tracing::debug!(
-                        start_ts = self.start_ts,
-                        "rollback after a failed prewrite: {re}"
-                    );
-                }
-                return Err(e);
-            }
+        let mut mutations: Vec<Mutation> = self
+            .writes
+            .iter()
+            .map(|(key, value)| Mutation {
+                op: if value.is_some() { Op::Put } else { Op::Del } as i32,
+                key: key.clone(),
+                value: value.clone().unwrap_or_default(),
+            })
+            .collect();
+        let secondaries = mutations.split_off(1);
+        // How many keys, in key order, were sent: only they may be locked.
+        let mut reached = 0;
+        let mut outcome = self
+            .prewrite_in_order(&primary, mutations, &mut reached, &mut wait)
+            .await;
+        if outcome.is_ok() {
+            outcome = self
+                .prewrite_in_order(&primary, secondaries, &mut reached, &mut wait)
+                .await;
         }
-        sent.remove(0);
+        let keys: Vec<Vec<u8>> = self.writes.into_keys().collect();
+        if let Err(e) = outcome {
+            // Nothing is committed and nothing will be: take back what may be locked so that
+            // others need not wait for the TTL. What stays is rolled back by whoever meets it
+            // once it expires.
+            if let Err(re) = self.client.rollback(self.start_ts, &keys[..reached]).await {
+                tracing::debug!(
+                    start_ts = self.start_ts,
+                    "rollback after a failed prewrite: {re}"
+                );
+            }
+            return Err(e);
+        }
         Ok(Prewritten {
             client: self.client,
             start_ts: self.start_ts,
             primary,
-            secondaries: sent,
+            secondaries: keys[1..].to_vec(),
         })
     }
 
-    async fn prewrite_key(
+    /// Prewrites `pending` (in key order, after the `reached` keys already sent), waiting out
+    /// the locks of other transactions it meets; counts the keys sent in `reached`.
+    async fn prewrite_in_order(
         &self,
         primary: &[u8],
-        key: &[u8],
-        value: &Option<Vec<u8>>,
+        mut pending: Vec<Mutation>,
+        reached: &mut usize,
         wait: &mut LockWait,
     ) -> Result<(), TxnError> {
-        let req = PrewriteRequest {
-            mutations: vec![Mutation {
-                op: if value.is_some() { Op::Put } else { Op::Del } as i32,
-                key: key.to_vec(),
-                value: value.clone().unwrap_or_default(),
-            }],
-            primary_lock: primary.to_vec(),
-            start_version: self.start_ts,
-            lock_ttl: self.client.lock_ttl_ms,
-            ..Default::default()
-        };
-        loop {
-            let resp = self.client.transport.prewrite(key, req.clone()).await?;
-            let Some(err) = resp.errors.into_iter().next() else {
-                return Ok(());
+        let base = *reached;
+        let total = pending.len();
+        while !pending.is_empty() {
+            let req = PrewriteRequest {
+                mutations: pending.clone(),
+                primary_lock: primary.to_vec(),
+                start_version: self.start_ts,
+                lock_ttl: self.client.lock_ttl_ms,
+                ..Default::default()
             };
-            if let Some(c) = err.conflict {
-                return Err(TxnError::Conflict {
-                    key: key_text(&c.key),
-                    conflict_ts: c.conflict_ts,
-                });
+            let shares = self.client.transport.prewrite_shares(req).await?;
+            let (mut done, mut lock) = (0, None);
+            for (sent, resp) in shares {
+                let done_before = total - pending.len() + done;
+                *reached = (*reached).max(base + done_before + sent.len());
+                if resp.errors.is_empty() {
+                    done += sent.len();
+                    continue;
+                }
+                for err in resp.errors {
+                    if let Some(c) = err.conflict {
+                        return Err(TxnError::Conflict {
+                            key: key_text(&c.key),
+                            conflict_ts: c.conflict_ts,
+                        });
+                    }
+                    match err.locked {
+                        Some(l) => _ = lock.get_or_insert(l),
+                        None => return Err(TxnError::Aborted(format!("prewrite: {err:?}"))),
+                    }
+                }
+                break;
             }
-            let Some(lock) = err.locked else {
-                return Err(TxnError::Aborted(format!("prewrite: {err:?}")));
-            };
-            self.client.wait_out(&lock, wait).await?;
+            pending.drain(..done);
+            match lock {
+                Some(l) => self.client.wait_out(&l, wait).await?,
+                None if !pending.is_empty() => {
+                    return Err(TxnError::Aborted(format!(
+                        "prewrite: the transport sent none of {} keys",
+                        pending.len()
+                    )))
+                }
+                None => {}
+            }
         }
+        Ok(())
     }
 }
 
@@ -516,22 +556,29 @@ impl Committed {
         self.commit_ts
     }
 
-    /// Commits the secondaries; returns the commit timestamp.
+    /// Commits the secondaries, a request per region; returns the commit timestamp.
     ///
     /// # Errors
-    /// The first secondary that could not be committed (the transaction stays committed; its
-    /// lock is left to be resolved). A refusal ([`TxnError::Aborted`]) means the secondary was
-    /// rolled back under a committed primary: the transaction is no longer atomic.
+    /// The first request (a region's share of the secondaries) that could not be committed (the
+    /// transaction stays committed; the locks left are resolved by whoever meets them). A
+    /// refusal ([`TxnError::Aborted`]) means a secondary was rolled back under a committed
+    /// primary: the transaction is no longer atomic.
     pub async fn commit_secondaries(self) -> Result<u64, TxnError> {
-        for key in &self.secondaries {
-            let refused = self
-                .client
-                .commit_key(self.start_ts, self.commit_ts, key)
-                .await?;
-            if let Some(e) = refused {
+        if self.secondaries.is_empty() {
+            return Ok(self.commit_ts);
+        }
+        let req = CommitRequest {
+            start_version: self.start_ts,
+            keys: self.secondaries.clone(),
+            commit_version: self.commit_ts,
+            ..Default::default()
+        };
+        for (keys, resp) in self.client.transport.commit_shares(req).await? {
+            if let Some(e) = resp.error {
                 return Err(TxnError::Aborted(format!(
-                    "commit of the secondary {:?} at {}: {e:?}",
-                    key_text(key),
+                    "commit of the secondaries {:?}..{:?} at {}: {e:?}",
+                    keys.first().map(|k| key_text(k)),
+                    keys.last().map(|k| key_text(k)),
                     self.commit_ts
                 )));
             }

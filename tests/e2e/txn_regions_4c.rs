@@ -9,12 +9,16 @@ use harness::local_cluster::{LocalCluster, LocalClusterConfig};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::TxnClient;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_route_by_encoded_keys_across_regions_4c() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = LocalClusterConfig::new(3);
-    config.split_keys = vec![kv::mvcc::key::encode_bytes(b"m")];
-    let cluster = LocalCluster::start(dir.path(), config)
+/// A cluster of `stores` stores with its regions split at `split_keys`, and a transaction client
+/// of it.
+async fn start(
+    dir: &std::path::Path,
+    stores: usize,
+    split_keys: Vec<Vec<u8>>,
+) -> (LocalCluster, TxnClient) {
+    let mut config = LocalClusterConfig::new(stores);
+    config.split_keys = split_keys;
+    let cluster = LocalCluster::start(dir, config)
         .await
         .expect("cluster starts");
     let client = ClusterClient::connect(
@@ -27,6 +31,13 @@ async fn transactions_route_by_encoded_keys_across_regions_4c() {
     .await
     .expect("scheduler reachable");
     let txns = TxnClient::routed(client, cluster.scheduler_client());
+    (cluster, txns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_route_by_encoded_keys_across_regions_4c() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, txns) = start(dir.path(), 3, vec![kv::mvcc::key::encode_bytes(b"m")]).await;
 
     // One transaction with keys on both sides of the boundary, "m" on the right.
     let mut t = txns.begin().await.expect("begin");
@@ -48,21 +59,12 @@ async fn transactions_route_by_encoded_keys_across_regions_4c() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_at_a_timestamp_crosses_regions_and_resolves_locks_4c() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = LocalClusterConfig::new(1);
-    config.split_keys = vec![kv::mvcc::key::encode_bytes(b"m"), b"t".to_vec()];
-    let cluster = LocalCluster::start(dir.path(), config)
-        .await
-        .expect("cluster starts");
-    let client = ClusterClient::connect(
-        &cluster.scheduler_addr().to_string(),
-        ClusterConfig {
-            timeout: Duration::from_secs(10),
-            ..ClusterConfig::default()
-        },
+    let (cluster, txns) = start(
+        dir.path(),
+        1,
+        vec![kv::mvcc::key::encode_bytes(b"m"), b"t".to_vec()],
     )
-    .await
-    .expect("scheduler reachable");
-    let txns = TxnClient::routed(client, cluster.scheduler_client());
+    .await;
     let keys: Vec<&[u8]> = vec![b"a", b"c", b"l", b"m", b"ma", b"q", b"s", b"t", b"ta", b"z"];
 
     let mut t = txns.begin().await.expect("begin");
@@ -125,5 +127,59 @@ async fn a_scan_at_a_timestamp_crosses_regions_and_resolves_locks_4c() {
         txns.get_at(b"l", ts).await.expect("get at"),
         Some(b"l-1".to_vec())
     );
+    cluster.shutdown().await.expect("clean shutdown");
+}
+
+/// A transaction over three regions prewrites a region at a time: meeting an abandoned lock in
+/// the middle region, it waits the lock out (rolled back once its TTL passes) and commits every
+/// key; the keys past the lock were not locked while it waited, so a reader of the last region
+/// is never blocked by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_regions_waits_out_a_lock_in_the_middle_one_4c() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, txns) = start(
+        dir.path(),
+        1,
+        vec![
+            kv::mvcc::key::encode_bytes(b"h"),
+            kv::mvcc::key::encode_bytes(b"p"),
+        ],
+    )
+    .await;
+    let short = txns.clone().with_lock_ttl(Duration::from_millis(500));
+    let mut t = short.begin().await.expect("begin");
+    t.put(b"k", b"abandoned");
+    drop(t.prewrite().await.expect("prewrite"));
+
+    let keys: Vec<&[u8]> = vec![b"a", b"b", b"i", b"k", b"m", b"q", b"z"];
+    let writer = {
+        let txns = txns.clone();
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        tokio::spawn(async move {
+            let mut t = txns.begin().await.expect("begin");
+            for k in &keys {
+                t.put(k, b"v");
+            }
+            t.commit().await
+        })
+    };
+    // While the writer waits on "k", the last region holds none of its locks.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = txns.timestamp().await.expect("ts");
+    let tail = tokio::time::timeout(Duration::from_millis(300), txns.scan(b"p", b"", 10, now))
+        .await
+        .expect("a read of the last region is not blocked")
+        .expect("scan");
+    assert!(tail.is_empty(), "nothing committed there yet: {tail:?}");
+    let commit_ts = writer
+        .await
+        .unwrap()
+        .expect("the writer commits once the lock is gone");
+    for k in keys {
+        assert_eq!(
+            txns.get_at(k, commit_ts).await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
     cluster.shutdown().await.expect("clean shutdown");
 }

@@ -38,7 +38,7 @@ fn share<'k>(keys: impl Iterator<Item = &'k [u8]>, region: &metapb::Region) -> u
 }
 
 /// What a batch holds per key: its key, and what goes with it.
-trait Keyed {
+pub(super) trait Keyed {
     fn key(&self) -> &[u8];
 }
 
@@ -48,14 +48,14 @@ impl Keyed for Vec<u8> {
     }
 }
 
-impl Keyed for (Vec<u8>, Vec<u8>) {
+impl<T> Keyed for (Vec<u8>, T) {
     fn key(&self) -> &[u8] {
         &self.0
     }
 }
 
 /// How many of `items` an attempt on `region` sends.
-fn share_of<I: Keyed>(items: &[I], region: &metapb::Region) -> usize {
+pub(super) fn share_of<I: Keyed>(items: &[I], region: &metapb::Region) -> usize {
     share(items.iter().map(Keyed::key), region)
 }
 

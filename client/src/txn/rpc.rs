@@ -66,6 +66,33 @@ macro_rules! txn_request {
             ) -> TransportFuture<'a, (ScanResponse, metapb::Region)> {
                 Box::pin(self.send_located(located, req))
             }
+
+            fn prewrite_shares<'a>(
+                &'a self,
+                req: PrewriteRequest,
+            ) -> TransportFuture<'a, Vec<(Vec<Mutation>, PrewriteResponse)>> {
+                match self {
+                    // One server serves every key: one request.
+                    Route::One(_) => Box::pin(async move {
+                        let (mutations, key) = (req.mutations.clone(), first_key(&req.mutations));
+                        Ok(vec![(mutations, self.send(&key, req).await?)])
+                    }),
+                    Route::Cluster(c) => Box::pin(async move { Ok(c.prewrite_shares(req).await?) }),
+                }
+            }
+
+            fn commit_shares<'a>(
+                &'a self,
+                req: CommitRequest,
+            ) -> TransportFuture<'a, Vec<(Vec<Vec<u8>>, CommitResponse)>> {
+                match self {
+                    Route::One(_) => Box::pin(async move {
+                        let (keys, key) = (req.keys.clone(), req.keys.first().cloned());
+                        Ok(vec![(keys, self.send(&key.unwrap_or_default(), req).await?)])
+                    }),
+                    Route::Cluster(c) => Box::pin(async move { Ok(c.commit_shares(req).await?) }),
+                }
+            }
         }
     };
     (@one $req:ty => $resp:ty, $method:ident) => {
@@ -94,6 +121,11 @@ txn_request! {
     ResolveLockRequest => ResolveLockResponse, kv_resolve_lock, resolve_lock;
 }
 txn_request!(@one ScanRequest => ScanResponse, kv_scan);
+
+/// The key of the first of `mutations` (empty if none).
+fn first_key(mutations: &[Mutation]) -> Vec<u8> {
+    mutations.first().map(|m| m.key.clone()).unwrap_or_default()
+}
 
 impl Route {
     /// Sends `req`, which concerns `key`, and returns the response with no region error.

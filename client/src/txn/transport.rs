@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use proto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
-    CommitRequest, CommitResponse, GetRequest, GetResponse, PrewriteRequest, PrewriteResponse,
-    ResolveLockRequest, ResolveLockResponse, ScanRequest, ScanResponse,
+    CommitRequest, CommitResponse, GetRequest, GetResponse, Mutation, PrewriteRequest,
+    PrewriteResponse, ResolveLockRequest, ResolveLockResponse, ScanRequest, ScanResponse,
 };
 use proto::metapb;
 use scheduler_client::SchedulerClient;
@@ -66,6 +66,54 @@ pub trait TxnTransport: Send + Sync {
         key: &'a [u8],
         req: BatchRollbackRequest,
     ) -> TransportFuture<'a, BatchRollbackResponse>;
+
+    /// `KvPrewrite` of `req.mutations` (sorted by key, each key once), in key order, in as few
+    /// requests as the transport can (one per region): the mutations of each request sent and
+    /// its response. Stops after the first response with key errors (nothing of that request
+    /// was written), so that a transaction never holds a later key while it waits for an
+    /// earlier one; mutations in no returned request were not sent. The default sends one key
+    /// a request.
+    fn prewrite_shares<'a>(
+        &'a self,
+        req: PrewriteRequest,
+    ) -> TransportFuture<'a, Vec<(Vec<Mutation>, PrewriteResponse)>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for m in &req.mutations {
+                let one = PrewriteRequest {
+                    mutations: vec![m.clone()],
+                    ..req.clone()
+                };
+                let resp = self.prewrite(&m.key, one).await?;
+                let refused = !resp.errors.is_empty();
+                out.push((vec![m.clone()], resp));
+                if refused {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// `KvCommit` of `req.keys` (sorted, each once) in as few requests as the transport can:
+    /// the keys of each request and its response, every key sent. The default sends one key a
+    /// request.
+    fn commit_shares<'a>(
+        &'a self,
+        req: CommitRequest,
+    ) -> TransportFuture<'a, Vec<(Vec<Vec<u8>>, CommitResponse)>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for k in &req.keys {
+                let one = CommitRequest {
+                    keys: vec![k.clone()],
+                    ..req.clone()
+                };
+                out.push((vec![k.clone()], self.commit(k, one).await?));
+            }
+            Ok(out)
+        })
+    }
 
     /// `KvScan` from `req.start_key` in the region holding `located`, a memcomparable-encoded
     /// key (`codec::key`: transactional data lives under encoded keys, and regions split

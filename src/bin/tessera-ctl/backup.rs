@@ -323,10 +323,11 @@ async fn backup(
     } else {
         println!(
             "backup of cluster {} at ts {ts}: {} keys ({} bytes of keys and values) in {files} \
-             files, {size} bytes, {:.1} s, in {}",
+             SST {}, {size} bytes, {:.1} s, in {}",
             manifest.cluster_id,
             manifest.keys,
             manifest.kv_bytes,
+            if files == 1 { "file" } else { "files" },
             started.elapsed().as_secs_f64(),
             dir.display()
         );

@@ -34,13 +34,12 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 async fn check_empty(cluster: &ClusterClient) -> Result<(), Failed> {
     for cf in ["default", "write", "lock"] {
         let found = cluster.scan(cf, b"", 1).await.map_err(unreachable)?;
-        if let Some((key, _)) = found.first() {
+        if !found.is_empty() {
             return Err((
                 EXIT_NOT_EMPTY,
                 format!(
-                    "the cluster holds data (column family {cf}, key {:?}): a backup is \
-                     restored into a new, empty cluster",
-                    String::from_utf8_lossy(key)
+                    "the cluster holds data (its column family {cf} is not empty): a backup is \
+                     restored into a new, empty cluster"
                 ),
             ));
         }
@@ -88,24 +87,24 @@ enum Target {
 impl Target {
     /// Writes `batch` once: in one transaction, or (raw) as a batch put of the keys that never
     /// expire and a put with its remaining time to live of each other one (a key that has
-    /// expired since the backup is left out).
-    async fn write(&self, batch: &Pairs) -> Result<(), String> {
+    /// expired since the backup is left out). Returns how many keys were left out.
+    async fn write(&self, batch: &Pairs) -> Result<u64, String> {
         match self {
             Target::Txn(txn) => {
                 let mut t = txn.begin().await.map_err(|e| e.to_string())?;
                 for (k, v) in batch {
                     t.put(k, v);
                 }
-                t.commit().await.map(|_| ()).map_err(|e| e.to_string())
+                t.commit().await.map(|_| 0).map_err(|e| e.to_string())
             }
             Target::Raw(cluster) => {
                 let now = codec::raw_value::now_ms();
-                let mut forever = Vec::new();
+                let (mut forever, mut expired) = (Vec::new(), 0);
                 for (k, stored) in batch {
                     let (at, v) = split_expiry(stored)?;
                     match at {
                         0 => forever.push((k.clone(), v.to_vec())),
-                        at if at <= now => {}
+                        at if at <= now => expired += 1,
                         at => {
                             let ttl = (at - now).div_ceil(1000);
                             cluster
@@ -115,13 +114,13 @@ impl Target {
                         }
                     }
                 }
-                if forever.is_empty() {
-                    return Ok(());
+                if !forever.is_empty() {
+                    cluster
+                        .batch_put("default", &forever)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
-                cluster
-                    .batch_put("default", &forever)
-                    .await
-                    .map_err(|e| e.to_string())
+                Ok(expired)
             }
         }
     }
@@ -136,15 +135,16 @@ fn split_expiry(stored: &[u8]) -> Result<(u64, &[u8]), String> {
     Ok((u64::from_be_bytes(at.try_into().expect("8 bytes")), v))
 }
 
-/// Writes `batch`, trying again after a failure (writing a key's value again is harmless).
-async fn write_batch(target: Target, batch: Pairs) -> Result<(), String> {
+/// Writes `batch`, trying again after a failure (writing a key's value again is harmless);
+/// how many keys were left out for having expired.
+async fn write_batch(target: Target, batch: Pairs) -> Result<u64, String> {
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
         match target.write(&batch).await {
-            Ok(()) => return Ok(()),
+            Ok(expired) => return Ok(expired),
             Err(e) => last = e,
         }
     }
@@ -186,7 +186,7 @@ pub async fn restore(
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
-    let mut written = 0u64;
+    let (mut written, mut expired) = (0u64, 0u64);
     let mut failure = None;
     'files: for segment in manifest.segments.iter().filter(|s| s.keys > 0) {
         let (d, s) = (dir.to_path_buf(), segment.clone());
@@ -203,9 +203,12 @@ pub async fn restore(
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             // Reap what has finished, so a failure stops the restore early.
             while let Some(done) = tasks.try_join_next() {
-                if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
-                    failure = Some(e);
-                    break 'files;
+                match done.map_err(|e| e.to_string()).and_then(|r| r) {
+                    Ok(n) => expired += n,
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'files;
+                    }
                 }
             }
             let (target, batch) = (target.clone(), chunk.to_vec());
@@ -217,10 +220,12 @@ pub async fn restore(
         }
     }
     while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
-            failure.get_or_insert(e);
+        match done.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(n) => expired += n,
+            Err(e) => _ = failure.get_or_insert(e),
         }
     }
+    written -= expired;
     if let Some(e) = failure {
         return Err((
             4,
@@ -232,11 +237,16 @@ pub async fn restore(
         println!(
             "{}",
             serde_json::json!({"cluster_id": rpc.cluster_id(), "source_cluster_id":
-                manifest.cluster_id, "ts": manifest.ts, "keys": written, "seconds": secs})
+                manifest.cluster_id, "ts": manifest.ts, "keys": written, "expired": expired,
+                "seconds": secs})
         );
     } else {
+        let left_out = match expired {
+            0 => String::new(),
+            n => format!(" ({n} keys had expired since the backup and were left out)"),
+        };
         println!(
-            "restored {what} into cluster {} in {secs:.1} s ({:.0} keys/s)",
+            "restored {what} into cluster {} in {secs:.1} s ({:.0} keys/s){left_out}",
             rpc.cluster_id(),
             written as f64 / secs.max(1e-9)
         );
