@@ -540,6 +540,14 @@ impl<S: Storage> TinyKv for KvService<S> {
         })
         .await
     }
+
+    async fn kv_gc(&self, req: Request<GcRequest>) -> Result<Response<GcResponse>, Status> {
+        self.timed("kv_gc", async move {
+            let (req, txn) = (req.into_inner(), self.txn.clone());
+            Ok(Response::new(self.blocking(move || txn.gc(&req)).await??))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

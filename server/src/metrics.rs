@@ -14,7 +14,7 @@ use raftstore::{duration_buckets, MetricsBuilder};
 use tonic::{Response, Status};
 
 /// Every request type the service counts, as labelled.
-pub const REQUEST_TYPES: [&str; 17] = [
+pub const REQUEST_TYPES: [&str; 18] = [
     "raw_get",
     "raw_put",
     "raw_delete",
@@ -32,6 +32,7 @@ pub const REQUEST_TYPES: [&str; 17] = [
     "kv_check_txn_status",
     "kv_batch_rollback",
     "kv_resolve_lock",
+    "kv_gc",
 ];
 
 /// Every result a request is counted under.
@@ -131,12 +132,13 @@ outcome!(
     RawCasResponse => |r| !r.error.is_empty(),
     SplitRegionResponse => |r| !r.error.is_empty(),
     GetResponse => |r| r.error.is_some(),
-    ScanResponse => |r| r.pairs.iter().any(|p| p.error.is_some()),
+    ScanResponse => |r| r.error.is_some() || r.pairs.iter().any(|p| p.error.is_some()),
     PrewriteResponse => |r| !r.errors.is_empty(),
     CommitResponse => |r| r.error.is_some(),
     CheckTxnStatusResponse => |_r| false,
     BatchRollbackResponse => |r| r.error.is_some(),
     ResolveLockResponse => |r| r.error.is_some(),
+    GcResponse => |r| r.error.is_some(),
 );
 
 impl<T: Outcome> Outcome for Result<Response<T>, Status> {

@@ -108,6 +108,14 @@ impl TxnScan {
             ..Default::default()
         };
         let (resp, region) = self.client.transport.scan(&self.located, req).await?;
+        if let Some(e) = resp.error {
+            // The scan as a whole was refused: its timestamp is below the GC safe point.
+            return Err(TxnError::Aborted(if e.abort.is_empty() {
+                format!("{e:?}")
+            } else {
+                e.abort
+            }));
+        }
         let full = resp.pairs.len() >= self.page as usize;
         let mut pairs = Vec::with_capacity(resp.pairs.len());
         let mut lock = None;

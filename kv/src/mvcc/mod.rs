@@ -12,8 +12,10 @@
 //! sits in the write CF at `key@start_ts`, where no commit of that transaction can ever land.
 //!
 //! [`MvccTxn`] reads these records from a snapshot and buffers a command's writes;
-//! [`Scanner`] lists the values visible at a timestamp.
+//! [`Scanner`] lists the values visible at a timestamp; [`gc`] plans what a GC at a safe point
+//! removes.
 
+pub mod gc;
 mod scanner;
 mod txn;
 

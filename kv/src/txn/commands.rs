@@ -26,6 +26,7 @@ impl<S: Storage> TxnApi<S> {
     }
 
     fn try_get(&self, req: &GetRequest) -> Result<Option<Vec<u8>>> {
+        self.check_read_ts(req.version)?;
         let ctx = req.context.unwrap_or_default();
         let reader = self.storage.reader(&ctx)?;
         if let Some(lock) = get_lock(reader.as_ref(), &req.key)? {
@@ -42,13 +43,18 @@ impl<S: Storage> TxnApi<S> {
     pub fn scan(&self, req: &ScanRequest) -> Result<ScanResponse> {
         match self.try_scan(req) {
             Ok(pairs) => Ok(ScanResponse {
-                region_error: None,
                 pairs,
+                ..ScanResponse::default()
             }),
-            // Per-key problems travel inside the pairs; only a region error fails the scan.
+            // Per-key problems travel inside the pairs; only a region error or a timestamp
+            // below the GC safe point fails the scan.
             Err(Error::Storage(crate::Error::Region(e))) => Ok(ScanResponse {
                 region_error: Some(*e),
-                pairs: Vec::new(),
+                ..ScanResponse::default()
+            }),
+            Err(e @ Error::Compacted { .. }) => Ok(ScanResponse {
+                error: e.key_error(),
+                ..ScanResponse::default()
             }),
             Err(e) => Err(e),
         }
@@ -60,6 +66,7 @@ impl<S: Storage> TxnApi<S> {
         if limit == 0 {
             return Ok(pairs);
         }
+        self.check_read_ts(req.version)?;
         let ctx = req.context.unwrap_or_default();
         let reader = self.storage.reader(&ctx)?;
         let mut scanner = Scanner::new(reader.as_ref(), &req.start_key, req.version)?;
@@ -108,6 +115,13 @@ impl<S: Storage> TxnApi<S> {
                 Error::InvalidArgument(format!("{op:?} is not a prewrite mutation"))
             })?;
             kinds.push(kind);
+        }
+        let safe_point = self.gc_safe_point();
+        if req.start_version <= safe_point {
+            return Err(Error::Compacted {
+                ts: req.start_version,
+                safe_point,
+            });
         }
         let ctx = req.context.unwrap_or_default();
         let guard = self

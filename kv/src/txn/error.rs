@@ -55,6 +55,17 @@ pub enum Error {
         /// Its commit timestamp.
         commit_ts: u64,
     },
+    /// The request reads or writes below the GC safe point, where versions may be gone.
+    #[error(
+        "timestamp {ts} is below the GC safe point {safe_point}: the versions it needs may have \
+         been garbage-collected"
+    )]
+    Compacted {
+        /// The request's timestamp.
+        ts: u64,
+        /// The store's GC safe point.
+        safe_point: u64,
+    },
     /// The request is malformed.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
@@ -99,7 +110,9 @@ impl Error {
                 })
             }
             Error::LockNotFound { .. } => out.retryable = self.to_string(),
-            Error::RolledBack { .. } | Error::Committed { .. } => out.abort = self.to_string(),
+            Error::RolledBack { .. } | Error::Committed { .. } | Error::Compacted { .. } => {
+                out.abort = self.to_string()
+            }
             Error::Storage(_) | Error::InvalidArgument(_) => return None,
         }
         Some(out)

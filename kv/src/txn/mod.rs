@@ -22,9 +22,11 @@ mod actions;
 mod cleanup;
 mod commands;
 mod error;
+mod gc;
 mod latches;
 pub mod testkit;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use proto::errorpb;
@@ -46,6 +48,9 @@ pub struct TxnApi<S> {
     storage: Arc<S>,
     latches: Arc<Latches>,
     hook: Option<Arc<WriteHook>>,
+    /// The GC safe point this storage has been told of: reads below it and prewrites at or
+    /// below it are refused (see `gc`).
+    safe_point: Arc<AtomicU64>,
 }
 
 impl<S> Clone for TxnApi<S> {
@@ -54,6 +59,7 @@ impl<S> Clone for TxnApi<S> {
             storage: self.storage.clone(),
             latches: self.latches.clone(),
             hook: self.hook.clone(),
+            safe_point: self.safe_point.clone(),
         }
     }
 }
@@ -68,7 +74,29 @@ impl<S: Storage> TxnApi<S> {
             storage,
             latches: Arc::new(Latches::new()),
             hook: None,
+            safe_point: Arc::default(),
         }
+    }
+
+    /// The GC safe point in force (0: none yet).
+    pub fn gc_safe_point(&self) -> u64 {
+        self.safe_point.load(Ordering::Acquire)
+    }
+
+    /// Raises the GC safe point to `safe_point` (never lowers it); returns the one in force.
+    pub fn advance_gc_safe_point(&self, safe_point: u64) -> u64 {
+        self.safe_point
+            .fetch_max(safe_point, Ordering::AcqRel)
+            .max(safe_point)
+    }
+
+    /// Refuses a read at `ts` below the GC safe point.
+    fn check_read_ts(&self, ts: u64) -> Result<()> {
+        let safe_point = self.gc_safe_point();
+        if ts < safe_point {
+            return Err(Error::Compacted { ts, safe_point });
+        }
+        Ok(())
     }
 
     /// Installs `hook`, called before every batch a command writes (tests use it to check that

@@ -3,6 +3,7 @@
 mod cas_1;
 mod child;
 mod corruption_1;
+mod gc_4c;
 mod mvcc_4a;
 mod power_cut_1;
 mod raw_1;
