@@ -29,6 +29,7 @@
 //! every other error of [`Txn::commit`] means it did not and never will.
 
 mod error;
+mod gc;
 mod rpc;
 mod scan;
 mod transport;
@@ -43,6 +44,7 @@ use scheduler_client::SchedulerClient;
 
 use crate::cluster::ClusterClient;
 pub use error::{TxnError, TxnStats, TxnStatus};
+pub use gc::GcStats;
 use rpc::Route;
 pub use scan::{ScanPage, TxnScan, SCAN_PAGE};
 use transport::SchedulerTso;

@@ -124,6 +124,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// The MVCC GC safe point (0: none yet).
+    pub fn gc_safe_point(&self) -> u64 {
+        *lock(&self.gc_safe_point)
+    }
+
+    /// Raises the GC safe point to `safe_point`, persisted first; a lower one changes nothing.
+    /// Returns the safe point in force.
+    ///
+    /// # Errors
+    /// A failed write of the scheduler's data.
+    pub fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
+        let mut current = lock(&self.gc_safe_point);
+        if safe_point <= *current {
+            return Ok(*current);
+        }
+        let mut batch = Batch::default();
+        batch.put_u64(meta::GC_SAFE_POINT_KEY, safe_point);
+        self.meta.write(batch, true)?;
+        tracing::info!(safe_point, "GC safe point raised");
+        *current = safe_point;
+        Ok(safe_point)
+    }
+
     /// The configuration with the run-time schedule settings applied.
     pub(crate) fn effective_config(&self) -> Config {
         let s = self.schedule_config();

@@ -49,6 +49,8 @@ pub struct Cluster {
     pub(crate) metrics: SchedulerMetrics,
     /// The schedule settings in force (see `admin`).
     pub(crate) schedule: Mutex<ScheduleConfig>,
+    /// The MVCC GC safe point (see `admin`).
+    pub(crate) gc_safe_point: Mutex<u64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -123,8 +125,10 @@ impl Cluster {
             Some(v) => meta::decode(meta::SCHEDULE_CONFIG_KEY, v)?,
             None => config.initial_schedule(),
         };
+        let gc_safe_point = meta::get_u64(&snap, meta::GC_SAFE_POINT_KEY)?.unwrap_or(0);
         Ok(Cluster {
             schedule: Mutex::new(schedule),
+            gc_safe_point: Mutex::new(gc_safe_point),
             cluster_id,
             config: config.clone(),
             clock,

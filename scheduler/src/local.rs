@@ -167,4 +167,8 @@ impl SchedulerClient for LocalClient {
     fn tso(&self) -> ClientResult<u64> {
         self.cluster.tso_one().map_err(to_client_error)
     }
+
+    fn gc_safe_point(&self) -> ClientResult<u64> {
+        Ok(self.cluster.gc_safe_point())
+    }
 }

@@ -22,6 +22,8 @@ pub(crate) const ALLOC_ID_KEY: &[u8] = b"alloc/id";
 pub(crate) const TSO_KEY: &[u8] = b"tso/physical";
 /// The schedule settings an administrator set at run time (`ScheduleConfig`).
 pub(crate) const SCHEDULE_CONFIG_KEY: &[u8] = b"schedule/config";
+/// The MVCC GC safe point (u64, big endian).
+pub(crate) const GC_SAFE_POINT_KEY: &[u8] = b"gc/safe_point";
 /// Prefix of store records (`metapb::Store`), followed by the store id in big endian.
 pub(crate) const STORE_PREFIX: &[u8] = b"store/";
 /// Prefix of region records (`metapb::Region`), followed by the region id in big endian.

@@ -62,6 +62,8 @@ with_header!(
     AddOperatorResponse,
     GetScheduleConfigResponse,
     SetScheduleConfigResponse,
+    GetGcSafePointResponse,
+    UpdateGcSafePointResponse,
 );
 
 /// The `Scheduler` gRPC service over a shared [`Cluster`].
@@ -438,6 +440,33 @@ impl Scheduler for SchedulerService {
                 .ok_or_else(|| Error::InvalidArgument("no config".into()))?;
             self.cluster.set_schedule_config(config)?;
             Ok(SetScheduleConfigResponse::default())
+        });
+        self.reply(result)
+    }
+
+    async fn get_gc_safe_point(
+        &self,
+        req: Request<GetGcSafePointRequest>,
+    ) -> GrpcResult<GetGcSafePointResponse> {
+        let result = self
+            .check(&req.get_ref().header)
+            .map(|()| GetGcSafePointResponse {
+                header: None,
+                safe_point: self.cluster.gc_safe_point(),
+            });
+        self.reply(result)
+    }
+
+    async fn update_gc_safe_point(
+        &self,
+        req: Request<UpdateGcSafePointRequest>,
+    ) -> GrpcResult<UpdateGcSafePointResponse> {
+        let req = req.into_inner();
+        let result = self.check(&req.header).and_then(|()| {
+            Ok(UpdateGcSafePointResponse {
+                header: None,
+                new_safe_point: self.cluster.update_gc_safe_point(req.safe_point)?,
+            })
         });
         self.reply(result)
     }

@@ -55,6 +55,11 @@ pub trait SchedulerClient: Send + Sync {
     fn handle_region_heartbeat_response(&self, store_id: u64, handler: HeartbeatHandler);
     /// A timestamp, `physical_ms << 18 | logical`, greater than any handed out before.
     fn tso(&self) -> Result<u64>;
+    /// The MVCC GC safe point: a store refuses reads below it. The default, for schedulers
+    /// that keep none (test doubles), is 0: no safe point.
+    fn gc_safe_point(&self) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 impl<T: SchedulerClient + ?Sized> SchedulerClient for Arc<T> {
@@ -96,5 +101,8 @@ impl<T: SchedulerClient + ?Sized> SchedulerClient for Arc<T> {
     }
     fn tso(&self) -> Result<u64> {
         (**self).tso()
+    }
+    fn gc_safe_point(&self) -> Result<u64> {
+        (**self).gc_safe_point()
     }
 }

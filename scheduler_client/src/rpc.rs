@@ -82,6 +82,8 @@ has_header!(
     AddOperatorResponse,
     GetScheduleConfigResponse,
     SetScheduleConfigResponse,
+    GetGcSafePointResponse,
+    UpdateGcSafePointResponse,
 );
 
 /// A scheduler client over gRPC.
@@ -280,6 +282,22 @@ impl RpcClient {
             c.set_schedule_config(req).await
         })?;
         Ok(())
+    }
+
+    /// Raises the MVCC GC safe point to `safe_point` (a lower one changes nothing); the safe
+    /// point in force.
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached or refuses.
+    pub fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
+        let req = UpdateGcSafePointRequest {
+            header: self.header(),
+            safe_point,
+        };
+        let resp = self.call("update_gc_safe_point", move |mut c| async move {
+            c.update_gc_safe_point(req).await
+        })?;
+        Ok(resp.new_safe_point)
     }
 
     /// The regions intersecting `[start, end)` (an empty `end` = to the last key) in key order,
@@ -540,6 +558,16 @@ impl SchedulerClient for RpcClient {
             .timestamp
             .ok_or_else(|| Error::Rpc("tso response without a timestamp".into()))?;
         Ok(codec::ts::compose_ts(ts.physical as u64, ts.logical as u64))
+    }
+
+    fn gc_safe_point(&self) -> Result<u64> {
+        let req = GetGcSafePointRequest {
+            header: self.header(),
+        };
+        let resp = self.call("get_gc_safe_point", move |mut c| async move {
+            c.get_gc_safe_point(req).await
+        })?;
+        Ok(resp.safe_point)
     }
 }
 

@@ -9,10 +9,10 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kv::{Engines, MemoryStorage, RawApi, StandaloneStorage, Storage};
+use kv::{Engines, MemoryStorage, RawApi, StandaloneStorage, Storage, TxnApi};
 use proto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
@@ -152,7 +152,7 @@ async fn start_raft_node(
     status_addr: SocketAddr,
     token: ClusterToken,
     tls: Option<security::Tls>,
-) -> anyhow::Result<(raftstore::Node, Engines)> {
+) -> anyhow::Result<(raftstore::Node, Engines, Arc<dyn SchedulerClient>)> {
     let advertised = if config.advertise_peer_addr.is_empty() {
         peer_addr.to_string()
     } else {
@@ -187,7 +187,8 @@ async fn start_raft_node(
         Dial { source_ip, tls },
     ));
     let raft_engine = config.raftstore.raft_engine;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(raftstore::Node, Engines)> {
+    let sched = client.clone();
+    let (node, engines) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let engines = Engines::open_with(&dir, raft_engine)
             .with_context(|| format!("cannot open engines in {}", dir.display()))?;
         let node = raftstore::Node::start(
@@ -205,7 +206,41 @@ async fn start_raft_node(
         .context("cannot start the raftstore")?;
         Ok((node, engines))
     })
-    .await?
+    .await??;
+    Ok((node, engines, sched))
+}
+
+/// How often a store asks the scheduler for the GC safe point.
+const GC_SAFE_POINT_POLL: Duration = Duration::from_secs(1);
+
+/// Raises `txn`'s GC safe point to the scheduler's, now (before the store serves: a read below
+/// a safe point some replica has already collected at must be refused) and then every
+/// [`GC_SAFE_POINT_POLL`] until `stop`.
+async fn follow_gc_safe_point<S: Storage>(
+    sched: Arc<dyn SchedulerClient>,
+    txn: TxnApi<S>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let ask = move |sched: Arc<dyn SchedulerClient>| async move {
+        tokio::task::spawn_blocking(move || sched.gc_safe_point()).await
+    };
+    let first = ask(sched.clone())
+        .await?
+        .context("cannot read the GC safe point from the scheduler")?;
+    txn.advance_gc_safe_point(first);
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(GC_SAFE_POINT_POLL) => {}
+                _ = stop.changed() => return,
+            }
+            match ask(sched.clone()).await {
+                Ok(Ok(sp)) => _ = txn.advance_gc_safe_point(sp),
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the GC safe point"),
+                Err(e) => tracing::debug!(error = %e, "GC safe point task"),
+            }
+        }
+    }))
 }
 
 /// Opens the storage, binds the listeners and starts serving.
@@ -286,7 +321,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 },
                 None => config.to_raftstore(),
             };
-            let (node, node_engines) = start_raft_node(
+            let (node, node_engines, sched) = start_raft_node(
                 config,
                 raft_cfg,
                 addr,
@@ -318,8 +353,12 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 peer_rx,
             )?);
             peer_addr = Some(bound_peer);
+            let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
+            let txn = TxnApi::new(raw.storage().clone());
+            follow_gc_safe_point(sched, txn.clone(), rx.clone()).await?;
             let registry = raftstore::store_registry(node.store_id())?;
             let requests = Arc::new(RequestMetrics::new(&registry)?);
+            let gc_txn = txn.clone();
             let status = StatusSource {
                 info: info("raft", Some(bound_peer)),
                 registry,
@@ -328,9 +367,9 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                     store_id: node.store_id(),
                     health: rs.health().clone(),
                     metrics: rs.metrics().clone(),
+                    gc_safe_point: Arc::new(move || gc_txn.gc_safe_point()),
                 }),
             };
-            let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
             // Any store's gateway serves every key: a key of a region this store leads itself,
             // the others through their region leaders.
             let app = crate::http::cluster_router(
@@ -340,7 +379,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
                 Some(raw.clone()),
             )
             .merge(crate::status::routes(status.clone()));
-            let service = KvService::new(raw)
+            let service = KvService::with_txn(raw, txn)
                 .with_stopping(rx.clone())
                 .with_batch_limits(config.raw.batch_limits())
                 .with_metrics(requests);

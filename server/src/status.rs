@@ -58,6 +58,8 @@ pub struct RaftStatus {
     pub health: Arc<StoreHealth>,
     /// Its raftstore metrics.
     pub metrics: Arc<StoreMetrics>,
+    /// The MVCC GC safe point the store enforces.
+    pub gc_safe_point: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// What the status routes report on.
@@ -140,6 +142,7 @@ impl StatusSource {
             let c = r.metrics.peer_counts();
             doc["store_id"] = json!(r.store_id);
             doc["raft_worker_alive"] = json!(r.health.check_live(LIVENESS_TIMEOUT).is_ok());
+            doc["gc_safe_point"] = json!((r.gc_safe_point)());
             doc["regions"] = json!(c.regions);
             doc["leaders"] = json!(c.leaders);
             doc["pending_peers"] = json!(c.pending_peers);

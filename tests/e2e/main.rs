@@ -17,6 +17,7 @@ mod fuzz_found;
 mod fuzz_gen;
 mod fuzz_input;
 mod fuzz_store;
+mod gc_4c;
 mod grpc_1;
 mod hostile;
 mod hostile_peer_3b;

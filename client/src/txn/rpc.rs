@@ -67,6 +67,14 @@ macro_rules! txn_request {
                 Box::pin(self.send_located(located, req))
             }
 
+            fn gc<'a>(
+                &'a self,
+                located: &'a [u8],
+                req: GcRequest,
+            ) -> TransportFuture<'a, (GcResponse, metapb::Region)> {
+                Box::pin(self.send_located(located, req))
+            }
+
             fn prewrite_shares<'a>(
                 &'a self,
                 req: PrewriteRequest,
@@ -121,6 +129,7 @@ txn_request! {
     ResolveLockRequest => ResolveLockResponse, kv_resolve_lock, resolve_lock;
 }
 txn_request!(@one ScanRequest => ScanResponse, kv_scan);
+txn_request!(@one GcRequest => GcResponse, kv_gc);
 
 /// The key of the first of `mutations` (empty if none).
 fn first_key(mutations: &[Mutation]) -> Vec<u8> {

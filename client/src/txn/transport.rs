@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use proto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
-    CommitRequest, CommitResponse, GetRequest, GetResponse, Mutation, PrewriteRequest,
-    PrewriteResponse, ResolveLockRequest, ResolveLockResponse, ScanRequest, ScanResponse,
+    CommitRequest, CommitResponse, GcRequest, GcResponse, GetRequest, GetResponse, Mutation,
+    PrewriteRequest, PrewriteResponse, ResolveLockRequest, ResolveLockResponse, ScanRequest,
+    ScanResponse,
 };
 use proto::metapb;
 use scheduler_client::SchedulerClient;
@@ -114,6 +115,14 @@ pub trait TxnTransport: Send + Sync {
             Ok(out)
         })
     }
+
+    /// `KvGc` of the region holding `located` (an encoded key, as for [`TxnTransport::scan`]):
+    /// the response and the region that served it.
+    fn gc<'a>(
+        &'a self,
+        located: &'a [u8],
+        req: GcRequest,
+    ) -> TransportFuture<'a, (GcResponse, metapb::Region)>;
 
     /// `KvScan` from `req.start_key` in the region holding `located`, a memcomparable-encoded
     /// key (`codec::key`: transactional data lives under encoded keys, and regions split

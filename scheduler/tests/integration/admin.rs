@@ -1,5 +1,5 @@
 //! An administrator's operators and schedule settings (`tessera-ctl transfer-leader`, ...,
-//! `scheduler config`).
+//! `scheduler config`), and the GC safe point (`tessera-ctl gc`).
 
 use proto::schedulerpb::ScheduleConfig;
 use scheduler::{AdminOp, Cluster, Config, Error, OpKind, OpStep};
@@ -102,4 +102,26 @@ fn schedule_config_changes_at_run_time_and_survives_a_restart_3c() {
     let kept = reopened.schedule_config();
     assert!(!kept.balance_leader && !kept.balance_region);
     assert_eq!(kept.store_limit, 9);
+}
+
+#[test]
+fn the_gc_safe_point_only_rises_and_survives_a_restart_4c() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    {
+        let cluster = Cluster::open(&config).unwrap();
+        assert_eq!(cluster.gc_safe_point(), 0);
+        assert_eq!(cluster.update_gc_safe_point(100).unwrap(), 100);
+        assert_eq!(
+            cluster.update_gc_safe_point(40).unwrap(),
+            100,
+            "never lowered"
+        );
+        assert_eq!(cluster.update_gc_safe_point(250).unwrap(), 250);
+    }
+    let reopened = Cluster::open(&config).unwrap();
+    assert_eq!(reopened.gc_safe_point(), 250);
 }

@@ -111,7 +111,7 @@ fn https_exchange(
     }
 }
 
-fn scheduler_client(addr: &str) -> Result<RpcClient, String> {
+pub fn scheduler_client(addr: &str) -> Result<RpcClient, String> {
     let config = RpcClientConfig {
         startup_timeout: Duration::from_secs(2),
         tls: crate::tls(),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 mod admin;
 mod backup;
 mod check;
+mod gc;
 mod manifest;
 mod offline;
 mod raw;
@@ -123,6 +124,13 @@ enum Cmd {
     Check(check::CheckCmd),
     #[command(flatten)]
     Backup(backup::BackupCmd),
+    /// Garbage-collect MVCC versions no read at or above TS can see (--scheduler); reads
+    /// below TS are refused from then on
+    Gc {
+        /// The safe point: a past timestamp
+        #[arg(long)]
+        safe_point: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -344,6 +352,10 @@ async fn run(args: Args) -> Result<u8, Failure> {
             };
             let client = ClusterClient::connect(&scheduler, config).await?;
             Ok(check::run(&cmd, client).await)
+        }
+        Cmd::Gc { safe_point } => {
+            let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
+            Ok(gc::run(&scheduler, safe_point, args.write_out == WriteOut::Json).await)
         }
         Cmd::Backup(cmd) => {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());

@@ -16,6 +16,7 @@ use proto::kvrpcpb::{
     CommitRequest, CommitResponse, Context, GetRequest, GetResponse, PrewriteRequest,
     PrewriteResponse, ResolveLockRequest, ResolveLockResponse, ScanRequest, ScanResponse,
 };
+use proto::kvrpcpb::{GcRequest, GcResponse};
 use proto::metapb;
 use tessera_client::cluster::ClusterError;
 use tessera_client::txn::{TransportFuture, TxnError, TxnTransport};
@@ -58,6 +59,17 @@ macro_rules! store_transport {
                     Ok((resp, metapb::Region::default()))
                 })
             }
+
+            fn gc<'a>(
+                &'a self,
+                located: &'a [u8],
+                req: GcRequest,
+            ) -> TransportFuture<'a, (GcResponse, metapb::Region)> {
+                Box::pin(async move {
+                    let resp = self.call("gc", located, req, |api, r| api.gc(r)).await?;
+                    Ok((resp, metapb::Region::default()))
+                })
+            }
         }
     };
 }
@@ -72,6 +84,12 @@ store_transport! {
 }
 
 impl RegionError for ScanResponse {
+    fn region_error(&self) -> Option<&errorpb::Error> {
+        self.region_error.as_ref()
+    }
+}
+
+impl RegionError for GcResponse {
     fn region_error(&self) -> Option<&errorpb::Error> {
         self.region_error.as_ref()
     }
