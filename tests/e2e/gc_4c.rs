@@ -129,4 +129,19 @@ async fn gc_keeps_what_reads_at_the_safe_point_see_and_refuses_older_reads_4c() 
         Some(safe_point),
         "never lowered"
     );
+    // --life-time 0: the safe point is now.
+    let (code, out, err) = block_in_place(|| {
+        ctl(&[
+            "--scheduler",
+            &sched,
+            "-w",
+            "json",
+            "gc",
+            "--life-time",
+            "0",
+        ])
+    });
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(stats["safe_point"].as_u64() > Some(safe_point), "{stats}");
 }

@@ -1,4 +1,5 @@
-//! `tessera-ctl gc --safe-point TS`: garbage-collects the cluster's old MVCC versions.
+//! `tessera-ctl gc --safe-point TS` (or `--life-time SECS`: the safe point that long ago):
+//! garbage-collects the cluster's old MVCC versions.
 //!
 //! ```text
 //!   raise the scheduler's safe point to TS ─► wait until every store that answers enforces it
@@ -61,8 +62,17 @@ fn wait_for_stores(rpc: &scheduler_client::RpcClient, safe_point: u64) -> Result
     Ok(skipped)
 }
 
+/// Where the safe point is.
+#[derive(Clone, Copy, Debug)]
+pub enum SafePoint {
+    /// This timestamp.
+    At(u64),
+    /// This many seconds before now.
+    Ago(u64),
+}
+
 /// Runs the GC at `safe_point` on the cluster of `scheduler`; the exit code.
-pub async fn run(scheduler: &str, safe_point: u64, json: bool) -> u8 {
+pub async fn run(scheduler: &str, safe_point: SafePoint, json: bool) -> u8 {
     match gc(scheduler, safe_point, json).await {
         Ok(()) => 0,
         Err((code, e)) => {
@@ -72,7 +82,7 @@ pub async fn run(scheduler: &str, safe_point: u64, json: bool) -> u8 {
     }
 }
 
-async fn gc(scheduler: &str, safe_point: u64, json: bool) -> Result<(), (u8, String)> {
+async fn gc(scheduler: &str, safe_point: SafePoint, json: bool) -> Result<(), (u8, String)> {
     let unreachable = |e: String| (4, e);
     let sched = scheduler.to_string();
     let rpc = tokio::task::spawn_blocking(move || scheduler_client(&sched))
@@ -90,6 +100,13 @@ async fn gc(scheduler: &str, safe_point: u64, json: bool) -> Result<(), (u8, Str
         .timestamp()
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    let safe_point = match safe_point {
+        SafePoint::At(ts) => ts,
+        SafePoint::Ago(secs) => {
+            let ms = codec::ts::physical_ms(now).saturating_sub(secs.saturating_mul(1000));
+            codec::ts::compose_ts(ms, 0)
+        }
+    };
     if safe_point == 0 || safe_point > now {
         return Err((
             2,

@@ -15,7 +15,6 @@
 //! the backup is corrupt, partial or not a backup, 10 `restore`: the cluster holds data.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 mod admin;
 mod backup;
@@ -26,13 +25,15 @@ mod offline;
 mod raw;
 mod restore;
 mod top;
+mod txn;
 
 use clap::{Parser, Subcommand};
 use raw::{run_raw, Raw, RawCmd, Text, WriteOut};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tessera_client::cluster::{ClusterClient, ClusterConfig, ClusterError};
 use tessera_client::raw::{ClientError, RawClient};
-use tessera_client::txn::{TxnClient, TxnError};
+use tessera_client::txn::TxnError;
+use txn::{run_txn, TxnCmd};
 
 /// Talk to a Tessera server.
 #[derive(Parser, Debug)]
@@ -128,24 +129,15 @@ enum Cmd {
     /// below TS are refused from then on
     Gc {
         /// The safe point: a past timestamp
+        #[arg(
+            long,
+            required_unless_present = "life_time",
+            conflicts_with = "life_time"
+        )]
+        safe_point: Option<u64>,
+        /// Or: keep this many seconds of history (the safe point is that long ago)
         #[arg(long)]
-        safe_point: u64,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum TxnCmd {
-    /// Print the value of KEY as of a fresh timestamp
-    Get { key: String },
-    /// Set KEY to VALUE, and more pairs, atomically: `txn put k1 v1 k2 v2`
-    Put {
-        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
-        pairs: Vec<String>,
-    },
-    /// Delete the KEYs atomically
-    Delete {
-        #[arg(required = true)]
-        keys: Vec<String>,
+        life_time: Option<u64>,
     },
 }
 
@@ -199,80 +191,6 @@ impl From<TxnError> for Failure {
     fn from(e: TxnError) -> Self {
         Failure::Txn(e)
     }
-}
-
-/// Runs one transaction: on the server at `addr`, or, without it, through the whole cluster of
-/// the scheduler (each request to the leader of its key's region).
-async fn run_txn(
-    addr: Option<&str>,
-    scheduler: &str,
-    text: Text,
-    cmd: TxnCmd,
-) -> Result<u8, Failure> {
-    // Arguments are checked before any connection is made.
-    let arg = |s: &String| text.bytes(s);
-    let parsed = match &cmd {
-        TxnCmd::Get { key } => text.all(std::slice::from_ref(key)),
-        TxnCmd::Put { pairs } if pairs.len() % 2 != 0 => {
-            Err("txn put takes KEY VALUE pairs".to_string())
-        }
-        TxnCmd::Put { pairs } => text.all(pairs),
-        TxnCmd::Delete { keys } => keys.iter().map(arg).collect(),
-    };
-    let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(2);
-        }
-    };
-    let sched = scheduler.to_string();
-    // A command-line user wants a prompt answer when the scheduler is down, not ten seconds of
-    // retries.
-    let config = RpcClientConfig {
-        startup_timeout: std::time::Duration::from_secs(2),
-        tls: crate::tls(),
-        ..RpcClientConfig::default()
-    };
-    let tso = tokio::task::spawn_blocking(move || RpcClient::connect(&sched, config))
-        .await
-        .map_err(|e| TxnError::Tso(e.to_string()))?
-        .map_err(|e| TxnError::Tso(e.to_string()))?;
-    let tso: Arc<dyn SchedulerClient> = Arc::new(tso);
-    let client = match addr {
-        Some(addr) => TxnClient::connect_with(addr, tso, tls().as_ref()).await?,
-        None => TxnClient::routed(
-            ClusterClient::new(tso.clone(), ClusterConfig::default()),
-            tso,
-        ),
-    };
-    let mut txn = client.begin().await?;
-    match cmd {
-        TxnCmd::Get { key } => match txn.get(&parsed[0]).await? {
-            Some(v) if text.json => text.print_pairs(&vec![(parsed[0].clone(), v)], false),
-            Some(v) => println!("{}", text.show(&v)),
-            None => {
-                if text.json {
-                    text.print_pairs(&Vec::new(), false);
-                }
-                eprintln!("key not found: {key}");
-                return Ok(1);
-            }
-        },
-        TxnCmd::Put { .. } => {
-            for kv in parsed.chunks(2) {
-                txn.put(&kv[0], &kv[1]);
-            }
-            text.print_committed(txn.commit().await?);
-        }
-        TxnCmd::Delete { .. } => {
-            for k in &parsed {
-                txn.delete(k);
-            }
-            text.print_committed(txn.commit().await?);
-        }
-    }
-    Ok(0)
 }
 
 fn exit_code(e: &ClientError) -> u8 {
@@ -353,9 +271,16 @@ async fn run(args: Args) -> Result<u8, Failure> {
             let client = ClusterClient::connect(&scheduler, config).await?;
             Ok(check::run(&cmd, client).await)
         }
-        Cmd::Gc { safe_point } => {
+        Cmd::Gc {
+            safe_point,
+            life_time,
+        } => {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
-            Ok(gc::run(&scheduler, safe_point, args.write_out == WriteOut::Json).await)
+            let when = match (safe_point, life_time) {
+                (Some(ts), _) => gc::SafePoint::At(ts),
+                (None, secs) => gc::SafePoint::Ago(secs.unwrap_or_default()),
+            };
+            Ok(gc::run(&scheduler, when, args.write_out == WriteOut::Json).await)
         }
         Cmd::Backup(cmd) => {
             let scheduler = args.scheduler.unwrap_or(DEFAULT_SCHEDULER.to_string());
