@@ -394,7 +394,7 @@ impl Node {
         client.put_store(store).map_err(sched_err)?;
         let scheduler_worker = Worker::start(
             &format!("sched-{store_id}"),
-            SchedulerRunner::new(store_id, client.clone()),
+            SchedulerRunner::new(store_id, client.clone()).with_kv(engines.clone()),
             None,
         )
         .map_err(|e| Error::Other(format!("cannot spawn the scheduler worker: {e}")))?;

@@ -69,13 +69,55 @@ pub enum SchedulerTask {
 pub struct SchedulerRunner {
     store_id: u64,
     client: Arc<dyn SchedulerClient>,
+    /// The engines, whose oldest lock each store heartbeat reports.
+    kv: Option<kv::Engines>,
 }
 
 impl SchedulerRunner {
     /// A runner for store `store_id`.
     pub fn new(store_id: u64, client: Arc<dyn SchedulerClient>) -> SchedulerRunner {
-        SchedulerRunner { store_id, client }
+        SchedulerRunner {
+            store_id,
+            client,
+            kv: None,
+        }
     }
+
+    /// Reports the oldest lock of `kv` with each store heartbeat.
+    pub fn with_kv(mut self, kv: kv::Engines) -> SchedulerRunner {
+        self.kv = Some(kv);
+        self
+    }
+}
+
+/// The smallest start_ts of the locks in the kv engine's lock CF: 0 when there is none, 1 when they
+/// cannot be read (so an automatic GC safe point stays where it is).
+pub fn oldest_lock_ts(engines: &kv::Engines) -> u64 {
+    let read = || -> Result<u64, String> {
+        let snap = kv::EngineSnapshot::new(&engines.kv);
+        let mut it = snap
+            .iter_cf(
+                kv::Cf::Lock,
+                kv::keys::DATA_MIN_KEY.to_vec(),
+                kv::keys::DATA_MAX_KEY.to_vec(),
+            )
+            .map_err(|e| e.to_string())?;
+        it.seek_to_first();
+        let mut oldest = 0;
+        while let Some(v) = it.value() {
+            let lock = codec::record::Lock::from_bytes(v).map_err(|e| e.to_string())?;
+            if oldest == 0 || lock.start_ts < oldest {
+                oldest = lock.start_ts;
+            }
+            it.next();
+        }
+        it.status().map_err(|e| e.to_string())?;
+        Ok(oldest)
+    };
+    read().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the locks for the GC safe point");
+        1
+    })
 }
 
 impl Runnable for SchedulerRunner {
@@ -168,7 +210,10 @@ impl Runnable for SchedulerRunner {
                 // A peer destroyed meanwhile has no mailbox: nothing to tell.
                 let _ = router.send(region_id, answer);
             }
-            SchedulerTask::StoreHeartbeat { stats } => {
+            SchedulerTask::StoreHeartbeat { mut stats } => {
+                if let Some(kv) = &self.kv {
+                    stats.oldest_lock_ts = oldest_lock_ts(kv);
+                }
                 if let Err(e) = self.client.store_heartbeat(stats) {
                     tracing::debug!(store_id, error = %e, "store heartbeat failed");
                 }

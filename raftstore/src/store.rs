@@ -55,6 +55,11 @@ impl StoreMeta {
         (keys::data_key(&r.start_key) <= dk).then_some(r)
     }
 
+    /// The regions with a peer here.
+    pub fn regions(&self) -> impl Iterator<Item = &metapb::Region> {
+        self.regions.values()
+    }
+
     /// Number of regions with a peer here.
     pub fn region_count(&self) -> usize {
         self.regions.len()

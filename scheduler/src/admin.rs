@@ -135,16 +135,68 @@ impl Cluster {
     /// # Errors
     /// A failed write of the scheduler's data.
     pub fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
+        let (in_force, raised) = self.raise_gc_safe_point(safe_point)?;
+        if raised {
+            tracing::info!(safe_point, "GC safe point raised");
+        }
+        Ok(in_force)
+    }
+
+    /// Raises the safe point to `safe_point` if that is higher, persisted first: the safe point
+    /// in force and whether it moved.
+    fn raise_gc_safe_point(&self, safe_point: u64) -> Result<(u64, bool)> {
         let mut current = lock(&self.gc_safe_point);
         if safe_point <= *current {
-            return Ok(*current);
+            return Ok((*current, false));
         }
         let mut batch = Batch::default();
         batch.put_u64(meta::GC_SAFE_POINT_KEY, safe_point);
         self.meta.write(batch, true)?;
-        tracing::info!(safe_point, "GC safe point raised");
         *current = safe_point;
-        Ok(safe_point)
+        Ok((safe_point, true))
+    }
+
+    /// Raises the GC safe point automatically (`gc_life_time_secs`): to now minus the life
+    /// time, but below the oldest lock any serving store reports, and only once every serving
+    /// store has reported. Returns the safe point in force. The server calls it once a second.
+    ///
+    /// # Errors
+    /// A failed write of the scheduler's data.
+    pub fn advance_gc_safe_point_auto(&self) -> Result<u64> {
+        let current = self.gc_safe_point();
+        let life_ms = self.config.gc_life_time_secs.saturating_mul(1000);
+        if life_ms == 0 {
+            return Ok(current);
+        }
+        // Timestamps follow the wall clock; liveness the cluster clock.
+        let now = self.clock.now_ms();
+        let wall = crate::alloc::wall_ms();
+        let mut target = codec::ts::compose_ts(wall.saturating_sub(life_ms), 0);
+        {
+            let state = lock(&self.state);
+            let mut serving = 0;
+            for s in state.stores.values() {
+                if !s.is_serving(now, self.config.max_store_down_time_ms) {
+                    continue;
+                }
+                serving += 1;
+                // A store that has not reported yet may hold any lock.
+                let Some(stats) = &s.stats else {
+                    return Ok(current);
+                };
+                if stats.oldest_lock_ts > 0 {
+                    target = target.min(stats.oldest_lock_ts - 1);
+                }
+            }
+            if serving == 0 {
+                return Ok(current);
+            }
+        }
+        let (in_force, raised) = self.raise_gc_safe_point(target)?;
+        if raised {
+            tracing::debug!(safe_point = in_force, "GC safe point raised (automatic)");
+        }
+        Ok(in_force)
     }
 
     /// The configuration with the run-time schedule settings applied.

@@ -46,6 +46,10 @@ pub struct Config {
     /// The most connections the gRPC port keeps open at once; past it, new connections wait in
     /// the kernel's backlog until one closes.
     pub max_connections: usize,
+    /// The automatic MVCC GC safe point: this many seconds of history are kept, and the
+    /// scheduler raises the safe point to now minus that (never past the oldest lock a store
+    /// reports); 0 turns it off (the safe point then moves only by `tessera-ctl gc`).
+    pub gc_life_time_secs: u64,
     /// TLS: with a CA (`ca_path`), the gRPC port speaks TLS only, with this scheduler's
     /// certificate (`cert_path`, `key_path`).
     pub security: security::TlsPaths,
@@ -68,6 +72,7 @@ impl Default for Config {
             balance_leader: true,
             balance_region: true,
             max_connections: net::DEFAULT_MAX_CONNECTIONS,
+            gc_life_time_secs: 0,
             security: security::TlsPaths::default(),
         }
     }

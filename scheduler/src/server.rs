@@ -585,7 +585,11 @@ pub async fn start(cluster: Arc<Cluster>, addr: &str) -> Result<RunningScheduler
     })
 }
 
+/// How often the automatic GC safe point moves (each move is a synced write).
+const GC_SAFE_POINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn schedule_loop(cluster: Arc<Cluster>, stop: watch::Receiver<bool>) {
+    let mut last_gc = std::time::Instant::now();
     let mut tick = tokio::time::interval(cluster.config().schedule_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -595,6 +599,12 @@ async fn schedule_loop(cluster: Arc<Cluster>, stop: watch::Receiver<bool>) {
         }
         if let Err(e) = cluster.schedule() {
             tracing::warn!(error = %e, "scheduling round failed");
+        }
+        if last_gc.elapsed() >= GC_SAFE_POINT_INTERVAL {
+            last_gc = std::time::Instant::now();
+            if let Err(e) = cluster.advance_gc_safe_point_auto() {
+                tracing::warn!(error = %e, "cannot raise the GC safe point");
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kv::{Engines, MemoryStorage, RawApi, StandaloneStorage, Storage, TxnApi};
+use proto::kvrpcpb;
 use proto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
 use tokio::net::TcpListener;
@@ -213,12 +214,48 @@ async fn start_raft_node(
 /// How often a store asks the scheduler for the GC safe point.
 const GC_SAFE_POINT_POLL: Duration = Duration::from_secs(1);
 
+/// The routing contexts of this store's peers, one per region.
+type LocalRegions = Arc<dyn Fn() -> Vec<kvrpcpb::Context> + Send + Sync>;
+
+/// Collects, at `safe_point`, the regions of `regions` this store leads (the others answer
+/// that they are not the leader, and their leaders' stores collect them). A region held up by
+/// a lock at or below the safe point is left for `tessera-ctl gc`, which resolves locks.
+fn collect_led_regions<S: Storage>(txn: &TxnApi<S>, regions: &LocalRegions, safe_point: u64) {
+    let (mut collected, mut versions) = (0, 0);
+    for ctx in regions() {
+        let req = kvrpcpb::GcRequest {
+            context: Some(ctx),
+            safe_point,
+        };
+        match txn.gc(&req) {
+            Ok(r) if r.region_error.is_none() && r.error.is_none() => {
+                collected += 1;
+                versions += r.versions;
+            }
+            Ok(r) if r.error.is_some() => {
+                tracing::debug!(region_id = ctx.region_id, error = ?r.error, "GC held up")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(region_id = ctx.region_id, error = %e, "GC failed"),
+        }
+    }
+    if collected > 0 {
+        tracing::info!(
+            safe_point,
+            regions = collected,
+            versions,
+            "GC of the regions led here"
+        );
+    }
+}
+
 /// Raises `txn`'s GC safe point to the scheduler's, now (before the store serves: a read below
 /// a safe point some replica has already collected at must be refused) and then every
-/// [`GC_SAFE_POINT_POLL`] until `stop`.
+/// [`GC_SAFE_POINT_POLL`] until `stop`; each time it rises, collects the regions led here.
 async fn follow_gc_safe_point<S: Storage>(
     sched: Arc<dyn SchedulerClient>,
     txn: TxnApi<S>,
+    regions: LocalRegions,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let ask = move |sched: Arc<dyn SchedulerClient>| async move {
@@ -229,6 +266,7 @@ async fn follow_gc_safe_point<S: Storage>(
         .context("cannot read the GC safe point from the scheduler")?;
     txn.advance_gc_safe_point(first);
     Ok(tokio::spawn(async move {
+        let mut collected = first;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(GC_SAFE_POINT_POLL) => {}
@@ -238,6 +276,15 @@ async fn follow_gc_safe_point<S: Storage>(
                 Ok(Ok(sp)) => _ = txn.advance_gc_safe_point(sp),
                 Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the GC safe point"),
                 Err(e) => tracing::debug!(error = %e, "GC safe point task"),
+            }
+            let sp = txn.gc_safe_point();
+            if sp > collected {
+                collected = sp;
+                let (txn, regions) = (txn.clone(), regions.clone());
+                let run = move || collect_led_regions(&txn, &regions, sp);
+                if let Err(e) = tokio::task::spawn_blocking(run).await {
+                    tracing::warn!(error = %e, "GC task");
+                }
             }
         }
     }))
@@ -355,7 +402,22 @@ pub async fn start_with(config: &Config, options: StartOptions) -> anyhow::Resul
             peer_addr = Some(bound_peer);
             let raw = RawApi::new(Arc::new(node.storage()), config.raw.limits());
             let txn = TxnApi::new(raw.storage().clone());
-            follow_gc_safe_point(sched, txn.clone(), rx.clone()).await?;
+            let (meta, me) = (rs.store_meta().clone(), node.store_id());
+            let regions: LocalRegions = Arc::new(move || {
+                let meta = meta.read().unwrap_or_else(|p| p.into_inner());
+                meta.regions()
+                    .filter_map(|r| {
+                        let peer = r.peers.iter().find(|p| p.store_id == me)?;
+                        Some(kvrpcpb::Context {
+                            region_id: r.id,
+                            region_epoch: r.region_epoch,
+                            peer: Some(*peer),
+                            term: 0,
+                        })
+                    })
+                    .collect()
+            });
+            follow_gc_safe_point(sched, txn.clone(), regions, rx.clone()).await?;
             let registry = raftstore::store_registry(node.store_id())?;
             let requests = Arc::new(RequestMetrics::new(&registry)?);
             let gc_txn = txn.clone();

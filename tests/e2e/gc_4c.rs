@@ -14,7 +14,7 @@ use tessera_client::cluster::ClusterClient;
 use tessera_client::txn::TxnClient;
 use tokio::task::block_in_place;
 
-use crate::procs::{Cluster, STORES};
+use crate::procs::{Cluster, STORES, STORE_CONFIG};
 use crate::util::{ctl, http};
 
 /// Entries of column family `cf`, all keys.
@@ -81,8 +81,10 @@ async fn gc_keeps_what_reads_at_the_safe_point_see_and_refuses_older_reads_4c() 
     let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(stats["safe_point"].as_u64(), Some(safe_point));
     assert!(stats["locks"].as_u64() >= Some(1), "{stats}");
-    // hot@199 and cold stay; 199 older versions of hot and the stale lock's rollback go.
-    assert_eq!(stats["versions"].as_u64(), Some(200), "{stats}");
+    // hot@199 and cold stay; 199 older versions of hot and the stale lock's rollback go (the
+    // stores collect the regions they lead as soon as they learn the safe point, so `gc`
+    // itself may find some already gone).
+    assert!(stats["versions"].as_u64() <= Some(200), "{stats}");
     assert_eq!(entries(&routed, "write").await, 2);
     assert_eq!(entries(&routed, "lock").await, 0);
     assert_eq!(
@@ -144,4 +146,65 @@ async fn gc_keeps_what_reads_at_the_safe_point_see_and_refuses_older_reads_4c() 
     assert_eq!(code, 0, "{err}");
     let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(stats["safe_point"].as_u64() > Some(safe_point), "{stats}");
+}
+
+/// Polls `f` every 100 ms until it holds, for at most 30 s.
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `gc_life_time_secs = 1`: the scheduler raises the safe point by itself, never past a live
+/// lock, and the stores collect the regions they lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_safe_point_stops_below_the_oldest_lock_4c() {
+    let mut cluster =
+        block_in_place(|| Cluster::start_scheduler_with(STORE_CONFIG, "gc_life_time_secs = 1\n"));
+    for _ in 0..STORES {
+        block_in_place(|| cluster.add_store());
+    }
+    cluster.wait_replicas(STORES).await;
+    let (rpc, routed) = cluster.routed_clients().await;
+    let txn = TxnClient::routed(routed.clone(), rpc);
+    for n in 0..30 {
+        let mut t = txn.begin().await.unwrap();
+        t.put(b"hot", format!("v{n}").as_bytes());
+        t.commit().await.unwrap();
+    }
+    let live = txn.clone().with_lock_ttl(Duration::from_secs(120));
+    let mut t = live.begin().await.unwrap();
+    t.put(b"held", b"pending");
+    let held = t.prewrite().await.unwrap();
+    let lock_ts = held.start_ts();
+
+    // The stores collect "hot" down to one version; the safe point stays below the lock.
+    eventually("old versions collected", async || {
+        entries(&routed, "write").await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..STORES {
+        let sp = enforced(&cluster, i).await;
+        assert!(
+            sp > 0 && sp < lock_ts,
+            "store {i}: safe point {sp}, lock at {lock_ts}"
+        );
+    }
+    assert_eq!(
+        txn.get_at(b"hot", lock_ts).await.unwrap(),
+        Some(b"v29".to_vec())
+    );
+
+    // Once the lock goes, the safe point passes it.
+    held.rollback().await.unwrap();
+    eventually("the safe point passes the old lock", async || {
+        enforced(&cluster, 0).await > lock_ts
+    })
+    .await;
 }

@@ -125,3 +125,59 @@ fn the_gc_safe_point_only_rises_and_survives_a_restart_4c() {
     let reopened = Cluster::open(&config).unwrap();
     assert_eq!(reopened.gc_safe_point(), 250);
 }
+
+#[test]
+fn the_automatic_gc_safe_point_waits_for_every_store_and_stays_below_locks_4c() {
+    let config = Config {
+        gc_life_time_secs: 60,
+        ..Config::default()
+    };
+    let (cluster, _clock) = cluster_with(config, 3);
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let life_bound = codec::ts::compose_ts(wall_ms - 60_000, 0);
+    // Every store has reported, none holds a lock: now minus the life time.
+    let sp = cluster.advance_gc_safe_point_auto().unwrap();
+    assert!(
+        sp >= life_bound && sp < life_bound + codec::ts::compose_ts(10_000, 0),
+        "{sp}"
+    );
+    // A store reports a lock just above it: however the clock moves, the safe point stays
+    // below the lock.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let old_lock = sp + 1;
+    let stats = |store_id, oldest_lock_ts| proto::schedulerpb::StoreStats {
+        store_id,
+        oldest_lock_ts,
+        ..Default::default()
+    };
+    cluster.store_heartbeat(stats(2, old_lock)).unwrap();
+    assert_eq!(cluster.advance_gc_safe_point_auto().unwrap(), sp);
+    // Once the lock is gone it moves on with the clock.
+    cluster.store_heartbeat(stats(2, 0)).unwrap();
+    assert!(cluster.advance_gc_safe_point_auto().unwrap() > sp);
+}
+
+#[test]
+fn no_automatic_gc_safe_point_until_every_store_reported_or_when_off_4c() {
+    let (off, _clock) = cluster(3, 3);
+    assert_eq!(
+        off.advance_gc_safe_point_auto().unwrap(),
+        0,
+        "off by default"
+    );
+    let config = Config {
+        gc_life_time_secs: 60,
+        ..Config::default()
+    };
+    let clock = scheduler::Clock::manual();
+    let cluster = Cluster::in_memory(&config, clock).unwrap();
+    cluster
+        .bootstrap(store(1), region(1, "", "", &[(101, 1)], 1, 1))
+        .unwrap();
+    cluster.put_store(store(2)).unwrap();
+    // Store 1 and 2 are up but neither has reported its locks.
+    assert_eq!(cluster.advance_gc_safe_point_auto().unwrap(), 0);
+}
