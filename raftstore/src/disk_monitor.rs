@@ -35,7 +35,7 @@ impl DiskMonitor {
     ) -> DiskMonitor {
         let full = reserve.state() == DiskState::Full;
         health.set_disk_full(full);
-        metrics.set_disk(full, 0);
+        metrics.set_disk(full, None);
         let mut monitor = DiskMonitor {
             reserve,
             health,
@@ -74,7 +74,7 @@ impl Runnable for DiskMonitor {
                 let full = st.state == DiskState::Full;
                 self.health.set_disk_full(full);
                 self.health.set_disk_available(st.available);
-                self.metrics.set_disk(full, st.available);
+                self.metrics.set_disk(full, Some(st.available));
                 self.health
                     .set_write_budget(write_budget(&st, self.reserve.reserve()));
             }
@@ -114,5 +114,35 @@ mod tests {
         let full = status(DiskState::Full, 100 * MIB, 0);
         assert_eq!(write_budget(&full, 16 * MIB), 0);
         assert_eq!(write_budget(&full, 0), u64::MAX, "no reserve: no limit");
+    }
+
+    /// The exported free space, in bytes.
+    fn exported_available(registry: &prometheus::Registry) -> f64 {
+        let families = registry.gather();
+        let family = families
+            .iter()
+            .find(|f| f.name() == "tessera_disk_available_bytes")
+            .expect("exported");
+        family.get_metric()[0].get_gauge().get_value()
+    }
+
+    #[test]
+    fn free_space_never_read_is_unknown_not_zero_2b() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("data");
+        std::fs::create_dir(&gone).unwrap();
+        let reserve = DiskReserve::new(&gone, 0).unwrap();
+        std::fs::remove_dir(&gone).unwrap();
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(StoreMetrics::new(registry.clone()));
+        let health = Arc::new(StoreHealth::default());
+        let mut monitor = DiskMonitor::new(reserve, health.clone(), metrics);
+        // The first check failed: a dashboard must not read "0 bytes free".
+        assert_eq!(exported_available(&registry), -1.0);
+        assert_eq!(health.disk_available(), None);
+        // Once a check succeeds, the real figure.
+        std::fs::create_dir(&gone).unwrap();
+        monitor.on_tick();
+        assert!(exported_available(&registry) > 0.0);
     }
 }

@@ -516,11 +516,12 @@ impl StoreMetrics {
         }
     }
 
-    /// Sets the disk gauges after a check.
-    pub(crate) fn set_disk(&self, full: bool, available: u64) {
+    /// Sets the disk gauges after a check; `available` is `None` until the free space has been
+    /// read once (exported as -1, so that no dashboard or alert takes it for a full disk).
+    pub(crate) fn set_disk(&self, full: bool, available: Option<u64>) {
         self.disk_full.set(i64::from(full));
         self.disk_available
-            .set(i64::try_from(available).unwrap_or(i64::MAX));
+            .set(available.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX)));
     }
 
     /// Log entries proposed for plain writes (puts and deletes) so far.
