@@ -223,20 +223,33 @@ type LocalRegions = Arc<dyn Fn() -> Vec<kvrpcpb::Context> + Send + Sync>;
 fn collect_led_regions<S: Storage>(txn: &TxnApi<S>, regions: &LocalRegions, safe_point: u64) {
     let (mut collected, mut versions) = (0, 0);
     for ctx in regions() {
-        let req = kvrpcpb::GcRequest {
-            context: Some(ctx),
-            safe_point,
-        };
-        match txn.gc(&req) {
-            Ok(r) if r.region_error.is_none() && r.error.is_none() => {
-                collected += 1;
-                versions += r.versions;
+        let mut start = Vec::new();
+        loop {
+            let req = kvrpcpb::GcRequest {
+                context: Some(ctx),
+                safe_point,
+                start_key: start,
+                limit: 0,
+            };
+            match txn.gc(&req) {
+                Ok(r) if r.region_error.is_none() && r.error.is_none() => {
+                    versions += r.versions;
+                    if r.next_key.is_empty() {
+                        collected += 1;
+                        break;
+                    }
+                    start = r.next_key;
+                }
+                Ok(r) if r.error.is_some() => {
+                    tracing::debug!(region_id = ctx.region_id, error = ?r.error, "GC held up");
+                    break;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(region_id = ctx.region_id, error = %e, "GC failed");
+                    break;
+                }
             }
-            Ok(r) if r.error.is_some() => {
-                tracing::debug!(region_id = ctx.region_id, error = ?r.error, "GC held up")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(region_id = ctx.region_id, error = %e, "GC failed"),
         }
     }
     if collected > 0 {

@@ -29,24 +29,33 @@ impl TxnClient {
     /// wait ([`TxnError::Locked`]); a region that refused ([`TxnError::Aborted`]).
     pub async fn gc(&self, safe_point: u64) -> Result<GcStats, TxnError> {
         let mut stats = GcStats::default();
-        let mut located = Vec::new();
+        // The encoded key whose region is collected next, and the user key to go on from there
+        // (a call removes a bounded number of versions and says where to go on).
+        let (mut located, mut start) = (Vec::new(), Vec::new());
         let mut wait = LockWait::new();
         loop {
             let req = GcRequest {
                 safe_point,
+                start_key: start.clone(),
                 ..Default::default()
             };
             let (resp, region) = self.transport.gc(&located, req).await?;
             match resp.error {
                 None => {
-                    stats.regions += 1;
                     stats.keys += resp.keys;
                     stats.versions += resp.versions;
+                    wait = LockWait::new();
+                    if !resp.next_key.is_empty() {
+                        located = codec::key::encode_bytes(&resp.next_key);
+                        start = resp.next_key;
+                        continue;
+                    }
+                    stats.regions += 1;
                     if region.end_key.is_empty() {
                         return Ok(stats);
                     }
                     located = region.end_key;
-                    wait = LockWait::new();
+                    start = Vec::new();
                 }
                 Some(KeyError {
                     locked: Some(lock), ..

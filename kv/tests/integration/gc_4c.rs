@@ -120,3 +120,39 @@ fn gc_waits_for_locks_at_or_below_the_safe_point_4c() {
     );
     assert!(gc(&f, 30).error.is_none());
 }
+
+#[test]
+fn a_gc_call_stops_at_its_limit_and_the_next_goes_on_from_there_4c() {
+    let f = TxnFixture::default();
+    for i in 0..50u64 {
+        let key = format!("k{i:02}");
+        for v in 0..3u64 {
+            let ts = 10 + v * 10;
+            f.must_put_committed(key.as_bytes(), b"x", ts, ts + 1);
+        }
+    }
+    let (mut calls, mut versions, mut start) = (0, 0, Vec::new());
+    loop {
+        let r = f
+            .api
+            .gc(&GcRequest {
+                safe_point: 100,
+                start_key: start.clone(),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(r.error.is_none() && r.region_error.is_none(), "{r:?}");
+        calls += 1;
+        versions += r.versions;
+        assert!(r.versions <= 10, "a call stops at its limit: {r:?}");
+        if r.next_key.is_empty() {
+            break;
+        }
+        assert!(r.next_key > start, "each call goes on past the last");
+        start = r.next_key;
+    }
+    assert_eq!(versions, 100, "two old versions of each of 50 keys");
+    assert!(calls >= 10, "{calls} calls");
+    assert_eq!(f.dump(Cf::Write).len(), 50);
+}
