@@ -147,6 +147,24 @@ fn files(m: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Waits (30 s at most) until the scheduler knows at least `n` regions: splits run in the
+/// background, a little after the writes that call for them.
+async fn wait_regions(rpc: &RpcClient, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let regions = block_in_place(|| rpc.scan_regions(b"", b"", 0)).expect("scan regions");
+        if regions.len() >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} regions after 30 s",
+            regions.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn run_ctl(args: &[&str]) -> (i32, String, String) {
     block_in_place(|| ctl(args))
 }
@@ -159,6 +177,7 @@ async fn backup_under_writes_restores_exactly_the_state_at_its_timestamp_4c() {
     source.wait_replicas(STORES).await;
     let (rpc, txn) = clients(&source).await;
     load(&txn).await;
+    wait_regions(&rpc, 2).await;
     source.note("loaded");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -363,7 +382,7 @@ async fn raw_backup_restores_values_and_expiries_4c() {
     let dir = work.path().join("raw");
     let source = block_in_place(|| Cluster::start_with(&small_regions_config(), STORES));
     source.wait_replicas(STORES).await;
-    let (_, client) = source.routed_clients().await;
+    let (rpc, client) = source.routed_clients().await;
     let pairs: Vec<_> = (0..1_500)
         .map(|i| (key(i), format!("{i:0>200}").into_bytes()))
         .collect();
@@ -374,6 +393,7 @@ async fn raw_backup_restores_values_and_expiries_4c() {
             .await
             .expect("load");
     }
+    wait_regions(&rpc, 2).await;
     let expect = raw_state(&client).await;
     assert_eq!(expect.len(), pairs.len());
     assert!(expect.values().any(|(_, at)| *at > 0) && expect.values().any(|(_, at)| *at == 0));

@@ -305,7 +305,7 @@ async fn backup(
         cluster_id: rpc.cluster_id(),
         ts,
         created_unix_ms: now_ms(),
-        tool_version: format!("{} ({})", server::VERSION, server::GIT_REVISION),
+        tool_version: server::VERSION.to_string(),
         keys: w.segments.iter().map(|s| s.keys).sum(),
         kv_bytes: w.kv_bytes,
         segments: w.segments,
