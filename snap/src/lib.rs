@@ -25,6 +25,6 @@ mod transfer;
 pub use error::{Error, Result};
 pub use key::{SnapKey, SnapKind, SnapState};
 pub use manager::{SnapConfig, SnapGuard, SnapManager};
-pub use meta::meta_total_size;
+pub use meta::{file_md5, meta_total_size, sync_dir};
 pub use sst::{ApplyStats, BuiltSnapshot};
 pub use transfer::{snapshot_in_message, transfer, ChunkReader, SnapReceiver, DEFAULT_CHUNK_SIZE};

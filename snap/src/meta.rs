@@ -111,7 +111,7 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
 }
 
 /// Size and md5 of the file at `path`, read in one streaming pass.
-pub(crate) fn file_md5(path: &Path) -> Result<(u64, [u8; 16])> {
+pub fn file_md5(path: &Path) -> Result<(u64, [u8; 16])> {
     let mut file = File::open(path).map_err(io_err("open", path))?;
     let mut ctx = md5::Context::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -128,7 +128,7 @@ pub(crate) fn file_md5(path: &Path) -> Result<(u64, [u8; 16])> {
 }
 
 /// Fsyncs a directory so the renames and creations in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("sync directory", dir))

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rocksdb::{Options, SstFileWriter};
-use scheduler_client::{RpcClient, RpcClientConfig, SchedulerClient};
+use scheduler_client::{RpcClient, SchedulerClient};
 use tessera_client::cluster::{ClusterClient, ClusterConfig};
 use tessera_client::txn::{TxnClient, TxnScan};
 
-use crate::manifest::{hex, sync_dir, write_synced, Manifest, Segment, FORMAT, MANIFEST};
+use crate::manifest::{file_md5, hex, write_synced, Manifest, Segment, FORMAT, MANIFEST};
 
 /// Exit code when a backup is refused: corrupt, partial, foreign, or not a backup.
 pub const EXIT_BAD_BACKUP: u8 = 9;
@@ -62,30 +62,23 @@ pub enum BackupCmd {
     },
 }
 
-/// The clients a backup or restore needs, to the cluster of `scheduler`.
+/// The clients a backup, a restore or a GC needs, to the cluster of `scheduler` (over TLS when
+/// the command line asks for it): the scheduler's, a routing one, a transactional one.
 pub async fn connect(
     scheduler: &str,
-    tls: Option<security::Tls>,
-) -> Result<(Arc<dyn SchedulerClient>, ClusterClient, TxnClient), String> {
+) -> Result<(Arc<RpcClient>, ClusterClient, TxnClient), String> {
     let sched = scheduler.to_string();
-    let config = RpcClientConfig {
-        startup_timeout: std::time::Duration::from_secs(2),
-        tls: tls.clone(),
-        ..RpcClientConfig::default()
-    };
-    let rpc = tokio::task::spawn_blocking(move || RpcClient::connect(&sched, config))
+    let rpc = tokio::task::spawn_blocking(move || crate::admin::scheduler_client(&sched))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("scheduler {scheduler}: {e}"))?;
-    let rpc: Arc<dyn SchedulerClient> = Arc::new(rpc);
-    let cluster = ClusterClient::new(
-        rpc.clone(),
-        ClusterConfig {
-            tls,
-            ..ClusterConfig::default()
-        },
-    );
-    let txn = TxnClient::routed(cluster.clone(), rpc.clone());
+        .map_err(|e| e.to_string())??;
+    let rpc = Arc::new(rpc);
+    let dynamic: Arc<dyn SchedulerClient> = rpc.clone();
+    let config = ClusterConfig {
+        tls: crate::tls(),
+        ..ClusterConfig::default()
+    };
+    let cluster = ClusterClient::new(dynamic.clone(), config);
+    let txn = TxnClient::routed(cluster.clone(), dynamic);
     Ok((rpc, cluster, txn))
 }
 
@@ -204,15 +197,11 @@ impl Writer<'_> {
                 w.finish().map_err(|e| format!("finishing {name}: {e}"))?;
                 drop(w);
                 let path = self.dir.join(&name);
-                let bytes = std::fs::read(&path).map_err(|e| format!("reading {name}: {e}"))?;
                 std::fs::File::open(&path)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| format!("syncing {name}: {e}"))?;
-                (
-                    name,
-                    bytes.len() as u64,
-                    format!("{:x}", md5::compute(&bytes)),
-                )
+                let (size, md5) = file_md5(&path).map_err(|e| e.to_string())?;
+                (name, size, md5)
             }
         };
         self.segments.push(Segment {
@@ -262,9 +251,7 @@ async fn backup(
     json: bool,
 ) -> Result<(), Failed> {
     prepare_dir(dir)?;
-    let (rpc, cluster, txn) = connect(scheduler, crate::tls())
-        .await
-        .map_err(unreachable)?;
+    let (rpc, cluster, txn) = connect(scheduler).await.map_err(unreachable)?;
     let now = txn.timestamp().await.map_err(unreachable)?;
     let ts = match ts {
         Some(ts) if ts > now => {
@@ -310,7 +297,7 @@ async fn backup(
         kv_bytes: w.kv_bytes,
         segments: w.segments,
     };
-    sync_dir(dir).map_err(|e| (2, e))?;
+    snap::sync_dir(dir).map_err(|e| (2, e.to_string()))?;
     write_synced(&dir.join(MANIFEST), &manifest.encode()).map_err(|e| (2, e))?;
     let files = manifest.segments.iter().filter(|s| s.keys > 0).count();
     let size: u64 = manifest.segments.iter().map(|s| s.size).sum();

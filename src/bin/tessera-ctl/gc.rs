@@ -10,15 +10,11 @@
 //! refused with a clear error. A store that does not answer is skipped: it reads the safe point
 //! from the scheduler before it serves again.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scheduler_client::SchedulerClient;
 use serde_json::Value;
-use tessera_client::cluster::{ClusterClient, ClusterConfig};
-use tessera_client::txn::TxnClient;
 
-use crate::admin::{http_get, scheduler_client};
+use crate::admin::http_get;
 
 /// How long stores get to learn a new safe point.
 const LEARN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,18 +80,9 @@ pub async fn run(scheduler: &str, safe_point: SafePoint, json: bool) -> u8 {
 
 async fn gc(scheduler: &str, safe_point: SafePoint, json: bool) -> Result<(), (u8, String)> {
     let unreachable = |e: String| (4, e);
-    let sched = scheduler.to_string();
-    let rpc = tokio::task::spawn_blocking(move || scheduler_client(&sched))
+    let (rpc, _, txn) = crate::backup::connect(scheduler)
         .await
-        .map_err(|e| unreachable(e.to_string()))?
         .map_err(unreachable)?;
-    let rpc = Arc::new(rpc);
-    let dynamic: Arc<dyn SchedulerClient> = rpc.clone();
-    let config = ClusterConfig {
-        tls: crate::tls(),
-        ..ClusterConfig::default()
-    };
-    let txn = TxnClient::routed(ClusterClient::new(dynamic.clone(), config), dynamic);
     let now = txn
         .timestamp()
         .await

@@ -96,14 +96,13 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .and_then(|()| f.sync_all())
         .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     fs::rename(&tmp, path).map_err(|e| format!("renaming to {}: {e}", path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    snap::sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())
 }
 
-/// Syncs directory `dir`, so the names in it survive a crash.
-pub fn sync_dir(dir: &Path) -> Result<(), String> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("syncing {}: {e}", dir.display()))
+/// Size and md5 (hex) of the file at `path`, read in one streaming pass.
+pub fn file_md5(path: &Path) -> Result<(u64, String), snap::Error> {
+    let (size, sum) = snap::file_md5(path)?;
+    Ok((size, hex(&sum)))
 }
 
 impl Manifest {
@@ -214,19 +213,17 @@ impl Manifest {
                 ));
             }
             let path = dir.join(&s.file);
-            let bytes = fs::read(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
+            let (size, sum) = file_md5(&path).map_err(|e| match &e {
+                snap::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     format!("{} is missing: the backup is partial", path.display())
                 }
-                _ => format!("reading {}: {e}", path.display()),
+                _ => e.to_string(),
             })?;
-            let sum = format!("{:x}", md5::compute(&bytes));
-            if bytes.len() as u64 != s.size || sum != s.md5 {
+            if size != s.size || sum != s.md5 {
                 return Err(format!(
-                    "{} is corrupt or from another backup: {} bytes with md5 {sum}, the \
+                    "{} is corrupt or from another backup: {size} bytes with md5 {sum}, the \
                      manifest says {} bytes with md5 {}",
                     path.display(),
-                    bytes.len(),
                     s.size,
                     s.md5
                 ));

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocksdb::{IteratorMode, DB};
+use scheduler_client::SchedulerClient as _;
 use tessera_client::cluster::ClusterClient;
 use tessera_client::txn::TxnClient;
 use tokio::sync::Semaphore;
@@ -167,9 +168,7 @@ pub async fn restore(
     let bad = |e: String| (EXIT_BAD_BACKUP, format!("{e}; nothing was restored"));
     let manifest = Manifest::read(dir).map_err(bad)?;
     manifest.verify_files(dir).map_err(bad)?;
-    let (rpc, cluster, txn) = connect(scheduler, crate::tls())
-        .await
-        .map_err(unreachable)?;
+    let (rpc, cluster, txn) = connect(scheduler).await.map_err(unreachable)?;
     check_empty(&cluster).await?;
     let target = match manifest.kind.as_str() {
         "raw" => Target::Raw(cluster),
