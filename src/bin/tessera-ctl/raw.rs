@@ -190,6 +190,23 @@ impl Text {
     }
 
     /// Prints the acknowledgement of a write.
+    /// Prints what a get of `key` (`arg` on the command line) found; the exit code: 0, or 1
+    /// when the key is absent.
+    pub(crate) fn print_found(self, arg: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> u8 {
+        match value {
+            Some(v) if self.json => self.print_pairs(&vec![(key, v)], false),
+            Some(v) => println!("{}", self.show(&v)),
+            None => {
+                if self.json {
+                    self.print_pairs(&Vec::new(), false);
+                }
+                eprintln!("key not found: {arg}");
+                return 1;
+            }
+        }
+        0
+    }
+
     fn print_ok(self) {
         if self.json {
             println!("{}", serde_json::json!({ "ok": true }));
@@ -256,17 +273,8 @@ async fn run(client: &mut Raw, cf: &str, text: Text, cmd: RawCmd) -> Result<u8, 
     match cmd {
         RawCmd::Get { key } => {
             let k = arg(&key)?;
-            match either!(client, get(cf, &k)) {
-                Some(v) if text.json => text.print_pairs(&vec![(k, v)], false),
-                Some(v) => println!("{}", text.show(&v)),
-                None => {
-                    if text.json {
-                        text.print_pairs(&Vec::new(), false);
-                    }
-                    eprintln!("key not found: {key}");
-                    return Ok(1);
-                }
-            }
+            let found = either!(client, get(cf, &k));
+            return Ok(text.print_found(&key, k, found));
         }
         RawCmd::Put { key, value, ttl } => {
             either!(client, put_with_ttl(cf, &arg(&key)?, &arg(&value)?, ttl));

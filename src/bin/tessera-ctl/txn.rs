@@ -73,17 +73,10 @@ pub async fn run_txn(
     };
     let mut txn = client.begin().await?;
     match cmd {
-        TxnCmd::Get { key } => match txn.get(&parsed[0]).await? {
-            Some(v) if text.json => text.print_pairs(&vec![(parsed[0].clone(), v)], false),
-            Some(v) => println!("{}", text.show(&v)),
-            None => {
-                if text.json {
-                    text.print_pairs(&Vec::new(), false);
-                }
-                eprintln!("key not found: {key}");
-                return Ok(1);
-            }
-        },
+        TxnCmd::Get { key } => {
+            let found = txn.get(&parsed[0]).await?;
+            return Ok(text.print_found(&key, parsed[0].clone(), found));
+        }
         TxnCmd::Put { .. } => {
             for kv in parsed.chunks(2) {
                 txn.put(&kv[0], &kv[1]);
