@@ -75,6 +75,27 @@ fn key_below(end: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Moves `rest` on past a forward page of `pairs` that `region` served (`truncated`: the server
+/// cut it at its byte bound); false when the scan is over.
+pub(super) fn advance(
+    rest: &mut ScanRange,
+    pairs: &Pairs,
+    truncated: bool,
+    region: &metapb::Region,
+) -> bool {
+    let full = pairs.len() >= rest.limit as usize || truncated;
+    match pairs.last() {
+        // A full page, or one cut at the server's byte bound: go on after its last key.
+        Some((last, _)) if full => rest.resume_past(last.clone()),
+        _ if full => return false,
+        // A region answers only from its own range: fewer pairs than asked means it is
+        // exhausted, and the scan goes on where the next region starts.
+        _ if region.end_key.is_empty() => return false,
+        _ => rest.start = region.end_key.clone(),
+    }
+    true
+}
+
 fn pairs(kvs: Vec<KvPair>) -> Pairs {
     kvs.into_iter().map(|p| (p.key, p.value)).collect()
 }
@@ -97,17 +118,10 @@ impl ClusterClient {
             rest.limit = (range.limit - out.len() as u32).min(SCAN_BATCH);
             let ((page, truncated, _), region) =
                 self.scan_page(cf, &mut retry, &rest, &rest.start).await?;
-            let full = page.len() >= rest.limit as usize || truncated;
-            let last = page.last().map(|(k, _)| k.clone());
+            let more = advance(&mut rest, &page, truncated, &region);
             out.extend(page);
-            match last {
-                // A full page, or one cut at the server's byte bound: go on after its last key.
-                Some(last) if full => rest.resume_past(last),
-                _ if full => break,
-                // A region answers only from its own range: fewer pairs than asked means it is
-                // exhausted, and the scan goes on where the next region starts.
-                _ if region.end_key.is_empty() => break,
-                _ => rest.start = region.end_key,
+            if !more {
+                break;
             }
         }
         Ok(out)

@@ -4,6 +4,7 @@
 
 use proto::metapb;
 
+use super::multi::advance;
 use super::retry::{ClusterError, Retry};
 use super::{ClusterClient, SCAN_BATCH};
 use crate::raw::{Pairs, ScanRange};
@@ -75,13 +76,7 @@ impl RawPages {
                 expiry_ms.len()
             )));
         }
-        let full = pairs.len() >= rest.limit as usize || truncated;
-        match pairs.last() {
-            Some((last, _)) if full => rest.resume_past(last.clone()),
-            _ if full => self.done = true,
-            _ if region.end_key.is_empty() => self.done = true,
-            _ => rest.start = region.end_key.clone(),
-        }
+        self.done = !advance(rest, &pairs, truncated, &region);
         Ok(Some(RawPage {
             pairs,
             expiry_ms,
